@@ -1,0 +1,50 @@
+"""Typed errors: every failure pyqcore reports is one of these, so callers can catch precisely."""
+
+from __future__ import annotations
+
+
+class PyqcoreError(Exception):
+    """Base class of every error pyqcore raises."""
+
+
+class ConfigurationError(PyqcoreError, ValueError):
+    """A setting is out of range or inconsistent (negative retries, zero timeout, ...)."""
+
+
+class SerializationError(PyqcoreError, TypeError):
+    """A value cannot be encoded; raised before anything is written to Redis."""
+
+
+class DeserializationError(PyqcoreError, ValueError):
+    """Bytes read from Redis are not a valid record for the serializer in use."""
+
+
+class PayloadTooLargeError(SerializationError):
+    """An encoded job record exceeds the queue's ``max_payload_bytes``."""
+
+
+class UnknownQueueError(PyqcoreError, KeyError):
+    """``get_queue`` was asked for a name that was never registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want a plain message
+        return str(self.args[0]) if self.args else "unknown queue"
+
+
+class LeaseLostError(PyqcoreError):
+    """The job's lease token is stale: the lease expired and the job moved on without us."""
+
+
+class JobNotFoundError(PyqcoreError, LookupError):
+    """No job with that id is where the operation expected it."""
+
+
+class ScriptError(PyqcoreError):
+    """A Lua script refused its arguments (it wrote nothing) or replied in an unexpected shape."""
+
+
+class LockNotAcquiredError(PyqcoreError):
+    """``queue.lock(key)`` could not get the lock before its timeout."""
+
+
+class NonRetryableError(PyqcoreError):
+    """Raise from ``process_job`` to send the job straight to the dead-letter queue."""

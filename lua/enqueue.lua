@@ -1,0 +1,110 @@
+--[[
+enqueue: store N jobs and make them ready (or delayed) in one atomic call.
+
+KEYS
+  1  ready    LIST  ids waiting, FIFO
+  2  delayed  ZSET  id -> due time (ms)
+  3  jobs     HASH  id -> serialized job record
+  4  stats    HASH  counters; field "seq" numbers the queue's automatic ids
+  5  wake     LIST  marker that blocked workers wait on
+ARGV
+  1     due_ms  integer, ms   when the jobs become ready; 0 = ready now
+  2k    id      string        job id; "" = take the queue's next number
+  2k+1  record  bytes         serialized job record, stored as is (k = 1..N)
+REPLY
+  {0, r1, ..., rN}  ri = the id stored for job i, or 0 when job i's id already existed
+                    (idempotent add: that job is skipped, the existing one is untouched)
+ERRORS
+  {1, message}  BAD_ARGUMENT: bad due_ms, no job, or an odd id/record list; nothing written
+]]
+-- @include common
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, NOT_FOUND, LOCKED = 0, 1, 2, 3, 4
+local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
+
+-- The first argument error found; a script checks it before its first write.
+local bad
+
+-- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
+local function arg_int(i, name, min)
+  local s = ARGV[i]
+  local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
+  if not v or v < min or v > MAX_INT then
+    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    return min
+  end
+  return v
+end
+
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+-- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+-- @end common
+
+local ready, delayed, jobs, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local due = arg_int(1, 'due_ms', 0)
+if #ARGV < 3 or #ARGV % 2 ~= 1 then
+  bad = bad or 'ARGV[2..] must be (id, record) pairs, at least one'
+end
+if bad then
+  return {BAD_ARGUMENT, bad}
+end
+
+-- Automatic ids: reserve a block of numbers with one HINCRBY; a number that a caller already
+-- used as a custom id is skipped by taking one more.
+local autos = 0
+for i = 2, #ARGV, 2 do
+  if ARGV[i] == '' then
+    autos = autos + 1
+  end
+end
+local next_seq = 0
+if autos > 0 then
+  next_seq = redis.call('HINCRBY', stats, 'seq', autos) - autos
+end
+
+local reply, fresh = {OK}, {}
+for i = 2, #ARGV, 2 do
+  local id, record = ARGV[i], ARGV[i + 1]
+  if id == '' then
+    next_seq = next_seq + 1
+    id = tostring(next_seq)
+    while redis.call('HSETNX', jobs, id, record) == 0 do
+      id = tostring(redis.call('HINCRBY', stats, 'seq', 1))
+    end
+  elseif redis.call('HSETNX', jobs, id, record) == 0 then
+    id = nil
+  end
+  if id then
+    fresh[#fresh + 1] = id
+    reply[#reply + 1] = id
+  else
+    reply[#reply + 1] = 0
+  end
+end
+
+if #fresh > 0 then
+  if due == 0 then
+    call_chunked('RPUSH', ready, fresh)
+  else
+    local scored = {}
+    for _, id in ipairs(fresh) do
+      scored[#scored + 1] = due
+      scored[#scored + 1] = id
+    end
+    call_chunked('ZADD', delayed, scored)
+  end
+  redis.call('HINCRBY', stats, 'added', #fresh)
+  wake(wake_key)
+end
+return reply

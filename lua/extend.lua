@@ -1,0 +1,96 @@
+--[[
+extend: heartbeat. Moves the lease deadline of N jobs still held under their tokens to
+now + visibility, so a long job is not reclaimed while its worker is alive.
+
+KEYS
+  1  leased  ZSET  id -> lease deadline (ms)
+  2  meta    HASH  id -> "attempts:token:redrives"
+ARGV
+  1     now_ms         integer, ms  current time
+  2     visibility_ms  integer, ms  new lease length from now, > 0
+  2k+1  id             string       job id (k = 1..N)
+  2k+2  token          integer      its lease token
+REPLY
+  {0, deadline_ms, extended, lost_id...}  lost ids are no longer held under the token given
+ERRORS
+  {1, message}  BAD_ARGUMENT; nothing written
+]]
+-- @include common
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, NOT_FOUND, LOCKED = 0, 1, 2, 3, 4
+local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
+
+-- The first argument error found; a script checks it before its first write.
+local bad
+
+-- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
+local function arg_int(i, name, min)
+  local s = ARGV[i]
+  local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
+  if not v or v < min or v > MAX_INT then
+    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    return min
+  end
+  return v
+end
+
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+-- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+-- @end common
+-- @include meta
+-- Per-job mutable state in the meta hash: "attempts:token:redrives".
+-- attempts counts deliveries since the job was added or last redriven; token is the current
+-- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
+-- counts trips from the dead-letter queue back to ready.
+local function meta_get(value)
+  local a, t, r = string.match(value or '', '^(%d+):(%d+):(%d+)$')
+  return tonumber(a) or 0, t or '0', tonumber(r) or 0
+end
+
+local function meta_put(attempts, token, redrives)
+  return string.format('%d:%s:%d', attempts, token, redrives)
+end
+-- @end meta
+
+local leased, meta = KEYS[1], KEYS[2]
+local now = arg_int(1, 'now_ms', 0)
+local visibility = arg_int(2, 'visibility_ms', 1)
+if #ARGV < 4 or #ARGV % 2 ~= 0 then
+  bad = bad or 'ARGV[3..] must be (id, token) pairs, at least one'
+end
+if bad then
+  return {BAD_ARGUMENT, bad}
+end
+
+local deadline = now + visibility
+local ids = {}
+for i = 3, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+end
+local states = redis.call('HMGET', meta, unpack(ids))
+local held, reply = {}, {OK, deadline, 0}
+for i, id in ipairs(ids) do
+  local _, token = meta_get(states[i])
+  if token ~= '0' and token == ARGV[2 * i + 2] then
+    held[#held + 1] = deadline
+    held[#held + 1] = id
+  else
+    reply[#reply + 1] = id
+  end
+end
+if #held > 0 then
+  call_chunked('ZADD', leased, held)
+end
+reply[3] = #held / 2
+return reply

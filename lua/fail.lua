@@ -1,0 +1,121 @@
+--[[
+fail: one decision for a delivery that failed: retry after a backoff while attempts remain,
+otherwise move the job to the dead-letter queue with its error.
+
+KEYS
+  1  ready    LIST  ids waiting, FIFO
+  2  delayed  ZSET  id -> due time (ms)
+  3  leased   ZSET  id -> lease deadline (ms)
+  4  dead     ZSET  id -> time it died (ms)
+  5  meta     HASH  id -> "attempts:token:redrives"
+  6  errors   HASH  id -> last error (JSON)
+  7  stats    HASH  counters
+  8  wake     LIST  marker that blocked workers wait on
+ARGV
+  1  now_ms        integer, ms  current time
+  2  id            string       job id
+  3  token         integer      the job's lease token
+  4  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
+  5  backoff_ms    integer, ms  wait before the retry; 0 = back of ready now
+  6  error         string       JSON {type, message, traceback}, stored as the job's last error
+  7  retryable     0 or 1       0 = dead now whatever the attempts left
+REPLY
+  {0, "retry", due_ms}  the job waits in delayed (or ready when backoff_ms is 0)
+  {0, "dead", now_ms}   the job is in the dead-letter queue
+ERRORS
+  {1, message}  BAD_ARGUMENT; nothing written
+  {2, message}  LEASE_LOST: the token is not the job's current lease; nothing written
+]]
+-- @include common
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, NOT_FOUND, LOCKED = 0, 1, 2, 3, 4
+local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
+
+-- The first argument error found; a script checks it before its first write.
+local bad
+
+-- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
+local function arg_int(i, name, min)
+  local s = ARGV[i]
+  local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
+  if not v or v < min or v > MAX_INT then
+    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    return min
+  end
+  return v
+end
+
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+-- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+-- @end common
+-- @include meta
+-- Per-job mutable state in the meta hash: "attempts:token:redrives".
+-- attempts counts deliveries since the job was added or last redriven; token is the current
+-- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
+-- counts trips from the dead-letter queue back to ready.
+local function meta_get(value)
+  local a, t, r = string.match(value or '', '^(%d+):(%d+):(%d+)$')
+  return tonumber(a) or 0, t or '0', tonumber(r) or 0
+end
+
+local function meta_put(attempts, token, redrives)
+  return string.format('%d:%s:%d', attempts, token, redrives)
+end
+-- @end meta
+-- @include bury
+-- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
+-- The record stays in the jobs hash, so the job can be inspected and redriven under its own id.
+local function bury(dead_key, errors_key, stats_key, id, now, error_json)
+  redis.call('ZADD', dead_key, now, id)
+  redis.call('HSET', errors_key, id, error_json)
+  redis.call('HINCRBY', stats_key, 'dead', 1)
+end
+-- @end bury
+
+local ready, delayed, leased, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, errors, stats, wake_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local now = arg_int(1, 'now_ms', 0)
+local id = ARGV[2] or ''
+local token = arg_int(3, 'token', 1)
+local max_attempts = arg_int(4, 'max_attempts', 1)
+local backoff = arg_int(5, 'backoff_ms', 0)
+local error_json = ARGV[6] or ''
+local retryable = arg_int(7, 'retryable', 0)
+if id == '' then
+  bad = bad or 'ARGV[2] id must not be empty'
+end
+if bad then
+  return {BAD_ARGUMENT, bad}
+end
+
+local attempts, current, redrives = meta_get(redis.call('HGET', meta, id))
+if current == '0' or current ~= ARGV[3] then
+  return {LEASE_LOST, 'job ' .. id .. ' is not leased under token ' .. token}
+end
+redis.call('ZREM', leased, id)
+redis.call('HSET', meta, id, meta_put(attempts, 0, redrives))
+
+if retryable == 1 and attempts < max_attempts then
+  redis.call('HSET', errors, id, error_json)
+  redis.call('HINCRBY', stats, 'retried', 1)
+  wake(wake_key)
+  if backoff == 0 then
+    redis.call('RPUSH', ready, id)
+    return {OK, 'retry', now}
+  end
+  redis.call('ZADD', delayed, now + backoff, id)
+  return {OK, 'retry', now + backoff}
+end
+bury(dead, errors, stats, id, now, error_json)
+return {OK, 'dead', now}

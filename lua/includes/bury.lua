@@ -1,0 +1,7 @@
+-- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
+-- The record stays in the jobs hash, so the job can be inspected and redriven under its own id.
+local function bury(dead_key, errors_key, stats_key, id, now, error_json)
+  redis.call('ZADD', dead_key, now, id)
+  redis.call('HSET', errors_key, id, error_json)
+  redis.call('HINCRBY', stats_key, 'dead', 1)
+end

@@ -1,0 +1,64 @@
+--[[
+lock: take an item lock, or refresh it when the caller already holds it (same token).
+
+KEYS
+  1  lock  STRING  holds the holder's token; expires by itself after ttl_ms
+ARGV
+  1  token   string       the caller's unique token
+  2  ttl_ms  integer, ms  lifetime of the lock, >= 1
+REPLY
+  {0}                 the caller holds the lock until now + ttl_ms
+ERRORS
+  {1, message}        BAD_ARGUMENT
+  {4, remaining_ms}   LOCKED: someone else holds it for about remaining_ms more
+]]
+-- @include common
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, NOT_FOUND, LOCKED = 0, 1, 2, 3, 4
+local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
+
+-- The first argument error found; a script checks it before its first write.
+local bad
+
+-- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
+local function arg_int(i, name, min)
+  local s = ARGV[i]
+  local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
+  if not v or v < min or v > MAX_INT then
+    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    return min
+  end
+  return v
+end
+
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+-- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+-- @end common
+
+local token = ARGV[1] or ''
+local ttl = arg_int(2, 'ttl_ms', 1)
+if token == '' then
+  bad = bad or 'ARGV[1] token must not be empty'
+end
+if bad then
+  return {BAD_ARGUMENT, bad}
+end
+if redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then
+  return {OK}
+end
+if redis.call('GET', KEYS[1]) == token then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return {OK}
+end
+return {LOCKED, redis.call('PTTL', KEYS[1])}

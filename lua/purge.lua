@@ -1,0 +1,78 @@
+--[[
+purge: delete dead jobs for good (record, state and error): the ids given, or those that died
+before max_died_ms, at most limit per call.
+
+KEYS
+  1  dead    ZSET  id -> time it died (ms)
+  2  jobs    HASH  id -> serialized job record
+  3  meta    HASH  id -> "attempts:token:redrives"
+  4  errors  HASH  id -> last error (JSON)
+  5  stats   HASH  counters
+ARGV
+  1    max_died_ms  integer, ms  with no ids: purge jobs that died before this time
+  2    limit        integer      with no ids: most jobs purged, >= 1
+  3..  id           string       optional: exactly these dead jobs (ids not dead are ignored)
+REPLY
+  {0, purged}  a caller purging by age is done when purged < limit
+ERRORS
+  {1, message}  BAD_ARGUMENT; nothing written
+]]
+-- @include common
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, NOT_FOUND, LOCKED = 0, 1, 2, 3, 4
+local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
+
+-- The first argument error found; a script checks it before its first write.
+local bad
+
+-- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
+local function arg_int(i, name, min)
+  local s = ARGV[i]
+  local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
+  if not v or v < min or v > MAX_INT then
+    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    return min
+  end
+  return v
+end
+
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+-- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+-- @end common
+
+local dead, jobs, meta, errors, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local max_died = arg_int(1, 'max_died_ms', 0)
+local limit = arg_int(2, 'limit', 1)
+if bad then
+  return {BAD_ARGUMENT, bad}
+end
+
+local ids = {}
+if #ARGV > 2 then
+  for i = 3, #ARGV do
+    if redis.call('ZSCORE', dead, ARGV[i]) then
+      ids[#ids + 1] = ARGV[i]
+    end
+  end
+else
+  ids = redis.call('ZRANGEBYSCORE', dead, '-inf', '(' .. max_died, 'LIMIT', 0, limit)
+end
+if #ids > 0 then
+  call_chunked('ZREM', dead, ids)
+  call_chunked('HDEL', jobs, ids)
+  call_chunked('HDEL', meta, ids)
+  call_chunked('HDEL', errors, ids)
+  redis.call('HINCRBY', stats, 'purged', #ids)
+end
+return {OK, #ids}

@@ -1,0 +1,117 @@
+--[[
+redrive: move dead jobs back to the back of ready under the same id, attempts reset to 0.
+Either the ids given, or the dead jobs that died at or after min_died_ms, in bounded batches.
+A job already redriven max_redrives times stays dead, so a poison job cannot cycle forever.
+
+KEYS
+  1  ready   LIST  ids waiting, FIFO
+  2  dead    ZSET  id -> time it died (ms)
+  3  meta    HASH  id -> "attempts:token:redrives"
+  4  errors  HASH  id -> last error (JSON)
+  5  stats   HASH  counters
+  6  wake    LIST  marker that blocked workers wait on
+ARGV
+  1    max_redrives  integer      redrives allowed per job; -1 = no limit (an operator's requeue)
+  2    min_died_ms   integer, ms  with no ids: consider jobs that died at or after this time
+  3    offset        integer      with no ids: skip this many candidates (those kept back so far)
+  4    limit         integer      with no ids: most candidates examined, >= 1
+  5..  id            string       optional: exactly these jobs (then ARGV 2-4 are ignored)
+REPLY
+  {0, redriven, kept_back, not_dead, examined}
+  kept_back = at their redrive limit; not_dead = ids given that are not in the dead set;
+  a caller scanning by age is done when examined < limit, else calls again with
+  offset + kept_back.
+ERRORS
+  {1, message}  BAD_ARGUMENT; nothing written
+]]
+-- @include common
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, NOT_FOUND, LOCKED = 0, 1, 2, 3, 4
+local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
+
+-- The first argument error found; a script checks it before its first write.
+local bad
+
+-- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
+local function arg_int(i, name, min)
+  local s = ARGV[i]
+  local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
+  if not v or v < min or v > MAX_INT then
+    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    return min
+  end
+  return v
+end
+
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+-- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+-- @end common
+-- @include meta
+-- Per-job mutable state in the meta hash: "attempts:token:redrives".
+-- attempts counts deliveries since the job was added or last redriven; token is the current
+-- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
+-- counts trips from the dead-letter queue back to ready.
+local function meta_get(value)
+  local a, t, r = string.match(value or '', '^(%d+):(%d+):(%d+)$')
+  return tonumber(a) or 0, t or '0', tonumber(r) or 0
+end
+
+local function meta_put(attempts, token, redrives)
+  return string.format('%d:%s:%d', attempts, token, redrives)
+end
+-- @end meta
+
+local ready, dead, meta, errors, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local max_redrives = arg_int(1, 'max_redrives', -1)
+local min_died = arg_int(2, 'min_died_ms', 0)
+local offset = arg_int(3, 'offset', 0)
+local limit = arg_int(4, 'limit', 1)
+if bad then
+  return {BAD_ARGUMENT, bad}
+end
+
+local candidates, not_dead = {}, 0
+if #ARGV > 4 then
+  for i = 5, #ARGV do
+    if redis.call('ZSCORE', dead, ARGV[i]) then
+      candidates[#candidates + 1] = ARGV[i]
+    else
+      not_dead = not_dead + 1
+    end
+  end
+else
+  candidates = redis.call('ZRANGEBYSCORE', dead, min_died, '+inf', 'LIMIT', offset, limit)
+end
+
+local moved, kept = {}, 0
+if #candidates > 0 then
+  local states = redis.call('HMGET', meta, unpack(candidates))
+  for i, id in ipairs(candidates) do
+    local _, _, redrives = meta_get(states[i])
+    if max_redrives >= 0 and redrives >= max_redrives then
+      kept = kept + 1
+    else
+      redis.call('HSET', meta, id, meta_put(0, 0, redrives + 1))
+      moved[#moved + 1] = id
+    end
+  end
+end
+if #moved > 0 then
+  call_chunked('ZREM', dead, moved)
+  call_chunked('HDEL', errors, moved)
+  call_chunked('RPUSH', ready, moved)
+  redis.call('HINCRBY', stats, 'redriven', #moved)
+  wake(wake_key)
+end
+return {OK, #moved, kept, not_dead, #candidates}

@@ -1,0 +1,25 @@
+"""Reply codes of the Lua scripts (lua/includes/common.lua) and the outcomes of a failure."""
+
+from __future__ import annotations
+
+from enum import Enum, IntEnum
+
+
+class Code(IntEnum):
+    """First element of every script reply; a test keeps these equal to the Lua constants."""
+
+    OK = 0
+    BAD_ARGUMENT = 1  # ARGV failed validation; the script wrote nothing
+    LEASE_LOST = 2  # the token given is not the job's current lease
+    NOT_FOUND = 3  # no such job where the operation expected it
+    LOCKED = 4  # an item lock is held under another token
+
+
+class Outcome(str, Enum):
+    """What ``fail`` did with a job: scheduled it again, or moved it to the dead-letter queue."""
+
+    RETRY = "retry"
+    DEAD = "dead"
+
+    def __str__(self) -> str:
+        return self.value

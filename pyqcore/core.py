@@ -1,0 +1,336 @@
+"""The sans-I/O core: which script each operation calls, with which KEYS and ARGV, and how its
+reply is read. Nothing here talks to Redis, so the sync and asyncio layers share every line.
+
+An operation is a ``Call``: the shells send ``EVALSHA call.script.sha`` with ``call.keys`` and
+``call.args``, then hand the reply to ``call.parse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pyqcore.codes import Code, Outcome
+from pyqcore.errors import ConfigurationError, DeserializationError, LeaseLostError, ScriptError
+from pyqcore.job import ErrorInfo, Job, decode_record, encode_record
+from pyqcore.keys import QueueKeys
+from pyqcore.scripts import Script, load_scripts
+from pyqcore.settings import QueueSettings
+
+T = TypeVar("T")
+Arg = str | bytes | int
+
+SWEEP_LIMIT = 1000  # most delayed promotions and expired leases one reserve call handles
+MAX_JOB_ID = 1024  # bytes
+
+
+def _ms(seconds: float) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ConfigurationError(f"a lease length must be a number of seconds > 0, got {seconds!r}")
+    return max(1, round(seconds * 1000))
+
+
+def _job_id(job_id: str | None) -> str:
+    """A custom id as given (non-empty str up to MAX_JOB_ID bytes), or "" to be numbered."""
+    if job_id is None:
+        return ""
+    if not isinstance(job_id, str) or not job_id or len(job_id.encode()) > MAX_JOB_ID:
+        raise ConfigurationError(
+            f"job_id must be a non-empty str of at most {MAX_JOB_ID} bytes, got {job_id!r:.80}"
+        )
+    return job_id
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One script invocation, ready to send, and the parser of its reply."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[Arg]
+    parse: Callable[[Any], T]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What ``reserve`` got: decoded jobs, records that failed to decode, and the next event."""
+
+    jobs: list[Job]
+    undecodable: list[tuple[str, str, DeserializationError]]  # (id, token, why)
+    next_event_ms: int | None  # earliest delayed due time or lease deadline; None if neither
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Reply of ack / release / extend: how many jobs the tokens held, and the ids refused."""
+
+    count: int
+    refused: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Reply of ``fail``: retried (at ``at_ms``) or dead (since ``at_ms``)."""
+
+    outcome: Outcome
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Redriven:
+    """Reply of ``redrive``: moved back to ready, kept back at their limit, not dead, examined."""
+
+    redriven: int
+    kept_back: int
+    not_dead: int
+    examined: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRow:
+    """One dead job as ``peek_dead`` returns it, still undecoded."""
+
+    job_id: str
+    died_ms: int
+    record: bytes | None
+    meta: bytes | None
+    error: bytes | None
+
+
+def checked(reply: Any) -> list[Any]:
+    """Raise the typed error for a non-OK reply; return the reply otherwise."""
+    if not isinstance(reply, list) or not reply:
+        raise ScriptError(f"unexpected script reply {reply!r}")
+    code = reply[0]
+    if code == Code.OK:
+        return reply
+    message = text(reply[1]) if len(reply) > 1 else ""
+    if code == Code.LEASE_LOST:
+        raise LeaseLostError(message)
+    raise ScriptError(f"{Code(code).name}: {message}")
+
+
+def text(value: bytes | str | int) -> str:
+    """A reply element as str (redis-py hands out bytes or str depending on the command)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ids(values: Iterable[bytes | str]) -> list[str]:
+    return [text(v) for v in values]
+
+
+def _pairs(pairs: Iterable[tuple[str, str]]) -> list[Arg]:
+    flat: list[Arg] = []
+    for job_id, token in pairs:
+        flat.append(job_id)
+        flat.append(token)
+    return flat
+
+
+def _settled(reply: Any) -> Settled:
+    reply = checked(reply)
+    return Settled(reply[1], _ids(reply[2:]))
+
+
+class QueueCalls:
+    """Builds the script calls of one queue; shared by the sync and asyncio queues."""
+
+    def __init__(self, settings: QueueSettings) -> None:
+        self.settings = settings
+        self.queue = settings.name
+        self.serializer = settings.serializer
+        keys = QueueKeys(settings.prefix, settings.name)
+        self._scripts = load_scripts()
+        self._keys = {name: keys.keys(s.key_parts) for name, s in self._scripts.items()}
+
+    # -- operations in the caller's terms (seconds, payloads, exceptions) ----------------------
+
+    def add(
+        self, payloads: Sequence[Any], contexts: Sequence[Any], delay: float,
+        job_ids: Sequence[str | None],
+    ) -> list[Call[list[str]]]:
+        """Encode every record first (a bad one raises before any write), then one call per
+        ``batch_size`` jobs. Each call parses to the jobs' ids (an existing id for a duplicate)."""
+        s = self.settings
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+            raise ConfigurationError(f"delay must be a number of seconds >= 0, got {delay!r}")
+        now = s.now_ms()
+        entries = [
+            (_job_id(job_id), encode_record(s.serializer, p, c, now, s.max_payload_bytes))
+            for p, c, job_id in zip(payloads, contexts, job_ids, strict=True)
+        ]
+        due = now + round(delay * 1000) if delay > 0 else 0
+        step = s.batch_size
+        return [self.enqueue(entries[i : i + step], due) for i in range(0, len(entries), step)]
+
+    def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
+        """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""
+        s = self.settings
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ConfigurationError(f"count must be an int >= 0, got {count!r}")
+        visibility = s.visibility_ms if visibility_timeout is None else _ms(visibility_timeout)
+        return self.reserve(s.now_ms(), count, visibility, s.max_attempts, SWEEP_LIMIT)
+
+    def failure(self, job: Job, error: ErrorInfo, retry: bool = True) -> Call[Failed]:
+        """Retry ``job`` after the queue's backoff for its attempt, or bury it with ``error``."""
+        s = self.settings
+        backoff_ms = round(s.backoff.delay(job.attempt, s.rng) * 1000)
+        return self.fail(s.now_ms(), job.id, job.token, max_attempts=s.max_attempts,
+                         backoff_ms=backoff_ms, error_json=error.to_json(), retryable=retry)
+
+    def bury(self, job_id: str, token: str, error: ErrorInfo) -> Call[Failed]:
+        """Send a leased job straight to the dead-letter queue (e.g. its record is corrupt)."""
+        s = self.settings
+        return self.fail(s.now_ms(), job_id, token, max_attempts=s.max_attempts, backoff_ms=0,
+                         error_json=error.to_json(), retryable=False)
+
+    def heartbeat(self, jobs: Iterable[Job], seconds: float | None = None) -> Call[Settled]:
+        """Extend the leases of held jobs by ``seconds`` from now (the visibility timeout)."""
+        s = self.settings
+        visibility = s.visibility_ms if seconds is None else _ms(seconds)
+        return self.extend(s.now_ms(), visibility, [(j.id, j.token) for j in jobs])
+
+    # -- the scripts' own calls ----------------------------------------------------------------
+
+    def _call(self, name: str, args: Sequence[Arg], parse: Callable[[Any], T]) -> Call[T]:
+        return Call(self._scripts[name], self._keys[name], args, parse)
+
+    def enqueue(self, entries: Sequence[tuple[str, bytes]], due_ms: int) -> Call[list[str]]:
+        """Store (id, record) entries; "" ids are numbered. Parses to the ids of the jobs (for a
+        duplicate, the id it was given: the job already there is left as it was)."""
+        args: list[Arg] = [due_ms]
+        for job_id, record in entries:
+            args.append(job_id)
+            args.append(record)
+
+        def parse(reply: Any) -> list[str]:
+            stored = checked(reply)[1:]
+            return [e[0] if r == 0 else text(r) for e, r in zip(entries, stored, strict=True)]
+
+        return self._call("enqueue", args, parse)
+
+    def reserve(
+        self, now_ms: int, count: int, visibility_ms: int, max_attempts: int, sweep_limit: int
+    ) -> Call[Reservation]:
+        """Lease up to ``count`` jobs (after promoting due and reclaiming expired ones)."""
+        queue, loads = self.queue, self.serializer
+
+        def parse(reply: Any) -> Reservation:
+            reply = checked(reply)
+            token, deadline, next_event = text(reply[1]), reply[2] / 1000.0, reply[3]
+            jobs: list[Job] = []
+            bad: list[tuple[str, str, DeserializationError]] = []
+            for i in range(4, len(reply), 3):
+                job_id = reply[i].decode()
+                try:
+                    payload, context, enqueued_ms = decode_record(loads, reply[i + 1])
+                except DeserializationError as exc:
+                    bad.append((job_id, token, exc))
+                    continue
+                jobs.append(
+                    Job(job_id, queue, payload, context, reply[i + 2], enqueued_ms / 1000.0,
+                        token, deadline)
+                )
+            return Reservation(jobs, bad, None if next_event < 0 else next_event)
+
+        return self._call(
+            "reserve", [now_ms, count, visibility_ms, max_attempts, sweep_limit], parse
+        )
+
+    def ack(self, pairs: Iterable[tuple[str, str]]) -> Call[Settled]:
+        """Finish (id, token) pairs; refused ids had stale tokens."""
+        return self._call("ack", _pairs(pairs), _settled)
+
+    def fail(
+        self, now_ms: int, job_id: str, token: str, *, max_attempts: int, backoff_ms: int,
+        error_json: str, retryable: bool,
+    ) -> Call[Failed]:
+        """Retry after ``backoff_ms`` while attempts remain, else bury; raises LeaseLostError."""
+
+        def parse(reply: Any) -> Failed:
+            reply = checked(reply)
+            return Failed(Outcome(text(reply[1])), reply[2])
+
+        args: list[Arg] = [now_ms, job_id, token, max_attempts, backoff_ms, error_json,
+                           int(retryable)]
+        return self._call("fail", args, parse)
+
+    def extend(
+        self, now_ms: int, visibility_ms: int, pairs: Iterable[tuple[str, str]]
+    ) -> Call[Settled]:
+        """Move the lease deadline of held jobs to now + visibility."""
+
+        def parse(reply: Any) -> Settled:
+            reply = checked(reply)
+            return Settled(reply[2], _ids(reply[3:]))
+
+        return self._call("extend", [now_ms, visibility_ms, *_pairs(pairs)], parse)
+
+    def release(self, pairs: Iterable[tuple[str, str]]) -> Call[Settled]:
+        """Return unstarted leased jobs to the front of ready, uncounted."""
+        return self._call("release", _pairs(pairs), _settled)
+
+    def redrive(
+        self, max_redrives: int, min_died_ms: int = 0, offset: int = 0, limit: int = 1000,
+        ids: Sequence[str] = (),
+    ) -> Call[Redriven]:
+        """Dead → ready for ``ids``, or for those that died at or after ``min_died_ms``."""
+
+        def parse(reply: Any) -> Redriven:
+            return Redriven(*checked(reply)[1:5])
+
+        return self._call("redrive", [max_redrives, min_died_ms, offset, limit, *ids], parse)
+
+    def purge(self, max_died_ms: int = 0, limit: int = 1000, ids: Sequence[str] = ()) -> Call[int]:
+        """Delete dead jobs that died before ``max_died_ms`` (or exactly ``ids``)."""
+
+        def parse(reply: Any) -> int:
+            count: int = checked(reply)[1]
+            return count
+
+        return self._call("purge", [max_died_ms, limit, *ids], parse)
+
+    def peek_dead(self, offset: int, limit: int, ids: Sequence[str] = ()) -> Call[list[DeadRow]]:
+        """Read dead jobs, oldest first (or exactly ``ids``)."""
+
+        def parse(reply: Any) -> list[DeadRow]:
+            reply = checked(reply)
+            return [
+                DeadRow(text(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3], reply[i + 4])
+                for i in range(1, len(reply), 5)
+            ]
+
+        return self._call("peek_dead", [offset, limit, *ids], parse)
+
+    def counts(self) -> Call[dict[str, int]]:
+        """How many jobs are ready, delayed, leased and dead."""
+
+        def parse(reply: Any) -> dict[str, int]:
+            ready, delayed, leased, dead = checked(reply)[1:5]
+            return {"ready": ready, "delayed": delayed, "leased": leased, "dead": dead}
+
+        return self._call("counts", [], parse)
+
+
+def lock_call(key: str, token: str, ttl_ms: int) -> Call[int | None]:
+    """Take or refresh an item lock; parses to None when taken, else the holder's remaining ms."""
+    script = load_scripts()["lock"]
+
+    def parse(reply: Any) -> int | None:
+        if reply and reply[0] == Code.LOCKED:
+            remaining: int = reply[1]
+            return remaining
+        checked(reply)
+        return None
+
+    return Call(script, [key], [token, ttl_ms], parse)
+
+
+def unlock_call(key: str, token: str) -> Call[bool]:
+    """Release an item lock if ``token`` still holds it."""
+
+    def parse(reply: Any) -> bool:
+        return bool(checked(reply)[1])
+
+    return Call(load_scripts()["unlock"], [key], [token], parse)

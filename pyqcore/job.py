@@ -1,0 +1,115 @@
+"""The values pyqcore hands out: a leased ``Job``, a ``DeadLetterItem``, and job records.
+
+A job record is what the jobs hash stores: ``serializer.dumps([payload, context, enqueued_ms])``.
+Records are immutable; per-delivery state (attempts, lease token) lives in the meta hash.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from pyqcore.errors import DeserializationError, PayloadTooLargeError, SerializationError
+from pyqcore.serializer import Serializer
+
+
+@dataclass(slots=True)
+class Job:
+    """One delivery of a job: what ``process_job`` gets, and the lease that ``ack`` needs."""
+
+    id: str
+    queue: str
+    payload: Any
+    context: Any
+    attempt: int  # delivery number: 1 on the first delivery
+    enqueued_at: float  # seconds since the epoch
+    token: str  # the lease token; ack/fail/extend are refused once it is stale
+    lease_deadline: float  # seconds since the epoch; extended by heartbeats
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a job failed: exception type, message and the end of its traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    MAX_MESSAGE = 2000
+    MAX_TRACEBACK_LINES = 30
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Capture an exception, bounded in size so a huge message cannot bloat Redis."""
+        lines = traceback.format_exception(exc)
+        return cls(
+            type=type(exc).__qualname__,
+            message=str(exc)[: cls.MAX_MESSAGE],
+            traceback="".join(lines[-cls.MAX_TRACEBACK_LINES :]),
+        )
+
+    def to_json(self) -> str:
+        """The stored form: JSON, so Lua (cjson) and redis-cli users can read and write it."""
+        return json.dumps(
+            {"type": self.type, "message": self.message, "traceback": self.traceback},
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | None) -> ErrorInfo | None:
+        """Parse a stored error; an unreadable one is kept as its text rather than lost."""
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            return cls(str(data["type"]), str(data["message"]), str(data.get("traceback", "")))
+        except (ValueError, KeyError, TypeError):
+            return cls("Unreadable", raw.decode("utf-8", "replace"))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterItem:
+    """A job in the dead-letter queue, with everything needed to judge or redrive it."""
+
+    queue: str
+    job_id: str
+    payload: Any  # None when the record could not be decoded (see ``record``)
+    context: Any
+    error: ErrorInfo | None
+    failed_at: float  # seconds since the epoch
+    attempts: int
+    redrives: int
+    enqueued_at: float | None
+    record: bytes | None  # the raw stored record, kept when it cannot be decoded
+
+
+def encode_record(
+    serializer: Serializer, payload: Any, context: Any, now_ms: int, max_bytes: int
+) -> bytes:
+    """Serialize one job record; any failure is a SerializationError raised before any write."""
+    try:
+        record = serializer.dumps([payload, context, now_ms])
+    except SerializationError:
+        raise
+    except Exception as exc:  # a plug-in serializer's own error type
+        raise SerializationError(f"cannot serialize job: {exc}") from exc
+    if len(record) > max_bytes:
+        raise PayloadTooLargeError(
+            f"job record is {len(record)} bytes, over the queue's max_payload_bytes={max_bytes}"
+        )
+    return record
+
+
+def decode_record(serializer: Serializer, record: bytes) -> tuple[Any, Any, int]:
+    """Parse a stored record into (payload, context, enqueued_ms) or raise DeserializationError."""
+    try:
+        value = serializer.loads(record)
+    except DeserializationError:
+        raise
+    except Exception as exc:
+        raise DeserializationError(f"cannot decode job record: {exc}") from exc
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], int)):
+        raise DeserializationError("not a job record: expected [payload, context, enqueued_ms]")
+    return value[0], value[1], value[2]

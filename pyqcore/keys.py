@@ -1,0 +1,53 @@
+"""Redis key names. Every key of queue Q carries the hash tag {Q}, so a queue lives in one slot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyqcore.errors import ConfigurationError
+
+DEFAULT_PREFIX = "pyqcore"
+MAX_NAME_LENGTH = 200
+
+
+def validate_name(what: str, value: object) -> str:
+    """Return ``value`` if it can be part of a key: a non-empty str without braces or spaces."""
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{what} must be a non-empty str, got {value!r}")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ConfigurationError(f"{what} is longer than {MAX_NAME_LENGTH} characters")
+    if any(c in value for c in "{}") or not value.isprintable() or " " in value:
+        raise ConfigurationError(
+            f"{what} {value!r} may not contain braces (they delimit the hash tag), "
+            "spaces or control characters"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """All key names of one queue: ``<prefix>:{<queue>}:<part>``."""
+
+    prefix: str
+    queue: str
+
+    def __post_init__(self) -> None:
+        validate_name("prefix", self.prefix)
+        validate_name("queue name", self.queue)
+
+    def key(self, part: str) -> str:
+        """The key of one part of the queue, e.g. ``key("ready")`` → ``pyqcore:{emails}:ready``."""
+        return f"{self.prefix}:{{{self.queue}}}:{part}"
+
+    def lock(self, item: str) -> str:
+        """The key of an item lock taken with ``queue.lock(item)``."""
+        return self.key(f"lock:{item}")
+
+    def keys(self, parts: tuple[str, ...]) -> list[str]:
+        """The keys of several parts, in order (a script's KEYS)."""
+        return [self.key(p) for p in parts]
+
+
+def registry_key(prefix: str) -> str:
+    """The SET of known queue names under a prefix (for discovery; not part of any queue)."""
+    return f"{prefix}:queues"

@@ -1,0 +1,73 @@
+"""A queue's settings, validated once: bad values fail at construction with ConfigurationError."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyqcore.backoff import Backoff
+from pyqcore.errors import ConfigurationError
+from pyqcore.keys import DEFAULT_PREFIX, validate_name
+from pyqcore.serializer import MSGPACK, Serializer
+
+Clock = Callable[[], float]
+
+MAX_RETRIES_LIMIT = 10_000
+MAX_VISIBILITY_TIMEOUT = 7 * 24 * 3600.0
+MAX_BATCH = 10_000  # jobs per script call: keeps every call far below Redis's busy threshold
+
+
+def _number(what: str, value: object, low: float, high: float, *, integer: bool) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigurationError(f"{what} must be {'an int' if integer else 'a number'}, "
+                                 f"got {value!r}")
+    if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
+        raise ConfigurationError(f"{what} must be between {low} and {high}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """Everything that shapes a queue's script calls; times in seconds."""
+
+    name: str
+    max_retries: int = 3
+    visibility_timeout: float = 30.0
+    backoff: Backoff = field(default_factory=Backoff.exponential)
+    serializer: Serializer = MSGPACK
+    max_payload_bytes: int = 512 * 1024
+    batch_size: int = 1000
+    prefix: str = DEFAULT_PREFIX
+    clock: Clock = time.time
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        validate_name("queue name", self.name)
+        validate_name("prefix", self.prefix)
+        _number("max_retries", self.max_retries, 0, MAX_RETRIES_LIMIT, integer=True)
+        _number("visibility_timeout", self.visibility_timeout, 0.001, MAX_VISIBILITY_TIMEOUT,
+                integer=False)
+        _number("max_payload_bytes", self.max_payload_bytes, 1, 512 * 1024 * 1024, integer=True)
+        _number("batch_size", self.batch_size, 1, MAX_BATCH, integer=True)
+        if not isinstance(self.backoff, Backoff):
+            raise ConfigurationError(f"backoff must be a pyqcore.Backoff, got {self.backoff!r}")
+        if not (callable(getattr(self.serializer, "dumps", None))
+                and callable(getattr(self.serializer, "loads", None))):
+            raise ConfigurationError("serializer must have dumps(obj) -> bytes and loads(bytes)")
+
+    @property
+    def max_attempts(self) -> int:
+        """Deliveries allowed per job: the first one plus ``max_retries``."""
+        return self.max_retries + 1
+
+    @property
+    def visibility_ms(self) -> int:
+        """The lease length in milliseconds."""
+        return max(1, round(self.visibility_timeout * 1000))
+
+    def now_ms(self) -> int:
+        """The queue's clock in milliseconds: every script gets time from here, never from Lua."""
+        return int(self.clock() * 1000)

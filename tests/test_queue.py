@@ -1,0 +1,300 @@
+"""BaseQueue against a real Redis, with a fake clock driving every time-dependent path."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import redis
+
+from pyqcore import (
+    Backoff,
+    BaseQueue,
+    ConfigurationError,
+    EvictionPolicyWarning,
+    LeaseLostError,
+    Outcome,
+    SerializationError,
+)
+from pyqcore.errors import LockNotAcquiredError, PayloadTooLargeError
+from pyqcore.local_redis import LocalRedis
+from tests.conftest import FakeClock
+
+
+def make(client: redis.Redis, clock: FakeClock, **options: object) -> BaseQueue:
+    options.setdefault("backoff", Backoff.fixed(5.0))
+    return BaseQueue(client, name="q", clock=clock, **options)  # type: ignore[arg-type]
+
+
+def test_add_then_reserve_returns_the_job_with_a_lease(client: redis.Redis,
+                                                       clock: FakeClock) -> None:
+    queue = make(client, clock, visibility_timeout=30)
+    job_id = queue.add({"to": "a@example.com"}, context={"user": 7})
+    [job] = queue.reserve()
+    assert (job.id, job.queue, job.payload, job.context) == (
+        job_id, "q", {"to": "a@example.com"}, {"user": 7})
+    assert job.attempt == 1
+    assert job.enqueued_at == pytest.approx(clock.now)
+    assert job.lease_deadline == pytest.approx(clock.now + 30)
+    assert job.token
+    assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 1, "dead": 0}
+
+
+def test_batch_is_fifo_and_split_into_bounded_calls(client: redis.Redis,
+                                                    clock: FakeClock) -> None:
+    queue = make(client, clock, batch_size=100)
+    ids = queue.add_batch(range(250))
+    assert len(set(ids)) == 250
+    jobs = queue.reserve(count=250)
+    assert [j.payload for j in jobs] == list(range(250))
+    assert [j.id for j in jobs] == ids
+    assert queue.ack(jobs) == 250
+    assert queue.stats()["completed"] == 250
+
+
+def test_add_with_an_existing_job_id_is_idempotent(client: redis.Redis,
+                                                   clock: FakeClock) -> None:
+    queue = make(client, clock)
+    assert queue.add({"v": 1}, job_id="order-42") == "order-42"
+    assert queue.add({"v": 2}, job_id="order-42") == "order-42"
+    assert queue.add_batch([{"v": 3}, {"v": 4}], job_ids=["order-42", "order-43"]) == [
+        "order-42", "order-43"]
+    assert queue.counts()["ready"] == 2
+    assert [j.payload for j in queue.reserve(count=5)] == [{"v": 1}, {"v": 4}]
+    assert queue.stats()["added"] == 2
+
+
+def test_automatic_ids_skip_numbers_taken_by_custom_ids(client: redis.Redis,
+                                                        clock: FakeClock) -> None:
+    queue = make(client, clock)
+    queue.add("custom", job_id="2")
+    ids = queue.add_batch(["a", "b", "c"])
+    assert "2" not in ids and len(set(ids)) == 3
+    assert sorted(j.payload for j in queue.reserve(count=4)) == ["a", "b", "c", "custom"]
+
+
+def test_odd_job_ids_are_kept_verbatim(client: redis.Redis, clock: FakeClock) -> None:
+    queue = make(client, clock)
+    odd = "tenant:{7}:ünïcode id/with spaces"
+    queue.add("x", job_id=odd)
+    [job] = queue.reserve()
+    assert job.id == odd
+    assert queue.ack(job) == 1
+
+
+def test_delayed_job_becomes_ready_when_due(client: redis.Redis, clock: FakeClock) -> None:
+    queue = make(client, clock)
+    queue.add("later", delay=10)
+    assert queue.counts()["delayed"] == 1
+    assert queue.reserve() == []
+    clock.advance(9.999)
+    assert queue.reserve() == []
+    clock.advance(0.001)
+    [job] = queue.reserve()
+    assert job.payload == "later"
+
+
+def test_stale_token_cannot_ack_or_fail_after_the_lease_moved_on(
+    client: redis.Redis, clock: FakeClock
+) -> None:
+    queue = make(client, clock, visibility_timeout=10)
+    queue.add("x")
+    [first] = queue.reserve()
+    clock.advance(10)
+    [second] = queue.reserve()  # the expired lease was reclaimed and redelivered
+    assert second.id == first.id
+    assert second.attempt == 2 and second.token != first.token
+    assert queue.ack(first) == 0
+    with pytest.raises(LeaseLostError):
+        queue.fail(first, RuntimeError("late"))
+    assert queue.extend(first) == 0
+    assert queue.counts()["leased"] == 1
+    assert queue.ack(second) == 1
+    assert queue.ack(second) == 0
+
+
+def test_ack_of_an_expired_but_unclaimed_lease_is_accepted(client: redis.Redis,
+                                                           clock: FakeClock) -> None:
+    queue = make(client, clock, visibility_timeout=10)
+    queue.add("x")
+    [job] = queue.reserve()
+    clock.advance(60)  # expired, but no reserve has reclaimed it: nobody else has the job
+    assert queue.ack(job) == 1
+    assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
+
+
+def test_expired_last_delivery_goes_to_the_dead_letter_queue(client: redis.Redis,
+                                                             clock: FakeClock) -> None:
+    queue = make(client, clock, visibility_timeout=10, max_retries=1)
+    queue.add("crashes its worker")
+    for attempt in (1, 2):
+        [job] = queue.reserve()
+        assert job.attempt == attempt
+        clock.advance(10)
+    assert queue.reserve() == []
+    assert queue.counts()["dead"] == 1
+    error = json.loads(client.hget(queue.keys.key("errors"), job.id) or "null")
+    assert error["type"] == "LeaseExpired"
+    assert "delivery 2 of 2" in error["message"]
+
+
+def test_fail_retries_with_backoff_then_buries(client: redis.Redis, clock: FakeClock) -> None:
+    queue = make(client, clock, max_retries=2, backoff=Backoff.fixed(5))
+    queue.add("flaky")
+    for attempt in (1, 2):
+        [job] = queue.reserve()
+        assert job.attempt == attempt
+        assert queue.fail(job, ValueError(f"boom {attempt}")) is Outcome.RETRY
+        assert queue.counts()["delayed"] == 1
+        clock.advance(4.999)
+        assert queue.reserve() == []
+        clock.advance(0.001)
+    [job] = queue.reserve()
+    assert job.attempt == 3
+    assert queue.fail(job, ValueError("boom 3")) == "dead"
+    assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 1}
+    stats = queue.stats()
+    assert (stats["retried"], stats["dead"]) == (2, 1)
+
+
+def test_exponential_backoff_schedule(client: redis.Redis, clock: FakeClock) -> None:
+    queue = make(client, clock, max_retries=4,
+                 backoff=Backoff.exponential(base=1, cap=5, jitter=0))
+    queue.add("x")
+    delays = []
+    for _ in range(4):
+        [job] = queue.reserve()
+        queue.fail(job, RuntimeError())
+        due = float(client.zscore(queue.keys.key("delayed"), job.id) or 0) / 1000
+        delays.append(due - clock.now)
+        clock.now = due
+    assert delays == pytest.approx([1, 2, 4, 5])
+
+
+def test_fail_without_retry_buries_at_once(client: redis.Redis, clock: FakeClock) -> None:
+    queue = make(client, clock, max_retries=5)
+    queue.add("x")
+    [job] = queue.reserve()
+    assert queue.fail(job, KeyError("gone"), retry=False) is Outcome.DEAD
+    assert queue.counts()["dead"] == 1
+
+
+def test_extend_keeps_a_long_job_leased(client: redis.Redis, clock: FakeClock) -> None:
+    queue = make(client, clock, visibility_timeout=10)
+    queue.add("long")
+    [job] = queue.reserve()
+    clock.advance(8)
+    assert queue.extend(job, 10) == 1
+    assert job.lease_deadline == pytest.approx(clock.now + 10)
+    clock.advance(8)  # past the first deadline, before the extended one
+    assert queue.reserve() == []
+    assert queue.ack(job) == 1
+
+
+def test_release_returns_unstarted_jobs_uncounted_to_the_front(
+    client: redis.Redis, clock: FakeClock
+) -> None:
+    queue = make(client, clock)
+    queue.add_batch(["a", "b", "c"])
+    taken = queue.reserve(count=2)
+    assert queue.release(taken) == 2
+    jobs = queue.reserve(count=3)
+    assert [(j.payload, j.attempt) for j in jobs] == [("a", 1), ("b", 1), ("c", 1)]
+
+
+def test_unserializable_item_in_a_batch_writes_nothing(client: redis.Redis,
+                                                       clock: FakeClock) -> None:
+    queue = make(client, clock)
+    with pytest.raises(SerializationError, match="set"):
+        queue.add_batch([{"ok": 1}, {"bad": {1, 2}}, {"ok": 2}])
+    with pytest.raises(SerializationError):
+        queue.add(object())
+    assert client.dbsize() == 0
+
+
+def test_oversized_payload_is_refused_before_any_write(client: redis.Redis,
+                                                       clock: FakeClock) -> None:
+    queue = make(client, clock, max_payload_bytes=1024)
+    with pytest.raises(PayloadTooLargeError, match="1024"):
+        queue.add_batch(["small", "x" * 2000])
+    assert client.dbsize() == 0
+
+
+def test_corrupt_record_goes_to_the_dead_letter_queue(client: redis.Redis,
+                                                      clock: FakeClock) -> None:
+    queue = make(client, clock)
+    good, bad = queue.add_batch(["good", "will be corrupted"])
+    client.hset(queue.keys.key("jobs"), bad, b"\xc1 not msgpack")
+    jobs = queue.reserve(count=2)
+    assert [j.id for j in jobs] == [good]
+    assert queue.counts()["dead"] == 1
+    error = json.loads(client.hget(queue.keys.key("errors"), bad) or "null")
+    assert error["type"] == "DeserializationError"
+
+
+def test_record_missing_from_the_jobs_hash_is_dropped_and_counted(
+    client: redis.Redis, clock: FakeClock
+) -> None:
+    queue = make(client, clock)
+    job_id = queue.add("x")
+    client.hdel(queue.keys.key("jobs"), job_id)
+    assert queue.reserve() == []
+    assert queue.stats()["orphaned"] == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_retries", -1), ("max_retries", 10**9), ("visibility_timeout", 0),
+     ("visibility_timeout", float("nan")), ("batch_size", 0), ("name", "a{b}"), ("name", ""),
+     ("max_payload_bytes", 0), ("backoff", 5)],
+)
+def test_bad_settings_are_refused(client: redis.Redis, option: str, value: object) -> None:
+    options = {"name": "ok", option: value}
+    with pytest.raises(ConfigurationError):
+        BaseQueue(client, **options)  # type: ignore[arg-type]
+
+
+def test_bad_call_arguments_are_refused(client: redis.Redis, clock: FakeClock) -> None:
+    queue = make(client, clock)
+    with pytest.raises(ConfigurationError):
+        queue.add("x", delay=-1)
+    with pytest.raises(ConfigurationError):
+        queue.add("x", job_id="")
+    with pytest.raises(ConfigurationError):
+        queue.reserve(count=-1)
+    with pytest.raises(ConfigurationError):
+        queue.add_batch(["a", "b"], job_ids=["only-one"])
+    assert client.dbsize() == 0
+
+
+def test_client_decoding_responses_is_refused(redis_server: LocalRedis) -> None:
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        BaseQueue(redis_server.client(decode_responses=True), name="q")
+
+
+def test_evicting_server_is_warned_about_once(redis_server: LocalRedis,
+                                              client: redis.Redis) -> None:
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        other = redis_server.client()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            BaseQueue(other, name="a")
+            BaseQueue(other, name="b")
+        assert [w.category for w in caught] == [EvictionPolicyWarning]
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+
+
+def test_item_lock_is_exclusive_and_released_only_by_its_holder(
+    client: redis.Redis, clock: FakeClock
+) -> None:
+    queue = make(client, clock)
+    with queue.lock("user:7", ttl=30) as token:
+        with pytest.raises(LockNotAcquiredError), queue.lock("user:7", wait=0):
+            pass
+        assert client.get(queue.keys.lock("user:7")) == token.encode()
+    assert client.exists(queue.keys.lock("user:7")) == 0
+    with queue.lock("user:7", wait=0):
+        pass

@@ -1,0 +1,52 @@
+# pyqcore — `make demo` runs the demo, `make test` runs the tests. Both install what is missing:
+# a virtualenv in .venv with the package (Cython codec built), and redis-server.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: demo test test-python lint lua fuzz redis-server wheel clean
+
+demo: $(STAMP) redis-server
+	$(PY) -m pyqcore demo
+
+# The suite runs twice: on the Cython codec, then on the pure-Python fallback.
+test: $(STAMP) redis-server
+	$(PY) -m pytest -q
+	PYQCORE_PUREPYTHON=1 $(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check pyqcore tests bench
+	$(PY) -m mypy
+
+# Refill the shared Lua (lua/includes/) into every script after editing an include.
+lua: $(STAMP)
+	$(PY) -c "from pathlib import Path; from pyqcore.scripts import sync_includes; \
+	print(*(f'updated {p}' for p in sync_includes(Path('lua'))), sep='\n')"
+
+# A longer fuzz run of the decoder (CI runs a few seconds of it).
+fuzz: $(STAMP)
+	PYQCORE_FUZZ_SECONDS=$${SECONDS_TO_FUZZ:-300} $(PY) -m pytest -q tests/serializer/test_fuzz.py
+
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps -q -w dist .
+
+$(STAMP): pyproject.toml setup.py ext/_cmsgpack.pyx
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing redis-server from Debian's packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; \
+	  else \
+	    echo "redis-server is missing: install it with 'sudo apt-get install redis-server'" >&2; exit 1; \
+	  fi; }
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info pyqcore/serializer/*.so ext/*.c

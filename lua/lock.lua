@@ -10,11 +10,11 @@ REPLY
   {0}                 the caller holds the lock until now + ttl_ms
 ERRORS
   {1, message}        BAD_ARGUMENT
-  {4, remaining_ms}   LOCKED: someone else holds it for about remaining_ms more
+  {3, remaining_ms}   LOCKED: someone else holds it for about remaining_ms more
 ]]
 -- @include common
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
-local OK, BAD_ARGUMENT, LEASE_LOST, NOT_FOUND, LOCKED = 0, 1, 2, 3, 4
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
 local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
 
 -- The first argument error found; a script checks it before its first write.

@@ -11,8 +11,7 @@ class Code(IntEnum):
     OK = 0
     BAD_ARGUMENT = 1  # ARGV failed validation; the script wrote nothing
     LEASE_LOST = 2  # the token given is not the job's current lease
-    NOT_FOUND = 3  # no such job where the operation expected it
-    LOCKED = 4  # an item lock is held under another token
+    LOCKED = 3  # an item lock is held under another token
 
 
 class Outcome(str, Enum):

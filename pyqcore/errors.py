@@ -34,10 +34,6 @@ class LeaseLostError(PyqcoreError):
     """The job's lease token is stale: the lease expired and the job moved on without us."""
 
 
-class JobNotFoundError(PyqcoreError, LookupError):
-    """No job with that id is where the operation expected it."""
-
-
 class ScriptError(PyqcoreError):
     """A Lua script refused its arguments (it wrote nothing) or replied in an unexpected shape."""
 

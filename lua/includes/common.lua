@@ -1,5 +1,5 @@
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
-local OK, BAD_ARGUMENT, LEASE_LOST, NOT_FOUND, LOCKED = 0, 1, 2, 3, 4
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
 local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
 
 -- The first argument error found; a script checks it before its first write.

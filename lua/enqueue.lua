@@ -12,8 +12,10 @@ ARGV
   2k    id      string        job id; "" = take the queue's next number
   2k+1  record  bytes         serialized job record, stored as is (k = 1..N)
 REPLY
-  {0, r1, ..., rN}  ri = the id stored for job i, or 0 when job i's id already existed
-                    (idempotent add: that job is skipped, the existing one is untouched)
+  {0, autos, d1, d2, ...}  autos = the numbers given to the "" ids, in order, joined by ","
+                           (one string, cheap to send and split); d1, d2, ... = positions
+                           (1-based) of jobs whose custom id already existed: idempotent
+                           add, that job was skipped and the existing one left untouched
 ERRORS
   {1, message}  BAD_ARGUMENT: bad due_ms, no job, or an odd id/record list; nothing written
 ]]
@@ -73,25 +75,24 @@ if autos > 0 then
   next_seq = redis.call('HINCRBY', stats, 'seq', autos) - autos
 end
 
-local reply, fresh = {OK}, {}
+local reply, fresh, numbered = {OK, ''}, {}, {}
 for i = 2, #ARGV, 2 do
   local id, record = ARGV[i], ARGV[i + 1]
   if id == '' then
     next_seq = next_seq + 1
-    id = tostring(next_seq)
+    id = string.format('%d', next_seq)
     while redis.call('HSETNX', jobs, id, record) == 0 do
-      id = tostring(redis.call('HINCRBY', stats, 'seq', 1))
+      id = string.format('%d', redis.call('HINCRBY', stats, 'seq', 1))
     end
-  elseif redis.call('HSETNX', jobs, id, record) == 0 then
-    id = nil
-  end
-  if id then
+    numbered[#numbered + 1] = id
     fresh[#fresh + 1] = id
-    reply[#reply + 1] = id
+  elseif redis.call('HSETNX', jobs, id, record) == 1 then
+    fresh[#fresh + 1] = id
   else
-    reply[#reply + 1] = 0
+    reply[#reply + 1] = i / 2
   end
 end
+reply[2] = table.concat(numbered, ',')
 
 if #fresh > 0 then
   if due == 0 then

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pyqcore.codes import Code, Outcome
 from pyqcore.errors import ConfigurationError, DeserializationError, LeaseLostError, ScriptError
-from pyqcore.job import ErrorInfo, Job, decode_record, encode_record
+from pyqcore.job import ErrorInfo, Job, decode_record, encode_records
 from pyqcore.keys import QueueKeys
 from pyqcore.scripts import Script, load_scripts
 from pyqcore.settings import QueueSettings
@@ -156,13 +156,13 @@ class QueueCalls:
         if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
             raise ConfigurationError(f"delay must be a number of seconds >= 0, got {delay!r}")
         now = s.now_ms()
-        entries = [
-            (_job_id(job_id), encode_record(s.serializer, p, c, now, s.max_payload_bytes))
-            for p, c, job_id in zip(payloads, contexts, job_ids, strict=True)
-        ]
+        records = encode_records(s.serializer, payloads, contexts, now, s.max_payload_bytes)
+        custom = any(i is not None for i in job_ids)
+        ids = [_job_id(i) for i in job_ids] if custom else [""] * len(records)
         due = now + round(delay * 1000) if delay > 0 else 0
         step = s.batch_size
-        return [self.enqueue(entries[i : i + step], due) for i in range(0, len(entries), step)]
+        return [self.enqueue(ids[i : i + step], records[i : i + step], due)
+                for i in range(0, len(records), step)]
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
         """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""
@@ -196,17 +196,18 @@ class QueueCalls:
     def _call(self, name: str, args: Sequence[Arg], parse: Callable[[Any], T]) -> Call[T]:
         return Call(self._scripts[name], self._keys[name], args, parse)
 
-    def enqueue(self, entries: Sequence[tuple[str, bytes]], due_ms: int) -> Call[list[str]]:
-        """Store (id, record) entries; "" ids are numbered. Parses to the ids of the jobs (for a
+    def enqueue(
+        self, ids: Sequence[str], records: Sequence[bytes], due_ms: int
+    ) -> Call[list[str]]:
+        """Store jobs; "" ids are numbered by the queue. Parses to the ids of the jobs (for a
         duplicate, the id it was given: the job already there is left as it was)."""
-        args: list[Arg] = [due_ms]
-        for job_id, record in entries:
-            args.append(job_id)
-            args.append(record)
+        args: list[Arg] = [due_ms] * (2 * len(ids) + 1)
+        args[1::2] = ids
+        args[2::2] = records
 
         def parse(reply: Any) -> list[str]:
-            stored = checked(reply)[1:]
-            return [e[0] if r == 0 else text(r) for e, r in zip(entries, stored, strict=True)]
+            numbers = iter(text(checked(reply)[1]).split(","))
+            return [job_id or next(numbers) for job_id in ids]
 
         return self._call("enqueue", args, parse)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,21 +86,24 @@ class DeadLetterItem:
     record: bytes | None  # the raw stored record, kept when it cannot be decoded
 
 
-def encode_record(
-    serializer: Serializer, payload: Any, context: Any, now_ms: int, max_bytes: int
-) -> bytes:
-    """Serialize one job record; any failure is a SerializationError raised before any write."""
+def encode_records(
+    serializer: Serializer, payloads: Sequence[Any], contexts: Sequence[Any], now_ms: int,
+    max_bytes: int,
+) -> list[bytes]:
+    """Serialize job records, all before any write: any failure raises SerializationError."""
+    dumps = serializer.dumps
     try:
-        record = serializer.dumps([payload, context, now_ms])
+        records = [dumps([p, c, now_ms]) for p, c in zip(payloads, contexts, strict=True)]
     except SerializationError:
         raise
     except Exception as exc:  # a plug-in serializer's own error type
         raise SerializationError(f"cannot serialize job: {exc}") from exc
-    if len(record) > max_bytes:
+    largest = max(map(len, records), default=0)
+    if largest > max_bytes:
         raise PayloadTooLargeError(
-            f"job record is {len(record)} bytes, over the queue's max_payload_bytes={max_bytes}"
+            f"job record is {largest} bytes, over the queue's max_payload_bytes={max_bytes}"
         )
-    return record
+    return records
 
 
 def decode_record(serializer: Serializer, record: bytes) -> tuple[Any, Any, int]:

@@ -267,6 +267,21 @@ cdef int _pack_buffer(Writer* w, object o) except -1:
         PyBuffer_Release(&view)
 
 
+cdef inline int _container_head(Writer* w, Py_ssize_t n, uint8_t fix, uint8_t code16,
+                                uint8_t code32) except -1:
+    """The header of an array or map of n items: fix type, 16-bit or 32-bit length."""
+    _reserve(w, 5)
+    if n < 16:
+        _put(w, fix | <uint8_t>n)
+    elif n <= 0xFFFF:
+        _put_head(w, code16, n, 2)
+    elif <uint64_t>n <= MAX_LENGTH:
+        _put_head(w, code32, n, 4)
+    else:
+        raise _Unencodable()
+    return 0
+
+
 ctypedef fused sequence:
     list
     tuple
@@ -276,15 +291,7 @@ cdef int _pack_array(Writer* w, sequence o, int depth) except -1:
     if depth >= DEPTH_LIMIT:
         raise _Unencodable()
     cdef Py_ssize_t n = len(o)
-    _reserve(w, 5)
-    if n < 16:
-        _put(w, 0x90 | <uint8_t>n)
-    elif n <= 0xFFFF:
-        _put_head(w, 0xDC, n, 2)
-    elif <uint64_t>n <= MAX_LENGTH:
-        _put_head(w, 0xDD, n, 4)
-    else:
-        raise _Unencodable()
+    _container_head(w, n, 0x90, 0xDC, 0xDD)
     for item in o:
         _pack(w, item, depth + 1)
     if len(o) != n:  # a subclass's items() or a finalizer resized it: the header is wrong
@@ -296,15 +303,7 @@ cdef int _pack_dict(Writer* w, dict o, int depth) except -1:
     if depth >= DEPTH_LIMIT:
         raise _Unencodable()
     cdef Py_ssize_t n = len(o)
-    _reserve(w, 5)
-    if n < 16:
-        _put(w, 0x80 | <uint8_t>n)
-    elif n <= 0xFFFF:
-        _put_head(w, 0xDE, n, 2)
-    elif <uint64_t>n <= MAX_LENGTH:
-        _put_head(w, 0xDF, n, 4)
-    else:
-        raise _Unencodable()
+    _container_head(w, n, 0x80, 0xDE, 0xDF)
     for key, value in o.items():
         _pack(w, key, depth + 1)
         _pack(w, value, depth + 1)

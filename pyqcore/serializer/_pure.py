@@ -129,18 +129,23 @@ def _write_bin(data: bytes | bytearray | memoryview, n: int, out: bytearray) -> 
     out += data
 
 
+def _container_head(out: bytearray, n: int, fix: int, code16: int, code32: int) -> None:
+    """The header of an array or map of n items: fix type, 16-bit or 32-bit length."""
+    if n < 16:
+        out.append(fix | n)
+    elif n <= 0xFFFF:
+        out += _U16(code16, n)
+    elif n <= _MAX_LENGTH:
+        out += _U32(code32, n)
+    else:
+        raise _Unencodable
+
+
 def _pack_array(obj: list[Any] | tuple[Any, ...], out: bytearray, depth: int) -> None:
     if depth >= MAX_DEPTH:
         raise _Unencodable
     n = len(obj)
-    if n < 16:
-        out.append(0x90 | n)
-    elif n <= 0xFFFF:
-        out += _U16(0xDC, n)
-    elif n <= _MAX_LENGTH:
-        out += _U32(0xDD, n)
-    else:
-        raise _Unencodable
+    _container_head(out, n, 0x90, 0xDC, 0xDD)
     depth += 1
     get = _PACKERS.get
     for item in obj:
@@ -153,14 +158,7 @@ def _pack_map(obj: dict[Any, Any], out: bytearray, depth: int) -> None:
     if depth >= MAX_DEPTH:
         raise _Unencodable
     n = len(obj)
-    if n < 16:
-        out.append(0x80 | n)
-    elif n <= 0xFFFF:
-        out += _U16(0xDE, n)
-    elif n <= _MAX_LENGTH:
-        out += _U32(0xDF, n)
-    else:
-        raise _Unencodable
+    _container_head(out, n, 0x80, 0xDE, 0xDF)
     depth += 1
     get = _PACKERS.get
     for key, value in obj.items():

@@ -54,13 +54,32 @@ end
 -- attempts counts deliveries since the job was added or last redriven; token is the current
 -- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
 -- counts trips from the dead-letter queue back to ready.
+-- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
+-- take few distinct values, so each conversion is done once per script call.
+local int_to_str = setmetatable({}, {__index = function(memo, n)
+  local s = string.format('%d', n)
+  memo[n] = s
+  return s
+end})
+local str_to_int = setmetatable({}, {__index = function(memo, s)
+  local n = tonumber(s) or 0
+  memo[s] = n
+  return n
+end})
+
 local function meta_get(value)
-  local a, t, r = string.match(value or '', '^(%d+):(%d+):(%d+)$')
-  return tonumber(a) or 0, t or '0', tonumber(r) or 0
+  if not value then -- never delivered: the common case on the hot path
+    return 0, '0', 0
+  end
+  local a, t, r = string.match(value, '^(%d+):(%d+):(%d+)$')
+  if not a then
+    return 0, '0', 0
+  end
+  return str_to_int[a], t, str_to_int[r]
 end
 
 local function meta_put(attempts, token, redrives)
-  return string.format('%d:%s:%d', attempts, token, redrives)
+  return int_to_str[attempts] .. ':' .. token .. ':' .. int_to_str[redrives]
 end
 -- @end meta
 
@@ -70,15 +89,16 @@ if #ARGV < 2 or #ARGV % 2 ~= 0 then
 end
 
 local ids = {}
-for i = 1, #ARGV, 2 do
-  ids[#ids + 1] = ARGV[i]
+for i = 1, #ARGV / 2 do
+  ids[i] = ARGV[2 * i - 1]
 end
 local states = redis.call('HMGET', meta, unpack(ids))
-local done, reply = {}, {OK, 0}
+local done, reply, n = {}, {OK, 0}, 0
 for i, id in ipairs(ids) do
   local _, token = meta_get(states[i])
   if token ~= '0' and token == ARGV[2 * i] then
-    done[#done + 1] = id
+    n = n + 1
+    done[n] = id
   else
     reply[#reply + 1] = id
   end

@@ -66,13 +66,32 @@ end
 -- attempts counts deliveries since the job was added or last redriven; token is the current
 -- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
 -- counts trips from the dead-letter queue back to ready.
+-- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
+-- take few distinct values, so each conversion is done once per script call.
+local int_to_str = setmetatable({}, {__index = function(memo, n)
+  local s = string.format('%d', n)
+  memo[n] = s
+  return s
+end})
+local str_to_int = setmetatable({}, {__index = function(memo, s)
+  local n = tonumber(s) or 0
+  memo[s] = n
+  return n
+end})
+
 local function meta_get(value)
-  local a, t, r = string.match(value or '', '^(%d+):(%d+):(%d+)$')
-  return tonumber(a) or 0, t or '0', tonumber(r) or 0
+  if not value then -- never delivered: the common case on the hot path
+    return 0, '0', 0
+  end
+  local a, t, r = string.match(value, '^(%d+):(%d+):(%d+)$')
+  if not a then
+    return 0, '0', 0
+  end
+  return str_to_int[a], t, str_to_int[r]
 end
 
 local function meta_put(attempts, token, redrives)
-  return string.format('%d:%s:%d', attempts, token, redrives)
+  return int_to_str[attempts] .. ':' .. token .. ':' .. int_to_str[redrives]
 end
 -- @end meta
 -- @include bury
@@ -110,7 +129,7 @@ if #expired > 0 then
   local back = {}
   for i, id in ipairs(expired) do
     local attempts, _, redrives = meta_get(states[i])
-    redis.call('HSET', meta, id, meta_put(attempts, 0, redrives))
+    redis.call('HSET', meta, id, meta_put(attempts, '0', redrives))
     if attempts >= max_attempts then
       bury(dead, errors, stats, id, now, cjson.encode({
         type = 'LeaseExpired',
@@ -137,27 +156,30 @@ local reply = {OK, 0, now + visibility, -1}
 local ids = count > 0 and redis.call('LPOP', ready, count)
 if ids then
   local token = string.format('%d', redis.call('HINCRBY', stats, 'lease', 1))
-  local deadline = now + visibility
+  local deadline = string.format('%d', now + visibility) -- formatted once, not per job
   local records = redis.call('HMGET', jobs, unpack(ids))
   local states = redis.call('HMGET', meta, unpack(ids))
-  local lease, state, orphans = {}, {}, 0
+  -- The hot loop: explicit indexes, since #t costs a search on every append.
+  local lease, state, n, r, orphans = {}, {}, 0, 4, 0
   for i, id in ipairs(ids) do
     if records[i] then
       local attempts, _, redrives = meta_get(states[i])
       attempts = attempts + 1
-      state[#state + 1] = id
-      state[#state + 1] = meta_put(attempts, token, redrives)
-      lease[#lease + 1] = deadline
-      lease[#lease + 1] = id
-      reply[#reply + 1] = id
-      reply[#reply + 1] = records[i]
-      reply[#reply + 1] = attempts
+      state[n + 1] = id
+      state[n + 2] = meta_put(attempts, token, redrives)
+      lease[n + 1] = deadline
+      lease[n + 2] = id
+      n = n + 2
+      reply[r + 1] = id
+      reply[r + 2] = records[i]
+      reply[r + 3] = attempts
+      r = r + 3
     else
       redis.call('HDEL', meta, id)
       orphans = orphans + 1
     end
   end
-  if #lease > 0 then
+  if n > 0 then
     call_chunked('HSET', meta, state)
     call_chunked('ZADD', leased, lease)
   end

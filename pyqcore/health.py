@@ -7,6 +7,7 @@ import warnings
 import weakref
 from typing import Any
 
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 log = logging.getLogger("pyqcore")
@@ -18,27 +19,34 @@ class EvictionPolicyWarning(UserWarning):
 
 
 def warn_if_evicting(client: Any) -> None:
-    """Warn once per client when ``maxmemory-policy`` is not ``noeviction``."""
+    """Warn once per client when ``maxmemory-policy`` is not ``noeviction``: on a cluster, when
+    any primary's is not (each primary evicts on its own, and a queue may live on any)."""
     if client in _checked:
         return
     _checked.add(client)
     try:
-        reply = client.config_get("maxmemory-policy")
+        if isinstance(client, RedisCluster):
+            reply = client.config_get("maxmemory-policy", target_nodes=RedisCluster.PRIMARIES)
+        else:
+            reply = client.config_get("maxmemory-policy")
     except (RedisError, AttributeError):  # CONFIG may be denied to an ACL user; not fatal
         return
-    policy = _policy(reply)
-    if policy is not None and policy != "noeviction":
-        message = (f"Redis maxmemory-policy is {policy!r}, not 'noeviction': under memory "
+    evicting = sorted({p for p in _policies(reply) if p != "noeviction"})
+    if evicting:
+        shown = " / ".join(repr(p) for p in evicting)
+        message = (f"Redis maxmemory-policy is {shown}, not 'noeviction': under memory "
                    "pressure Redis may evict queue keys and silently lose jobs")
         log.warning(message)
         warnings.warn(message, EvictionPolicyWarning, stacklevel=3)
 
 
-def _policy(reply: Any) -> str | None:
-    """The policy from a CONFIG GET reply: {name: value}, bytes or str, or per cluster node."""
+def _policies(reply: Any) -> list[str]:
+    """Every policy in a CONFIG GET reply: {name: value}, bytes or str, or {node: {name: value}}
+    from a cluster client asking several nodes."""
+    found: list[str] = []
     for name, value in dict(reply).items():
         if isinstance(value, dict):
-            return _policy(value)
-        if name in (b"maxmemory-policy", "maxmemory-policy"):
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
+            found.extend(_policies(value))
+        elif name in (b"maxmemory-policy", "maxmemory-policy"):
+            found.append(value.decode() if isinstance(value, bytes) else str(value))
+    return found

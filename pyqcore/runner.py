@@ -1,5 +1,11 @@
-"""Sends core ``Call``s to Redis: EVALSHA, and on NOSCRIPT (a restart or ``SCRIPT FLUSH``) loads
-the script and sends again. The only place the sync API touches script execution."""
+"""Sends core ``Call``s to Redis: EVALSHA, and on NOSCRIPT (a restart, a failover or
+``SCRIPT FLUSH``) loads the script and sends again. The only place the sync API touches script
+execution.
+
+On Redis Cluster, EVALSHA is routed by its KEYS (every KEYS entry of a call carries the queue's
+hash tag, so a call names exactly one slot), and a script is loaded on the primary that owns
+that slot: each primary has its own script cache, and only the owner's matters for the call.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,28 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from pyqcore.core import Call
 from pyqcore.errors import ConfigurationError
 
 T = TypeVar("T")
-Client = redis.Redis | redis.RedisCluster
+Client = redis.Redis | RedisCluster
 
 
 def require_bytes_client(client: Any) -> None:
-    """Job records are bytes: a client that decodes replies to str would corrupt them."""
+    """Job records are bytes: a client that decodes replies to str would corrupt them.
+    (Both ``Redis`` and ``RedisCluster`` expose their connection options this way.)"""
     kwargs = client.get_connection_kwargs() if hasattr(client, "get_connection_kwargs") else {}
     if kwargs.get("decode_responses"):
         raise ConfigurationError(
             "pyqcore needs a Redis client created with decode_responses=False (the default)"
         )
+
+
+def _evalsha_args(call: Call[Any]) -> tuple[Any, ...]:
+    return ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
 
 
 class Runner:
@@ -38,17 +50,31 @@ class Runner:
         try:
             reply = self.client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:
-            self.client.script_load(script.source)
+            self.load(call)
             reply = self.client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         return call.parse(reply)
 
+    def load(self, call: Call[Any]) -> None:
+        """SCRIPT LOAD the call's script where the call runs: the server, or on a cluster the
+        primary owning the call's slot (not every primary: one that is down must not stop
+        queues living elsewhere)."""
+        if isinstance(self.client, RedisCluster) and call.keys:
+            node = self.client.get_node_from_key(call.keys[0])  # type: ignore[no-untyped-call]
+            self.client.execute_command(  # type: ignore[no-untyped-call]
+                "SCRIPT LOAD", call.script.source, target_nodes=node)
+        else:
+            self.client.script_load(call.script.source)
+
     def run_all(self, calls: Sequence[Call[Any]]) -> list[Any]:
-        """Send several calls in one round trip (each stays atomic on its own), in order."""
+        """Send several calls in one round trip (each stays atomic on its own), in order. On a
+        cluster the pipeline sends each call to its slot's primary, one batch per node."""
         if len(calls) == 1:
             return [self.run(calls[0])]
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            # execute_command, not pipe.evalsha: ClusterPipeline blocks the evalsha method
+            # (it cannot know the keys of arbitrary scripts), but routes EVALSHA by its KEYS.
+            pipe.execute_command(*_evalsha_args(call))
         replies = pipe.execute(raise_on_error=False)
         results = []
         for call, reply in zip(calls, replies, strict=True):

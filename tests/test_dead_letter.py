@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import redis
-
 from pyqcore import BaseQueue, QueueManager
 from pyqcore.dead_letter import DeadLetterReport
-from tests.conftest import FakeClock
+from pyqcore.runner import Client
+from tests.conftest import BOTH_BACKENDS, FakeClock
+
+pytestmark = BOTH_BACKENDS
 
 HOUR = 3600.0
 
@@ -49,7 +50,7 @@ def test_old_items_are_purged_and_young_ones_redriven(manager: QueueManager,
 
 
 def test_a_poison_job_is_redriven_at_most_max_redrives_times(
-    client: redis.Redis, clock: FakeClock
+    client: Client, clock: FakeClock
 ) -> None:
     manager = QueueManager(client, clock=clock, max_redrives=2)
     queue = manager.register("orders")
@@ -67,7 +68,7 @@ def test_a_poison_job_is_redriven_at_most_max_redrives_times(
     assert dlq.reprocess_item(item) is False  # no longer dead
 
 
-def test_kept_back_items_do_not_block_younger_ones(client: redis.Redis,
+def test_kept_back_items_do_not_block_younger_ones(client: Client,
                                                    clock: FakeClock) -> None:
     manager = QueueManager(client, clock=clock, max_redrives=0)
     queue = manager.register("orders")
@@ -83,7 +84,7 @@ def test_kept_back_items_do_not_block_younger_ones(client: redis.Redis,
     assert [j.id for j in queue.reserve()] == [fresh]
 
 
-def test_dlq_works_on_queues_it_only_knows_by_name(client: redis.Redis,
+def test_dlq_works_on_queues_it_only_knows_by_name(client: Client,
                                                    clock: FakeClock) -> None:
     producer = QueueManager(client, clock=clock)
     kill(producer.register("billing"), "invoice")

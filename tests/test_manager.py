@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import redis
 
 from pyqcore import BaseQueue, ConfigurationError, Job, QueueManager
 from pyqcore.errors import UnknownQueueError
-from tests.conftest import FakeClock
+from pyqcore.runner import Client
+from tests.conftest import BOTH_BACKENDS, FakeClock
+
+pytestmark = BOTH_BACKENDS
 
 
 def test_register_as_decorator_class_and_handler(manager: QueueManager) -> None:
@@ -55,7 +57,7 @@ def test_process_all_queues_needs_a_handler(manager: QueueManager) -> None:
 
 
 def test_monitor_queue_sizes_sees_queues_of_other_processes(
-    client: redis.Redis, clock: FakeClock
+    client: Client, clock: FakeClock
 ) -> None:
     elsewhere = QueueManager(client, clock=clock)
     elsewhere.register("remote").add_batch(range(3))

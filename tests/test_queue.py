@@ -6,7 +6,7 @@ import json
 import warnings
 
 import pytest
-import redis
+from redis.cluster import RedisCluster
 
 from pyqcore import (
     Backoff,
@@ -18,16 +18,18 @@ from pyqcore import (
     SerializationError,
 )
 from pyqcore.errors import LockNotAcquiredError, PayloadTooLargeError
-from pyqcore.local_redis import LocalRedis
-from tests.conftest import FakeClock
+from pyqcore.runner import Client
+from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, all_keys, primaries
+
+pytestmark = BOTH_BACKENDS
 
 
-def make(client: redis.Redis, clock: FakeClock, **options: object) -> BaseQueue:
+def make(client: Client, clock: FakeClock, **options: object) -> BaseQueue:
     options.setdefault("backoff", Backoff.fixed(5.0))
     return BaseQueue(client, name="q", clock=clock, **options)  # type: ignore[arg-type]
 
 
-def test_add_then_reserve_returns_the_job_with_a_lease(client: redis.Redis,
+def test_add_then_reserve_returns_the_job_with_a_lease(client: Client,
                                                        clock: FakeClock) -> None:
     queue = make(client, clock, visibility_timeout=30)
     job_id = queue.add({"to": "a@example.com"}, context={"user": 7})
@@ -41,7 +43,7 @@ def test_add_then_reserve_returns_the_job_with_a_lease(client: redis.Redis,
     assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 1, "dead": 0}
 
 
-def test_batch_is_fifo_and_split_into_bounded_calls(client: redis.Redis,
+def test_batch_is_fifo_and_split_into_bounded_calls(client: Client,
                                                     clock: FakeClock) -> None:
     queue = make(client, clock, batch_size=100)
     ids = queue.add_batch(range(250))
@@ -53,7 +55,7 @@ def test_batch_is_fifo_and_split_into_bounded_calls(client: redis.Redis,
     assert queue.stats()["completed"] == 250
 
 
-def test_add_with_an_existing_job_id_is_idempotent(client: redis.Redis,
+def test_add_with_an_existing_job_id_is_idempotent(client: Client,
                                                    clock: FakeClock) -> None:
     queue = make(client, clock)
     assert queue.add({"v": 1}, job_id="order-42") == "order-42"
@@ -65,7 +67,7 @@ def test_add_with_an_existing_job_id_is_idempotent(client: redis.Redis,
     assert queue.stats()["added"] == 2
 
 
-def test_automatic_ids_skip_numbers_taken_by_custom_ids(client: redis.Redis,
+def test_automatic_ids_skip_numbers_taken_by_custom_ids(client: Client,
                                                         clock: FakeClock) -> None:
     queue = make(client, clock)
     queue.add("custom", job_id="2")
@@ -74,7 +76,7 @@ def test_automatic_ids_skip_numbers_taken_by_custom_ids(client: redis.Redis,
     assert sorted(j.payload for j in queue.reserve(count=4)) == ["a", "b", "c", "custom"]
 
 
-def test_odd_job_ids_are_kept_verbatim(client: redis.Redis, clock: FakeClock) -> None:
+def test_odd_job_ids_are_kept_verbatim(client: Client, clock: FakeClock) -> None:
     queue = make(client, clock)
     odd = "tenant:{7}:ünïcode id/with spaces"
     queue.add("x", job_id=odd)
@@ -83,7 +85,7 @@ def test_odd_job_ids_are_kept_verbatim(client: redis.Redis, clock: FakeClock) ->
     assert queue.ack(job) == 1
 
 
-def test_delayed_job_becomes_ready_when_due(client: redis.Redis, clock: FakeClock) -> None:
+def test_delayed_job_becomes_ready_when_due(client: Client, clock: FakeClock) -> None:
     queue = make(client, clock)
     queue.add("later", delay=10)
     assert queue.counts()["delayed"] == 1
@@ -96,7 +98,7 @@ def test_delayed_job_becomes_ready_when_due(client: redis.Redis, clock: FakeCloc
 
 
 def test_stale_token_cannot_ack_or_fail_after_the_lease_moved_on(
-    client: redis.Redis, clock: FakeClock
+    client: Client, clock: FakeClock
 ) -> None:
     queue = make(client, clock, visibility_timeout=10)
     queue.add("x")
@@ -114,7 +116,7 @@ def test_stale_token_cannot_ack_or_fail_after_the_lease_moved_on(
     assert queue.ack(second) == 0
 
 
-def test_ack_of_an_expired_but_unclaimed_lease_is_accepted(client: redis.Redis,
+def test_ack_of_an_expired_but_unclaimed_lease_is_accepted(client: Client,
                                                            clock: FakeClock) -> None:
     queue = make(client, clock, visibility_timeout=10)
     queue.add("x")
@@ -124,7 +126,7 @@ def test_ack_of_an_expired_but_unclaimed_lease_is_accepted(client: redis.Redis,
     assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
 
 
-def test_expired_last_delivery_goes_to_the_dead_letter_queue(client: redis.Redis,
+def test_expired_last_delivery_goes_to_the_dead_letter_queue(client: Client,
                                                              clock: FakeClock) -> None:
     queue = make(client, clock, visibility_timeout=10, max_retries=1)
     queue.add("crashes its worker")
@@ -139,7 +141,7 @@ def test_expired_last_delivery_goes_to_the_dead_letter_queue(client: redis.Redis
     assert "delivery 2 of 2" in error["message"]
 
 
-def test_fail_retries_with_backoff_then_buries(client: redis.Redis, clock: FakeClock) -> None:
+def test_fail_retries_with_backoff_then_buries(client: Client, clock: FakeClock) -> None:
     queue = make(client, clock, max_retries=2, backoff=Backoff.fixed(5))
     queue.add("flaky")
     for attempt in (1, 2):
@@ -158,7 +160,7 @@ def test_fail_retries_with_backoff_then_buries(client: redis.Redis, clock: FakeC
     assert (stats["retried"], stats["dead"]) == (2, 1)
 
 
-def test_exponential_backoff_schedule(client: redis.Redis, clock: FakeClock) -> None:
+def test_exponential_backoff_schedule(client: Client, clock: FakeClock) -> None:
     queue = make(client, clock, max_retries=4,
                  backoff=Backoff.exponential(base=1, cap=5, jitter=0))
     queue.add("x")
@@ -172,7 +174,7 @@ def test_exponential_backoff_schedule(client: redis.Redis, clock: FakeClock) -> 
     assert delays == pytest.approx([1, 2, 4, 5])
 
 
-def test_fail_without_retry_buries_at_once(client: redis.Redis, clock: FakeClock) -> None:
+def test_fail_without_retry_buries_at_once(client: Client, clock: FakeClock) -> None:
     queue = make(client, clock, max_retries=5)
     queue.add("x")
     [job] = queue.reserve()
@@ -180,7 +182,7 @@ def test_fail_without_retry_buries_at_once(client: redis.Redis, clock: FakeClock
     assert queue.counts()["dead"] == 1
 
 
-def test_extend_keeps_a_long_job_leased(client: redis.Redis, clock: FakeClock) -> None:
+def test_extend_keeps_a_long_job_leased(client: Client, clock: FakeClock) -> None:
     queue = make(client, clock, visibility_timeout=10)
     queue.add("long")
     [job] = queue.reserve()
@@ -193,7 +195,7 @@ def test_extend_keeps_a_long_job_leased(client: redis.Redis, clock: FakeClock) -
 
 
 def test_release_returns_unstarted_jobs_uncounted_to_the_front(
-    client: redis.Redis, clock: FakeClock
+    client: Client, clock: FakeClock
 ) -> None:
     queue = make(client, clock)
     queue.add_batch(["a", "b", "c"])
@@ -203,25 +205,25 @@ def test_release_returns_unstarted_jobs_uncounted_to_the_front(
     assert [(j.payload, j.attempt) for j in jobs] == [("a", 1), ("b", 1), ("c", 1)]
 
 
-def test_unserializable_item_in_a_batch_writes_nothing(client: redis.Redis,
+def test_unserializable_item_in_a_batch_writes_nothing(client: Client,
                                                        clock: FakeClock) -> None:
     queue = make(client, clock)
     with pytest.raises(SerializationError, match="set"):
         queue.add_batch([{"ok": 1}, {"bad": {1, 2}}, {"ok": 2}])
     with pytest.raises(SerializationError):
         queue.add(object())
-    assert client.dbsize() == 0
+    assert all_keys(client) == set()
 
 
-def test_oversized_payload_is_refused_before_any_write(client: redis.Redis,
+def test_oversized_payload_is_refused_before_any_write(client: Client,
                                                        clock: FakeClock) -> None:
     queue = make(client, clock, max_payload_bytes=1024)
     with pytest.raises(PayloadTooLargeError, match="1024"):
         queue.add_batch(["small", "x" * 2000])
-    assert client.dbsize() == 0
+    assert all_keys(client) == set()
 
 
-def test_corrupt_record_goes_to_the_dead_letter_queue(client: redis.Redis,
+def test_corrupt_record_goes_to_the_dead_letter_queue(client: Client,
                                                       clock: FakeClock) -> None:
     queue = make(client, clock)
     good, bad = queue.add_batch(["good", "will be corrupted"])
@@ -234,7 +236,7 @@ def test_corrupt_record_goes_to_the_dead_letter_queue(client: redis.Redis,
 
 
 def test_record_missing_from_the_jobs_hash_is_dropped_and_counted(
-    client: redis.Redis, clock: FakeClock
+    client: Client, clock: FakeClock
 ) -> None:
     queue = make(client, clock)
     job_id = queue.add("x")
@@ -249,13 +251,13 @@ def test_record_missing_from_the_jobs_hash_is_dropped_and_counted(
      ("visibility_timeout", float("nan")), ("batch_size", 0), ("name", "a{b}"), ("name", ""),
      ("max_payload_bytes", 0), ("backoff", 5)],
 )
-def test_bad_settings_are_refused(client: redis.Redis, option: str, value: object) -> None:
+def test_bad_settings_are_refused(client: Client, option: str, value: object) -> None:
     options = {"name": "ok", option: value}
     with pytest.raises(ConfigurationError):
         BaseQueue(client, **options)  # type: ignore[arg-type]
 
 
-def test_bad_call_arguments_are_refused(client: redis.Redis, clock: FakeClock) -> None:
+def test_bad_call_arguments_are_refused(client: Client, clock: FakeClock) -> None:
     queue = make(client, clock)
     with pytest.raises(ConfigurationError):
         queue.add("x", delay=-1)
@@ -265,30 +267,37 @@ def test_bad_call_arguments_are_refused(client: redis.Redis, clock: FakeClock) -
         queue.reserve(count=-1)
     with pytest.raises(ConfigurationError):
         queue.add_batch(["a", "b"], job_ids=["only-one"])
-    assert client.dbsize() == 0
+    assert all_keys(client) == set()
 
 
-def test_client_decoding_responses_is_refused(redis_server: LocalRedis) -> None:
+def test_client_decoding_responses_is_refused(backend: Backend) -> None:
     with pytest.raises(ConfigurationError, match="decode_responses"):
-        BaseQueue(redis_server.client(decode_responses=True), name="q")
+        BaseQueue(backend.client(decode_responses=True), name="q")
 
 
-def test_evicting_server_is_warned_about_once(redis_server: LocalRedis,
-                                              client: redis.Redis) -> None:
-    client.config_set("maxmemory-policy", "allkeys-lru")
+def test_evicting_server_is_warned_about_once(backend: Backend, client: Client) -> None:
+    # On the cluster one primary evicts, not the default node a plain CONFIG GET would ask:
+    # one such node is enough to lose jobs.
+    nodes = primaries(client)
+    if isinstance(client, RedisCluster):
+        default = client.get_default_node()  # type: ignore[no-untyped-call]
+        nodes.remove(client.get_redis_connection(default))
+    evicting = nodes[-1]
+    evicting.config_set("maxmemory-policy", "allkeys-lru")
     try:
-        other = redis_server.client()
+        other = backend.client()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             BaseQueue(other, name="a")
             BaseQueue(other, name="b")
         assert [w.category for w in caught] == [EvictionPolicyWarning]
+        assert "allkeys-lru" in str(caught[0].message)
     finally:
-        client.config_set("maxmemory-policy", "noeviction")
+        evicting.config_set("maxmemory-policy", "noeviction")
 
 
 def test_item_lock_is_exclusive_and_released_only_by_its_holder(
-    client: redis.Redis, clock: FakeClock
+    client: Client, clock: FakeClock
 ) -> None:
     queue = make(client, clock)
     with queue.lock("user:7", ttl=30) as token:

@@ -10,12 +10,15 @@ import threading
 import time
 from pathlib import Path
 
-import redis
+import pytest
 
 from pyqcore import Backoff, BaseQueue, Job, NonRetryableError, WorkerReport
 from pyqcore.core import text
 from pyqcore.local_redis import LocalRedis
-from tests.conftest import FakeClock
+from pyqcore.runner import Client
+from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, primaries
+
+pytestmark = BOTH_BACKENDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +31,7 @@ def wait_for(condition: object, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_burst_processes_everything_then_returns(client: redis.Redis) -> None:
+def test_burst_processes_everything_then_returns(client: Client) -> None:
     seen: list[int] = []
     queue = BaseQueue(client, name="w", handler=lambda job: seen.append(job.payload))
     queue.add_batch(range(100))
@@ -38,7 +41,7 @@ def test_burst_processes_everything_then_returns(client: redis.Redis) -> None:
     assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
 
 
-def test_failures_retry_then_die_and_the_worker_carries_on(client: redis.Redis) -> None:
+def test_failures_retry_then_die_and_the_worker_carries_on(client: Client) -> None:
     def handler(job: Job) -> None:
         if job.payload == "bad":
             raise ValueError("always fails")
@@ -53,7 +56,7 @@ def test_failures_retry_then_die_and_the_worker_carries_on(client: redis.Redis) 
     assert queue.counts()["dead"] == 2
 
 
-def test_max_jobs_counts_deliveries_whatever_their_outcome(client: redis.Redis) -> None:
+def test_max_jobs_counts_deliveries_whatever_their_outcome(client: Client) -> None:
     def handler(job: Job) -> None:
         if job.payload % 2:
             raise RuntimeError("odd")
@@ -66,7 +69,7 @@ def test_max_jobs_counts_deliveries_whatever_their_outcome(client: redis.Redis) 
     assert queue.counts()["ready"] == 5
 
 
-def test_corrupt_record_is_buried_and_the_rest_processed(client: redis.Redis) -> None:
+def test_corrupt_record_is_buried_and_the_rest_processed(client: Client) -> None:
     seen: list[str] = []
     queue = BaseQueue(client, name="w", handler=lambda job: seen.append(job.payload))
     ids = queue.add_batch(["a", "b", "c"])
@@ -76,7 +79,7 @@ def test_corrupt_record_is_buried_and_the_rest_processed(client: redis.Redis) ->
     assert (report.acked, report.dead) == (2, 1)
 
 
-def test_handlers_run_concurrently(client: redis.Redis) -> None:
+def test_handlers_run_concurrently(client: Client) -> None:
     barrier = threading.Barrier(4, timeout=10)
     queue = BaseQueue(client, name="w", handler=lambda job: barrier.wait())
     queue.add_batch(range(8))
@@ -84,21 +87,22 @@ def test_handlers_run_concurrently(client: redis.Redis) -> None:
     assert report.acked == 8  # a serial worker would break the barrier (BrokenBarrierError)
 
 
-def test_a_blocked_worker_wakes_on_add_without_polling(client: redis.Redis) -> None:
+def test_a_blocked_worker_wakes_on_add_without_polling(client: Client) -> None:
     done = threading.Event()
     queue = BaseQueue(client, name="w", handler=lambda job: done.set())
     worker = threading.Thread(
         target=queue.process,
         kwargs={"max_jobs": 1, "idle_wait": 30.0, "install_signal_handlers": False})
     worker.start()
-    wait_for(lambda: any(c.get("cmd") == "blpop" for c in client.client_list()))
+    wait_for(lambda: any(c.get("cmd") == "blpop"
+                         for node in primaries(client) for c in node.client_list()))
     queue.add("wake up")
     assert done.wait(5), "the worker slept through the add"
     worker.join(5)
     assert not worker.is_alive()
 
 
-def test_heartbeat_keeps_a_long_job_from_being_redelivered(client: redis.Redis) -> None:
+def test_heartbeat_keeps_a_long_job_from_being_redelivered(client: Client) -> None:
     attempts: list[int] = []
 
     def long_job(job: Job) -> None:
@@ -123,7 +127,7 @@ def test_heartbeat_keeps_a_long_job_from_being_redelivered(client: redis.Redis) 
     assert queue.stats()["completed"] == 1
 
 
-def test_delayed_job_wakes_a_sleeping_worker_when_due(client: redis.Redis) -> None:
+def test_delayed_job_wakes_a_sleeping_worker_when_due(client: Client) -> None:
     queue = BaseQueue(client, name="w", handler=lambda job: None)
     queue.add("soon", delay=0.3)
     started = time.monotonic()
@@ -138,7 +142,7 @@ def start_worker(server: LocalRedis, visibility_timeout: float) -> subprocess.Po
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
 
-def wait_started(client: redis.Redis, count: int) -> list[str]:
+def wait_started(client: Client, count: int) -> list[str]:
     started = []
     for _ in range(count):
         item = client.blpop(["test:started"], timeout=20)
@@ -147,9 +151,18 @@ def wait_started(client: redis.Redis, count: int) -> list[str]:
     return started
 
 
+def single_server_only(backend: Backend) -> LocalRedis:
+    """The server of a single-server run; skips on the cluster: tests/worker_process.py builds
+    its client with ``redis.Redis.from_url``, which cannot follow a cluster's slot map."""
+    if not isinstance(backend.server, LocalRedis):
+        pytest.skip("the worker subprocess connects with a single-server URL")
+    return backend.server
+
+
 def test_sigterm_finishes_in_flight_jobs_and_returns_unstarted_ones(
-    redis_server: LocalRedis, client: redis.Redis
+    backend: Backend, client: Client
 ) -> None:
+    redis_server = single_server_only(backend)
     queue = BaseQueue(client, name="signals")
     queue.add_batch(range(5))
     worker = start_worker(redis_server, visibility_timeout=30)
@@ -166,7 +179,8 @@ def test_sigterm_finishes_in_flight_jobs_and_returns_unstarted_ones(
     assert all(job.attempt == 1 for job in queue.reserve(count=3))
 
 
-def test_sigkilled_worker_loses_nothing(redis_server: LocalRedis, client: redis.Redis) -> None:
+def test_sigkilled_worker_loses_nothing(backend: Backend, client: Client) -> None:
+    redis_server = single_server_only(backend)
     queue = BaseQueue(client, name="signals")
     ids = queue.add_batch(range(6))
     worker = start_worker(redis_server, visibility_timeout=5)

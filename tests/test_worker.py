@@ -10,11 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from pyqcore import Backoff, BaseQueue, Job, NonRetryableError, WorkerReport
 from pyqcore.core import text
-from pyqcore.local_redis import LocalRedis
 from pyqcore.runner import Client
 from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, primaries
 
@@ -136,9 +133,10 @@ def test_delayed_job_wakes_a_sleeping_worker_when_due(client: Client) -> None:
     assert time.monotonic() - started < 5  # woke at the due time, not after idle_wait
 
 
-def start_worker(server: LocalRedis, visibility_timeout: float) -> subprocess.Popen[str]:
+def start_worker(backend: Backend, visibility_timeout: float) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.worker_process", server.url, str(visibility_timeout)],
+        [sys.executable, "-m", "tests.worker_process", backend.server.url,
+         str(visibility_timeout), backend.name],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
 
@@ -151,21 +149,12 @@ def wait_started(client: Client, count: int) -> list[str]:
     return started
 
 
-def single_server_only(backend: Backend) -> LocalRedis:
-    """The server of a single-server run; skips on the cluster: tests/worker_process.py builds
-    its client with ``redis.Redis.from_url``, which cannot follow a cluster's slot map."""
-    if not isinstance(backend.server, LocalRedis):
-        pytest.skip("the worker subprocess connects with a single-server URL")
-    return backend.server
-
-
 def test_sigterm_finishes_in_flight_jobs_and_returns_unstarted_ones(
     backend: Backend, client: Client
 ) -> None:
-    redis_server = single_server_only(backend)
     queue = BaseQueue(client, name="signals")
     queue.add_batch(range(5))
-    worker = start_worker(redis_server, visibility_timeout=30)
+    worker = start_worker(backend, visibility_timeout=30)
     in_flight = wait_started(client, 2)
     worker.send_signal(signal.SIGTERM)
     for job_id in in_flight:
@@ -180,10 +169,9 @@ def test_sigterm_finishes_in_flight_jobs_and_returns_unstarted_ones(
 
 
 def test_sigkilled_worker_loses_nothing(backend: Backend, client: Client) -> None:
-    redis_server = single_server_only(backend)
     queue = BaseQueue(client, name="signals")
     ids = queue.add_batch(range(6))
-    worker = start_worker(redis_server, visibility_timeout=5)
+    worker = start_worker(backend, visibility_timeout=5)
     in_flight = wait_started(client, 2)
     worker.kill()
     worker.wait(10)

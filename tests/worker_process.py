@@ -1,4 +1,5 @@
-"""A worker in its own process, for the signal tests: ``python -m tests.worker_process URL``.
+"""A worker in its own process, for the signal tests:
+``python -m tests.worker_process URL VISIBILITY_TIMEOUT single|cluster``.
 
 Its handler pushes the job id to ``started`` and then waits for a ``release:<id>`` key that the
 test never sets (SIGKILL case) or sets after SIGTERM (graceful case), then counts ``done``.
@@ -14,8 +15,9 @@ import redis
 from pyqcore import BaseQueue, Job
 
 
-def main(url: str, visibility_timeout: float) -> None:
-    client = redis.Redis.from_url(url)
+def main(url: str, visibility_timeout: float, backend: str) -> None:
+    client: redis.Redis | redis.RedisCluster = (
+        redis.RedisCluster.from_url(url) if backend == "cluster" else redis.Redis.from_url(url))
 
     def handler(job: Job) -> None:
         client.rpush("test:started", job.id)
@@ -29,4 +31,4 @@ def main(url: str, visibility_timeout: float) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]))
+    main(sys.argv[1], float(sys.argv[2]), sys.argv[3])

@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-python lint lua fuzz redis-server wheel clean
+.PHONY: demo test lint lua fuzz soak redis-server wheel clean
 
 demo: $(STAMP) redis-server
 	$(PY) -m pyqcore demo
@@ -29,6 +29,10 @@ lua: $(STAMP)
 # A longer fuzz run of the decoder (CI runs a few seconds of it).
 fuzz: $(STAMP)
 	PYQCORE_FUZZ_SECONDS=$${SECONDS_TO_FUZZ:-300} $(PY) -m pytest -q tests/serializer/test_fuzz.py
+
+# Kill workers and restart redis-server under load for SOAK_SECONDS, then account for every job.
+soak: $(STAMP) redis-server
+	$(PY) -m tests.reliability.soak --seconds $${SOAK_SECONDS:-300} --million
 
 wheel: $(STAMP)
 	$(PY) -m pip wheel --no-deps -q -w dist .

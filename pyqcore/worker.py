@@ -122,7 +122,7 @@ class Worker:
                 self._release_slots(taken)
                 failures += 1
                 log.warning("queue %s: reserve failed (%s); retrying", self.queue.name, exc)
-                self.stop.wait(min(0.05 * 2**failures, 2.0))
+                self.stop.wait(_backoff(failures, cap=2.0))
                 continue
             jobs = reservation.jobs
             self._release_slots(taken - len(jobs))
@@ -190,11 +190,15 @@ class Worker:
         closing = False
         while not closing:
             batch, closing = self._drain(max(0.0, next_beat - time.monotonic()))
-            if batch:
-                self._settle(batch)
-            if time.monotonic() >= next_beat:
-                self._heartbeat(heartbeat)
-                next_beat = time.monotonic() + heartbeat
+            try:
+                if batch:
+                    self._settle(batch)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + heartbeat
+                    self._heartbeat(heartbeat)
+            except Exception:  # this thread must outlive any error, or the worker hangs
+                log.exception("queue %s: finishing jobs failed; their leases will expire and "
+                              "they will be redelivered", self.queue.name)
 
     def _drain(self, timeout: float) -> tuple[list[tuple[Job, object]], bool]:
         """Everything finished so far (waiting up to ``timeout`` for the first), and whether
@@ -213,22 +217,24 @@ class Worker:
             return batch, closing
 
     def _settle(self, batch: list[tuple[Job, object]]) -> None:
-        done = [job for job, outcome in batch if outcome is None]
-        unstarted = [job for job, outcome in batch if outcome is _UNSTARTED]
-        if done:
-            acked = self._retrying(lambda: self.queue.ack(done), 0)
-            self.report.acked += acked
-            self.report.lease_lost += len(done) - acked
-        if unstarted:
-            self.report.released += self._retrying(lambda: self.queue.release(unstarted), 0)
-        for job, outcome in batch:
-            if isinstance(outcome, Exception):
-                self._fail(job, outcome)
-        with self._idle:
-            for job, _ in batch:
-                self._in_flight.pop((job.id, job.token), None)
-            self._idle.notify_all()
-        self._release_slots(len(batch))
+        try:
+            done = [job for job, outcome in batch if outcome is None]
+            unstarted = [job for job, outcome in batch if outcome is _UNSTARTED]
+            if done:
+                acked = self._retrying(lambda: self.queue.ack(done), 0)
+                self.report.acked += acked
+                self.report.lease_lost += len(done) - acked
+            if unstarted:
+                self.report.released += self._retrying(lambda: self.queue.release(unstarted), 0)
+            for job, outcome in batch:
+                if isinstance(outcome, Exception):
+                    self._fail(job, outcome)
+        finally:  # whatever happened, these jobs are no longer ours to track
+            with self._idle:
+                for job, _ in batch:
+                    self._in_flight.pop((job.id, job.token), None)
+                self._idle.notify_all()
+            self._release_slots(len(batch))
 
     def _fail(self, job: Job, exc: Exception) -> None:
         retry = not isinstance(exc, NonRetryableError)
@@ -255,17 +261,30 @@ class Worker:
             self._retrying(lambda: self.queue.extend(long_jobs), 0)
 
     def _retrying(self, operation: Callable[[], T], default: T) -> T:
-        """Run a finishing operation, riding out a short Redis outage (3 tries); a job whose
-        ack is lost this way is redelivered after its lease: at-least-once, never lost."""
-        for attempt in range(3):
+        """Run a finishing operation, riding out a Redis outage or restart: retried with
+        capped exponential backoff for up to one visibility timeout (at least 3 tries; past
+        that the lease has probably been reclaimed). A job whose ack is given up on is
+        redelivered after its lease: at-least-once, never lost."""
+        give_up = time.monotonic() + self.queue.visibility_timeout
+        attempt = 0
+        while True:
             try:
                 return operation()
             except _TRANSIENT as exc:
+                attempt += 1
+                if attempt >= 3 and time.monotonic() >= give_up:
+                    break
                 log.warning("queue %s: %s; retrying", self.queue.name, exc)
-                time.sleep(0.1 * 2**attempt)
+                time.sleep(_backoff(attempt, cap=1.0))
         log.error("queue %s: giving up on a finishing call; its jobs will be redelivered",
                   self.queue.name)
         return default
+
+
+def _backoff(failures: int, *, cap: float) -> float:
+    """Seconds to wait after ``failures`` consecutive transient errors: 0.1, 0.2, 0.4, ...
+    up to ``cap`` (the exponent is bounded, so a long outage never overflows a float)."""
+    return min(0.05 * (1 << min(failures, 16)), cap)
 
 
 @contextmanager

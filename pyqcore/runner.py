@@ -45,25 +45,15 @@ class Runner:
         self.client = client
 
     def run(self, call: Call[T]) -> T:
-        """Send one call and parse its reply."""
+        """Send one call and parse its reply. On NOSCRIPT (a restart or SCRIPT FLUSH emptied
+        the cache) the source goes with EVAL, which cannot miss and refills the cache of the
+        node that runs it; SCRIPT LOAD then EVALSHA could race a second flush."""
         script = call.script
         try:
             reply = self.client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:
-            self.load(call)
-            reply = self.client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            reply = self.client.eval(script.source, len(call.keys), *call.keys, *call.args)
         return call.parse(reply)
-
-    def load(self, call: Call[Any]) -> None:
-        """SCRIPT LOAD the call's script where the call runs: the server, or on a cluster the
-        primary owning the call's slot (not every primary: one that is down must not stop
-        queues living elsewhere)."""
-        if isinstance(self.client, RedisCluster) and call.keys:
-            node = self.client.get_node_from_key(call.keys[0])  # type: ignore[no-untyped-call]
-            self.client.execute_command(  # type: ignore[no-untyped-call]
-                "SCRIPT LOAD", call.script.source, target_nodes=node)
-        else:
-            self.client.script_load(call.script.source)
 
     def run_all(self, calls: Sequence[Call[Any]]) -> list[Any]:
         """Send several calls in one round trip (each stays atomic on its own), in order. On a

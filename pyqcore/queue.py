@@ -13,7 +13,15 @@ from typing import Any
 
 from pyqcore.backoff import Backoff
 from pyqcore.codes import Outcome
-from pyqcore.core import QueueCalls, Reservation, lock_call, text, unlock_call
+from pyqcore.core import (
+    Call,
+    QueueCalls,
+    Reservation,
+    Settled,
+    lock_call,
+    text,
+    unlock_call,
+)
 from pyqcore.errors import ConfigurationError, LockNotAcquiredError
 from pyqcore.health import warn_if_evicting
 from pyqcore.job import ErrorInfo, Job
@@ -21,7 +29,7 @@ from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
 from pyqcore.runner import Client, Runner
 from pyqcore.serializer import MSGPACK, Serializer
 from pyqcore.settings import Clock, QueueSettings
-from pyqcore.worker import Worker, WorkerReport
+from pyqcore.worker import DEFAULT_PREFETCH, Worker, WorkerReport
 
 log = logging.getLogger("pyqcore")
 
@@ -126,7 +134,26 @@ class BaseQueue:
         return self._reserve(count, visibility_timeout).jobs
 
     def _reserve(self, count: int, visibility_timeout: float | None = None) -> Reservation:
-        reservation = self._runner.run(self._calls.lease(count, visibility_timeout))
+        return self._bury_undecodable(
+            self._runner.run(self._calls.lease(count, visibility_timeout)))
+
+    def _ack_and_reserve(
+        self, done: list[Job], count: int
+    ) -> tuple[Settled | None, Reservation | None]:
+        """Ack ``done`` and lease up to ``count`` more jobs in one round trip (the worker's
+        hot path); returns the ack's reply unless done is empty, and the reservation unless
+        count is 0."""
+        calls: list[Call[Any]] = []
+        if done:
+            calls.append(self._calls.ack([(j.id, j.token) for j in done]))
+        if count:
+            calls.append(self._calls.lease(count))
+        results = self._runner.run_all(calls) if calls else []
+        settled: Settled | None = results[0] if done else None
+        return settled, self._bury_undecodable(results[-1]) if count else None
+
+    def _bury_undecodable(self, reservation: Reservation) -> Reservation:
+        """Send leased jobs whose record cannot be decoded to the DLQ, with the reason."""
         for job_id, token, exc in reservation.undecodable:
             log.error("queue %s: job %s has a corrupt record, moved to the DLQ: %s",
                       self.name, job_id, exc)
@@ -187,12 +214,15 @@ class BaseQueue:
         max_jobs: int | None = None,
         burst: bool = False,
         idle_wait: float = 1.0,
+        prefetch: int = DEFAULT_PREFETCH,
         install_signal_handlers: bool = True,
     ) -> WorkerReport:
         """Run the worker loop until SIGTERM/SIGINT, ``max_jobs`` deliveries, or (``burst``)
-        until nothing is ready. In-flight jobs finish; unstarted ones go back to ready."""
+        until nothing is ready. In-flight jobs finish; unstarted ones go back to ready.
+        ``concurrency`` threads each lease batches sized to about 0.1 s of work, at most
+        ``prefetch`` jobs (use 1 for long jobs that must not wait behind each other)."""
         worker = Worker(self, concurrency=concurrency, max_jobs=max_jobs, burst=burst,
-                        idle_wait=idle_wait)
+                        idle_wait=idle_wait, prefetch=prefetch)
         return worker.run(install_signal_handlers=install_signal_handlers)
 
     # -- inspecting ----------------------------------------------------------------------------

@@ -1,24 +1,31 @@
 """The worker loop behind ``BaseQueue.process``.
 
-Three kinds of thread: the caller's thread reserves jobs (only as many as there are free
-handler threads, so every leased job starts at once) and blocks on the queue's wake list when
-there is nothing to do; a pool of ``concurrency`` threads runs ``process_job``; one finisher
-thread acks finished jobs in batches, fails the ones that raised, and heartbeats the leases of
-long jobs. A stop request (signal, ``max_jobs``, burst end) stops reserving; in-flight jobs
-finish, and a job leased but not yet started is released back to ready uncounted.
+``concurrency`` slot threads (the caller's thread is one of them) run the same loop: one round
+trip acks the jobs the slot finished and leases its next batch; the slot runs the batch, one
+job after another; round again. When nothing is ready a slot blocks on the queue's wake list
+(an enqueue, a retry or the next due time wakes it), so an idle worker does not poll.
+
+The batch size adapts to how long jobs take: about ``BATCH_SECONDS`` of work per batch, from 1
+up to ``prefetch`` jobs. Fast jobs then cost a small share of a round trip each, and slow jobs
+are leased one at a time, so none waits behind another. A heartbeat thread extends the lease
+of every job a slot holds for longer than a third of the visibility timeout.
+
+A stop request (SIGTERM/SIGINT, ``max_jobs`` reached, or in ``burst`` mode nothing ready) lets
+each slot finish the job it is running, ack, and release the rest of its batch back to the
+front of ready without counting the delivery. Redis errors are ridden out with capped
+backoff: the worker reconnects and carries on; a job whose ack is lost is redelivered after its
+lease (at-least-once, never lost).
 """
 
 from __future__ import annotations
 
 import logging
-import queue as stdlib_queue
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -36,7 +43,8 @@ log = logging.getLogger("pyqcore")
 T = TypeVar("T")
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError)
-_UNSTARTED = object()  # a finished() marker: the job was never handed to process_job
+BATCH_SECONDS = 0.1  # work per leased batch that the adaptive batch size aims at
+DEFAULT_PREFETCH = 100  # most jobs one slot leases at once, unless process(prefetch=...)
 
 
 @dataclass
@@ -51,6 +59,74 @@ class WorkerReport:
     lease_lost: int = 0  # finished after the lease was lost: the ack/fail was refused
 
 
+class _Tally:
+    """A WorkerReport that several slot threads add to."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._report = WorkerReport()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self._report, name, getattr(self._report, name) + value)
+
+    def snapshot(self) -> WorkerReport:
+        with self._lock:
+            return WorkerReport(**{f.name: getattr(self._report, f.name)
+                                   for f in fields(WorkerReport)})
+
+
+class _Budget:
+    """The deliveries ``max_jobs`` still allows, claimed by slots before they reserve."""
+
+    def __init__(self, total: int | None) -> None:
+        self._left = total
+        self._lock = threading.Lock()
+
+    def claim(self, wanted: int) -> int:
+        with self._lock:
+            if self._left is None:
+                return wanted
+            granted = min(wanted, self._left)
+            self._left -= granted
+            return granted
+
+    def give_back(self, unused: int) -> None:
+        if unused > 0:
+            with self._lock:
+                if self._left is not None:
+                    self._left += unused
+
+
+class _Held:
+    """Jobs leased by any slot and not yet settled, with when their lease was last renewed."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[str, str], tuple[Job, float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, jobs: list[Job]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for job in jobs:
+                self._jobs[job.id, job.token] = (job, now)
+
+    def remove(self, jobs: list[Job]) -> None:
+        with self._lock:
+            for job in jobs:
+                self._jobs.pop((job.id, job.token), None)
+
+    def due(self, age: float) -> list[Job]:
+        """Jobs whose lease was renewed ``age`` seconds ago or more; marks them renewed now."""
+        now = time.monotonic()
+        with self._lock:
+            old = [job for job, since in self._jobs.values() if now - since >= age]
+            for job in old:
+                self._jobs[job.id, job.token] = (job, now)
+        return old
+
+
 class Worker:
     """Runs ``queue.process_job`` over the queue's jobs; see the module docstring."""
 
@@ -62,95 +138,147 @@ class Worker:
         max_jobs: int | None = None,
         burst: bool = False,
         idle_wait: float = 1.0,
+        prefetch: int = DEFAULT_PREFETCH,
         stop: threading.Event | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        for name, value, low in (("concurrency", concurrency, 1), ("prefetch", prefetch, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigurationError(f"{name} must be an int >= {low}, got {value!r}")
         if max_jobs is not None and (not isinstance(max_jobs, int) or max_jobs < 0):
             raise ConfigurationError(f"max_jobs must be an int >= 0 or None, got {max_jobs!r}")
         if not idle_wait > 0:
             raise ConfigurationError(f"idle_wait must be > 0 seconds, got {idle_wait!r}")
         self.queue = queue
         self.concurrency = concurrency
-        self.max_jobs = max_jobs
         self.burst = burst
-        self.idle_wait = idle_wait
+        self.idle_wait = min(idle_wait, _longest_block(queue.client))
+        self.prefetch = prefetch
         self.stop = stop or threading.Event()
-        self.report = WorkerReport()
-        self._slots = threading.Semaphore(concurrency)
-        self._finished: stdlib_queue.SimpleQueue[tuple[Job, object] | None] = (
-            stdlib_queue.SimpleQueue()
-        )
-        self._in_flight: dict[tuple[str, str], tuple[Job, float]] = {}
-        self._idle = threading.Condition()
+        self._budget = _Budget(max_jobs)
+        self._tally = _Tally()
+        self._held = _Held()
+        self._finished = threading.Event()
 
-    # -- the caller's thread: reserve and dispatch ---------------------------------------------
+    @property
+    def report(self) -> WorkerReport:
+        """What this worker has done so far."""
+        return self._tally.snapshot()
 
     def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
         """Process until stopped; returns the report. Re-raises nothing a job raised."""
-        finisher = threading.Thread(target=self._finish_loop, name="pyqcore-finisher",
-                                    daemon=True)
-        finisher.start()
-        try:
-            with stop_on_signals(self.stop, install_signal_handlers), ThreadPoolExecutor(
-                self.concurrency, thread_name_prefix=f"pyqcore-{self.queue.name}"
-            ) as pool:
-                self._fetch_loop(pool)
-        finally:
-            self._wait_idle()
-            self._finished.put(None)
-            finisher.join()
+        heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True,
+                                     name=f"pyqcore-heartbeat-{self.queue.name}")
+        slots = [threading.Thread(target=self._slot, name=f"pyqcore-{self.queue.name}-{i}")
+                 for i in range(1, self.concurrency)]
+        with stop_on_signals(self.stop, install_signal_handlers):
+            heartbeat.start()
+            for slot in slots:
+                slot.start()
+            try:
+                self._slot()
+            finally:
+                for slot in slots:
+                    slot.join()
+                self._finished.set()
+                heartbeat.join()
         return self.report
 
-    def _fetch_loop(self, pool: ThreadPoolExecutor) -> None:
-        failures = 0
-        while not self.stop.is_set():
-            budget = self._budget()
-            if budget == 0:
+    # -- one slot ------------------------------------------------------------------------------
+
+    def _slot(self) -> None:
+        """Ack what was done and lease the next batch in one round trip; run it; repeat."""
+        done: list[Job] = []
+        size, failures = 1, 0
+        while True:
+            wanted = 0 if self.stop.is_set() else self._budget.claim(size)
+            if not wanted and not done:
                 return
-            if not self._slots.acquire(timeout=0.2):
-                continue
-            taken = 1
-            while taken < budget and self._slots.acquire(blocking=False):
-                taken += 1
-            with self._idle:
-                was_idle = not self._in_flight
             try:
-                reservation = self.queue._reserve(taken)
-                failures = 0
-            except _TRANSIENT as exc:
-                self._release_slots(taken)
+                settled, reservation = self.queue._ack_and_reserve(done, wanted)
+            except Exception as exc:
+                self._budget.give_back(wanted)
                 failures += 1
-                log.warning("queue %s: reserve failed (%s); retrying", self.queue.name, exc)
+                if isinstance(exc, _TRANSIENT):  # keep the acks: sent again on reconnect
+                    log.warning("queue %s: %s; retrying", self.queue.name, exc)
+                else:  # e.g. a clobbered key: these jobs are redelivered after their lease
+                    log.exception("queue %s: acking or reserving failed", self.queue.name)
+                    self._held.remove(done)
+                    done = []
                 self.stop.wait(_backoff(failures, cap=2.0))
                 continue
-            jobs = reservation.jobs
-            self._release_slots(taken - len(jobs))
-            self.report.delivered += len(jobs) + len(reservation.undecodable)
-            self.report.dead += len(reservation.undecodable)
-            now = time.monotonic()
-            with self._idle:
-                for job in jobs:
-                    self._in_flight[job.id, job.token] = (job, now)
-            for job in jobs:
-                pool.submit(self._run_job, job)
-            if not jobs and not reservation.undecodable:
-                if self.burst:
-                    if was_idle:  # nothing ready, and no running job can make one ready
-                        return
-                    self._wait_idle()
-                else:
-                    self._sleep_until_woken(reservation.next_event_ms)
+            failures = 0
+            if settled is not None:
+                self._held.remove(done)
+                self._tally.add(acked=settled.count, lease_lost=len(done) - settled.count)
+            done = []
+            if reservation is None:
+                return
+            jobs, buried = reservation.jobs, len(reservation.undecodable)
+            self._budget.give_back(wanted - len(jobs) - buried)
+            self._tally.add(delivered=len(jobs) + buried, dead=buried)
+            if not jobs:
+                if buried:
+                    continue
+                if self.burst:  # nothing ready, and this slot holds nothing that could be
+                    return
+                self._sleep_until_woken(reservation.next_event_ms)
+                continue
+            started = time.monotonic()
+            done, ran = self._run_batch(jobs)
+            size = self._next_size(size, time.monotonic() - started, ran)
 
-    def _budget(self) -> int:
-        """How many jobs the next reserve may take (0 = the run is over)."""
-        if self.max_jobs is None:
-            return self.concurrency
-        return min(self.concurrency, self.max_jobs - self.report.delivered)
+    def _run_batch(self, jobs: list[Job]) -> tuple[list[Job], int]:
+        """Run a leased batch; returns the jobs to ack and how many ran. On a stop request the
+        jobs not started yet are released."""
+        self._held.add(jobs)
+        done: list[Job] = []
+        for i, job in enumerate(jobs):
+            if self.stop.is_set():
+                self._release(jobs[i:])
+                return done, i
+            try:
+                self.queue.process_job(job)
+            except Exception as exc:  # a handler's failure is the job's, never the worker's
+                self._fail(job, exc)
+            else:
+                done.append(job)
+        return done, len(jobs)
 
-    def _release_slots(self, count: int) -> None:
-        for _ in range(count):
-            self._slots.release()
+    def _next_size(self, size: int, elapsed: float, ran: int) -> int:
+        """About BATCH_SECONDS of work per batch: at most doubling, at least one job."""
+        if not ran:
+            return size
+        ideal = int(BATCH_SECONDS * ran / max(elapsed, 1e-9))
+        return max(1, min(ideal, 2 * size, self.prefetch))
+
+    def _release(self, jobs: list[Job]) -> None:
+        try:
+            self._tally.add(released=self._retrying(lambda: self.queue.release(jobs), 0))
+        except Exception:  # they go back to ready anyway, when their lease expires
+            log.exception("queue %s: releasing unstarted jobs failed", self.queue.name)
+        finally:
+            self._held.remove(jobs)
+
+    def _fail(self, job: Job, exc: Exception) -> None:
+        retry = not isinstance(exc, NonRetryableError)
+        try:
+            outcome = self._retrying(lambda: self.queue.fail(job, exc, retry=retry), None)
+        except LeaseLostError:
+            self._tally.add(lease_lost=1)
+            return
+        except Exception:  # the delivery still counts: the job is redelivered after its lease
+            log.exception("queue %s: recording the failure of job %s failed",
+                          self.queue.name, job.id)
+            return
+        finally:
+            self._held.remove([job])
+        if outcome is Outcome.RETRY:
+            self._tally.add(retried=1)
+        elif outcome is Outcome.DEAD:
+            self._tally.add(dead=1)
+        log.log(logging.WARNING if outcome is Outcome.DEAD else logging.INFO,
+                "queue %s: job %s failed on attempt %d (%s: %s) -> %s", self.queue.name,
+                job.id, job.attempt, type(exc).__name__, exc, outcome)
 
     def _sleep_until_woken(self, next_event_ms: int | None) -> None:
         """Block on the wake list until an enqueue (or retry) pushes a marker, the next delayed
@@ -164,107 +292,25 @@ class Worker:
             log.warning("queue %s: waiting for jobs failed (%s)", self.queue.name, exc)
             self.stop.wait(0.5)
 
-    def _wait_idle(self) -> bool:
-        """Wait until no job is in flight; True once idle."""
-        with self._idle:
-            return self._idle.wait_for(lambda: not self._in_flight)
+    # -- the heartbeat thread ------------------------------------------------------------------
 
-    # -- handler threads -----------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        interval = self.queue.visibility_timeout / 3
+        while not self._finished.wait(interval):
+            self._renew(self._held.due(interval))
 
-    def _run_job(self, job: Job) -> None:
-        if self.stop.is_set():
-            self._finished.put((job, _UNSTARTED))
+    def _renew(self, jobs: list[Job]) -> None:
+        if not jobs:
             return
-        outcome: object = None
         try:
-            self.queue.process_job(job)
-        except Exception as exc:  # a handler's failure is the job's, never the worker's
-            outcome = exc
-        self._finished.put((job, outcome))
-
-    # -- the finisher thread -------------------------------------------------------------------
-
-    def _finish_loop(self) -> None:
-        heartbeat = self.queue.visibility_timeout / 3
-        next_beat = time.monotonic() + heartbeat
-        closing = False
-        while not closing:
-            batch, closing = self._drain(max(0.0, next_beat - time.monotonic()))
-            try:
-                if batch:
-                    self._settle(batch)
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + heartbeat
-                    self._heartbeat(heartbeat)
-            except Exception:  # this thread must outlive any error, or the worker hangs
-                log.exception("queue %s: finishing jobs failed; their leases will expire and "
-                              "they will be redelivered", self.queue.name)
-
-    def _drain(self, timeout: float) -> tuple[list[tuple[Job, object]], bool]:
-        """Everything finished so far (waiting up to ``timeout`` for the first), and whether
-        the close marker was among it."""
-        batch: list[tuple[Job, object]] = []
-        closing = False
-        try:
-            item = self._finished.get(timeout=timeout)
-            while True:
-                if item is None:
-                    closing = True
-                else:
-                    batch.append(item)
-                item = self._finished.get_nowait()
-        except stdlib_queue.Empty:
-            return batch, closing
-
-    def _settle(self, batch: list[tuple[Job, object]]) -> None:
-        try:
-            done = [job for job, outcome in batch if outcome is None]
-            unstarted = [job for job, outcome in batch if outcome is _UNSTARTED]
-            if done:
-                acked = self._retrying(lambda: self.queue.ack(done), 0)
-                self.report.acked += acked
-                self.report.lease_lost += len(done) - acked
-            if unstarted:
-                self.report.released += self._retrying(lambda: self.queue.release(unstarted), 0)
-            for job, outcome in batch:
-                if isinstance(outcome, Exception):
-                    self._fail(job, outcome)
-        finally:  # whatever happened, these jobs are no longer ours to track
-            with self._idle:
-                for job, _ in batch:
-                    self._in_flight.pop((job.id, job.token), None)
-                self._idle.notify_all()
-            self._release_slots(len(batch))
-
-    def _fail(self, job: Job, exc: Exception) -> None:
-        retry = not isinstance(exc, NonRetryableError)
-        try:
-            outcome = self._retrying(lambda: self.queue.fail(job, exc, retry=retry), None)
-        except LeaseLostError:
-            self.report.lease_lost += 1
-            return
-        if outcome is Outcome.RETRY:
-            self.report.retried += 1
-        elif outcome is Outcome.DEAD:
-            self.report.dead += 1
-        log.log(logging.WARNING if outcome is Outcome.DEAD else logging.INFO,
-                "queue %s: job %s failed on attempt %d (%s: %s) -> %s", self.queue.name,
-                job.id, job.attempt, type(exc).__name__, exc, outcome)
-
-    def _heartbeat(self, min_age: float) -> None:
-        """Extend the leases of jobs that have been running for ``min_age`` seconds or more."""
-        now = time.monotonic()
-        with self._idle:
-            long_jobs = [job for job, started in self._in_flight.values()
-                         if now - started >= min_age]
-        if long_jobs:
-            self._retrying(lambda: self.queue.extend(long_jobs), 0)
+            self._retrying(lambda: self.queue.extend(jobs), 0)
+        except Exception:  # the heartbeat thread must outlive any error: leases would lapse
+            log.exception("queue %s: heartbeat failed", self.queue.name)
 
     def _retrying(self, operation: Callable[[], T], default: T) -> T:
-        """Run a finishing operation, riding out a Redis outage or restart: retried with
-        capped exponential backoff for up to one visibility timeout (at least 3 tries; past
-        that the lease has probably been reclaimed). A job whose ack is given up on is
-        redelivered after its lease: at-least-once, never lost."""
+        """Run a settling call, riding out a Redis outage or restart with capped backoff for
+        up to one visibility timeout (past that the lease has probably been reclaimed). A job
+        whose ack is given up on is redelivered after its lease: at-least-once, never lost."""
         give_up = time.monotonic() + self.queue.visibility_timeout
         attempt = 0
         while True:
@@ -276,9 +322,17 @@ class Worker:
                     break
                 log.warning("queue %s: %s; retrying", self.queue.name, exc)
                 time.sleep(_backoff(attempt, cap=1.0))
-        log.error("queue %s: giving up on a finishing call; its jobs will be redelivered",
+        log.error("queue %s: giving up on a settling call; its jobs will be redelivered",
                   self.queue.name)
         return default
+
+
+def _longest_block(client: object) -> float:
+    """How long a blocking call may wait on this client: below its socket timeout (redis-py 8
+    defaults it to 5 s), or the BLPOP would outlive the socket and fail instead of waking."""
+    get_kwargs = getattr(client, "get_connection_kwargs", None)
+    timeout = get_kwargs().get("socket_timeout") if get_kwargs else None
+    return 0.8 * timeout if timeout else float("inf")
 
 
 def _backoff(failures: int, *, cap: float) -> float:

@@ -10,9 +10,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from pyqcore import Backoff, BaseQueue, Job, NonRetryableError, WorkerReport
 from pyqcore.core import text
 from pyqcore.runner import Client
+from pyqcore.worker import Worker
 from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, primaries
 
 pytestmark = BOTH_BACKENDS
@@ -79,9 +82,9 @@ def test_corrupt_record_is_buried_and_the_rest_processed(client: Client) -> None
 def test_handlers_run_concurrently(client: Client) -> None:
     barrier = threading.Barrier(4, timeout=10)
     queue = BaseQueue(client, name="w", handler=lambda job: barrier.wait())
-    queue.add_batch(range(8))
+    queue.add_batch(range(4))
     report = queue.process(concurrency=4, burst=True)
-    assert report.acked == 8  # a serial worker would break the barrier (BrokenBarrierError)
+    assert report.acked == 4  # a serial worker would break the barrier (BrokenBarrierError)
 
 
 def test_a_blocked_worker_wakes_on_add_without_polling(client: Client) -> None:
@@ -185,3 +188,11 @@ def test_sigkilled_worker_loses_nothing(backend: Backend, client: Client) -> Non
     assert survivor.ack(jobs) == 6
     stats = survivor.stats()
     assert (stats["added"], stats["completed"], stats["reclaimed"]) == (6, 6, 2)
+
+
+def test_blocking_waits_stay_below_the_socket_timeout(backend: Backend) -> None:
+    """A BLPOP longer than the client's socket timeout would fail (and could take a wake-up
+    marker down with its connection) instead of waking: the worker caps its waits."""
+    queue = BaseQueue(backend.client(socket_timeout=0.5), name="w", handler=lambda job: None)
+    assert Worker(queue, idle_wait=30.0).idle_wait == pytest.approx(0.4)
+    assert Worker(queue, idle_wait=0.1).idle_wait == pytest.approx(0.1)

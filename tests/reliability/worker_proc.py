@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from pyqcore import BaseQueue, Job
+from pyqcore.core import Reservation, Settled
 from pyqcore.worker import Worker
 from tests.reliability.accounting import Ledger
 
@@ -56,21 +57,28 @@ class LedgerQueue(BaseQueue):
     def ack(self, jobs: Job | Iterable[Job]) -> int:
         """Ack, logging which leases the script confirmed (``ack?`` when the reply was lost)."""
         held = [jobs] if isinstance(jobs, Job) else list(jobs)
-        if not held:
-            return 0
-        for job in held:
+        settled, _ = self._ack_and_reserve(held, 0)
+        return settled.count if settled else 0
+
+    def _ack_and_reserve(
+        self, done: list[Job], count: int
+    ) -> tuple[Settled | None, Reservation | None]:
+        """The worker's ack (+ next reserve) round trip, logging which leases the script
+        confirmed (``ack?`` when the reply was lost)."""
+        for job in done:
             self.ledger.log("acking", [job.id], job.token)
         try:
-            settled = self._runner.run(self._calls.ack([(j.id, j.token) for j in held]))
+            settled, reservation = super()._ack_and_reserve(done, count)
         except TRANSIENT:
-            for job in held:
+            for job in done:
                 self.ledger.log("ack?", [job.id], job.token)
             raise
-        refused = set(settled.refused)
-        for job in held:
-            event = "ack-refused" if job.id in refused else "acked"
-            self.ledger.log(event, [job.id], job.token)
-        return settled.count
+        if settled is not None:
+            refused = set(settled.refused)
+            for job in done:
+                event = "ack-refused" if job.id in refused else "acked"
+                self.ledger.log(event, [job.id], job.token)
+        return settled, reservation
 
 
 def client_for(url: str) -> redis.Redis:

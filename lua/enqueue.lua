@@ -8,11 +8,12 @@ KEYS
   4  stats    HASH  counters; field "seq" numbers the queue's automatic ids
   5  wake     LIST  marker that blocked workers wait on
 ARGV
-  1     due_ms  integer, ms   when the jobs become ready; 0 = ready now
-  2k    id      string        job id; "" = take the queue's next number
-  2k+1  record  bytes         serialized job record, stored as is (k = 1..N)
+  1     due_ms     integer, ms  when the jobs become ready; 0 = ready now
+  2     id_prefix  string       put before numbered ids ("" = none; "3-" in partition 3)
+  2k+1  id         string       job id; "" = take the queue's next number (k = 1..N)
+  2k+2  record     bytes        serialized job record, stored as is
 REPLY
-  {0, autos, d1, d2, ...}  autos = the numbers given to the "" ids, in order, joined by ","
+  {0, autos, d1, d2, ...}  autos = the ids given to the "" ids, in order, joined by ","
                            (one string, cheap to send and split); d1, d2, ... = positions
                            (1-based) of jobs whose custom id already existed: idempotent
                            add, that job was skipped and the existing one left untouched
@@ -55,8 +56,9 @@ end
 
 local ready, delayed, jobs, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local due = arg_int(1, 'due_ms', 0)
-if #ARGV < 3 or #ARGV % 2 ~= 1 then
-  bad = bad or 'ARGV[2..] must be (id, record) pairs, at least one'
+local id_prefix = ARGV[2] or ''
+if #ARGV < 4 or #ARGV % 2 ~= 0 then
+  bad = bad or 'ARGV[3..] must be (id, record) pairs, at least one'
 end
 if bad then
   return {BAD_ARGUMENT, bad}
@@ -65,7 +67,7 @@ end
 -- Automatic ids: reserve a block of numbers with one HINCRBY; a number that a caller already
 -- used as a custom id is skipped by taking one more.
 local autos = 0
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   if ARGV[i] == '' then
     autos = autos + 1
   end
@@ -76,20 +78,20 @@ if autos > 0 then
 end
 
 local reply, fresh, numbered = {OK, ''}, {}, {}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id, record = ARGV[i], ARGV[i + 1]
   if id == '' then
     next_seq = next_seq + 1
-    id = string.format('%d', next_seq)
+    id = id_prefix .. string.format('%d', next_seq)
     while redis.call('HSETNX', jobs, id, record) == 0 do
-      id = string.format('%d', redis.call('HINCRBY', stats, 'seq', 1))
+      id = id_prefix .. string.format('%d', redis.call('HINCRBY', stats, 'seq', 1))
     end
     numbered[#numbered + 1] = id
     fresh[#fresh + 1] = id
   elseif redis.call('HSETNX', jobs, id, record) == 1 then
     fresh[#fresh + 1] = id
   else
-    reply[#reply + 1] = i / 2
+    reply[#reply + 1] = (i - 1) / 2
   end
 end
 reply[2] = table.concat(numbered, ',')

@@ -59,14 +59,17 @@ class Reservation:
     jobs: list[Job]
     undecodable: list[tuple[str, str, DeserializationError]]  # (id, token, why)
     next_event_ms: int | None  # earliest delayed due time or lease deadline; None if neither
+    partition: int = 0  # the partition it leased from
 
 
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """Reply of ack / release / extend: how many jobs the tokens held, and the ids refused."""
+    """Reply of ack / release / extend: how many jobs the tokens held, and the ids refused
+    (and for extend, the new lease deadline)."""
 
     count: int
     refused: list[str]
+    deadline_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +139,15 @@ def _settled(reply: Any) -> Settled:
 class QueueCalls:
     """Builds the script calls of one queue; shared by the sync and asyncio queues."""
 
-    def __init__(self, settings: QueueSettings) -> None:
+    def __init__(self, settings: QueueSettings, partition: int | None = None) -> None:
         self.settings = settings
         self.queue = settings.name
         self.serializer = settings.serializer
-        keys = QueueKeys(settings.prefix, settings.name)
+        self.partition = partition or 0
+        self.keys = QueueKeys(settings.prefix, settings.name, partition)
+        self._id_prefix = "" if partition is None else f"{partition}-"
         self._scripts = load_scripts()
-        self._keys = {name: keys.keys(s.key_parts) for name, s in self._scripts.items()}
+        self._keys = {name: self.keys.keys(s.key_parts) for name, s in self._scripts.items()}
 
     # -- operations in the caller's terms (seconds, payloads, exceptions) ----------------------
 
@@ -201,9 +206,9 @@ class QueueCalls:
     ) -> Call[list[str]]:
         """Store jobs; "" ids are numbered by the queue. Parses to the ids of the jobs (for a
         duplicate, the id it was given: the job already there is left as it was)."""
-        args: list[Arg] = [due_ms] * (2 * len(ids) + 1)
-        args[1::2] = ids
-        args[2::2] = records
+        args: list[Arg] = [due_ms, self._id_prefix, *([b""] * (2 * len(ids)))]
+        args[2::2] = ids
+        args[3::2] = records
 
         def parse(reply: Any) -> list[str]:
             numbers = iter(text(checked(reply)[1]).split(","))
@@ -215,7 +220,7 @@ class QueueCalls:
         self, now_ms: int, count: int, visibility_ms: int, max_attempts: int, sweep_limit: int
     ) -> Call[Reservation]:
         """Lease up to ``count`` jobs (after promoting due and reclaiming expired ones)."""
-        queue, loads = self.queue, self.serializer
+        queue, loads, partition = self.queue, self.serializer, self.partition
 
         def parse(reply: Any) -> Reservation:
             reply = checked(reply)
@@ -231,9 +236,9 @@ class QueueCalls:
                     continue
                 jobs.append(
                     Job(job_id, queue, payload, context, reply[i + 2], enqueued_ms / 1000.0,
-                        token, deadline)
+                        token, deadline, partition)
                 )
-            return Reservation(jobs, bad, None if next_event < 0 else next_event)
+            return Reservation(jobs, bad, None if next_event < 0 else next_event, partition)
 
         return self._call(
             "reserve", [now_ms, count, visibility_ms, max_attempts, sweep_limit], parse
@@ -264,7 +269,7 @@ class QueueCalls:
 
         def parse(reply: Any) -> Settled:
             reply = checked(reply)
-            return Settled(reply[2], _ids(reply[3:]))
+            return Settled(reply[2], _ids(reply[3:]), reply[1])
 
         return self._call("extend", [now_ms, visibility_ms, *_pairs(pairs)], parse)
 

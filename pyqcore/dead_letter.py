@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pyqcore.core import DeadRow, QueueCalls
 from pyqcore.errors import ConfigurationError, DeserializationError
 from pyqcore.job import DeadLetterItem, ErrorInfo, decode_record
+from pyqcore.keys import partitions_key
+from pyqcore.partitions import Partitions
 from pyqcore.settings import QueueSettings
 
 if TYPE_CHECKING:
@@ -39,13 +41,16 @@ class DeadLetterQueue:
         self.manager = manager
         self.max_redrives = max_redrives
 
-    def calls_for(self, queue: str) -> QueueCalls:
-        """The script calls of a queue: the registered one's, or defaults for a name only."""
+    def parts_of(self, queue: str) -> list[QueueCalls]:
+        """The script calls of each partition of a queue: the registered queue's, or for a
+        name only, defaults with the partition count recorded at registration."""
         registered = self.manager.queues.get(queue)
         if registered is not None:
-            return registered._calls
-        return QueueCalls(QueueSettings(name=queue, prefix=self.manager.prefix,
-                                        clock=self.manager.clock))
+            return registered._parts.parts
+        raw = self.manager.client.hget(partitions_key(self.manager.prefix), queue)
+        settings = QueueSettings(name=queue, prefix=self.manager.prefix,
+                                 clock=self.manager.clock, partitions=int(raw or 1))
+        return Partitions(settings).parts
 
     def _names(self, queue: str | None) -> list[str]:
         return self.manager.known_queue_names() if queue is None else [queue]
@@ -56,19 +61,25 @@ class DeadLetterQueue:
     def items(
         self, queue: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[DeadLetterItem]:
-        """Dead jobs, oldest first: of one queue, or of all known queues (up to ``limit``)."""
+        """Dead jobs, oldest first within each queue (skipping ``offset`` per queue): of one
+        queue, or of all known queues, up to ``limit``."""
         found: list[DeadLetterItem] = []
         for name in self._names(queue):
-            calls = self.calls_for(name)
-            rows = self.manager.runner.run(calls.peek_dead(offset, limit - len(found)))
-            found.extend(_item(name, calls, row) for row in rows)
+            parts = self.parts_of(name)
+            calls = [part.peek_dead(0, offset + limit) for part in parts]
+            rows = [(_item(name, part, row), row.died_ms)
+                    for part, part_rows in zip(parts, self.manager.runner.run_all(calls),
+                                               strict=True)
+                    for row in part_rows]
+            rows.sort(key=lambda pair: pair[1])
+            found.extend(item for item, _ in rows[offset : offset + limit - len(found)])
             if len(found) >= limit:
                 break
         return found
 
     def count(self, queue: str | None = None) -> int:
         """How many jobs are dead, in one queue or in all known queues."""
-        calls = [self.calls_for(name).counts() for name in self._names(queue)]
+        calls = [part.counts() for name in self._names(queue) for part in self.parts_of(name)]
         return sum(c["dead"] for c in self.manager.runner.run_all(calls)) if calls else 0
 
     def process_dead_letter_queue(self, max_age: float = 4 * 3600) -> DeadLetterReport:
@@ -77,20 +88,25 @@ class DeadLetterQueue:
         cutoff = self._now_ms() - round(max_age * 1000)
         purged = redriven = kept = 0
         for name in self._names(None):
-            calls = self.calls_for(name)
-            purged += self._purge(calls, cutoff)
-            offset = 0
-            while True:
-                r = self.manager.runner.run(calls.redrive(self.max_redrives, cutoff, offset, BATCH))
-                redriven, kept = redriven + r.redriven, kept + r.kept_back
-                offset += r.kept_back
-                if r.examined < BATCH:
-                    break
+            for part in self.parts_of(name):
+                purged += self._purge(part, cutoff)
+                moved, kept_back = self._redrive_scan(part, self.max_redrives, cutoff)
+                redriven, kept = redriven + moved, kept + kept_back
         return DeadLetterReport(purged, redriven, kept)
 
-    def _purge(self, calls: QueueCalls, before_ms: int) -> int:
+    def _redrive_scan(self, part: QueueCalls, limit: int, min_died_ms: int) -> tuple[int, int]:
+        """Redrive every dead job of a partition that died at or after ``min_died_ms``, in
+        bounded batches; returns (redriven, kept back at their limit)."""
+        moved = kept = 0
+        while True:
+            r = self.manager.runner.run(part.redrive(limit, min_died_ms, kept, BATCH))
+            moved, kept = moved + r.redriven, kept + r.kept_back
+            if r.examined < BATCH:
+                return moved, kept
+
+    def _purge(self, part: QueueCalls, before_ms: int) -> int:
         total = 0
-        while (n := self.manager.runner.run(calls.purge(before_ms, BATCH))) == BATCH:
+        while (n := self.manager.runner.run(part.purge(before_ms, BATCH))) == BATCH:
             total += n
         return total + n
 
@@ -98,25 +114,23 @@ class DeadLetterQueue:
         """Send one dead job back to its original queue under its id, attempts reset. Refused
         (False) when it is no longer dead, or was redriven ``max_redrives`` times (unless
         ``force``)."""
-        return self.requeue(item.queue, [item.job_id], force=force) == 1
+        part = self.parts_of(item.queue)[item.partition]
+        limit = -1 if force else self.max_redrives
+        return self.manager.runner.run(part.redrive(limit, ids=[item.job_id])).redriven == 1
 
     def requeue(self, queue: str, ids: list[str] | None = None, *, force: bool = True) -> int:
         """Redrive ``ids`` (or every dead job) of ``queue``; an operator's requeue ignores the
         redrive limit unless ``force`` is False. Returns how many went back to ready."""
         limit = -1 if force else self.max_redrives
-        calls = self.calls_for(queue)
-        if ids is not None:
-            moved = 0
-            for i in range(0, len(ids), BATCH):
+        moved = 0
+        for part in self.parts_of(queue):
+            if ids is None:
+                moved += self._redrive_scan(part, limit, 0)[0]
+                continue
+            for i in range(0, len(ids), BATCH):  # an id that is not dead here is skipped
                 moved += self.manager.runner.run(
-                    calls.redrive(limit, ids=ids[i : i + BATCH])).redriven
-            return moved
-        moved = offset = 0
-        while True:
-            r = self.manager.runner.run(calls.redrive(limit, 0, offset, BATCH))
-            moved, offset = moved + r.redriven, offset + r.kept_back
-            if r.examined < BATCH:
-                return moved
+                    part.redrive(limit, ids=ids[i : i + BATCH])).redriven
+        return moved
 
     def purge(self, queue: str | None = None, *, max_age: float = 0.0,
               ids: list[str] | None = None) -> int:
@@ -124,9 +138,11 @@ class DeadLetterQueue:
         if ids is not None:
             if queue is None:
                 raise ConfigurationError("purging by ids needs the queue they belong to")
-            return self.manager.runner.run(self.calls_for(queue).purge(ids=ids))
+            return sum(self.manager.runner.run(part.purge(ids=ids))
+                       for part in self.parts_of(queue))
         cutoff = self._now_ms() - round(max_age * 1000) + (1 if max_age == 0 else 0)
-        return sum(self._purge(self.calls_for(name), cutoff) for name in self._names(queue))
+        return sum(self._purge(part, cutoff)
+                   for name in self._names(queue) for part in self.parts_of(name))
 
 
 def _item(queue: str, calls: QueueCalls, row: DeadRow) -> DeadLetterItem:
@@ -152,4 +168,5 @@ def _item(queue: str, calls: QueueCalls, row: DeadRow) -> DeadLetterItem:
         redrives=int(redrives),
         enqueued_at=enqueued_at,
         record=raw,
+        partition=calls.partition,
     )

@@ -28,6 +28,7 @@ class Job:
     enqueued_at: float  # seconds since the epoch
     token: str  # the lease token; ack/fail/extend are refused once it is stale
     lease_deadline: float  # seconds since the epoch; extended by heartbeats
+    partition: int = 0  # which partition of a partitioned queue holds it (0 otherwise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class DeadLetterItem:
     redrives: int
     enqueued_at: float | None
     record: bytes | None  # the raw stored record, kept when it cannot be decoded
+    partition: int = 0  # which partition of a partitioned queue holds it (0 otherwise)
 
 
 def encode_records(

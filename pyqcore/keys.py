@@ -16,28 +16,35 @@ def validate_name(what: str, value: object) -> str:
         raise ConfigurationError(f"{what} must be a non-empty str, got {value!r}")
     if len(value) > MAX_NAME_LENGTH:
         raise ConfigurationError(f"{what} is longer than {MAX_NAME_LENGTH} characters")
-    if any(c in value for c in "{}") or not value.isprintable() or " " in value:
+    if any(c in value for c in "{}#") or not value.isprintable() or " " in value:
         raise ConfigurationError(
-            f"{what} {value!r} may not contain braces (they delimit the hash tag), "
-            "spaces or control characters"
+            f"{what} {value!r} may not contain braces (they delimit the hash tag), '#' (it "
+            "numbers partitions), spaces or control characters"
         )
     return value
 
 
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
-    """All key names of one queue: ``<prefix>:{<queue>}:<part>``."""
+    """All key names of one queue, ``<prefix>:{<queue>}:<part>``, or of one partition of a
+    partitioned queue, ``<prefix>:{<queue>#<i>}:<part>``: each partition is its own slot."""
 
     prefix: str
     queue: str
+    partition: int | None = None
 
     def __post_init__(self) -> None:
         validate_name("prefix", self.prefix)
         validate_name("queue name", self.queue)
 
+    @property
+    def tag(self) -> str:
+        """The hash tag: the queue name, or ``<queue>#<partition>``."""
+        return self.queue if self.partition is None else f"{self.queue}#{self.partition}"
+
     def key(self, part: str) -> str:
         """The key of one part of the queue, e.g. ``key("ready")`` → ``pyqcore:{emails}:ready``."""
-        return f"{self.prefix}:{{{self.queue}}}:{part}"
+        return f"{self.prefix}:{{{self.tag}}}:{part}"
 
     def lock(self, item: str) -> str:
         """The key of an item lock taken with ``queue.lock(item)``."""
@@ -51,3 +58,8 @@ class QueueKeys:
 def registry_key(prefix: str) -> str:
     """The SET of known queue names under a prefix (for discovery; not part of any queue)."""
     return f"{prefix}:queues"
+
+
+def partitions_key(prefix: str) -> str:
+    """The HASH of queue name -> partition count, for partitioned queues (absent: 1)."""
+    return f"{prefix}:partitions"

@@ -10,8 +10,8 @@ from typing import Any, TypeVar, overload
 from pyqcore.core import text
 from pyqcore.dead_letter import DeadLetterQueue
 from pyqcore.errors import ConfigurationError, UnknownQueueError
-from pyqcore.keys import DEFAULT_PREFIX, registry_key, validate_name
-from pyqcore.queue import BaseQueue, Handler
+from pyqcore.keys import DEFAULT_PREFIX, partitions_key, registry_key, validate_name
+from pyqcore.queue import BaseQueue, Handler, sum_counts
 from pyqcore.runner import Client, Runner
 from pyqcore.settings import Clock
 from pyqcore.worker import Worker, WorkerReport, stop_on_signals
@@ -64,9 +64,23 @@ class QueueManager:
                                      f"got {queue!r}")
         if instance.name in self._queues:
             raise ConfigurationError(f"a queue named {instance.name!r} is already registered")
+        self._check_partitions(instance)
         self._queues[instance.name] = instance
         self.client.sadd(registry_key(self.prefix), instance.name)
         return queue if isinstance(queue, type) else instance
+
+    def _check_partitions(self, queue: BaseQueue) -> None:
+        """Record a partitioned queue's partition count (so the DLQ and other processes find
+        every partition) and refuse a count that differs from the recorded one: jobs would
+        be stranded in partitions some processes never read."""
+        key = partitions_key(self.prefix)
+        if queue.partitions > 1:
+            self.client.hsetnx(key, queue.name, queue.partitions)
+        recorded = int(self.client.hget(key, queue.name) or 1)
+        if recorded != queue.partitions:
+            raise ConfigurationError(
+                f"queue {queue.name!r} is recorded with partitions={recorded} under prefix "
+                f"{self.prefix!r}, not {queue.partitions}; changing it needs a drain first")
 
     def get_queue(self, name: str) -> BaseQueue:
         """The registered queue called ``name``; UnknownQueueError lists the known names."""
@@ -127,8 +141,10 @@ class QueueManager:
         if process_dead_letters:
             self.dead_letter_queue.process_dead_letter_queue(max_age=max_age)
         names = self.known_queue_names()
-        calls = [self.dead_letter_queue.calls_for(name).counts() for name in names]
-        return dict(zip(names, self.runner.run_all(calls), strict=True)) if calls else {}
+        parts = {name: self.dead_letter_queue.parts_of(name) for name in names}
+        calls = [part.counts() for name in names for part in parts[name]]
+        replies = iter(self.runner.run_all(calls) if calls else [])
+        return {name: sum_counts(next(replies) for _ in parts[name]) for name in names}
 
 
 def _has_handler(queue: BaseQueue) -> bool:

@@ -9,7 +9,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
+
+from redis.cluster import RedisCluster
 
 from pyqcore.backoff import Backoff
 from pyqcore.codes import Outcome
@@ -26,6 +29,7 @@ from pyqcore.errors import ConfigurationError, LockNotAcquiredError
 from pyqcore.health import warn_if_evicting
 from pyqcore.job import ErrorInfo, Job
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
+from pyqcore.partitions import Partitions, merge_settled
 from pyqcore.runner import Client, Runner
 from pyqcore.serializer import MSGPACK, Serializer
 from pyqcore.settings import Clock, QueueSettings
@@ -40,6 +44,19 @@ def _jobs(jobs: Job | Iterable[Job]) -> list[Job]:
     return [jobs] if isinstance(jobs, Job) else list(jobs)
 
 
+def _pairs(jobs: list[Job]) -> list[tuple[str, str]]:
+    return [(j.id, j.token) for j in jobs]
+
+
+def sum_counts(per_part: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Counters of several partitions added up, key by key (first-seen key order)."""
+    total: dict[str, int] = {}
+    for counts in per_part:
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
 class BaseQueue:
     """A named queue. Subclass it (set ``name``, override ``process_job``) or pass ``name=`` and
     ``handler=``. Class attributes are the defaults; constructor arguments override them."""
@@ -51,6 +68,7 @@ class BaseQueue:
     serializer: Serializer = MSGPACK
     max_payload_bytes: int = 512 * 1024  # largest encoded job record accepted by add
     batch_size: int = 1000  # most jobs per enqueue script call
+    partitions: int = 1  # hash tags (so cluster slots) the queue is spread over
 
     def __init__(
         self,
@@ -64,6 +82,7 @@ class BaseQueue:
         serializer: Serializer | None = None,
         max_payload_bytes: int | None = None,
         batch_size: int | None = None,
+        partitions: int | None = None,
         prefix: str = DEFAULT_PREFIX,
         clock: Clock = time.time,
         rng: random.Random | None = None,
@@ -80,6 +99,7 @@ class BaseQueue:
                 self.max_payload_bytes if max_payload_bytes is None else max_payload_bytes
             ),
             batch_size=self.batch_size if batch_size is None else batch_size,
+            partitions=self.partitions if partitions is None else partitions,
             prefix=prefix,
             clock=clock,
             rng=rng or random.Random(),
@@ -88,11 +108,13 @@ class BaseQueue:
         self.name, self.max_retries, self.backoff = s.name, s.max_retries, s.backoff
         self.visibility_timeout, self.serializer = s.visibility_timeout, s.serializer
         self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
-        self.keys = QueueKeys(s.prefix, s.name)
+        self.partitions = s.partitions
+        self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
         self.client = client
         self._handler = handler
-        self._calls = QueueCalls(s)
+        self._parts = Partitions(s)
         self._runner = Runner(client)
+        self._cluster = isinstance(client, RedisCluster)
         warn_if_evicting(client)
 
     def __repr__(self) -> str:
@@ -101,11 +123,13 @@ class BaseQueue:
     # -- producing -----------------------------------------------------------------------------
 
     def add(
-        self, payload: Any, *, context: Any = None, delay: float = 0.0, job_id: str | None = None
+        self, payload: Any, *, context: Any = None, delay: float = 0.0,
+        job_id: str | None = None, partition_key: str | None = None,
     ) -> str:
         """Add one job; returns its id. With ``job_id`` the add is idempotent: if a job with
-        that id exists, nothing changes. ``delay`` (seconds) schedules it for later."""
-        (call,) = self._calls.add([payload], [context], delay, [job_id])
+        that id exists, nothing changes. ``delay`` (seconds) schedules it for later. On a
+        partitioned queue, jobs with the same ``partition_key`` share a partition (and FIFO)."""
+        (call,), _ = self._parts.add([payload], [context], delay, [job_id], [partition_key])
         return self._runner.run(call)[0]
 
     def add_batch(
@@ -115,16 +139,25 @@ class BaseQueue:
         context: Any = None,
         delay: float = 0.0,
         job_ids: Sequence[str | None] | None = None,
+        partition_keys: Sequence[str | None] | None = None,
     ) -> list[str]:
-        """Add many jobs with one script call per ``batch_size`` jobs, all sent in one round
-        trip; returns their ids in order. Every payload is encoded before anything is written,
-        so one unserializable payload writes nothing. Each call of the round trip is atomic."""
+        """Add many jobs with one script call per ``batch_size`` jobs (and partition), all
+        sent in one round trip; returns their ids in order. Every payload is encoded before
+        anything is written, so one unserializable payload writes nothing. Each call of the
+        round trip is atomic."""
         payloads = list(payloads)
-        ids: Sequence[str | None] = [None] * len(payloads) if job_ids is None else job_ids
-        if len(ids) != len(payloads):
-            raise ConfigurationError(f"{len(ids)} job_ids for {len(payloads)} payloads")
-        calls = self._calls.add(payloads, [context] * len(payloads), delay, ids)
-        return [job_id for chunk in self._runner.run_all(calls) for job_id in chunk]
+        none: list[str | None] = [None] * len(payloads)
+        ids = none if job_ids is None else job_ids
+        keys = none if partition_keys is None else partition_keys
+        if not len(ids) == len(keys) == len(payloads):
+            raise ConfigurationError(f"{len(payloads)} payloads with {len(ids)} job_ids and "
+                                     f"{len(keys)} partition_keys")
+        calls, positions = self._parts.add(payloads, [context] * len(payloads), delay, ids, keys)
+        result: list[str] = [""] * len(payloads)
+        for chunk, where in zip(self._runner.run_all(calls), positions, strict=True):
+            for job_id, i in zip(chunk, where, strict=True):
+                result[i] = job_id
+        return result
 
     # -- consuming -----------------------------------------------------------------------------
 
@@ -134,8 +167,25 @@ class BaseQueue:
         return self._reserve(count, visibility_timeout).jobs
 
     def _reserve(self, count: int, visibility_timeout: float | None = None) -> Reservation:
-        return self._bury_undecodable(
-            self._runner.run(self._calls.lease(count, visibility_timeout)))
+        first, *others = self._parts.reading_order()
+        reservation = self._runner.run(first.lease(count, visibility_timeout))
+        return self._next_partitions(reservation, others, count, visibility_timeout)
+
+    def _next_partitions(
+        self, reservation: Reservation, others: list[QueueCalls], count: int,
+        visibility_timeout: float | None = None,
+    ) -> Reservation:
+        """While a partition had nothing, try the next ones (a round trip each): a worker
+        never sleeps while another partition has ready jobs."""
+        soonest = reservation.next_event_ms
+        for part in others:
+            if reservation.jobs or reservation.undecodable:
+                break
+            reservation = self._runner.run(part.lease(count, visibility_timeout))
+            if reservation.next_event_ms is not None:
+                soonest = min(soonest or reservation.next_event_ms, reservation.next_event_ms)
+        self._bury_undecodable(reservation)
+        return replace(reservation, next_event_ms=soonest)
 
     def _ack_and_reserve(
         self, done: list[Job], count: int
@@ -143,29 +193,33 @@ class BaseQueue:
         """Ack ``done`` and lease up to ``count`` more jobs in one round trip (the worker's
         hot path); returns the ack's reply unless done is empty, and the reservation unless
         count is 0."""
-        calls: list[Call[Any]] = []
-        if done:
-            calls.append(self._calls.ack([(j.id, j.token) for j in done]))
-        if count:
-            calls.append(self._calls.lease(count))
+        acks = [part.ack([(j.id, j.token) for j in group])
+                for part, group in self._parts.grouped(done)]
+        first, *others = self._parts.reading_order()
+        calls: list[Call[Any]] = [*acks, first.lease(count)] if count else [*acks]
         results = self._runner.run_all(calls) if calls else []
-        settled: Settled | None = results[0] if done else None
-        return settled, self._bury_undecodable(results[-1]) if count else None
+        settled = merge_settled(results[: len(acks)]) if done else None
+        if not count:
+            return settled, None
+        return settled, self._next_partitions(results[-1], others, count)
 
-    def _bury_undecodable(self, reservation: Reservation) -> Reservation:
+    def _bury_undecodable(self, reservation: Reservation) -> None:
         """Send leased jobs whose record cannot be decoded to the DLQ, with the reason."""
+        part = self._parts.parts[reservation.partition]
         for job_id, token, exc in reservation.undecodable:
             log.error("queue %s: job %s has a corrupt record, moved to the DLQ: %s",
                       self.name, job_id, exc)
-            self._runner.run(self._calls.bury(job_id, token, ErrorInfo.from_exception(exc)))
-        return reservation
+            self._runner.run(part.bury(job_id, token, ErrorInfo.from_exception(exc)))
+
+    def _wake_keys(self) -> list[str]:
+        """What an idle worker blocks on: every partition's wake list, or on a cluster (where
+        one BLPOP cannot span slots) one partition's, in turn."""
+        parts = self._parts.reading_order()
+        return [p.keys.key("wake") for p in (parts[:1] if self._cluster else parts)]
 
     def ack(self, jobs: Job | Iterable[Job]) -> int:
         """Finish jobs; returns how many were acked (a job whose lease was lost counts 0)."""
-        held = _jobs(jobs)
-        if not held:
-            return 0
-        return self._runner.run(self._calls.ack([(j.id, j.token) for j in held])).count
+        return self._settle(jobs, lambda part, group: part.ack(_pairs(group))).count
 
     def fail(
         self, job: Job, error: BaseException | ErrorInfo, *, retry: bool = True
@@ -174,30 +228,32 @@ class BaseQueue:
         ``retry``), else move the job to the dead-letter queue. Raises LeaseLostError if the
         lease is stale."""
         info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
-        return self._runner.run(self._calls.failure(job, info, retry)).outcome
+        return self._runner.run(self._parts.of(job).failure(job, info, retry)).outcome
 
     def extend(self, jobs: Job | Iterable[Job], seconds: float | None = None) -> int:
         """Heartbeat: lease held jobs for ``seconds`` more from now (default: the visibility
         timeout). Updates their ``lease_deadline``; returns how many were still held."""
         held = _jobs(jobs)
-        if not held:
-            return 0
-        reply = self._runner.run(self._calls.heartbeat(held, seconds))
-        deadline = (self.settings.now_ms() + (
-            self.settings.visibility_ms if seconds is None else round(seconds * 1000)
-        )) / 1000.0
+        reply = self._settle(held, lambda part, group: part.heartbeat(group, seconds))
         lost = set(reply.refused)
         for job in held:
             if job.id not in lost:
-                job.lease_deadline = deadline
+                job.lease_deadline = reply.deadline_ms / 1000.0
         return reply.count
 
     def release(self, jobs: Job | Iterable[Job]) -> int:
         """Give back leased jobs unstarted: front of ready, the delivery not counted."""
-        held = _jobs(jobs)
-        if not held:
-            return 0
-        return self._runner.run(self._calls.release([(j.id, j.token) for j in held])).count
+        return self._settle(jobs, lambda part, group: part.release(_pairs(group))).count
+
+    def _settle(
+        self, jobs: Job | Iterable[Job], call: Callable[[QueueCalls, list[Job]], Call[Settled]]
+    ) -> Settled:
+        """One call per partition holding some of ``jobs``, in one round trip, replies merged."""
+        calls = [call(part, group) for part, group in self._parts.grouped(_jobs(jobs))]
+        if not calls:
+            return Settled(0, [])
+        replies: list[Settled] = self._runner.run_all(calls)
+        return replace(merge_settled(replies), deadline_ms=replies[0].deadline_ms)
 
     def process_job(self, job: Job) -> None:
         """Handle one job; override this (or pass ``handler=``). Raising fails the delivery;
@@ -229,12 +285,15 @@ class BaseQueue:
 
     def counts(self) -> dict[str, int]:
         """Jobs per state: ready, delayed, leased, dead (one consistent read)."""
-        return self._runner.run(self._calls.counts())
+        return sum_counts(self._runner.run_all([p.counts() for p in self._parts.parts]))
 
     def stats(self) -> dict[str, int]:
-        """The queue's counters: added, completed, retried, dead, redriven, purged, ..."""
-        raw = self.client.hgetall(self.keys.key("stats"))
-        return {text(k): int(v) for k, v in raw.items()}
+        """The queue's counters (summed over partitions): added, completed, retried, dead,
+        redriven, purged, ..."""
+        pipe = self.client.pipeline(transaction=False)
+        for part in self._parts.parts:
+            pipe.hgetall(part.keys.key("stats"))
+        return sum_counts({text(k): int(v) for k, v in raw.items()} for raw in pipe.execute())
 
     @contextmanager
     def lock(self, item: str, ttl: float = 30.0, wait: float = 10.0) -> Iterator[str]:

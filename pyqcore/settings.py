@@ -18,6 +18,7 @@ Clock = Callable[[], float]
 MAX_RETRIES_LIMIT = 10_000
 MAX_VISIBILITY_TIMEOUT = 7 * 24 * 3600.0
 MAX_BATCH = 10_000  # jobs per script call: keeps every call far below Redis's busy threshold
+MAX_PARTITIONS = 1024
 
 
 def _number(what: str, value: object, low: float, high: float, *, integer: bool) -> None:
@@ -40,6 +41,7 @@ class QueueSettings:
     serializer: Serializer = MSGPACK
     max_payload_bytes: int = 512 * 1024
     batch_size: int = 1000
+    partitions: int = 1
     prefix: str = DEFAULT_PREFIX
     clock: Clock = time.time
     rng: random.Random = field(default_factory=random.Random)
@@ -52,6 +54,7 @@ class QueueSettings:
                 integer=False)
         _number("max_payload_bytes", self.max_payload_bytes, 1, 512 * 1024 * 1024, integer=True)
         _number("batch_size", self.batch_size, 1, MAX_BATCH, integer=True)
+        _number("partitions", self.partitions, 1, MAX_PARTITIONS, integer=True)
         if not isinstance(self.backoff, Backoff):
             raise ConfigurationError(f"backoff must be a pyqcore.Backoff, got {self.backoff!r}")
         if not (callable(getattr(self.serializer, "dumps", None))

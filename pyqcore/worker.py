@@ -287,7 +287,7 @@ class Worker:
         if next_event_ms is not None:
             timeout = min(timeout, (next_event_ms - self.queue.settings.now_ms()) / 1000.0)
         try:
-            self.queue.client.blpop([self.queue.keys.key("wake")], max(timeout, 0.01))
+            self.queue.client.blpop(self.queue._wake_keys(), max(timeout, 0.01))
         except _TRANSIENT as exc:
             log.warning("queue %s: waiting for jobs failed (%s)", self.queue.name, exc)
             self.stop.wait(0.5)

@@ -64,7 +64,7 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
     enqueue = k.keys(SCRIPTS["enqueue"].key_parts)
     out = subprocess.run(
         ["redis-cli", "-p", str(redis_server.port), "--eval", str(LUA / "enqueue.lua"),
-         *enqueue, ",", "0", "", "record-bytes"],
+         *enqueue, ",", "0", "", "", "record-bytes"],
         check=True, capture_output=True, text=True,
     ).stdout.split()
     assert out == ["0", "1"]
@@ -73,7 +73,7 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
 
 
 BAD_ARGS = {
-    "enqueue": ["soon", "", "rec"],
+    "enqueue": ["soon", "", "", "rec"],
     "reserve": ["0", "-1", "1000", "1", "10"],
     "ack": ["lonely-id"],
     "fail": ["0", "1", "1", "0", "0", "{}", "1"],

@@ -3,6 +3,7 @@ killed and restarted; every job accounted for by the ledger checker (``accountin
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
@@ -89,8 +90,10 @@ def test_a_killed_workers_late_ack_is_refused(scenario: Scenario, ledger_dir: ob
     survivor = BaseQueue(client, name=scenario.queue, clock=lambda: later)
     (job,) = survivor.reserve()
     assert (job.id, job.attempt) == ("late", 2)
-    stale = survivor._runner.run(survivor._calls.ack([("late", str(old_token()))]))
-    assert (stale.count, stale.refused) == (0, ["late"])  # the dead worker's ack is refused
+    stale = dataclasses.replace(job, token=str(old_token()))  # the dead worker's lease
+    assert stale.token != job.token
+    assert survivor.ack(stale) == 0  # its late ack is refused
+    assert survivor.extend(stale) == 0
     assert survivor.ack(job) == 1
     client.close()
 

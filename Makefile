@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test lint lua fuzz soak redis-server wheel clean
+.PHONY: demo test lint lua fuzz soak bench redis-server wheel clean
 
 demo: $(STAMP) redis-server
 	$(PY) -m pyqcore demo
@@ -33,6 +33,10 @@ fuzz: $(STAMP)
 # Kill workers and restart redis-server under load for SOAK_SECONDS, then account for every job.
 soak: $(STAMP) redis-server
 	$(PY) -m tests.reliability.soak --seconds $${SOAK_SECONDS:-300} --million
+
+# pyqcore against its peers on one Redis (bench/README.md); BENCH_ARGS=--quick for a short run.
+bench: $(STAMP) redis-server
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 wheel: $(STAMP)
 	$(PY) -m pip wheel --no-deps -q -w dist .

@@ -1,0 +1,132 @@
+"""pyqcore's adapter (runs in pyqcore's own venv, .venv), plus the pyqcore-only figures: the
+empty-body drain, Redis memory per waiting job, Redis CPU and commands per job life cycle.
+
+Worker settings: ``c1`` is ``process(concurrency=1)``; ``best`` is ``process(concurrency=N)``
+(``--concurrency``, run.py passes 8): each of the N slot threads acks its finished batch and
+leases the next in one round trip, batches growing to ~0.1 s of work (up to 100 jobs), so a
+round trip is shared by many jobs; more than a few threads only add GIL contention.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import _shared as s
+
+from pyqcore import BaseQueue, Job
+
+QUEUE = "bench"
+
+
+def queue(opts: s.Options, handler: Any = None) -> BaseQueue:
+    return BaseQueue(s.client(opts.url), name=QUEUE, handler=handler or (lambda job: None))
+
+
+def enqueue_single(opts: s.Options, n: int) -> None:
+    q = queue(opts)
+    for i in range(n):
+        q.add(s.payload(i))
+
+
+def enqueue_bulk(opts: s.Options, n: int) -> None:
+    q = queue(opts)
+    for start in range(0, n, s.BULK_BATCH):
+        q.add_batch([s.payload(i) for i in range(start, min(n, start + s.BULK_BATCH))])
+
+
+def concurrency(opts: s.Options) -> int:
+    return 1 if opts.setting == "c1" else opts.concurrency
+
+
+def settings(opts: s.Options) -> str:
+    return f"process(concurrency={concurrency(opts)})"
+
+
+def run_worker(opts: s.Options) -> None:
+    body = s.Body()
+
+    def handle(job: Job) -> None:
+        body(job.payload)
+
+    queue(opts, handle).process(concurrency=concurrency(opts))  # until SIGTERM
+
+
+def produce(opts: s.Options, rate: float, seconds: float) -> int:
+    q = queue(opts)
+    times = s.paced(rate, seconds)
+    for i, at in enumerate(times):
+        s.wait_until(at)
+        q.add(s.timed_payload(i))
+    return len(times)
+
+
+def drain_empty(opts: s.Options) -> s.Result:
+    """Pure queue overhead: N jobs with an empty body, drained in this process (burst)."""
+    enqueue_bulk(opts, opts.jobs)
+    q = queue(opts)
+    start = time.perf_counter()
+    report = q.process(concurrency=concurrency(opts), burst=True, install_signal_handlers=False)
+    seconds = time.perf_counter() - start
+    if report.acked != opts.jobs:
+        return {"ok": False, "error": f"acked {report.acked} of {opts.jobs}"}
+    return {"ok": True, "seconds": seconds, "jobs": opts.jobs, "setting": settings(opts)}
+
+
+def _info(r: Any, section: str) -> dict[str, Any]:
+    info: dict[str, Any] = r.info(section)
+    return info
+
+
+def memory(opts: s.Options) -> s.Result:
+    """``used_memory`` delta over ``--jobs`` waiting jobs (added in batches of 1,000)."""
+    r = s.client(opts.url)
+    before = int(_info(r, "memory")["used_memory"])
+    enqueue_bulk(opts, opts.jobs)
+    after = int(_info(r, "memory")["used_memory"])
+    record = len(queue(opts).serializer.dumps([s.payload(opts.jobs // 2), None, 0]))
+    return {"ok": True, "bytes_per_job": (after - before) / opts.jobs, "jobs": opts.jobs,
+            "record_bytes": record}
+
+
+def redis_cpu(opts: s.Options) -> s.Result:
+    """Redis's own cost of a job life cycle, batched: add_batch (1,000), reserve(100), ack(100).
+
+    From INFO around the run (after CONFIG RESETSTAT): the scripts' run time (``usec`` of the
+    evalsha line, which includes the commands the script runs), the server process's CPU
+    (``used_cpu_user + used_cpu_sys``, with networking and parsing), and commands per job (the
+    evalsha calls plus the commands the scripts ran, each its own commandstats line)."""
+    r = s.client(opts.url)
+    q = queue(opts)
+    payloads = [s.payload(i) for i in range(opts.jobs)]
+    r.config_resetstat()
+    cpu0 = _info(r, "cpu")
+    for start in range(0, opts.jobs, s.BULK_BATCH):
+        q.add_batch(payloads[start : start + s.BULK_BATCH])
+    done = 0
+    while done < opts.jobs:
+        jobs = q.reserve(count=100)
+        if not jobs:
+            break
+        done += q.ack(jobs)
+    cpu1 = _info(r, "cpu")
+    stats = _info(r, "commandstats")
+    calls = {k: int(v["calls"]) for k, v in stats.items()
+             if not k.startswith(("cmdstat_info", "cmdstat_config"))}
+    script_usec = sum(int(v["usec"]) for k, v in stats.items() if k.startswith("cmdstat_eval"))
+    process_cpu = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_user", "used_cpu_sys"))
+    return {"ok": done == opts.jobs, "jobs": done, "script_usec_per_job": script_usec / done,
+            "process_usec_per_job": process_cpu * 1e6 / done,
+            "commands_per_job": sum(calls.values()) / done,
+            "calls": {k.removeprefix("cmdstat_"): v for k, v in sorted(calls.items())}}
+
+
+ADAPTER = s.Adapter(
+    name="pyqcore", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=enqueue_bulk,
+    settings=settings, run_worker=run_worker, produce=produce,
+    extra={"drain-empty": drain_empty, "memory": memory, "redis-cpu": redis_cpu},
+)
+
+if __name__ == "__main__":
+    s.main(ADAPTER, sys.argv[1:])

@@ -1,0 +1,84 @@
+"""streaq's adapter (bench/.venvs/streaq; asyncio on Redis streams). Single add:
+``await task.enqueue(...)``; bulk: ``Worker.enqueue_many`` (one pipeline per 1,000). Workers:
+``Worker.run_sync`` in one process; ``c1`` is ``Worker(concurrency=1)``, ``best`` is
+``Worker(concurrency=N)`` (default 16; run.py passes N)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any
+
+import _shared as s
+from streaq import Worker
+
+
+def concurrency() -> int:
+    return int(os.environ.get("BENCH_CONCURRENCY", "16"))
+
+
+worker = Worker(redis_url=s.url_at_import(), queue_name="bench", concurrency=concurrency())
+BODY = s.AsyncBody()
+
+
+async def _job(data: dict[str, Any]) -> None:
+    await BODY(data)
+
+
+job = worker.task(name="job")(_job)
+
+
+def enqueue_single(opts: s.Options, n: int) -> None:
+    async def go() -> None:
+        async with worker:
+            for i in range(n):
+                await job.enqueue(s.payload(i))
+
+    asyncio.run(go())
+
+
+def enqueue_bulk(opts: s.Options, n: int) -> None:
+    async def go() -> None:
+        async with worker:
+            for start in range(0, n, s.BULK_BATCH):
+                await worker.enqueue_many([job.enqueue(s.payload(i))
+                                           for i in range(start, min(n, start + s.BULK_BATCH))])
+
+    asyncio.run(go())
+
+
+def tasks(opts: s.Options) -> int:
+    return 1 if opts.setting == "c1" else opts.concurrency
+
+
+def settings(opts: s.Options) -> str:
+    return f"Worker(concurrency={tasks(opts)})"
+
+
+def worker_command(opts: s.Options) -> list[str]:
+    os.environ["BENCH_CONCURRENCY"] = str(tasks(opts))  # inherited by the worker process
+    return [sys.executable, "-c", "import streaq_bench; streaq_bench.worker.run_sync()"]
+
+
+def produce(opts: s.Options, rate: float, seconds: float) -> int:
+    async def go() -> int:
+        async with worker:
+            times = s.paced(rate, seconds)
+            loop = asyncio.get_running_loop()
+            for i, at in enumerate(times):
+                if (left := at - loop.time()) > 0:
+                    await asyncio.sleep(left)
+                await job.enqueue(s.timed_payload(i))
+            return len(times)
+
+    return asyncio.run(go())
+
+
+ADAPTER = s.Adapter(
+    name="streaq", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=enqueue_bulk,
+    settings=settings, worker=worker_command, produce=produce,
+)
+
+if __name__ == "__main__":
+    s.main(ADAPTER, sys.argv[1:])

@@ -1,0 +1,82 @@
+"""taskiq's adapter (bench/.venvs/taskiq) with taskiq-redis's ``RedisStreamBroker`` (Redis
+streams with acknowledgements; the list broker has none). Single add: ``task.kiq``; taskiq has
+no bulk API. Workers: ``taskiq worker`` with one process; ``c1`` is ``--max-async-tasks 1``,
+``best`` is ``--max-async-tasks N``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import _shared as s
+from taskiq_redis import RedisStreamBroker
+
+broker = RedisStreamBroker(s.url_at_import())
+BODY = s.AsyncBody()
+
+
+async def _job(data: dict[str, Any]) -> None:
+    await BODY(data)
+
+
+job = broker.task(task_name="job")(_job)
+
+
+def enqueue_single(opts: s.Options, n: int) -> None:
+    async def go() -> None:
+        await broker.startup()
+        for i in range(n):
+            await job.kiq(s.payload(i))
+        await broker.shutdown()
+
+    asyncio.run(go())
+
+
+def prefill(opts: s.Options, n: int) -> None:
+    """Untimed: 100 concurrent sends at a time."""
+    async def go() -> None:
+        await broker.startup()
+        for start in range(0, n, 100):
+            await asyncio.gather(*(job.kiq(s.payload(i))
+                                   for i in range(start, min(n, start + 100))))
+        await broker.shutdown()
+
+    asyncio.run(go())
+
+
+def tasks(opts: s.Options) -> int:
+    return 1 if opts.setting == "c1" else opts.concurrency
+
+
+def settings(opts: s.Options) -> str:
+    return f"taskiq worker --workers 1 --max-async-tasks {tasks(opts)}"
+
+
+def worker(opts: s.Options) -> list[str]:
+    return [sys.executable, "-m", "taskiq", "worker", "taskiq_bench:broker", "--workers", "1",
+            "--max-async-tasks", str(tasks(opts)), "--log-level", "WARNING"]
+
+
+def produce(opts: s.Options, rate: float, seconds: float) -> int:
+    async def go() -> int:
+        await broker.startup()
+        times = s.paced(rate, seconds)
+        loop = asyncio.get_running_loop()
+        for i, at in enumerate(times):
+            if (left := at - loop.time()) > 0:
+                await asyncio.sleep(left)
+            await job.kiq(s.timed_payload(i))
+        await broker.shutdown()
+        return len(times)
+
+    return asyncio.run(go())
+
+
+ADAPTER = s.Adapter(
+    name="taskiq", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=None,
+    settings=settings, worker=worker, produce=produce, prefill=prefill,
+)
+
+if __name__ == "__main__":
+    s.main(ADAPTER, sys.argv[1:])

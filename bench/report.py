@@ -1,0 +1,254 @@
+"""Renders bench/results/latest.json: the Markdown report (standard library only) and, through
+the bench's own ``report`` venv (matplotlib), the chart (bench/chart.py).
+
+    python bench/report.py [bench/results/latest.json]   # re-render latest.md and latest.png
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import venvs  # noqa: E402
+
+Data = dict[str, Any]
+TIMES = "\N{MULTIPLICATION SIGN}"
+Result = dict[str, Any]
+
+ROWS = [
+    ("enqueue-single:c1", "enqueue-single: one call per job, one connection"),
+    ("enqueue-bulk:c1", "enqueue-bulk: the library's bulk API, batches of 1,000"),
+    ("drain:c1", "drain at concurrency 1: one worker process, body = one INCR"),
+    ("drain:best", "drain at the high-throughput setting: one worker process, body = one INCR"),
+]
+FLOORS = {"enqueue-single:c1": "redis-py lpush", "enqueue-bulk:c1": "redis-py lpush-pipelined"}
+
+
+def rate(result: Result | None) -> float | None:
+    """Jobs per second of a successful throughput result."""
+    if not result or not result.get("ok") or "seconds" not in result:
+        return None
+    seconds = float(result["seconds"])
+    return int(result["jobs"]) / seconds if seconds > 0 else None
+
+
+def why(result: Result | None) -> str:
+    if result is None:
+        return "not run"
+    return str(result.get("unsupported") or result.get("error") or "failed")
+
+
+def fmt_rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def fmt_us(value: float | None) -> str:
+    return "—" if value is None else f"{1e6 / value:,.1f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f}{TIMES}" if value >= 1 else f"{value:.2f}{TIMES}"
+
+
+def peers(data: Data) -> list[str]:
+    return [name for name in data["figures"] if name != "pyqcore"]
+
+
+def best_peer(data: Data, keys: list[str]) -> tuple[str | None, float | None]:
+    """The fastest peer over the given figure keys (its best setting among them)."""
+    best: tuple[str | None, float | None] = (None, None)
+    for name in peers(data):
+        for key in keys:
+            value = rate(data["figures"][name].get(key))
+            if value is not None and (best[1] is None or value > best[1]):
+                best = (f"{name} ({key.split(':')[0]} {key.split(':')[1]})"
+                        if len(keys) > 1 else name, value)
+    return best
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def targets(data: Data) -> list[str]:
+    """The §6 targets, each as measured in this run."""
+    pyq = data["figures"].get("pyqcore", {})
+    floors = data["floors"]
+    rows = ["| figure | measured | target | met |", "|---|---|---|---|"]
+
+    def row(figure: str, value: float | None, shown: str, target: str, ok: bool | None) -> None:
+        mark = "—" if value is None or ok is None else ("yes" if ok else "**no**")
+        rows.append(f"| {figure} | {shown if value is not None else '—'} | {target} | {mark} |")
+
+    bulk = rate(pyq.get("enqueue-bulk:c1"))
+    peer, peer_bulk = best_peer(data, ["enqueue-bulk:c1"])
+    r = _div(bulk, peer_bulk)
+    row("bulk add ÷ best peer's bulk add", r, f"{fmt_ratio(r)} (vs {peer})", f"≥ 10{TIMES}",
+        r is not None and r >= 10)
+    r = _div(bulk, rate(floors.get("redis-py lpush-pipelined")))
+    row("bulk add ÷ redis-py pipelined LPUSH", r, f"{r:.0%}" if r else "", "≥ 50%",
+        r is not None and r >= 0.5)
+    r = _div(rate(pyq.get("enqueue-single:c1")), rate(floors.get("redis-py lpush")))
+    row("single add ÷ redis-py LPUSH round trip", r, f"{r:.0%}" if r else "", "≥ 85%",
+        r is not None and r >= 0.85)
+    peer, peer_drain = best_peer(data, ["drain:c1", "drain:best"])
+    rates = [v for v in (rate(pyq.get("drain:c1")), rate(pyq.get("drain:best"))) if v]
+    r = _div(max(rates) if rates else None, peer_drain)
+    row("drain (INCR), pyqcore's best setting ÷ best peer at its best", r,
+        f"{fmt_ratio(r)} (vs {peer})",
+        f"≥ 5{TIMES}", r is not None and r >= 5)
+    empty = rate(pyq.get("drain-empty:best"))
+    row("drain, empty body", empty, f"{fmt_rate(empty)} jobs/s", "≥ 40,000 jobs/s",
+        empty is not None and empty >= 40_000)
+    lat = pyq.get("latency:best", {})
+    if lat.get("ok"):
+        p50, p99 = float(lat["p50"]) * 1000, float(lat["p99"]) * 1000
+        row("enqueue → handler start at 1,000 jobs/s, p50", p50, f"{p50:.2f} ms", "≤ 1 ms",
+            p50 <= 1)
+        row("enqueue → handler start at 1,000 jobs/s, p99", p99, f"{p99:.2f} ms", "≤ 5 ms",
+            p99 <= 5)
+    mem = pyq.get("memory", {})
+    if mem.get("ok"):
+        b = float(mem["bytes_per_job"])
+        row("Redis memory per waiting job", b,
+            f"{b:.0f} B (record {mem['record_bytes']} B)", "≤ 250 B", b <= 250)
+    cpu = pyq.get("redis-cpu", {})
+    if cpu.get("ok"):
+        us = float(cpu["script_usec_per_job"])
+        row("Redis CPU per job life cycle (scripts' own time)", us,
+            f"{us:.1f} µs (server process: {float(cpu['process_usec_per_job']):.1f} µs)",
+            "≤ 6 µs", us <= 6)
+    return rows
+
+
+def throughput_table(data: Data, key: str) -> list[str]:
+    pyq = rate(data["figures"].get("pyqcore", {}).get(key))
+    rows = ["| library | setting | jobs/s | µs/job | pyqcore ÷ this | note |",
+            "|---|---|---:|---:|---:|---|"]
+    entries: list[tuple[float, str]] = []
+    for name, figures in data["figures"].items():
+        result = figures.get(key)
+        value = rate(result)
+        setting = str((result or {}).get("setting", "")) if key.startswith("drain") else ""
+        note = str((result or {}).get("partial", "")) if value is not None else why(result)
+        ratio = "" if name == "pyqcore" else fmt_ratio(_div(pyq, value))
+        shown = f"**{name}**" if name == "pyqcore" else name
+        entries.append((value or -1.0, f"| {shown} | {setting} | {fmt_rate(value)} | "
+                                       f"{fmt_us(value)} | {ratio} | {note} |"))
+    for name, error in data["environments"].items():
+        entries.append((-2.0, f"| {name} | | — | — | | {error} |"))
+    floor = FLOORS.get(key)
+    if floor and floor in data["floors"]:
+        value = rate(data["floors"][floor])
+        entries.append((value or -1.0, f"| *floor: {floor}* | | {fmt_rate(value)} | "
+                                       f"{fmt_us(value)} | {fmt_ratio(_div(pyq, value))} | |"))
+    rows += [line for _, line in sorted(entries, key=lambda e: -e[0])]
+    return rows
+
+
+def latency_table(data: Data) -> list[str]:
+    rows = ["| library | setting | p50 ms | p99 ms | max ms | handled / sent |",
+            "|---|---|---:|---:|---:|---|"]
+    entries = []
+    for name, figures in data["figures"].items():
+        r = figures.get("latency:best") or {}
+        if r.get("ok"):
+            p50 = float(r["p50"]) * 1000
+            entries.append((p50, f"| {name} | {r.get('setting', '')} | {p50:,.2f} | "
+                                 f"{float(r['p99']) * 1000:,.2f} | {float(r['max']) * 1000:,.1f} "
+                                 f"| {r['jobs']:,} / {r['sent']:,} |"))
+        else:
+            entries.append((float("inf"), f"| {name} | | — | — | — | {why(r)} |"))
+    rows += [line for _, line in sorted(entries, key=lambda e: e[0])]
+    return rows
+
+
+def floors_table(data: Data) -> list[str]:
+    rows = ["| floor | ops/s | µs/op |", "|---|---:|---:|"]
+    for name, result in data["floors"].items():
+        value = float(result["rate"]) if "rate" in result else rate(result)
+        rows.append(f"| {name} | {fmt_rate(value)} | {fmt_us(value)} |" if value
+                    else f"| {name} | — | {why(result)} |")
+    return rows
+
+
+def pyqcore_table(data: Data) -> list[str]:
+    pyq = data["figures"].get("pyqcore", {})
+    rows = ["| figure | value |", "|---|---|"]
+    empty = pyq.get("drain-empty:best", {})
+    if empty.get("ok"):
+        rows.append(f"| drain, empty body, {empty.get('setting')} | "
+                    f"{fmt_rate(rate(empty))} jobs/s ({fmt_us(rate(empty))} µs/job) |")
+    mem = pyq.get("memory", {})
+    if mem.get("ok"):
+        rows.append(f"| Redis memory per waiting job (used_memory delta over "
+                    f"{mem['jobs']:,} jobs; record {mem['record_bytes']} B) | "
+                    f"{float(mem['bytes_per_job']):.0f} B |")
+    cpu = pyq.get("redis-cpu", {})
+    if cpu.get("ok"):
+        rows.append(f"| Redis CPU per life cycle, scripts (evalsha `usec`) | "
+                    f"{float(cpu['script_usec_per_job']):.2f} µs |")
+        rows.append(f"| Redis CPU per life cycle, server process (used_cpu_user+sys) | "
+                    f"{float(cpu['process_usec_per_job']):.2f} µs |")
+        calls = ", ".join(f"{k} {v:,}" for k, v in cpu["calls"].items())
+        rows.append(f"| Redis commands per job (evalsha + commands run by scripts) | "
+                    f"{float(cpu['commands_per_job']):.2f} ({calls}, for {cpu['jobs']:,} jobs) |")
+    return rows
+
+
+def markdown(data: Data) -> str:
+    c = data["config"]
+    out = [
+        "# pyqcore benchmark",
+        "",
+        f"{c['date']} · Python {c['python']} · Redis {c['redis']} · {c['machine']} · "
+        f"median of {c['runs']} run(s) · {c['jobs']:,} jobs per throughput run · "
+        f"latency run {c['latency_seconds']:.0f} s at 1,000 jobs/s.",
+        "Absolute numbers depend on the machine (and on whatever else it runs); the ratios are "
+        "measured in the same run, on the same Redis.",
+        "",
+        "## Targets (DESIGN.md §6)",
+        "",
+        *targets(data),
+    ]
+    for key, title in ROWS:
+        out += ["", f"## {title}", "", *throughput_table(data, key)]
+    out += ["", "## latency: enqueue → handler start, 1,000 jobs/s, high-throughput setting",
+            "", *latency_table(data)]
+    out += ["", "## pyqcore only", "", *pyqcore_table(data)]
+    out += ["", "## floors (same server)", "", *floors_table(data), ""]
+    return "\n".join(out)
+
+
+def chart(raw: Path, png: Path) -> str:
+    """Draw the chart with the report venv's matplotlib; returns what happened."""
+    env = venvs.python_env("report")
+    if env.python is None:
+        return f"chart skipped: {env.error}"
+    done = subprocess.run([str(env.python), str(BENCH / "chart.py"), str(raw), str(png)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return f"chart failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    return f"chart saved to {png}"
+
+
+def main(argv: list[str]) -> int:
+    raw = Path(argv[0]) if argv else BENCH / "results" / "latest.json"
+    data = json.loads(raw.read_text())
+    text = markdown(data)
+    (raw.parent / "latest.md").write_text(text)
+    print(text)
+    print(chart(raw, raw.parent / "latest.png"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from pyqcore.core import text
 from pyqcore.errors import ConfigurationError, PyqcoreError
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
 from pyqcore.manager import QueueManager
+from pyqcore.runner import Client
 from pyqcore.scripts import load_scripts, lua_dir
 
 
@@ -27,7 +29,9 @@ def _url(args: argparse.Namespace) -> str:
 
 
 def _manager(args: argparse.Namespace) -> QueueManager:
-    return QueueManager(redis.Redis.from_url(_url(args)), prefix=args.prefix)
+    client: Client = (redis.RedisCluster.from_url(_url(args)) if args.cluster
+                      else redis.Redis.from_url(_url(args)))
+    return QueueManager(client, prefix=args.prefix)
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
@@ -88,6 +92,16 @@ def cmd_worker(args: argparse.Namespace) -> None:
         print(f"{name}: {report}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    """The benchmark suite against the peers (a source checkout's bench/run.py)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        script = root / "bench" / "run.py"
+        if script.exists():
+            raise SystemExit(subprocess.call([sys.executable, str(script), *args.bench_args]))
+    raise ConfigurationError("the benchmark suite ships with the source, not the wheel: run "
+                             "`pyqcore bench` (or `make bench`) in a pyqcore checkout")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     """The demo (a throwaway local Redis unless a URL is configured)."""
     from pyqcore import demo  # noqa: PLC0415 - only this command needs it
@@ -100,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyqcore", description=__doc__)
     p.add_argument("--url", help="Redis URL (default: $PYQCORE_REDIS_URL, $REDIS_URL, localhost)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
+    p.add_argument("--cluster", action="store_true", help="the URL names a Redis Cluster node")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("stats", help=cmd_stats.__doc__).set_defaults(func=cmd_stats)
 
@@ -127,6 +142,10 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=8)
     worker.add_argument("--burst", action="store_true", help="stop when nothing is ready")
     worker.set_defaults(func=cmd_worker)
+
+    bench = sub.add_parser("bench", help=cmd_bench.__doc__)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to bench/run.py")
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     demo.add_argument("--jobs", type=int, default=10_000)

@@ -7,7 +7,7 @@ import redis
 
 from pyqcore import QueueManager
 from pyqcore.cli import main
-from pyqcore.local_redis import LocalRedis
+from pyqcore.local_redis import LocalRedis, LocalRedisCluster
 
 
 def run(capsys: pytest.CaptureFixture[str], server: LocalRedis, *args: str) -> str:
@@ -40,3 +40,13 @@ def test_scripts_prints_contracts_and_redis_cli_lines(
 def test_errors_are_reported_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--url", "redis://127.0.0.1:1/0", "stats"]) == 1
     assert "ConnectionError" in capsys.readouterr().err
+
+
+def test_stats_on_a_cluster(redis_cluster: LocalRedisCluster,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    client = redis_cluster.client()
+    QueueManager(client).register("mail").add("x")
+    assert main(["--url", redis_cluster.url, "--cluster", "stats"]) == 0
+    assert "mail: ready=1" in capsys.readouterr().out
+    client.delete("pyqcore:{mail}:ready", "pyqcore:{mail}:jobs", "pyqcore:{mail}:stats",
+                  "pyqcore:queues")

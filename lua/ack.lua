@@ -36,7 +36,7 @@ local function arg_int(i, name, min)
 end
 
 -- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
-local function call_chunked(cmd, key, items)
+local function call_chunked(cmd, key, items) -- no call at all for no items
   for i = 1, #items, 1000 do
     redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end
@@ -93,12 +93,15 @@ for i = 1, #ARGV / 2 do
   ids[i] = ARGV[2 * i - 1]
 end
 local states = redis.call('HMGET', meta, unpack(ids))
-local done, reply, n = {}, {OK, 0}, 0
+local done, erred, reply, n = {}, {}, {OK, 0}, 0
 for i, id in ipairs(ids) do
-  local _, token = meta_get(states[i])
+  local attempts, token, redrives = meta_get(states[i])
   if token ~= '0' and token == ARGV[2 * i] then
     n = n + 1
     done[n] = id
+    if attempts > 1 or redrives > 0 then -- only a job that failed before has an error
+      erred[#erred + 1] = id
+    end
   else
     reply[#reply + 1] = id
   end
@@ -107,7 +110,7 @@ if #done > 0 then
   call_chunked('ZREM', leased, done)
   call_chunked('HDEL', jobs, done)
   call_chunked('HDEL', meta, done)
-  call_chunked('HDEL', errors, done)
+  call_chunked('HDEL', errors, erred)
   redis.call('HINCRBY', stats, 'completed', #done)
 end
 reply[2] = #done

@@ -40,7 +40,7 @@ local function arg_int(i, name, min)
 end
 
 -- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
-local function call_chunked(cmd, key, items)
+local function call_chunked(cmd, key, items) -- no call at all for no items
   for i = 1, #items, 1000 do
     redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end

@@ -307,3 +307,16 @@ def test_item_lock_is_exclusive_and_released_only_by_its_holder(
     assert client.exists(queue.keys.lock("user:7")) == 0
     with queue.lock("user:7", wait=0):
         pass
+
+
+
+def test_ack_clears_the_last_error_of_a_retried_job(client: Client, clock: FakeClock) -> None:
+    queue = make(client, clock, backoff=Backoff.fixed(0))
+    queue.add("x")
+    [job] = queue.reserve()
+    queue.fail(job, RuntimeError("once"))
+    assert client.hexists(queue.keys.key("errors"), job.id)
+    [job] = queue.reserve()
+    assert job.attempt == 2
+    assert queue.ack(job) == 1
+    assert client.exists(queue.keys.key("errors")) == 0

@@ -45,6 +45,17 @@ local function arg_int(i, name, min)
   return v
 end
 
+-- ARGV[i] as a lease token: a positive integer of any length, kept as a string (tokens are
+-- 62-bit random numbers, beyond what a Lua double holds exactly, and are only compared).
+local function arg_token(i, name)
+  local s = ARGV[i]
+  if not (s and string.match(s, '^[1-9]%d*$')) then
+    bad = bad or string.format('ARGV[%d] %s must be a positive integer, got %q', i, name, tostring(s))
+    return '0'
+  end
+  return s
+end
+
 -- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
 local function call_chunked(cmd, key, items) -- no call at all for no items
   for i = 1, #items, 1000 do
@@ -106,7 +117,7 @@ local ready, delayed, leased, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local meta, errors, stats, wake_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local now = arg_int(1, 'now_ms', 0)
 local id = ARGV[2] or ''
-local token = arg_int(3, 'token', 1)
+local token = arg_token(3, 'token')
 local max_attempts = arg_int(4, 'max_attempts', 1)
 local backoff = arg_int(5, 'backoff_ms', 0)
 local error_json = ARGV[6] or ''
@@ -119,7 +130,7 @@ if bad then
 end
 
 local attempts, current, redrives = meta_get(redis.call('HGET', meta, id))
-if current == '0' or current ~= ARGV[3] then
+if current == '0' or current ~= token then
   return {LEASE_LOST, 'job ' .. id .. ' is not leased under token ' .. token}
 end
 redis.call('ZREM', leased, id)

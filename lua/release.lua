@@ -34,6 +34,17 @@ local function arg_int(i, name, min)
   return v
 end
 
+-- ARGV[i] as a lease token: a positive integer of any length, kept as a string (tokens are
+-- 62-bit random numbers, beyond what a Lua double holds exactly, and are only compared).
+local function arg_token(i, name)
+  local s = ARGV[i]
+  if not (s and string.match(s, '^[1-9]%d*$')) then
+    bad = bad or string.format('ARGV[%d] %s must be a positive integer, got %q', i, name, tostring(s))
+    return '0'
+  end
+  return s
+end
+
 -- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
 local function call_chunked(cmd, key, items) -- no call at all for no items
   for i = 1, #items, 1000 do

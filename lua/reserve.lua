@@ -11,7 +11,7 @@ KEYS
   5  jobs     HASH  id -> serialized job record
   6  meta     HASH  id -> "attempts:token:redrives"
   7  errors   HASH  id -> last error (JSON: type, message, traceback)
-  8  stats    HASH  counters; field "lease" numbers the lease tokens
+  8  stats    HASH  counters
   9  wake     LIST  marker that blocked workers wait on
 ARGV
   1  now_ms        integer, ms  current time
@@ -19,6 +19,9 @@ ARGV
   3  visibility_ms integer, ms  lease length, > 0
   4  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
   5  sweep_limit   integer      most delayed promotions and most expired leases handled, >= 1
+  6  token         integer      the lease token of this call's jobs: random, >= 1, from the
+                                caller (a counter in Redis would repeat itself after a
+                                failover to a replica that had not seen its last values)
 REPLY
   {0, token, deadline_ms, next_event_ms, id1, record1, attempt1, ...}
   token is the lease token of every job in this reply; attempt is the delivery number (1 =
@@ -45,6 +48,17 @@ local function arg_int(i, name, min)
     return min
   end
   return v
+end
+
+-- ARGV[i] as a lease token: a positive integer of any length, kept as a string (tokens are
+-- 62-bit random numbers, beyond what a Lua double holds exactly, and are only compared).
+local function arg_token(i, name)
+  local s = ARGV[i]
+  if not (s and string.match(s, '^[1-9]%d*$')) then
+    bad = bad or string.format('ARGV[%d] %s must be a positive integer, got %q', i, name, tostring(s))
+    return '0'
+  end
+  return s
 end
 
 -- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
@@ -111,6 +125,7 @@ local count = arg_int(2, 'count', 0)
 local visibility = arg_int(3, 'visibility_ms', 1)
 local max_attempts = arg_int(4, 'max_attempts', 1)
 local sweep = arg_int(5, 'sweep_limit', 1)
+local token = arg_token(6, 'token')
 if bad then
   return {BAD_ARGUMENT, bad}
 end
@@ -155,7 +170,6 @@ end
 local reply = {OK, 0, now + visibility, -1}
 local ids = count > 0 and redis.call('LPOP', ready, count)
 if ids then
-  local token = string.format('%d', redis.call('HINCRBY', stats, 'lease', 1))
   local deadline = string.format('%d', now + visibility) -- formatted once, not per job
   local records = redis.call('HMGET', jobs, unpack(ids))
   local states = redis.call('HMGET', meta, unpack(ids))

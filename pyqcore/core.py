@@ -7,6 +7,7 @@ An operation is a ``Call``: the shells send ``EVALSHA call.script.sha`` with ``c
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -29,6 +30,12 @@ def _ms(seconds: float) -> int:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
         raise ConfigurationError(f"a lease length must be a number of seconds > 0, got {seconds!r}")
     return max(1, round(seconds * 1000))
+
+
+def lease_token() -> str:
+    """A fresh lease token: random, so no two leases share one, even across a failover that
+    rolled a primary's counters back (a stale worker's ack must never match a new lease)."""
+    return str(secrets.randbits(62) + 1)
 
 
 def _job_id(job_id: str | None) -> str:
@@ -175,7 +182,9 @@ class QueueCalls:
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ConfigurationError(f"count must be an int >= 0, got {count!r}")
         visibility = s.visibility_ms if visibility_timeout is None else _ms(visibility_timeout)
-        return self.reserve(s.now_ms(), count, visibility, s.max_attempts, SWEEP_LIMIT)
+        return self.reserve(s.now_ms(), count, visibility_ms=visibility,
+                            max_attempts=s.max_attempts, sweep_limit=SWEEP_LIMIT,
+                            token=lease_token())
 
     def failure(self, job: Job, error: ErrorInfo, retry: bool = True) -> Call[Failed]:
         """Retry ``job`` after the queue's backoff for its attempt, or bury it with ``error``."""
@@ -217,7 +226,8 @@ class QueueCalls:
         return self._call("enqueue", args, parse)
 
     def reserve(
-        self, now_ms: int, count: int, visibility_ms: int, max_attempts: int, sweep_limit: int
+        self, now_ms: int, count: int, *, visibility_ms: int, max_attempts: int,
+        sweep_limit: int, token: str,
     ) -> Call[Reservation]:
         """Lease up to ``count`` jobs (after promoting due and reclaiming expired ones)."""
         queue, loads, partition = self.queue, self.serializer, self.partition
@@ -241,7 +251,7 @@ class QueueCalls:
             return Reservation(jobs, bad, None if next_event < 0 else next_event, partition)
 
         return self._call(
-            "reserve", [now_ms, count, visibility_ms, max_attempts, sweep_limit], parse
+            "reserve", [now_ms, count, visibility_ms, max_attempts, sweep_limit, token], parse
         )
 
     def ack(self, pairs: Iterable[tuple[str, str]]) -> Call[Settled]:

@@ -1,5 +1,6 @@
 """Throwaway Redis deployments on free loopback ports, for the demo, the tests and the bench:
-``LocalRedis`` (one ``redis-server``) and ``LocalRedisCluster`` (a Redis Cluster of primaries).
+``LocalRedis`` (one ``redis-server``) and ``LocalRedisCluster`` (a Redis Cluster of primaries,
+optionally with replicas, and a staged failover).
 
 They never touch a Redis they did not start: each server picks its own ports and its own temp
 directory, and stops (and deletes) both on exit.
@@ -20,7 +21,8 @@ from types import TracebackType
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 
 from pyqcore.errors import ConfigurationError
 
@@ -148,28 +150,45 @@ class LocalRedis:
 
 
 class LocalRedisCluster:
-    """A Redis Cluster of ``primaries`` primaries (no replicas) on free loopback ports, built
-    with ``redis-cli --cluster create``; a context manager. Every node is a ``LocalRedis`` in
-    cluster mode, with its cluster bus on a second free port (not port + 10000, which may be
-    taken or beyond 65535)."""
+    """A Redis Cluster of ``primaries`` primaries, each with ``replicas`` replicas (none by
+    default), on free loopback ports, built with ``redis-cli --cluster create``; a context
+    manager. Every node is a ``LocalRedis`` in cluster mode, with its cluster bus on a second
+    free port (not port + 10000, which may be taken or beyond 65535).
 
-    def __init__(self, primaries: int = 3, *extra: str, startup_timeout: float = 20.0):
+    With replicas, ``start`` also waits until every replica's link to its primary is up, and
+    ``kill_primary_of`` / ``wait_for_failover`` stage a crash: SIGKILL the primary serving a
+    key, then wait until its replica has been promoted and the cluster is whole again. The
+    cluster node timeout (how long a silent primary takes to be declared failed) is 5 s without
+    replicas and 1 s with them, so a failover completes in a few seconds."""
+
+    def __init__(self, primaries: int = 3, *extra: str, replicas: int = 0,
+                 node_timeout_ms: int | None = None, startup_timeout: float = 20.0):
         if primaries < 3:
             raise ConfigurationError("redis-cli --cluster create needs at least 3 primaries")
+        if replicas < 0:
+            raise ConfigurationError(f"replicas must be >= 0, got {replicas}")
         self.startup_timeout = startup_timeout
-        ports = free_ports(2 * primaries)
+        self.replicas = replicas
+        if node_timeout_ms is None:
+            node_timeout_ms = 1000 if replicas else 5000
+        count = primaries * (1 + replicas)
+        ports = free_ports(2 * count)
+        # A replica's first sync is diskless, and would wait 5 s (the default delay) for
+        # more replicas to join it: a local cluster has nothing to wait for.
+        replication = ("--repl-diskless-sync-delay", "0") if replicas else ()
         self.nodes = [
             LocalRedis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                       "--cluster-port", str(bus), "--cluster-node-timeout", "5000", *extra,
+                       "--cluster-port", str(bus), "--cluster-node-timeout",
+                       str(node_timeout_ms), *replication, *extra,
                        port=port, startup_timeout=startup_timeout)
-            for port, bus in zip(ports[:primaries], ports[primaries:], strict=True)
+            for port, bus in zip(ports[:count], ports[count:], strict=True)
         ]
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0`` of the first node: ``RedisCluster.from_url`` finds
-        the rest."""
-        return self.nodes[0].url
+        """``redis://127.0.0.1:<port>/0`` of the first live node: ``RedisCluster.from_url``
+        finds the rest (before ``start``: the first node's)."""
+        return (self.alive or self.nodes)[0].url
 
     @property
     def ports(self) -> list[int]:
@@ -177,8 +196,11 @@ class LocalRedisCluster:
         return [node.port for node in self.nodes]
 
     def client(self, **kwargs: Any) -> RedisCluster:
-        """A new cluster client (it discovers every node and the slot map from the first)."""
-        return RedisCluster(host="127.0.0.1", port=self.nodes[0].port, **kwargs)
+        """A new cluster client (it discovers every node and the slot map from the first live
+        node, or the next if that one fails: a killed primary is skipped)."""
+        startup = [ClusterNode("127.0.0.1", node.port)  # type: ignore[no-untyped-call]
+                   for node in self.alive or self.nodes]
+        return RedisCluster(startup_nodes=startup, **kwargs)
 
     def start(self) -> LocalRedisCluster:
         """Boot every node at once, assign the slots, and wait until every node reports
@@ -191,7 +213,7 @@ class LocalRedisCluster:
             created = subprocess.run(
                 [redis_binary("redis-cli"), "--cluster", "create",
                  *(f"127.0.0.1:{port}" for port in self.ports),
-                 "--cluster-replicas", "0", "--cluster-yes"],
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                 capture_output=True, text=True, timeout=self.startup_timeout, check=False)
             if created.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}"
@@ -199,6 +221,8 @@ class LocalRedisCluster:
             for node in self.nodes:
                 wait_until(partial(_cluster_ok, node), self.startup_timeout,
                            "the cluster did not reach cluster_state:ok", node)
+            if self.replicas:
+                self._wait_replicas_ready()
         except BaseException:
             self.close()
             raise
@@ -208,6 +232,104 @@ class LocalRedisCluster:
         """Stop every node and delete their directories."""
         for node in self.nodes:
             node.close()
+
+    # -- replicas and failover -------------------------------------------------------------
+
+    @property
+    def alive(self) -> list[LocalRedis]:
+        """The nodes whose process runs (every node, until one is killed)."""
+        return [node for node in self.nodes
+                if node.process is not None and node.process.poll() is None]
+
+    def node_at(self, port: int) -> LocalRedis:
+        """The node listening on ``port``."""
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise KeyError(f"no node of this cluster listens on port {port}")
+
+    def topology(self) -> dict[int, dict[str, Any]]:
+        """``CLUSTER NODES`` as the first live node sees it, by client port: each entry has
+        ``flags`` (e.g. ``"master"``, ``"slave"``, ``"master,fail"``), ``master_id``,
+        ``node_id`` and ``slots`` (``[[start, end], ...]`` as strings)."""
+        return _cluster_nodes(self.alive[0])
+
+    def primaries(self) -> list[LocalRedis]:
+        """The live nodes that serve slots right now, as the first live node sees it."""
+        return [self.node_at(port) for port, info in self.topology().items()
+                if _serves_slots(info) and port in {n.port for n in self.alive}]
+
+    def replicas_of(self, primary: LocalRedis) -> list[LocalRedis]:
+        """The nodes replicating ``primary``, as the first live node sees it."""
+        nodes = self.topology()
+        primary_id = nodes[primary.port]["node_id"]
+        return [self.node_at(port) for port, info in nodes.items()
+                if info["master_id"] == primary_id]
+
+    def primary_of_slot(self, slot: int) -> LocalRedis:
+        """The node serving ``slot``, as the first live node sees it."""
+        port = _slot_owner(_cluster_nodes(self.alive[0]), slot)
+        if port is None:
+            raise RuntimeError(f"no node serves slot {slot}")
+        return self.node_at(port)
+
+    def primary_of(self, key: str | bytes) -> LocalRedis:
+        """The node serving ``key``'s slot (its hash tag's, if it has one)."""
+        return self.primary_of_slot(key_slot(key.encode() if isinstance(key, str) else key))
+
+    def kill_primary_of(self, key: str | bytes) -> LocalRedis:
+        """SIGKILL the primary serving ``key``'s slot, as a crash would; returns it (stopped,
+        its directory kept until ``close``)."""
+        victim = self.primary_of(key)
+        victim.stop(kill=True)
+        return victim
+
+    def wait_for_failover(self, slot: int, dead: LocalRedis,
+                          timeout: float = 30.0) -> LocalRedis:
+        """Wait until every live node reports ``cluster_state:ok`` and agrees that ``slot`` is
+        served by a live node other than ``dead`` (its promoted replica); returns that node."""
+        new_owner: list[LocalRedis] = []
+
+        def failed_over() -> bool:
+            owners: set[int | None] = set()
+            for node in self.alive:
+                try:
+                    if not _cluster_ok(node):
+                        return False
+                    owners.add(_slot_owner(_cluster_nodes(node), slot))
+                except redis.RedisError:  # a node busy or restarting: ask again
+                    return False
+            if len(owners) != 1 or None in owners or dead.port in owners:
+                return False
+            port = owners.pop()
+            assert port is not None
+            new_owner[:] = [self.node_at(port)]
+            return True
+
+        wait_until(failed_over, timeout, f"slot {slot} was not failed over from port "
+                   f"{dead.port}", self.alive[0])
+        return new_owner[0]
+
+    def _wait_replicas_ready(self) -> None:
+        """Wait until every node sees ``primaries x (1 + replicas)`` nodes in their roles, and
+        every replica's link to its primary is up (its first sync is done)."""
+        expected = len(self.nodes) // (1 + self.replicas)
+
+        def roles_settled() -> bool:
+            for node in self.nodes:
+                nodes = _cluster_nodes(node)
+                serving = [info for info in nodes.values() if _serves_slots(info)]
+                following = [info for info in nodes.values() if "slave" in info["flags"]]
+                if len(serving) != expected or len(following) != len(self.nodes) - expected:
+                    return False
+            return True
+
+        wait_until(roles_settled, self.startup_timeout,
+                   "the replicas did not join their primaries", self.nodes[0])
+        for node in self.nodes:
+            if "slave" in _cluster_nodes(node)[node.port]["flags"]:
+                wait_until(partial(_replica_in_sync, node), self.startup_timeout,
+                           "a replica did not sync with its primary", node)
 
     def __enter__(self) -> LocalRedisCluster:
         return self.start()
@@ -226,3 +348,39 @@ def _cluster_ok(node: LocalRedis) -> bool:
     finally:
         probe.close()
     return bool(info.get("cluster_state") == "ok")
+
+
+def _cluster_nodes(node: LocalRedis) -> dict[int, dict[str, Any]]:
+    """``CLUSTER NODES`` as ``node`` sees it, by client port (see ``LocalRedisCluster.topology``).
+    """
+    probe = node.client(socket_timeout=1.0)
+    try:
+        # redis-py parses the reply into {"host:port": {"flags": ..., "slots": ...}}
+        parsed = probe.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+    finally:
+        probe.close()
+    return {int(address.rsplit(":", 1)[1]): info for address, info in parsed.items()}
+
+
+def _serves_slots(info: dict[str, Any]) -> bool:
+    """Whether a ``CLUSTER NODES`` entry is a primary that is not failed and owns slots."""
+    flags = set(info["flags"].split(","))
+    return "master" in flags and not flags & {"fail", "fail?"} and bool(info["slots"])
+
+
+def _slot_owner(nodes: dict[int, dict[str, Any]], slot: int) -> int | None:
+    """The port of the healthy primary serving ``slot`` in a ``CLUSTER NODES`` view."""
+    for port, info in nodes.items():
+        if _serves_slots(info) and any(int(r[0]) <= slot <= int(r[-1]) for r in info["slots"]):
+            return port
+    return None
+
+
+def _replica_in_sync(node: LocalRedis) -> bool:
+    """Whether replica ``node``'s link to its primary is up (``master_link_status:up``)."""
+    probe = node.client(socket_timeout=1.0)
+    try:
+        info = probe.info("replication")
+    finally:
+        probe.close()
+    return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")

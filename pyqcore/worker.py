@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -42,7 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyqcore")
 T = TypeVar("T")
 
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError)
+# A cluster in mid-failover answers CLUSTERDOWN or TRYAGAIN, or the client's slot map has a
+# hole, until a replica is promoted: as passing as a refused connection.
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError,
+              SlotNotCoveredError)
 BATCH_SECONDS = 0.1  # work per leased batch that the adaptive batch size aims at
 DEFAULT_PREFETCH = 100  # most jobs one slot leases at once, unless process(prefetch=...)
 

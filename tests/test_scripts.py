@@ -74,7 +74,7 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
 
 BAD_ARGS = {
     "enqueue": ["soon", "", "", "rec"],
-    "reserve": ["0", "-1", "1000", "1", "10"],
+    "reserve": ["0", "5", "1000", "1", "10", "0"],
     "ack": ["lonely-id"],
     "fail": ["0", "1", "1", "0", "0", "{}", "1"],
     "extend": ["0", "0", "1", "1"],

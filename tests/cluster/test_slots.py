@@ -43,7 +43,7 @@ def every_call(queue: str) -> list[Call[Any]]:
     lock_key = QueueKeys("pyqcore", queue).lock("user:7")
     built: list[Call[Any]] = [
         calls.enqueue([""], [b"record"], 0),
-        calls.reserve(0, 1, 1000, 4, 1000),
+        calls.reserve(0, 1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token="7"),
         calls.ack([("1", "1")]),
         calls.fail(0, "1", "1", max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),
         calls.extend(0, 1000, [("1", "1")]),

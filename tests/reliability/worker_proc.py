@@ -26,6 +26,7 @@ from redis.retry import Retry
 
 from pyqcore import BaseQueue, Job
 from pyqcore.core import Reservation, Settled
+from pyqcore.runner import Client
 from pyqcore.worker import Worker
 from tests.reliability.accounting import Ledger
 
@@ -36,7 +37,7 @@ POISON = "poison"
 class LedgerQueue(BaseQueue):
     """A queue whose handler and acks write the ledger; the handler sleeps ``work`` seconds."""
 
-    def __init__(self, client: redis.Redis, ledger: Ledger, *, work: float = 0.0,
+    def __init__(self, client: Client, ledger: Ledger, *, work: float = 0.0,
                  die_on_poison: bool = True, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         self.ledger = ledger

@@ -163,10 +163,9 @@ class LocalRedisCluster:
 
     def __init__(self, primaries: int = 3, *extra: str, replicas: int = 0,
                  node_timeout_ms: int | None = None, startup_timeout: float = 20.0):
-        if primaries < 3:
-            raise ConfigurationError("redis-cli --cluster create needs at least 3 primaries")
-        if replicas < 0:
-            raise ConfigurationError(f"replicas must be >= 0, got {replicas}")
+        if primaries < 1 or replicas < 0 or (primaries < 3 and replicas):
+            raise ConfigurationError(f"cannot build {primaries} primaries with {replicas} "
+                                     "replicas each (replicas need 3 or more primaries)")
         self.startup_timeout = startup_timeout
         self.replicas = replicas
         if node_timeout_ms is None:
@@ -176,6 +175,7 @@ class LocalRedisCluster:
         # A replica's first sync is diskless, and would wait 5 s (the default delay) for
         # more replicas to join it: a local cluster has nothing to wait for.
         replication = ("--repl-diskless-sync-delay", "0") if replicas else ()
+        self._bus_ports = ports[count:]
         self.nodes = [
             LocalRedis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                        "--cluster-port", str(bus), "--cluster-node-timeout",
@@ -210,14 +210,10 @@ class LocalRedisCluster:
                 node.launch()
             for node in self.nodes:
                 node.wait_ready()
-            created = subprocess.run(
-                [redis_binary("redis-cli"), "--cluster", "create",
-                 *(f"127.0.0.1:{port}" for port in self.ports),
-                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-                capture_output=True, text=True, timeout=self.startup_timeout, check=False)
-            if created.returncode != 0:
-                raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}"
-                                   f"{created.stderr}")
+            if len(self.nodes) < 3:
+                self._create_by_hand()
+            else:
+                self._create()
             for node in self.nodes:
                 wait_until(partial(_cluster_ok, node), self.startup_timeout,
                            "the cluster did not reach cluster_state:ok", node)
@@ -227,6 +223,28 @@ class LocalRedisCluster:
             self.close()
             raise
         return self
+
+    def _create(self) -> None:
+        """Assign slots and replicas with ``redis-cli --cluster create`` (3+ primaries)."""
+        created = subprocess.run(
+            [redis_binary("redis-cli"), "--cluster", "create",
+             *(f"127.0.0.1:{port}" for port in self.ports),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            capture_output=True, text=True, timeout=self.startup_timeout, check=False)
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}"
+                               f"{created.stderr}")
+
+    def _create_by_hand(self) -> None:
+        """Split the slots evenly over 1 or 2 primaries and introduce them to each other
+        (``redis-cli --cluster create`` refuses fewer than 3)."""
+        bounds = [16384 * i // len(self.nodes) for i in range(len(self.nodes) + 1)]
+        for node, low, high in zip(self.nodes, bounds, bounds[1:], strict=False):
+            with node.client() as client:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high - 1)
+        with self.nodes[0].client() as first:
+            for node, bus in zip(self.nodes[1:], self._bus_ports[1:], strict=True):
+                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
 
     def close(self) -> None:
         """Stop every node and delete their directories."""

@@ -18,6 +18,7 @@ harness waits on ``bench:done`` with BLPOP, so nothing polls Redis while a libra
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,29 @@ def wait_until(at: float) -> None:
         time.sleep(left - 0.0004)
     while time.monotonic() < at:
         pass
+
+
+def send_paced(send: Callable[[dict[str, Any]], object], rate: float, seconds: float) -> int:
+    """Send a timed payload at each moment of a steady ``rate`` for ``seconds`` (the latency
+    workload's producer); returns how many were sent."""
+    times = paced(rate, seconds)
+    for i, at in enumerate(times):
+        wait_until(at)
+        send(timed_payload(i))
+    return len(times)
+
+
+async def send_paced_async(
+    send: Callable[[dict[str, Any]], Awaitable[object]], rate: float, seconds: float
+) -> int:
+    """``send_paced`` for an asyncio library (asyncio's loop clock is monotonic too)."""
+    times = paced(rate, seconds)
+    loop = asyncio.get_running_loop()
+    for i, at in enumerate(times):
+        if (left := at - loop.time()) > 0:
+            await asyncio.sleep(left)
+        await send(timed_payload(i))
+    return len(times)
 
 
 def _pct(values: list[float], pct: float) -> float:

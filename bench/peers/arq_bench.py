@@ -68,14 +68,9 @@ def run_worker(opts: s.Options) -> None:
 def produce(opts: s.Options, rate: float, seconds: float) -> int:
     async def go() -> int:
         redis = await pool(opts)
-        times = s.paced(rate, seconds)
-        loop = asyncio.get_running_loop()
-        for i, at in enumerate(times):
-            if (left := at - loop.time()) > 0:
-                await asyncio.sleep(left)
-            await redis.enqueue_job("job", s.timed_payload(i))
+        sent = await s.send_paced_async(lambda p: redis.enqueue_job("job", p), rate, seconds)
         await redis.aclose()
-        return len(times)
+        return sent
 
     return asyncio.run(go())
 

@@ -52,11 +52,7 @@ def worker(opts: s.Options) -> list[str]:
 
 
 def produce(opts: s.Options, rate: float, seconds: float) -> int:
-    times = s.paced(rate, seconds)
-    for i, at in enumerate(times):
-        s.wait_until(at)
-        job.delay(s.timed_payload(i))
-    return len(times)
+    return s.send_paced(job.delay, rate, seconds)
 
 
 ADAPTER = s.Adapter(

@@ -54,12 +54,7 @@ def run_worker(opts: s.Options) -> None:
 
 
 def produce(opts: s.Options, rate: float, seconds: float) -> int:
-    q = queue(opts)
-    times = s.paced(rate, seconds)
-    for i, at in enumerate(times):
-        s.wait_until(at)
-        q.add(s.timed_payload(i))
-    return len(times)
+    return s.send_paced(queue(opts).add, rate, seconds)
 
 
 def drain_empty(opts: s.Options) -> s.Result:

@@ -46,11 +46,7 @@ def run_worker(opts: s.Options) -> None:
 
 def produce(opts: s.Options, rate: float, seconds: float) -> int:
     q = queue(opts)
-    times = s.paced(rate, seconds)
-    for i, at in enumerate(times):
-        s.wait_until(at)
-        q.enqueue("rq_bench.job", s.timed_payload(i))
-    return len(times)
+    return s.send_paced(lambda payload: q.enqueue("rq_bench.job", payload), rate, seconds)
 
 
 ADAPTER = s.Adapter(

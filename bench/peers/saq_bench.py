@@ -69,14 +69,9 @@ def run_worker(opts: s.Options) -> None:
 def produce(opts: s.Options, rate: float, seconds: float) -> int:
     async def go() -> int:
         queue = await connected(opts)
-        times = s.paced(rate, seconds)
-        loop = asyncio.get_running_loop()
-        for i, at in enumerate(times):
-            if (left := at - loop.time()) > 0:
-                await asyncio.sleep(left)
-            await queue.enqueue("job", data=s.timed_payload(i))
+        sent = await s.send_paced_async(lambda p: queue.enqueue("job", data=p), rate, seconds)
         await queue.disconnect()
-        return len(times)
+        return sent
 
     return asyncio.run(go())
 

@@ -64,13 +64,7 @@ def worker_command(opts: s.Options) -> list[str]:
 def produce(opts: s.Options, rate: float, seconds: float) -> int:
     async def go() -> int:
         async with worker:
-            times = s.paced(rate, seconds)
-            loop = asyncio.get_running_loop()
-            for i, at in enumerate(times):
-                if (left := at - loop.time()) > 0:
-                    await asyncio.sleep(left)
-                await job.enqueue(s.timed_payload(i))
-            return len(times)
+            return await s.send_paced_async(job.enqueue, rate, seconds)
 
     return asyncio.run(go())
 

@@ -61,14 +61,9 @@ def worker(opts: s.Options) -> list[str]:
 def produce(opts: s.Options, rate: float, seconds: float) -> int:
     async def go() -> int:
         await broker.startup()
-        times = s.paced(rate, seconds)
-        loop = asyncio.get_running_loop()
-        for i, at in enumerate(times):
-            if (left := at - loop.time()) > 0:
-                await asyncio.sleep(left)
-            await job.kiq(s.timed_payload(i))
+        sent = await s.send_paced_async(job.kiq, rate, seconds)
         await broker.shutdown()
-        return len(times)
+        return sent
 
     return asyncio.run(go())
 

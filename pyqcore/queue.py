@@ -193,8 +193,7 @@ class BaseQueue:
         """Ack ``done`` and lease up to ``count`` more jobs in one round trip (the worker's
         hot path); returns the ack's reply unless done is empty, and the reservation unless
         count is 0."""
-        acks = [part.ack([(j.id, j.token) for j in group])
-                for part, group in self._parts.grouped(done)]
+        acks = [part.ack(_pairs(group)) for part, group in self._parts.grouped(done)]
         first, *others = self._parts.reading_order()
         calls: list[Call[Any]] = [*acks, first.lease(count)] if count else [*acks]
         results = self._runner.run_all(calls) if calls else []

@@ -3,14 +3,14 @@ ack: finish N leased jobs. A job is removed only when the token given is its cur
 a worker whose lease expired (and whose job was reclaimed) changes nothing.
 
 KEYS
-  1  leased  ZSET  id -> lease deadline (ms)
+  1  leased  ZSET  "token:id" -> lease deadline (ms)
   2  jobs    HASH  id -> serialized job record
-  3  meta    HASH  id -> "attempts:token:redrives"
+  3  meta    HASH  id -> "attempts:redrives" (jobs with a history only)
   4  errors  HASH  id -> last error (JSON)
   5  stats   HASH  counters
 ARGV
   2k-1  id     string   job id (k = 1..N)
-  2k    token  integer  the lease token that reserve returned with it
+  2k    token  16 hex   the lease token that reserve returned with it
 REPLY
   {0, acked, refused_id...}  acked = how many jobs were removed; refused ids follow
 ERRORS
@@ -35,22 +35,41 @@ local function arg_int(i, name, min)
   return v
 end
 
--- ARGV[i] as a lease token: a positive integer of any length, kept as a string (tokens are
--- 62-bit random numbers, beyond what a Lua double holds exactly, and are only compared).
+-- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
+-- would repeat itself after a failover to a replica that had not seen its last values).
 local function arg_token(i, name)
   local s = ARGV[i]
-  if not (s and string.match(s, '^[1-9]%d*$')) then
-    bad = bad or string.format('ARGV[%d] %s must be a positive integer, got %q', i, name, tostring(s))
-    return '0'
+  if not (s and #s == 16 and string.match(s, '^%x+$')) then
+    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
+    return '0000000000000000'
   end
   return s
 end
 
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
-local function call_chunked(cmd, key, items) -- no call at all for no items
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
+-- returns the last slice's reply (no call at all, and nil, for no items).
+local function call_chunked(cmd, key, items)
+  local last
   for i = 1, #items, 1000 do
-    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end
+  return last
+end
+
+-- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
 end
 
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
@@ -60,69 +79,76 @@ local function wake(wake_key)
   end
 end
 -- @end common
--- @include meta
--- Per-job mutable state in the meta hash: "attempts:token:redrives".
--- attempts counts deliveries since the job was added or last redriven; token is the current
--- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
--- counts trips from the dead-letter queue back to ready.
--- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
--- take few distinct values, so each conversion is done once per script call.
-local int_to_str = setmetatable({}, {__index = function(memo, n)
-  local s = string.format('%d', n)
-  memo[n] = s
-  return s
-end})
-local str_to_int = setmetatable({}, {__index = function(memo, s)
-  local n = tonumber(s) or 0
-  memo[s] = n
-  return n
-end})
+-- @include lease
+-- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
+-- token is holding the member: a lease is checked with one ZMSCORE and taken or dropped with
+-- one ZADD or ZREM, and no per-job state is written to lease a job. Tokens are exactly 16 hex
+-- digits, so "token:id" splits one way only, whatever the id contains.
+local TOKEN_LENGTH = 16
 
-local function meta_get(value)
-  if not value then -- never delivered: the common case on the hot path
-    return 0, '0', 0
-  end
-  local a, t, r = string.match(value, '^(%d+):(%d+):(%d+)$')
-  if not a then
-    return 0, '0', 0
-  end
-  return str_to_int[a], t, str_to_int[r]
+-- The leased ZSET also holds PIN, scored +inf, which is never a lease. PIN is longer than
+-- zset-max-listpack-value (64 bytes by default), so the set is a skiplist + hash table from its
+-- first ZADD on and never becomes a listpack: in a listpack, each member a batch adds or checks
+-- costs a scan of the whole set (measured with callgrind: half the Redis CPU of a job's life
+-- cycle, with batches of 100). Counting leases is ZCOUNT leased -inf (+inf.
+local PIN = '~pin: not a lease; a member this long keeps the leased set a skiplist (see lease.lua)~'
+
+local function lease_member(token, id)
+  return token .. ':' .. id
 end
 
-local function meta_put(attempts, token, redrives)
-  return int_to_str[attempts] .. ':' .. token .. ':' .. int_to_str[redrives]
+local function lease_id(member)
+  return string.sub(member, TOKEN_LENGTH + 2)
 end
--- @end meta
+
+-- ARGV from position first on as (id, token) pairs: ids, their lease members, and the count
+-- of pairs. A token of the wrong shape, or a pair given twice, gets a member that no lease
+-- has (""): refused, never confused with another job's lease nor settled twice.
+local function lease_pairs(first)
+  local ids, members, seen, n = {}, {}, {}, 0
+  for i = first, #ARGV, 2 do
+    n = n + 1
+    local id, token = ARGV[i], ARGV[i + 1]
+    local member = #token == TOKEN_LENGTH and lease_member(token, id) or ''
+    if seen[member] then
+      member = ''
+    end
+    seen[member] = true
+    ids[n] = id
+    members[n] = member
+  end
+  return ids, members, n
+end
+-- @end lease
 
 local leased, jobs, meta, errors, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if #ARGV < 2 or #ARGV % 2 ~= 0 then
   return {BAD_ARGUMENT, 'ARGV must be (id, token) pairs, at least one'}
 end
 
-local ids = {}
-for i = 1, #ARGV / 2 do
-  ids[i] = ARGV[2 * i - 1]
-end
-local states = redis.call('HMGET', meta, unpack(ids))
-local done, erred, reply, n = {}, {}, {OK, 0}, 0
-for i, id in ipairs(ids) do
-  local attempts, token, redrives = meta_get(states[i])
-  if token ~= '0' and token == ARGV[2 * i] then
-    n = n + 1
-    done[n] = id
-    if attempts > 1 or redrives > 0 then -- only a job that failed before has an error
-      erred[#erred + 1] = id
-    end
+local ids, members, n = lease_pairs(1)
+local held = gather_chunked('ZMSCORE', leased, members)
+local done, gone, reply, d = {}, {}, {OK, 0}, 0
+for i = 1, n do
+  if held[i] then
+    d = d + 1
+    done[d] = ids[i]
+    gone[d] = members[i]
   else
-    reply[#reply + 1] = id
+    reply[#reply + 1] = ids[i]
   end
 end
-if #done > 0 then
-  call_chunked('ZREM', leased, done)
+if d > 0 then
+  call_chunked('ZREM', leased, gone)
   call_chunked('HDEL', jobs, done)
-  call_chunked('HDEL', meta, done)
-  call_chunked('HDEL', errors, erred)
-  redis.call('HINCRBY', stats, 'completed', #done)
+  -- Only a job with a history (a failed or expired delivery, a redrive) has meta, and only
+  -- such a job can have a stored error.
+  -- (call_chunked answers for its last slice only: past one slice, delete regardless.)
+  local had_history = call_chunked('HDEL', meta, done)
+  if had_history > 0 or d > 1000 then
+    call_chunked('HDEL', errors, done)
+  end
+  redis.call('HINCRBY', stats, 'completed', d)
 end
-reply[2] = #done
+reply[2] = d
 return reply

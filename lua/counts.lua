@@ -4,7 +4,7 @@ counts: how many jobs are in each state, read in one consistent view (read-only)
 KEYS
   1  ready    LIST  ids waiting, FIFO
   2  delayed  ZSET  id -> due time (ms)
-  3  leased   ZSET  id -> lease deadline (ms)
+  3  leased   ZSET  "token:id" -> lease deadline (ms), and a +inf member (see lease.lua)
   4  dead     ZSET  id -> time it died (ms)
 ARGV
   (none)
@@ -13,4 +13,4 @@ REPLY
 ]]
 
 return {0, redis.call('LLEN', KEYS[1]), redis.call('ZCARD', KEYS[2]),
-        redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4])}
+        redis.call('ZCOUNT', KEYS[3], '-inf', '(inf'), redis.call('ZCARD', KEYS[4])}

@@ -39,22 +39,41 @@ local function arg_int(i, name, min)
   return v
 end
 
--- ARGV[i] as a lease token: a positive integer of any length, kept as a string (tokens are
--- 62-bit random numbers, beyond what a Lua double holds exactly, and are only compared).
+-- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
+-- would repeat itself after a failover to a replica that had not seen its last values).
 local function arg_token(i, name)
   local s = ARGV[i]
-  if not (s and string.match(s, '^[1-9]%d*$')) then
-    bad = bad or string.format('ARGV[%d] %s must be a positive integer, got %q', i, name, tostring(s))
-    return '0'
+  if not (s and #s == 16 and string.match(s, '^%x+$')) then
+    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
+    return '0000000000000000'
   end
   return s
 end
 
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
-local function call_chunked(cmd, key, items) -- no call at all for no items
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
+-- returns the last slice's reply (no call at all, and nil, for no items).
+local function call_chunked(cmd, key, items)
+  local last
   for i = 1, #items, 1000 do
-    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end
+  return last
+end
+
+-- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
 end
 
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
@@ -75,50 +94,75 @@ if bad then
   return {BAD_ARGUMENT, bad}
 end
 
--- Automatic ids: reserve a block of numbers with one HINCRBY; a number that a caller already
--- used as a custom id is skipped by taking one more.
+-- Every job's id: custom ones as given, "" ones numbered from a block of the queue's counter
+-- (one HINCRBY for the call).
+local n = (#ARGV - 2) / 2
 local autos = 0
-for i = 3, #ARGV, 2 do
-  if ARGV[i] == '' then
+for k = 1, n do
+  if ARGV[2 * k + 1] == '' then
     autos = autos + 1
   end
 end
-local next_seq = 0
-if autos > 0 then
-  next_seq = redis.call('HINCRBY', stats, 'seq', autos) - autos
+local seq = autos > 0 and redis.call('HINCRBY', stats, 'seq', autos) - autos or 0
+local ids = {}
+for k = 1, n do
+  local id = ARGV[2 * k + 1]
+  if id == '' then
+    seq = seq + 1
+    id = id_prefix .. string.format('%d', seq)
+  end
+  ids[k] = id
 end
 
-local reply, fresh, numbered = {OK, ''}, {}, {}
-for i = 3, #ARGV, 2 do
-  local id, record = ARGV[i], ARGV[i + 1]
-  if id == '' then
-    next_seq = next_seq + 1
-    id = id_prefix .. string.format('%d', next_seq)
-    while redis.call('HSETNX', jobs, id, record) == 0 do
-      id = id_prefix .. string.format('%d', redis.call('HINCRBY', stats, 'seq', 1))
+-- Which of those ids exist already: one HMGET. A custom id that exists (or repeats within the
+-- call) is an idempotent add, skipped; a number that a caller already used as a custom id is
+-- replaced by a further one.
+local existing = gather_chunked('HMGET', jobs, ids)
+local taken, fields, fresh, numbered, reply = {}, {}, {}, {}, {OK, ''}
+local f, a = 0, 0 -- explicit indexes in the per-job loop: #t costs a search on every append
+for k = 1, n do
+  local id = ids[k]
+  if ARGV[2 * k + 1] == '' then
+    if taken[id] or existing[k] then
+      repeat
+        id = id_prefix .. string.format('%d', redis.call('HINCRBY', stats, 'seq', 1))
+      until not taken[id] and redis.call('HEXISTS', jobs, id) == 0
     end
-    numbered[#numbered + 1] = id
-    fresh[#fresh + 1] = id
-  elseif redis.call('HSETNX', jobs, id, record) == 1 then
-    fresh[#fresh + 1] = id
-  else
-    reply[#reply + 1] = (i - 1) / 2
+    a = a + 1
+    numbered[a] = id
+  elseif taken[id] or existing[k] then
+    reply[#reply + 1] = k
+    id = nil
+  end
+  if id then
+    taken[id] = true
+    f = f + 1
+    fresh[f] = id
+    fields[2 * f - 1] = id
+    fields[2 * f] = ARGV[2 * k + 2]
   end
 end
 reply[2] = table.concat(numbered, ',')
 
 if #fresh > 0 then
+  call_chunked('HSET', jobs, fields)
+  local should_wake
   if due == 0 then
-    call_chunked('RPUSH', ready, fresh)
+    -- Only a ready list that was empty can have workers blocked on it; a longer one was
+    -- non-empty at their last reserve, which passes the wake-up on while work remains.
+    should_wake = call_chunked('RPUSH', ready, fresh) == #fresh
   else
     local scored = {}
-    for _, id in ipairs(fresh) do
-      scored[#scored + 1] = due
-      scored[#scored + 1] = id
+    for i, id in ipairs(fresh) do
+      scored[2 * i - 1] = due
+      scored[2 * i] = id
     end
     call_chunked('ZADD', delayed, scored)
+    should_wake = true -- a sleeping worker must learn of a due time sooner than it planned for
   end
   redis.call('HINCRBY', stats, 'added', #fresh)
-  wake(wake_key)
+  if should_wake then
+    wake(wake_key)
+  end
 end
 return reply

@@ -5,16 +5,16 @@ otherwise move the job to the dead-letter queue with its error.
 KEYS
   1  ready    LIST  ids waiting, FIFO
   2  delayed  ZSET  id -> due time (ms)
-  3  leased   ZSET  id -> lease deadline (ms)
+  3  leased   ZSET  "token:id" -> lease deadline (ms)
   4  dead     ZSET  id -> time it died (ms)
-  5  meta     HASH  id -> "attempts:token:redrives"
+  5  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
   6  errors   HASH  id -> last error (JSON)
   7  stats    HASH  counters
   8  wake     LIST  marker that blocked workers wait on
 ARGV
   1  now_ms        integer, ms  current time
   2  id            string       job id
-  3  token         integer      the job's lease token
+  3  token         16 hex       the job's lease token
   4  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
   5  backoff_ms    integer, ms  wait before the retry; 0 = back of ready now
   6  error         string       JSON {type, message, traceback}, stored as the job's last error
@@ -45,22 +45,41 @@ local function arg_int(i, name, min)
   return v
 end
 
--- ARGV[i] as a lease token: a positive integer of any length, kept as a string (tokens are
--- 62-bit random numbers, beyond what a Lua double holds exactly, and are only compared).
+-- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
+-- would repeat itself after a failover to a replica that had not seen its last values).
 local function arg_token(i, name)
   local s = ARGV[i]
-  if not (s and string.match(s, '^[1-9]%d*$')) then
-    bad = bad or string.format('ARGV[%d] %s must be a positive integer, got %q', i, name, tostring(s))
-    return '0'
+  if not (s and #s == 16 and string.match(s, '^%x+$')) then
+    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
+    return '0000000000000000'
   end
   return s
 end
 
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
-local function call_chunked(cmd, key, items) -- no call at all for no items
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
+-- returns the last slice's reply (no call at all, and nil, for no items).
+local function call_chunked(cmd, key, items)
+  local last
   for i = 1, #items, 1000 do
-    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end
+  return last
+end
+
+-- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
 end
 
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
@@ -71,10 +90,10 @@ local function wake(wake_key)
 end
 -- @end common
 -- @include meta
--- Per-job mutable state in the meta hash: "attempts:token:redrives".
--- attempts counts deliveries since the job was added or last redriven; token is the current
--- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
--- counts trips from the dead-letter queue back to ready.
+-- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some.
+-- attempts counts the deliveries that ended without an ack (failed, expired) since the job was
+-- added or last redriven; redrives counts its trips from the dead-letter queue back to ready.
+-- A job on its first delivery has no entry, so reserve and ack write none on the hot path.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -88,21 +107,62 @@ local str_to_int = setmetatable({}, {__index = function(memo, s)
   return n
 end})
 
-local function meta_get(value)
-  if not value then -- never delivered: the common case on the hot path
-    return 0, '0', 0
+local function meta_get(value) -- attempts, redrives
+  if not value then -- no history: the common case on the hot path
+    return 0, 0
   end
-  local a, t, r = string.match(value, '^(%d+):(%d+):(%d+)$')
+  local a, r = string.match(value, '^(%d+):(%d+)$')
   if not a then
-    return 0, '0', 0
+    return 0, 0
   end
-  return str_to_int[a], t, str_to_int[r]
+  return str_to_int[a], str_to_int[r]
 end
 
-local function meta_put(attempts, token, redrives)
-  return int_to_str[attempts] .. ':' .. token .. ':' .. int_to_str[redrives]
+local function meta_put(attempts, redrives)
+  return int_to_str[attempts] .. ':' .. int_to_str[redrives]
 end
 -- @end meta
+-- @include lease
+-- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
+-- token is holding the member: a lease is checked with one ZMSCORE and taken or dropped with
+-- one ZADD or ZREM, and no per-job state is written to lease a job. Tokens are exactly 16 hex
+-- digits, so "token:id" splits one way only, whatever the id contains.
+local TOKEN_LENGTH = 16
+
+-- The leased ZSET also holds PIN, scored +inf, which is never a lease. PIN is longer than
+-- zset-max-listpack-value (64 bytes by default), so the set is a skiplist + hash table from its
+-- first ZADD on and never becomes a listpack: in a listpack, each member a batch adds or checks
+-- costs a scan of the whole set (measured with callgrind: half the Redis CPU of a job's life
+-- cycle, with batches of 100). Counting leases is ZCOUNT leased -inf (+inf.
+local PIN = '~pin: not a lease; a member this long keeps the leased set a skiplist (see lease.lua)~'
+
+local function lease_member(token, id)
+  return token .. ':' .. id
+end
+
+local function lease_id(member)
+  return string.sub(member, TOKEN_LENGTH + 2)
+end
+
+-- ARGV from position first on as (id, token) pairs: ids, their lease members, and the count
+-- of pairs. A token of the wrong shape, or a pair given twice, gets a member that no lease
+-- has (""): refused, never confused with another job's lease nor settled twice.
+local function lease_pairs(first)
+  local ids, members, seen, n = {}, {}, {}, 0
+  for i = first, #ARGV, 2 do
+    n = n + 1
+    local id, token = ARGV[i], ARGV[i + 1]
+    local member = #token == TOKEN_LENGTH and lease_member(token, id) or ''
+    if seen[member] then
+      member = ''
+    end
+    seen[member] = true
+    ids[n] = id
+    members[n] = member
+  end
+  return ids, members, n
+end
+-- @end lease
 -- @include bury
 -- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
 -- The record stays in the jobs hash, so the job can be inspected and redriven under its own id.
@@ -129,12 +189,14 @@ if bad then
   return {BAD_ARGUMENT, bad}
 end
 
-local attempts, current, redrives = meta_get(redis.call('HGET', meta, id))
-if current == '0' or current ~= token then
+local member = lease_member(token, id)
+if not redis.call('ZSCORE', leased, member) then
   return {LEASE_LOST, 'job ' .. id .. ' is not leased under token ' .. token}
 end
-redis.call('ZREM', leased, id)
-redis.call('HSET', meta, id, meta_put(attempts, '0', redrives))
+redis.call('ZREM', leased, member)
+local attempts, redrives = meta_get(redis.call('HGET', meta, id))
+attempts = attempts + 1 -- this delivery
+redis.call('HSET', meta, id, meta_put(attempts, redrives))
 
 if retryable == 1 and attempts < max_attempts then
   redis.call('HSET', errors, id, error_json)

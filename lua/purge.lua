@@ -5,7 +5,7 @@ before max_died_ms, at most limit per call.
 KEYS
   1  dead    ZSET  id -> time it died (ms)
   2  jobs    HASH  id -> serialized job record
-  3  meta    HASH  id -> "attempts:token:redrives"
+  3  meta    HASH  id -> "attempts:redrives" (jobs with a history only)
   4  errors  HASH  id -> last error (JSON)
   5  stats   HASH  counters
 ARGV
@@ -36,22 +36,41 @@ local function arg_int(i, name, min)
   return v
 end
 
--- ARGV[i] as a lease token: a positive integer of any length, kept as a string (tokens are
--- 62-bit random numbers, beyond what a Lua double holds exactly, and are only compared).
+-- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
+-- would repeat itself after a failover to a replica that had not seen its last values).
 local function arg_token(i, name)
   local s = ARGV[i]
-  if not (s and string.match(s, '^[1-9]%d*$')) then
-    bad = bad or string.format('ARGV[%d] %s must be a positive integer, got %q', i, name, tostring(s))
-    return '0'
+  if not (s and #s == 16 and string.match(s, '^%x+$')) then
+    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
+    return '0000000000000000'
   end
   return s
 end
 
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
-local function call_chunked(cmd, key, items) -- no call at all for no items
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
+-- returns the last slice's reply (no call at all, and nil, for no items).
+local function call_chunked(cmd, key, items)
+  local last
   for i = 1, #items, 1000 do
-    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end
+  return last
+end
+
+-- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
 end
 
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).

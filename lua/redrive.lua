@@ -6,7 +6,7 @@ A job already redriven max_redrives times stays dead, so a poison job cannot cyc
 KEYS
   1  ready   LIST  ids waiting, FIFO
   2  dead    ZSET  id -> time it died (ms)
-  3  meta    HASH  id -> "attempts:token:redrives"
+  3  meta    HASH  id -> "attempts:redrives" (jobs with a history only)
   4  errors  HASH  id -> last error (JSON)
   5  stats   HASH  counters
   6  wake    LIST  marker that blocked workers wait on
@@ -43,22 +43,41 @@ local function arg_int(i, name, min)
   return v
 end
 
--- ARGV[i] as a lease token: a positive integer of any length, kept as a string (tokens are
--- 62-bit random numbers, beyond what a Lua double holds exactly, and are only compared).
+-- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
+-- would repeat itself after a failover to a replica that had not seen its last values).
 local function arg_token(i, name)
   local s = ARGV[i]
-  if not (s and string.match(s, '^[1-9]%d*$')) then
-    bad = bad or string.format('ARGV[%d] %s must be a positive integer, got %q', i, name, tostring(s))
-    return '0'
+  if not (s and #s == 16 and string.match(s, '^%x+$')) then
+    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
+    return '0000000000000000'
   end
   return s
 end
 
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
-local function call_chunked(cmd, key, items) -- no call at all for no items
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
+-- returns the last slice's reply (no call at all, and nil, for no items).
+local function call_chunked(cmd, key, items)
+  local last
   for i = 1, #items, 1000 do
-    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end
+  return last
+end
+
+-- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
 end
 
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
@@ -69,10 +88,10 @@ local function wake(wake_key)
 end
 -- @end common
 -- @include meta
--- Per-job mutable state in the meta hash: "attempts:token:redrives".
--- attempts counts deliveries since the job was added or last redriven; token is the current
--- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
--- counts trips from the dead-letter queue back to ready.
+-- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some.
+-- attempts counts the deliveries that ended without an ack (failed, expired) since the job was
+-- added or last redriven; redrives counts its trips from the dead-letter queue back to ready.
+-- A job on its first delivery has no entry, so reserve and ack write none on the hot path.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -86,19 +105,19 @@ local str_to_int = setmetatable({}, {__index = function(memo, s)
   return n
 end})
 
-local function meta_get(value)
-  if not value then -- never delivered: the common case on the hot path
-    return 0, '0', 0
+local function meta_get(value) -- attempts, redrives
+  if not value then -- no history: the common case on the hot path
+    return 0, 0
   end
-  local a, t, r = string.match(value, '^(%d+):(%d+):(%d+)$')
+  local a, r = string.match(value, '^(%d+):(%d+)$')
   if not a then
-    return 0, '0', 0
+    return 0, 0
   end
-  return str_to_int[a], t, str_to_int[r]
+  return str_to_int[a], str_to_int[r]
 end
 
-local function meta_put(attempts, token, redrives)
-  return int_to_str[attempts] .. ':' .. token .. ':' .. int_to_str[redrives]
+local function meta_put(attempts, redrives)
+  return int_to_str[attempts] .. ':' .. int_to_str[redrives]
 end
 -- @end meta
 
@@ -128,11 +147,11 @@ local moved, kept = {}, 0
 if #candidates > 0 then
   local states = redis.call('HMGET', meta, unpack(candidates))
   for i, id in ipairs(candidates) do
-    local _, _, redrives = meta_get(states[i])
+    local _, redrives = meta_get(states[i])
     if max_redrives >= 0 and redrives >= max_redrives then
       kept = kept + 1
     else
-      redis.call('HSET', meta, id, meta_put(0, '0', redrives + 1))
+      redis.call('HSET', meta, id, meta_put(0, redrives + 1))
       moved[#moved + 1] = id
     end
   end

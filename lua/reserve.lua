@@ -6,10 +6,10 @@ counted as an attempt: a job whose last allowed delivery expired goes to the dea
 KEYS
   1  ready    LIST  ids waiting, FIFO
   2  delayed  ZSET  id -> due time (ms)
-  3  leased   ZSET  id -> lease deadline (ms)
+  3  leased   ZSET  "token:id" -> lease deadline (ms)
   4  dead     ZSET  id -> time it died (ms)
   5  jobs     HASH  id -> serialized job record
-  6  meta     HASH  id -> "attempts:token:redrives"
+  6  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
   7  errors   HASH  id -> last error (JSON: type, message, traceback)
   8  stats    HASH  counters
   9  wake     LIST  marker that blocked workers wait on
@@ -19,9 +19,9 @@ ARGV
   3  visibility_ms integer, ms  lease length, > 0
   4  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
   5  sweep_limit   integer      most delayed promotions and most expired leases handled, >= 1
-  6  token         integer      the lease token of this call's jobs: random, >= 1, from the
-                                caller (a counter in Redis would repeat itself after a
-                                failover to a replica that had not seen its last values)
+  6  token         16 hex       the lease token of this call's jobs: random, from the caller
+                                (a counter in Redis would repeat itself after a failover to
+                                a replica that had not seen its last values)
 REPLY
   {0, token, deadline_ms, next_event_ms, id1, record1, attempt1, ...}
   token is the lease token of every job in this reply; attempt is the delivery number (1 =
@@ -50,22 +50,41 @@ local function arg_int(i, name, min)
   return v
 end
 
--- ARGV[i] as a lease token: a positive integer of any length, kept as a string (tokens are
--- 62-bit random numbers, beyond what a Lua double holds exactly, and are only compared).
+-- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
+-- would repeat itself after a failover to a replica that had not seen its last values).
 local function arg_token(i, name)
   local s = ARGV[i]
-  if not (s and string.match(s, '^[1-9]%d*$')) then
-    bad = bad or string.format('ARGV[%d] %s must be a positive integer, got %q', i, name, tostring(s))
-    return '0'
+  if not (s and #s == 16 and string.match(s, '^%x+$')) then
+    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
+    return '0000000000000000'
   end
   return s
 end
 
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit.
-local function call_chunked(cmd, key, items) -- no call at all for no items
+-- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
+-- returns the last slice's reply (no call at all, and nil, for no items).
+local function call_chunked(cmd, key, items)
+  local last
   for i = 1, #items, 1000 do
-    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end
+  return last
+end
+
+-- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
 end
 
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
@@ -76,10 +95,10 @@ local function wake(wake_key)
 end
 -- @end common
 -- @include meta
--- Per-job mutable state in the meta hash: "attempts:token:redrives".
--- attempts counts deliveries since the job was added or last redriven; token is the current
--- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
--- counts trips from the dead-letter queue back to ready.
+-- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some.
+-- attempts counts the deliveries that ended without an ack (failed, expired) since the job was
+-- added or last redriven; redrives counts its trips from the dead-letter queue back to ready.
+-- A job on its first delivery has no entry, so reserve and ack write none on the hot path.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -93,21 +112,62 @@ local str_to_int = setmetatable({}, {__index = function(memo, s)
   return n
 end})
 
-local function meta_get(value)
-  if not value then -- never delivered: the common case on the hot path
-    return 0, '0', 0
+local function meta_get(value) -- attempts, redrives
+  if not value then -- no history: the common case on the hot path
+    return 0, 0
   end
-  local a, t, r = string.match(value, '^(%d+):(%d+):(%d+)$')
+  local a, r = string.match(value, '^(%d+):(%d+)$')
   if not a then
-    return 0, '0', 0
+    return 0, 0
   end
-  return str_to_int[a], t, str_to_int[r]
+  return str_to_int[a], str_to_int[r]
 end
 
-local function meta_put(attempts, token, redrives)
-  return int_to_str[attempts] .. ':' .. token .. ':' .. int_to_str[redrives]
+local function meta_put(attempts, redrives)
+  return int_to_str[attempts] .. ':' .. int_to_str[redrives]
 end
 -- @end meta
+-- @include lease
+-- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
+-- token is holding the member: a lease is checked with one ZMSCORE and taken or dropped with
+-- one ZADD or ZREM, and no per-job state is written to lease a job. Tokens are exactly 16 hex
+-- digits, so "token:id" splits one way only, whatever the id contains.
+local TOKEN_LENGTH = 16
+
+-- The leased ZSET also holds PIN, scored +inf, which is never a lease. PIN is longer than
+-- zset-max-listpack-value (64 bytes by default), so the set is a skiplist + hash table from its
+-- first ZADD on and never becomes a listpack: in a listpack, each member a batch adds or checks
+-- costs a scan of the whole set (measured with callgrind: half the Redis CPU of a job's life
+-- cycle, with batches of 100). Counting leases is ZCOUNT leased -inf (+inf.
+local PIN = '~pin: not a lease; a member this long keeps the leased set a skiplist (see lease.lua)~'
+
+local function lease_member(token, id)
+  return token .. ':' .. id
+end
+
+local function lease_id(member)
+  return string.sub(member, TOKEN_LENGTH + 2)
+end
+
+-- ARGV from position first on as (id, token) pairs: ids, their lease members, and the count
+-- of pairs. A token of the wrong shape, or a pair given twice, gets a member that no lease
+-- has (""): refused, never confused with another job's lease nor settled twice.
+local function lease_pairs(first)
+  local ids, members, seen, n = {}, {}, {}, 0
+  for i = first, #ARGV, 2 do
+    n = n + 1
+    local id, token = ARGV[i], ARGV[i + 1]
+    local member = #token == TOKEN_LENGTH and lease_member(token, id) or ''
+    if seen[member] then
+      member = ''
+    end
+    seen[member] = true
+    ids[n] = id
+    members[n] = member
+  end
+  return ids, members, n
+end
+-- @end lease
 -- @include bury
 -- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
 -- The record stays in the jobs hash, so the job can be inspected and redriven under its own id.
@@ -137,14 +197,22 @@ if #due > 0 then
   call_chunked('ZREM', delayed, due)
 end
 
--- Reclaim expired leases: back to the front of ready, or to the dead-letter queue.
+-- Reclaim expired leases: back to the front of ready, or to the dead-letter queue. An expired
+-- lease was a delivery, so it counts as an attempt.
 local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now, 'LIMIT', 0, sweep)
 if #expired > 0 then
-  local states = redis.call('HMGET', meta, unpack(expired))
-  local back = {}
-  for i, id in ipairs(expired) do
-    local attempts, _, redrives = meta_get(states[i])
-    redis.call('HSET', meta, id, meta_put(attempts, '0', redrives))
+  call_chunked('ZREM', leased, expired)
+  local ids = {}
+  for i, member in ipairs(expired) do
+    ids[i] = lease_id(member)
+  end
+  local states = gather_chunked('HMGET', meta, ids)
+  local history, back = {}, {}
+  for i, id in ipairs(ids) do
+    local attempts, redrives = meta_get(states[i])
+    attempts = attempts + 1
+    history[2 * i - 1] = id
+    history[2 * i] = meta_put(attempts, redrives)
     if attempts >= max_attempts then
       bury(dead, errors, stats, id, now, cjson.encode({
         type = 'LeaseExpired',
@@ -155,7 +223,7 @@ if #expired > 0 then
       back[#back + 1] = id
     end
   end
-  call_chunked('ZREM', leased, expired)
+  call_chunked('HSET', meta, history)
   if #back > 0 then
     -- LPUSH puts each id in front of the previous one: push newest first to keep their order.
     local reversed = {}
@@ -167,40 +235,32 @@ if #expired > 0 then
   redis.call('HINCRBY', stats, 'reclaimed', #expired)
 end
 
-local reply = {OK, 0, now + visibility, -1}
+local reply = {OK, token, now + visibility, -1}
 local ids = count > 0 and redis.call('LPOP', ready, count)
 if ids then
   local deadline = string.format('%d', now + visibility) -- formatted once, not per job
-  local records = redis.call('HMGET', jobs, unpack(ids))
-  local states = redis.call('HMGET', meta, unpack(ids))
+  local records = gather_chunked('HMGET', jobs, ids)
+  local states = gather_chunked('HMGET', meta, ids)
   -- The hot loop: explicit indexes, since #t costs a search on every append.
-  local lease, state, n, r, orphans = {}, {}, 0, 4, 0
+  local lease, n, r, orphans = {'inf', PIN}, 2, 4, {}
   for i, id in ipairs(ids) do
     if records[i] then
-      local attempts, _, redrives = meta_get(states[i])
-      attempts = attempts + 1
-      state[n + 1] = id
-      state[n + 2] = meta_put(attempts, token, redrives)
-      lease[n + 1] = deadline
-      lease[n + 2] = id
       n = n + 2
+      lease[n - 1] = deadline
+      lease[n] = lease_member(token, id)
       reply[r + 1] = id
       reply[r + 2] = records[i]
-      reply[r + 3] = attempts
+      reply[r + 3] = meta_get(states[i]) + 1 -- this delivery's number
       r = r + 3
     else
-      redis.call('HDEL', meta, id)
-      orphans = orphans + 1
+      orphans[#orphans + 1] = id
     end
   end
-  if n > 0 then
-    call_chunked('HSET', meta, state)
-    call_chunked('ZADD', leased, lease)
+  call_chunked('ZADD', leased, lease) -- PIN is set again each time: one ZADD, no extra call
+  if #orphans > 0 then -- ids whose record is gone: nothing to deliver, drop their history
+    call_chunked('HDEL', meta, orphans)
+    redis.call('HINCRBY', stats, 'orphaned', #orphans)
   end
-  if orphans > 0 then
-    redis.call('HINCRBY', stats, 'orphaned', orphans)
-  end
-  reply[2] = token
   -- More ready work than this worker took: pass the wake-up on to another blocked worker.
   if redis.call('LLEN', ready) > 0 then
     wake(wake_key)
@@ -209,7 +269,7 @@ end
 
 -- The next moment something becomes ready without an enqueue.
 local first_due = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')[2]
-local first_deadline = redis.call('ZRANGE', leased, 0, 0, 'WITHSCORES')[2]
+local first_deadline = redis.call('ZRANGE', leased, 0, 0, 'WITHSCORES')[2] -- inf: only PIN
 local next_event = math.min(tonumber(first_due) or math.huge, tonumber(first_deadline) or math.huge)
 if next_event ~= math.huge then
   reply[4] = next_event

@@ -35,7 +35,7 @@ def _ms(seconds: float) -> int:
 def lease_token() -> str:
     """A fresh lease token: random, so no two leases share one, even across a failover that
     rolled a primary's counters back (a stale worker's ack must never match a new lease)."""
-    return str(secrets.randbits(62) + 1)
+    return secrets.token_hex(8)
 
 
 def _job_id(job_id: str | None) -> str:

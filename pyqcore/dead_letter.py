@@ -156,7 +156,7 @@ def _item(queue: str, calls: QueueCalls, row: DeadRow) -> DeadLetterItem:
             enqueued_at, raw = enqueued_ms / 1000.0, None
         except DeserializationError:
             pass
-    attempts, _, redrives = (row.meta or b"0:0:0").decode().split(":")
+    attempts, redrives = (row.meta or b"0:0").decode().split(":")
     return DeadLetterItem(
         queue=queue,
         job_id=row.job_id,

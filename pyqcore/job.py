@@ -1,7 +1,7 @@
 """The values pyqcore hands out: a leased ``Job``, a ``DeadLetterItem``, and job records.
 
 A job record is what the jobs hash stores: ``serializer.dumps([payload, context, enqueued_ms])``.
-Records are immutable; per-delivery state (attempts, lease token) lives in the meta hash.
+Records are immutable; a lease is a member of the leased set, past deliveries are in meta.
 """
 
 from __future__ import annotations

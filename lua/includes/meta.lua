@@ -1,7 +1,7 @@
--- Per-job mutable state in the meta hash: "attempts:token:redrives".
--- attempts counts deliveries since the job was added or last redriven; token is the current
--- lease ("0" when not leased), kept as a string so it compares exactly with ARGV; redrives
--- counts trips from the dead-letter queue back to ready.
+-- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some.
+-- attempts counts the deliveries that ended without an ack (failed, expired) since the job was
+-- added or last redriven; redrives counts its trips from the dead-letter queue back to ready.
+-- A job on its first delivery has no entry, so reserve and ack write none on the hot path.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -15,17 +15,17 @@ local str_to_int = setmetatable({}, {__index = function(memo, s)
   return n
 end})
 
-local function meta_get(value)
-  if not value then -- never delivered: the common case on the hot path
-    return 0, '0', 0
+local function meta_get(value) -- attempts, redrives
+  if not value then -- no history: the common case on the hot path
+    return 0, 0
   end
-  local a, t, r = string.match(value, '^(%d+):(%d+):(%d+)$')
+  local a, r = string.match(value, '^(%d+):(%d+)$')
   if not a then
-    return 0, '0', 0
+    return 0, 0
   end
-  return str_to_int[a], t, str_to_int[r]
+  return str_to_int[a], str_to_int[r]
 end
 
-local function meta_put(attempts, token, redrives)
-  return int_to_str[attempts] .. ':' .. token .. ':' .. int_to_str[redrives]
+local function meta_put(attempts, redrives)
+  return int_to_str[attempts] .. ':' .. int_to_str[redrives]
 end

@@ -41,13 +41,14 @@ def every_call(queue: str) -> list[Call[Any]]:
     """One call of every script of ``queue``, built the way the queue builds them."""
     calls = QueueCalls(QueueSettings(name=queue))
     lock_key = QueueKeys("pyqcore", queue).lock("user:7")
+    token = "0123456789abcdef"
     built: list[Call[Any]] = [
         calls.enqueue([""], [b"record"], 0),
-        calls.reserve(0, 1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token="7"),
-        calls.ack([("1", "1")]),
-        calls.fail(0, "1", "1", max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),
-        calls.extend(0, 1000, [("1", "1")]),
-        calls.release([("1", "1")]),
+        calls.reserve(0, 1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=token),
+        calls.ack([("1", token)]),
+        calls.fail(0, "1", token, max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),
+        calls.extend(0, 1000, [("1", token)]),
+        calls.release([("1", token)]),
         calls.redrive(3),
         calls.purge(),
         calls.peek_dead(0, 10),

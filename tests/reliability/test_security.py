@@ -31,9 +31,9 @@ ACL_PASSWORD = "test-only-secret"
 # What pyqcore itself sends, outside scripts.
 CLIENT_COMMANDS = ("evalsha", "eval", "sadd", "smembers", "hget", "hsetnx", "hgetall", "blpop")
 # What pyqcore's Lua scripts call (Redis checks each redis.call against the caller's ACL).
-SCRIPT_COMMANDS = ("del", "get", "set", "hdel", "hget", "hincrby", "hmget", "hset", "hsetnx",
+SCRIPT_COMMANDS = ("del", "get", "set", "hdel", "hexists", "hget", "hincrby", "hmget", "hset",
                    "llen", "lpop", "lpush", "rpush", "pexpire", "pttl", "zadd",
-                   "zcard", "zrange", "zrangebyscore", "zrem", "zscore")
+                   "zcard", "zcount", "zmscore", "zrange", "zrangebyscore", "zrem", "zscore")
 PYQCORE_COMMANDS = tuple(sorted(set(CLIENT_COMMANDS) | set(SCRIPT_COMMANDS)))
 
 # The exact line documented in the README (with a real password in place of this one).
@@ -112,12 +112,14 @@ def run_everything(client: redis.Redis, admin: redis.Redis) -> None:
     emails.add({"to": "a@example.com"}, context={"user": 7})
     emails.add_batch([{"to": f"u{i}@example.com"} for i in range(20)])
     emails.add({"to": "later@example.com"}, delay=60.0, job_id="order-42")
+    emails.add({"to": "b@example.com"}, delay=60.0, job_id="22")  # the next automatic id
+    assert emails.add({"to": "c@example.com"}, delay=60.0) == "23"  # so numbering skips it
     jobs = emails.reserve(count=5)
     assert len(jobs) == 5 and emails.ack(jobs) == 5
     [job] = emails.reserve()
     assert emails.extend(job, 10.0) == 1
     assert emails.fail(job, RuntimeError("transient")) is Outcome.RETRY
-    assert emails.counts() == {"ready": 15, "delayed": 2, "leased": 0, "dead": 0}
+    assert emails.counts() == {"ready": 15, "delayed": 4, "leased": 0, "dead": 0}
 
     emails.add({"to": "nobody@example.com", "bounce": True}, job_id="bounce")
     report = emails.process(burst=True, install_signal_handlers=False)
@@ -133,7 +135,7 @@ def run_everything(client: redis.Redis, admin: redis.Redis) -> None:
     assert dlq.count() == 1
     assert dlq.purge("emails", ids=["bounce"]) == 1
     assert manager.monitor_queue_sizes()["emails"] == {
-        "ready": 0, "delayed": 2, "leased": 0, "dead": 0}
+        "ready": 0, "delayed": 4, "leased": 0, "dead": 0}
     emails.add("one more")
     assert emails.stats()["completed"] == 20
 

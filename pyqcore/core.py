@@ -10,11 +10,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pyqcore.codes import Code, Outcome
 from pyqcore.errors import ConfigurationError, DeserializationError, LeaseLostError, ScriptError
-from pyqcore.job import ErrorInfo, Job, decode_record, encode_records
+from pyqcore.job import ErrorInfo, Job, decode_record, encode_record, encode_records
 from pyqcore.keys import QueueKeys
 from pyqcore.scripts import Script, load_scripts
 from pyqcore.settings import QueueSettings
@@ -38,6 +38,13 @@ def lease_token() -> str:
     return secrets.token_hex(8)
 
 
+def _due_ms(delay: float, now_ms: int) -> int:
+    """The enqueue script's due time for a delay in seconds: 0 (ready now) or a time in ms."""
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+        raise ConfigurationError(f"delay must be a number of seconds >= 0, got {delay!r}")
+    return now_ms + round(delay * 1000) if delay > 0 else 0
+
+
 def _job_id(job_id: str | None) -> str:
     """A custom id as given (non-empty str up to MAX_JOB_ID bytes), or "" to be numbered."""
     if job_id is None:
@@ -49,9 +56,9 @@ def _job_id(job_id: str | None) -> str:
     return job_id
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One script invocation, ready to send, and the parser of its reply."""
+class Call(NamedTuple, Generic[T]):
+    """One script invocation, ready to send, and the parser of its reply. (A NamedTuple: one
+    is built per operation, and a frozen dataclass costs five times as much to build.)"""
 
     script: Script
     keys: Sequence[str]
@@ -165,16 +172,29 @@ class QueueCalls:
         """Encode every record first (a bad one raises before any write), then one call per
         ``batch_size`` jobs. Each call parses to the jobs' ids (an existing id for a duplicate)."""
         s = self.settings
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
-            raise ConfigurationError(f"delay must be a number of seconds >= 0, got {delay!r}")
         now = s.now_ms()
+        due = _due_ms(delay, now)
         records = encode_records(s.serializer, payloads, contexts, now, s.max_payload_bytes)
         custom = any(i is not None for i in job_ids)
         ids = [_job_id(i) for i in job_ids] if custom else [""] * len(records)
-        due = now + round(delay * 1000) if delay > 0 else 0
         step = s.batch_size
         return [self.enqueue(ids[i : i + step], records[i : i + step], due)
                 for i in range(0, len(records), step)]
+
+    def add_one(self, payload: Any, context: Any, delay: float, job_id: str | None) -> Call[str]:
+        """``add`` of a single job, built without the lists a batch needs: the same enqueue
+        call, parsed to the job's id."""
+        s = self.settings
+        now = s.now_ms()
+        due = _due_ms(delay, now)
+        record = encode_record(s.serializer, payload, context, now, s.max_payload_bytes)
+        given = _job_id(job_id)
+
+        def parse(reply: Any) -> str:
+            reply = checked(reply)
+            return given or text(reply[1])
+
+        return self._call("enqueue", [due, self._id_prefix, given, record], parse)
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
         """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""

@@ -88,24 +88,30 @@ class DeadLetterItem:
     partition: int = 0  # which partition of a partitioned queue holds it (0 otherwise)
 
 
-def encode_records(
-    serializer: Serializer, payloads: Sequence[Any], contexts: Sequence[Any], now_ms: int,
-    max_bytes: int,
-) -> list[bytes]:
-    """Serialize job records, all before any write: any failure raises SerializationError."""
-    dumps = serializer.dumps
+def encode_record(
+    serializer: Serializer, payload: Any, context: Any, now_ms: int, max_bytes: int
+) -> bytes:
+    """Serialize one job record, or raise SerializationError / PayloadTooLargeError."""
     try:
-        records = [dumps([p, c, now_ms]) for p, c in zip(payloads, contexts, strict=True)]
+        record = serializer.dumps([payload, context, now_ms])
     except SerializationError:
         raise
     except Exception as exc:  # a plug-in serializer's own error type
         raise SerializationError(f"cannot serialize job: {exc}") from exc
-    largest = max(map(len, records), default=0)
-    if largest > max_bytes:
+    if len(record) > max_bytes:
         raise PayloadTooLargeError(
-            f"job record is {largest} bytes, over the queue's max_payload_bytes={max_bytes}"
+            f"job record is {len(record)} bytes, over the queue's max_payload_bytes={max_bytes}"
         )
-    return records
+    return record
+
+
+def encode_records(
+    serializer: Serializer, payloads: Sequence[Any], contexts: Sequence[Any], now_ms: int,
+    max_bytes: int,
+) -> list[bytes]:
+    """Serialize job records, all before any write: any failure raises."""
+    return [encode_record(serializer, p, c, now_ms, max_bytes)
+            for p, c in zip(payloads, contexts, strict=True)]
 
 
 def decode_record(serializer: Serializer, record: bytes) -> tuple[Any, Any, int]:

@@ -73,6 +73,13 @@ class Partitions:
             positions += [mine[i : i + step] for i in range(0, len(mine), step)]
         return calls, positions
 
+    def add_one(
+        self, payload: Any, context: Any, delay: float, job_id: str | None, key: str | None
+    ) -> Call[str]:
+        """The enqueue call of one job, in the partition ``route`` gives it."""
+        part = self.parts[0] if len(self.parts) == 1 else self.parts[self.route([job_id], [key])[0]]
+        return part.add_one(payload, context, delay, job_id)
+
     def reading_order(self) -> list[QueueCalls]:
         """All partitions, starting one further along at every call, so none is starved."""
         start = next(self._reader) % len(self.parts)

@@ -129,8 +129,8 @@ class BaseQueue:
         """Add one job; returns its id. With ``job_id`` the add is idempotent: if a job with
         that id exists, nothing changes. ``delay`` (seconds) schedules it for later. On a
         partitioned queue, jobs with the same ``partition_key`` share a partition (and FIFO)."""
-        (call,), _ = self._parts.add([payload], [context], delay, [job_id], [partition_key])
-        return self._runner.run(call)[0]
+        return self._runner.run(self._parts.add_one(payload, context, delay, job_id,
+                                                    partition_key))
 
     def add_batch(
         self,

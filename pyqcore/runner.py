@@ -48,10 +48,10 @@ class Runner:
         """Send one call and parse its reply. On NOSCRIPT (a restart or SCRIPT FLUSH emptied
         the cache) the source goes with EVAL, which cannot miss and refills the cache of the
         node that runs it; SCRIPT LOAD then EVALSHA could race a second flush."""
-        script = call.script
         try:
-            reply = self.client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            reply = self.client.execute_command(*_evalsha_args(call))  # type: ignore[no-untyped-call]
         except NoScriptError:
+            script = call.script
             reply = self.client.eval(script.source, len(call.keys), *call.keys, *call.args)
         return call.parse(reply)
 

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -38,6 +38,8 @@ from pyqcore.worker import DEFAULT_PREFETCH, Worker, WorkerReport
 log = logging.getLogger("pyqcore")
 
 Handler = Callable[[Job], object]
+# Handles a leased batch at once; returns None, or the failed jobs' ids -> what they raised.
+BatchHandler = Callable[[list[Job]], Mapping[str, BaseException] | None]
 
 
 def _jobs(jobs: Job | Iterable[Job]) -> list[Job]:
@@ -58,8 +60,9 @@ def sum_counts(per_part: Iterable[dict[str, int]]) -> dict[str, int]:
 
 
 class BaseQueue:
-    """A named queue. Subclass it (set ``name``, override ``process_job``) or pass ``name=`` and
-    ``handler=``. Class attributes are the defaults; constructor arguments override them."""
+    """A named queue. Subclass it (set ``name``, override ``process_job``, or ``process_jobs``
+    for whole batches) or pass ``name=`` and ``handler=`` (or ``batch_handler=``). Class
+    attributes are the defaults; constructor arguments override them."""
 
     name: str = ""
     max_retries: int = 3  # retries after the first delivery: at most max_retries + 1 deliveries
@@ -76,6 +79,7 @@ class BaseQueue:
         *,
         name: str | None = None,
         handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
         max_retries: int | None = None,
         visibility_timeout: float | None = None,
         backoff: Backoff | None = None,
@@ -111,7 +115,10 @@ class BaseQueue:
         self.partitions = s.partitions
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
         self.client = client
+        if handler is not None and batch_handler is not None:
+            raise ConfigurationError("pass handler= or batch_handler=, not both")
         self._handler = handler
+        self._batch_handler = batch_handler
         self._parts = Partitions(s)
         self._runner = Runner(client)
         self._cluster = isinstance(client, RedisCluster)
@@ -261,6 +268,21 @@ class BaseQueue:
             raise ConfigurationError(f"queue {self.name!r} has no handler: override process_job "
                                      "or register it with handler=")
         self._handler(job)
+
+    def process_jobs(self, jobs: list[Job]) -> Mapping[str, BaseException] | None:
+        """Handle a whole leased batch in one call; override this (or pass ``batch_handler=``)
+        when jobs are cheaper together: one pipeline, one bulk insert. Return None when every
+        job succeeded, or a mapping of failed job ids to their exceptions (the others are
+        acked); raising fails the whole batch. Batches follow ``process(prefetch=...)``."""
+        if self._batch_handler is None:
+            raise ConfigurationError(f"queue {self.name!r} has no batch handler")
+        return self._batch_handler(jobs)
+
+    @property
+    def handles_batches(self) -> bool:
+        """Whether the worker hands this queue whole batches (``process_jobs``)."""
+        return self._batch_handler is not None or (
+            type(self).process_jobs is not BaseQueue.process_jobs)
 
     def process(
         self,

@@ -235,6 +235,8 @@ class Worker:
         """Run a leased batch; returns the jobs to ack and how many ran. On a stop request the
         jobs not started yet are released."""
         self._held.add(jobs)
+        if self.queue.handles_batches:
+            return self._run_whole_batch(jobs)
         done: list[Job] = []
         for i, job in enumerate(jobs):
             if self.stop.is_set():
@@ -246,6 +248,29 @@ class Worker:
                 self._fail(job, exc)
             else:
                 done.append(job)
+        return done, len(jobs)
+
+    def _run_whole_batch(self, jobs: list[Job]) -> tuple[list[Job], int]:
+        """``process_jobs`` over the batch in one call: the jobs it reports are failed with
+        their exception, every job if it raises, and the others are acked."""
+        if self.stop.is_set():
+            self._release(jobs)
+            return [], 0
+        failed: dict[str, BaseException]
+        try:
+            failed = dict(self.queue.process_jobs(jobs) or {})
+        except Exception as exc:  # a handler's failure is its jobs', never the worker's
+            failed = {job.id: exc for job in jobs}
+        done: list[Job] = []
+        for job in jobs:
+            error = failed.pop(job.id, None)
+            if error is None:
+                done.append(job)
+            else:
+                self._fail(job, error if isinstance(error, Exception) else RuntimeError(error))
+        if failed:
+            log.warning("queue %s: process_jobs reported ids not in its batch: %s",
+                        self.queue.name, sorted(failed)[:10])
         return done, len(jobs)
 
     def _next_size(self, size: int, elapsed: float, ran: int) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pyqcore import Backoff, BaseQueue, Job, NonRetryableError, WorkerReport
+from pyqcore import Backoff, BaseQueue, ConfigurationError, Job, NonRetryableError, WorkerReport
 from pyqcore.core import text
 from pyqcore.runner import Client
 from pyqcore.worker import Worker
@@ -54,6 +54,49 @@ def test_failures_retry_then_die_and_the_worker_carries_on(client: Client) -> No
     report = queue.process(burst=True)
     assert report == WorkerReport(delivered=6, acked=2, retried=2, dead=2)
     assert queue.counts()["dead"] == 2
+
+
+def test_a_batch_handler_gets_whole_batches_and_its_failures_are_per_job(
+    client: Client,
+) -> None:
+    batches: list[list[int]] = []
+
+    def handle(jobs: list[Job]) -> dict[str, BaseException]:
+        batches.append([job.payload for job in jobs])
+        return {job.id: (NonRetryableError("no") if job.payload == 13 else ValueError("again"))
+                for job in jobs if job.payload in (7, 13) and job.attempt == 1}
+
+    queue = BaseQueue(client, name="w", batch_handler=handle, backoff=Backoff.fixed(0))
+    queue.add_batch(range(50))
+    report = queue.process(burst=True, prefetch=20)
+    assert report == WorkerReport(delivered=51, acked=49, retried=1, dead=1)
+    assert max(map(len, batches)) > 1 and max(map(len, batches)) <= 20
+    assert sorted(p for batch in batches for p in batch) == sorted([*range(50), 7])
+    assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 1}
+
+
+def test_a_batch_handler_that_raises_fails_every_job_of_the_batch(client: Client) -> None:
+    class Flaky(BaseQueue):
+        name = "w"
+        max_retries = 1
+        backoff = Backoff.fixed(0)
+
+        def process_jobs(self, jobs: list[Job]) -> None:
+            if any(job.payload == "poison" for job in jobs):
+                raise RuntimeError("the batch went wrong")
+
+    queue = Flaky(client)
+    assert queue.handles_batches
+    queue.add_batch(["a", "poison", "b"])
+    report = queue.process(burst=True, prefetch=1)  # one job per batch: only poison fails
+    assert report == WorkerReport(delivered=4, acked=2, retried=1, dead=1)
+    assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 1}
+
+
+def test_handler_and_batch_handler_are_exclusive(client: Client) -> None:
+    with pytest.raises(ConfigurationError, match="not both"):
+        BaseQueue(client, name="w", handler=print, batch_handler=lambda jobs: None)
+    assert not BaseQueue(client, name="w", handler=print).handles_batches
 
 
 def test_max_jobs_counts_deliveries_whatever_their_outcome(client: Client) -> None:

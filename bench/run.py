@@ -227,7 +227,7 @@ def redis_benchmark(cfg: Config, progress: Progress) -> dict[str, Result]:
 
 def steps(cfg: Config, peers: list[Peer]) -> int:
     per_peer = (len(THROUGHPUT) + 1) * cfg.runs  # + latency
-    pyqcore_only = (1 + 2) * cfg.runs if any(p.name == "pyqcore" for p in peers) else 0
+    pyqcore_only = (2 + 2) * cfg.runs if any(p.name == "pyqcore" for p in peers) else 0
     return len(peers) * per_peer + pyqcore_only + 2 * cfg.runs + 4 + len(peers)
 
 
@@ -259,6 +259,8 @@ def run(cfg: Config) -> Report:
             figures["latency:best"] = measure(interpreter, peer, cfg, workload="latency",
                                               setting="best", progress=progress)
             if peer.name == "pyqcore":
+                figures["drain:batch"] = measure(interpreter, peer, cfg, workload="drain",
+                                                 setting="batch", progress=progress)
                 figures["drain-empty:best"] = measure(
                     interpreter, peer, cfg, workload="drain-empty", setting="best",
                     progress=progress)

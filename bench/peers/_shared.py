@@ -83,7 +83,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--workload", choices=WORKLOADS, required=True)
     p.add_argument("--jobs", type=int, default=20_000)
     p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--setting", choices=("c1", "best"), default="c1")
+    p.add_argument("--setting", choices=("c1", "best", "batch"), default="c1")
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--role", choices=("bench", "worker"), default="bench")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -17,7 +18,7 @@ from pyqcore import (
     Outcome,
     SerializationError,
 )
-from pyqcore.errors import LockNotAcquiredError, PayloadTooLargeError
+from pyqcore.errors import LockNotAcquiredError, PayloadTooLargeError, ScriptError
 from pyqcore.runner import Client
 from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, all_keys, primaries
 
@@ -114,6 +115,54 @@ def test_stale_token_cannot_ack_or_fail_after_the_lease_moved_on(
     assert queue.counts()["leased"] == 1
     assert queue.ack(second) == 1
     assert queue.ack(second) == 0
+
+
+def test_a_lease_is_its_exact_token_and_id(client: Client, clock: FakeClock) -> None:
+    """Leases are "token:id" members: a token of another shape, or one that would splice
+    into another job's member, is refused; a job acked twice in one call counts once."""
+    queue = make(client, clock)
+    queue.add("x", job_id="a:b")
+    queue.add("y", job_id="b")
+    held = {job.id: job for job in queue.reserve(count=2)}
+    token = held["a:b"].token
+    assert len(token) == 16 and int(token, 16) >= 0
+    spliced = dataclasses.replace(held["b"], token=f"{token[:15]}")  # too short
+    forged = dataclasses.replace(held["b"], token=f"{token}:a")  # member "<token>:a:b"
+    assert queue.ack([spliced, forged]) == 0
+    assert queue.extend(forged) == 0 and queue.release(forged) == 0
+    with pytest.raises(ScriptError, match="16 hex digits"):
+        queue.fail(forged, RuntimeError("no"))
+    with pytest.raises(LeaseLostError):
+        queue.fail(dataclasses.replace(held["b"], token="0123456789abcdef"), RuntimeError("no"))
+    assert queue.ack([held["a:b"], held["a:b"]]) == 1
+    assert queue.ack(held["b"]) == 1
+    assert queue.stats()["completed"] == 2
+
+
+def test_the_leased_set_is_never_a_listpack(client: Client, clock: FakeClock) -> None:
+    """A listpack ZSET scans itself for each member added or checked: the leased set keeps a
+    pin member (over 64 bytes, scored +inf) so it stays a skiplist; counts leave it out."""
+    queue = make(client, clock)
+    queue.add_batch(range(3))
+    jobs = queue.reserve(count=3)
+    assert client.object("encoding", queue.keys.key("leased")) == b"skiplist"
+    assert queue.counts()["leased"] == 3
+    assert queue.ack(jobs) == 3
+    assert queue.counts()["leased"] == 0
+
+
+def test_calls_past_the_scripts_chunk_size(client: Client, clock: FakeClock) -> None:
+    """Scripts send variadic commands 1,000 items at a time (Lua's unpack limit is ~8,000):
+    one enqueue of 2,500 jobs, duplicates included, one reserve and one ack of all of them."""
+    queue = make(client, clock, batch_size=2500)
+    job_ids = [None if i % 2 else f"c{i % 1500}" for i in range(2500)]
+    ids = queue.add_batch(range(2500), job_ids=job_ids)
+    unique = set(ids)
+    assert len(unique) == 1250 + 750
+    jobs = queue.reserve(count=2500)
+    assert len(jobs) == len(unique) and {j.id for j in jobs} == unique
+    assert queue.ack(jobs) == len(unique)
+    assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
 
 
 def test_ack_of_an_expired_but_unclaimed_lease_is_accepted(client: Client,

@@ -9,9 +9,10 @@ from typing import Any, TypeVar, overload
 
 from pyqcore.core import text
 from pyqcore.dead_letter import DeadLetterQueue
+from pyqcore.definition import sum_counts
 from pyqcore.errors import ConfigurationError, UnknownQueueError
 from pyqcore.keys import DEFAULT_PREFIX, partitions_key, registry_key, validate_name
-from pyqcore.queue import BaseQueue, Handler, sum_counts
+from pyqcore.queue import BaseQueue, Handler
 from pyqcore.runner import Client, Runner
 from pyqcore.settings import Clock
 from pyqcore.worker import Worker, WorkerReport, stop_on_signals

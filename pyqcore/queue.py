@@ -4,17 +4,14 @@ runs it, and returns the parsed reply; the state machine itself lives in ``lua/`
 from __future__ import annotations
 
 import logging
-import random
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.cluster import RedisCluster
 
-from pyqcore.backoff import Backoff
 from pyqcore.codes import Outcome
 from pyqcore.core import (
     Call,
@@ -25,15 +22,26 @@ from pyqcore.core import (
     text,
     unlock_call,
 )
-from pyqcore.errors import ConfigurationError, LockNotAcquiredError
+from pyqcore.definition import (
+    LockWait,
+    QueueDefinition,
+    QueueOptions,
+    as_job_list,
+    batch_arguments,
+    in_caller_order,
+    pairs,
+    renewed,
+    sum_counts,
+)
+from pyqcore.errors import ConfigurationError
 from pyqcore.health import warn_if_evicting
 from pyqcore.job import ErrorInfo, Job
-from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
-from pyqcore.partitions import Partitions, merge_settled
+from pyqcore.partitions import merge_settled
 from pyqcore.runner import Client, Runner
-from pyqcore.serializer import MSGPACK, Serializer
-from pyqcore.settings import Clock, QueueSettings
 from pyqcore.worker import DEFAULT_PREFETCH, Worker, WorkerReport
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger("pyqcore")
 
@@ -42,90 +50,28 @@ Handler = Callable[[Job], object]
 BatchHandler = Callable[[list[Job]], Mapping[str, BaseException] | None]
 
 
-def _jobs(jobs: Job | Iterable[Job]) -> list[Job]:
-    return [jobs] if isinstance(jobs, Job) else list(jobs)
-
-
-def _pairs(jobs: list[Job]) -> list[tuple[str, str]]:
-    return [(j.id, j.token) for j in jobs]
-
-
-def sum_counts(per_part: Iterable[dict[str, int]]) -> dict[str, int]:
-    """Counters of several partitions added up, key by key (first-seen key order)."""
-    total: dict[str, int] = {}
-    for counts in per_part:
-        for key, value in counts.items():
-            total[key] = total.get(key, 0) + value
-    return total
-
-
-class BaseQueue:
+class BaseQueue(QueueDefinition):
     """A named queue. Subclass it (set ``name``, override ``process_job``, or ``process_jobs``
     for whole batches) or pass ``name=`` and ``handler=`` (or ``batch_handler=``). Class
-    attributes are the defaults; constructor arguments override them."""
-
-    name: str = ""
-    max_retries: int = 3  # retries after the first delivery: at most max_retries + 1 deliveries
-    visibility_timeout: float = 30.0  # seconds a delivery is leased before it is reclaimed
-    backoff: Backoff = Backoff.exponential()
-    serializer: Serializer = MSGPACK
-    max_payload_bytes: int = 512 * 1024  # largest encoded job record accepted by add
-    batch_size: int = 1000  # most jobs per enqueue script call
-    partitions: int = 1  # hash tags (so cluster slots) the queue is spread over
+    attributes are the defaults; constructor arguments override them (see QueueOptions)."""
 
     def __init__(
         self,
         client: Client,
         *,
-        name: str | None = None,
         handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
-        max_retries: int | None = None,
-        visibility_timeout: float | None = None,
-        backoff: Backoff | None = None,
-        serializer: Serializer | None = None,
-        max_payload_bytes: int | None = None,
-        batch_size: int | None = None,
-        partitions: int | None = None,
-        prefix: str = DEFAULT_PREFIX,
-        clock: Clock = time.time,
-        rng: random.Random | None = None,
+        **options: Unpack[QueueOptions],
     ) -> None:
-        self.settings = QueueSettings(
-            name=self.name if name is None else name,
-            max_retries=self.max_retries if max_retries is None else max_retries,
-            visibility_timeout=(
-                self.visibility_timeout if visibility_timeout is None else visibility_timeout
-            ),
-            backoff=self.backoff if backoff is None else backoff,
-            serializer=self.serializer if serializer is None else serializer,
-            max_payload_bytes=(
-                self.max_payload_bytes if max_payload_bytes is None else max_payload_bytes
-            ),
-            batch_size=self.batch_size if batch_size is None else batch_size,
-            partitions=self.partitions if partitions is None else partitions,
-            prefix=prefix,
-            clock=clock,
-            rng=rng or random.Random(),
-        )
-        s = self.settings
-        self.name, self.max_retries, self.backoff = s.name, s.max_retries, s.backoff
-        self.visibility_timeout, self.serializer = s.visibility_timeout, s.serializer
-        self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
-        self.partitions = s.partitions
-        self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
-        self.client = client
+        super().__init__(**options)
         if handler is not None and batch_handler is not None:
             raise ConfigurationError("pass handler= or batch_handler=, not both")
+        self.client = client
         self._handler = handler
         self._batch_handler = batch_handler
-        self._parts = Partitions(s)
         self._runner = Runner(client)
         self._cluster = isinstance(client, RedisCluster)
         warn_if_evicting(client)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
 
     # -- producing -----------------------------------------------------------------------------
 
@@ -152,19 +98,9 @@ class BaseQueue:
         sent in one round trip; returns their ids in order. Every payload is encoded before
         anything is written, so one unserializable payload writes nothing. Each call of the
         round trip is atomic."""
-        payloads = list(payloads)
-        none: list[str | None] = [None] * len(payloads)
-        ids = none if job_ids is None else job_ids
-        keys = none if partition_keys is None else partition_keys
-        if not len(ids) == len(keys) == len(payloads):
-            raise ConfigurationError(f"{len(payloads)} payloads with {len(ids)} job_ids and "
-                                     f"{len(keys)} partition_keys")
+        payloads, ids, keys = batch_arguments(payloads, job_ids, partition_keys)
         calls, positions = self._parts.add(payloads, [context] * len(payloads), delay, ids, keys)
-        result: list[str] = [""] * len(payloads)
-        for chunk, where in zip(self._runner.run_all(calls), positions, strict=True):
-            for job_id, i in zip(chunk, where, strict=True):
-                result[i] = job_id
-        return result
+        return in_caller_order(self._runner.run_all(calls), positions, len(payloads))
 
     # -- consuming -----------------------------------------------------------------------------
 
@@ -200,7 +136,7 @@ class BaseQueue:
         """Ack ``done`` and lease up to ``count`` more jobs in one round trip (the worker's
         hot path); returns the ack's reply unless done is empty, and the reservation unless
         count is 0."""
-        acks = [part.ack(_pairs(group)) for part, group in self._parts.grouped(done)]
+        acks = [part.ack(pairs(group)) for part, group in self._parts.grouped(done)]
         first, *others = self._parts.reading_order()
         calls: list[Call[Any]] = [*acks, first.lease(count)] if count else [*acks]
         results = self._runner.run_all(calls) if calls else []
@@ -218,14 +154,11 @@ class BaseQueue:
             self._runner.run(part.bury(job_id, token, ErrorInfo.from_exception(exc)))
 
     def _wake_keys(self) -> list[str]:
-        """What an idle worker blocks on: every partition's wake list, or on a cluster (where
-        one BLPOP cannot span slots) one partition's, in turn."""
-        parts = self._parts.reading_order()
-        return [p.keys.key("wake") for p in (parts[:1] if self._cluster else parts)]
+        return self.wake_keys(self._cluster)
 
     def ack(self, jobs: Job | Iterable[Job]) -> int:
         """Finish jobs; returns how many were acked (a job whose lease was lost counts 0)."""
-        return self._settle(jobs, lambda part, group: part.ack(_pairs(group))).count
+        return self._settle(jobs, lambda part, group: part.ack(pairs(group))).count
 
     def fail(
         self, job: Job, error: BaseException | ErrorInfo, *, retry: bool = True
@@ -239,23 +172,18 @@ class BaseQueue:
     def extend(self, jobs: Job | Iterable[Job], seconds: float | None = None) -> int:
         """Heartbeat: lease held jobs for ``seconds`` more from now (default: the visibility
         timeout). Updates their ``lease_deadline``; returns how many were still held."""
-        held = _jobs(jobs)
-        reply = self._settle(held, lambda part, group: part.heartbeat(group, seconds))
-        lost = set(reply.refused)
-        for job in held:
-            if job.id not in lost:
-                job.lease_deadline = reply.deadline_ms / 1000.0
-        return reply.count
+        held = as_job_list(jobs)
+        return renewed(held, self._settle(held, lambda part, group: part.heartbeat(group, seconds)))
 
     def release(self, jobs: Job | Iterable[Job]) -> int:
         """Give back leased jobs unstarted: front of ready, the delivery not counted."""
-        return self._settle(jobs, lambda part, group: part.release(_pairs(group))).count
+        return self._settle(jobs, lambda part, group: part.release(pairs(group))).count
 
     def _settle(
         self, jobs: Job | Iterable[Job], call: Callable[[QueueCalls, list[Job]], Call[Settled]]
     ) -> Settled:
         """One call per partition holding some of ``jobs``, in one round trip, replies merged."""
-        calls = [call(part, group) for part, group in self._parts.grouped(_jobs(jobs))]
+        calls = [call(part, group) for part, group in self._parts.grouped(as_job_list(jobs))]
         if not calls:
             return Settled(0, [])
         replies: list[Settled] = self._runner.run_all(calls)
@@ -320,15 +248,11 @@ class BaseQueue:
     def lock(self, item: str, ttl: float = 30.0, wait: float = 10.0) -> Iterator[str]:
         """Hold the item lock ``item`` (at most ``ttl`` seconds; waits up to ``wait`` to get
         it), released on exit only if still ours. Yields the lock's token."""
-        key, token = self.keys.lock(item), uuid.uuid4().hex
+        key, waiting = self.keys.lock(item), LockWait(item, wait)
         ttl_ms = max(1, round(ttl * 1000))
-        give_up = time.monotonic() + wait
-        while (remaining := self._runner.run(lock_call(key, token, ttl_ms))) is not None:
-            if time.monotonic() >= give_up:
-                raise LockNotAcquiredError(f"lock {item!r} is held by another holder "
-                                           f"for {remaining} ms more")
-            time.sleep(min(0.05, max(remaining, 1) / 1000))
+        while (remaining := self._runner.run(lock_call(key, waiting.token, ttl_ms))) is not None:
+            time.sleep(waiting.pause(remaining))
         try:
-            yield token
+            yield waiting.token
         finally:
-            self._runner.run(unlock_call(key, token))
+            self._runner.run(unlock_call(key, waiting.token))

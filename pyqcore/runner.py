@@ -33,8 +33,32 @@ def require_bytes_client(client: Any) -> None:
         )
 
 
-def _evalsha_args(call: Call[Any]) -> tuple[Any, ...]:
+def evalsha_args(call: Call[Any]) -> tuple[Any, ...]:
+    """The EVALSHA command of a call (for execute_command, which cluster pipelines route)."""
     return ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+
+
+def eval_args(call: Call[Any]) -> tuple[Any, ...]:
+    """The EVAL command of a call: the source itself, for when the script cache lost it."""
+    return ("EVAL", call.script.source, len(call.keys), *call.keys, *call.args)
+
+
+def parse_replies(
+    calls: Sequence[Call[Any]], replies: Sequence[Any]
+) -> tuple[list[Any], list[int]]:
+    """A pipeline's replies parsed by their calls, and the positions that got NOSCRIPT (to be
+    sent again with EVAL). Any other error reply is raised."""
+    results: list[Any] = []
+    missing: list[int] = []
+    for i, (call, reply) in enumerate(zip(calls, replies, strict=True)):
+        if isinstance(reply, NoScriptError):
+            missing.append(i)
+            results.append(None)
+        elif isinstance(reply, Exception):
+            raise reply
+        else:
+            results.append(call.parse(reply))
+    return results, missing
 
 
 class Runner:
@@ -49,10 +73,9 @@ class Runner:
         the cache) the source goes with EVAL, which cannot miss and refills the cache of the
         node that runs it; SCRIPT LOAD then EVALSHA could race a second flush."""
         try:
-            reply = self.client.execute_command(*_evalsha_args(call))  # type: ignore[no-untyped-call]
+            reply = self.client.execute_command(*evalsha_args(call))  # type: ignore[no-untyped-call]
         except NoScriptError:
-            script = call.script
-            reply = self.client.eval(script.source, len(call.keys), *call.keys, *call.args)
+            reply = self.client.execute_command(*eval_args(call))  # type: ignore[no-untyped-call]
         return call.parse(reply)
 
     def run_all(self, calls: Sequence[Call[Any]]) -> list[Any]:
@@ -64,14 +87,8 @@ class Runner:
         for call in calls:
             # execute_command, not pipe.evalsha: ClusterPipeline blocks the evalsha method
             # (it cannot know the keys of arbitrary scripts), but routes EVALSHA by its KEYS.
-            pipe.execute_command(*_evalsha_args(call))
-        replies = pipe.execute(raise_on_error=False)
-        results = []
-        for call, reply in zip(calls, replies, strict=True):
-            if isinstance(reply, NoScriptError):
-                results.append(self.run(call))
-            elif isinstance(reply, Exception):
-                raise reply
-            else:
-                results.append(call.parse(reply))
+            pipe.execute_command(*evalsha_args(call))
+        results, missing = parse_replies(calls, pipe.execute(raise_on_error=False))
+        for i in missing:
+            results[i] = self.run(calls[i])
         return results

@@ -12,12 +12,12 @@ from redis.retry import Retry
 
 from pyqcore import BaseQueue, Job, WorkerReport
 from pyqcore.local_redis import LocalRedis
-from pyqcore.worker import _backoff
+from pyqcore.slots import backoff
 
 
 def test_backoff_is_capped_and_never_overflows() -> None:
-    assert [_backoff(n, cap=2.0) for n in (1, 2, 3)] == [0.1, 0.2, 0.4]
-    assert _backoff(10_000, cap=2.0) == 2.0  # 0.05 * 2**10000 would overflow a float
+    assert [backoff(n, cap=2.0) for n in (1, 2, 3)] == [0.1, 0.2, 0.4]
+    assert backoff(10_000, cap=2.0) == 2.0  # 0.05 * 2**10000 would overflow a float
 
 
 def test_an_ack_rides_out_a_redis_restart(aof_server: LocalRedis) -> None:

@@ -1,0 +1,297 @@
+"""The worker's decisions, without I/O: what a slot acks and leases next, what a failed round
+trip means, what to do with a reservation, and the counters, budget and held leases that the
+slots of one worker share. The sync worker (threads) and the asyncio worker (tasks) run the same
+decisions and differ only in how they call Redis, run handlers and wait.
+
+A slot is one loop: one round trip acks the jobs it finished and leases its next batch; it runs
+the batch; round again. The batch size adapts to how long jobs take: about ``BATCH_SECONDS`` of
+work per batch, from 1 up to ``prefetch`` jobs, so fast jobs share a round trip and slow jobs
+are leased one at a time (none waits behind another).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from typing import Literal, NamedTuple, Protocol
+
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pyqcore.codes import Outcome
+from pyqcore.core import Reservation, Settled
+from pyqcore.errors import ConfigurationError, NonRetryableError
+from pyqcore.job import Job
+
+log = logging.getLogger("pyqcore")
+
+# A cluster in mid-failover answers CLUSTERDOWN or TRYAGAIN, or the client's slot map has a
+# hole, until a replica is promoted: as passing as a refused connection. (redis.asyncio raises
+# the same classes.)
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError,
+             SlotNotCoveredError)
+BATCH_SECONDS = 0.1  # work per leased batch that the adaptive batch size aims at
+DEFAULT_PREFETCH = 100  # most jobs one slot leases at once, unless process(prefetch=...)
+
+
+@dataclass
+class WorkerReport:
+    """What one ``process`` run did with the deliveries it took."""
+
+    delivered: int = 0  # jobs leased, corrupt records included
+    acked: int = 0
+    retried: int = 0
+    dead: int = 0  # failed for good, or corrupt: moved to the dead-letter queue
+    released: int = 0  # leased but never started (shutdown): back to ready, uncounted
+    lease_lost: int = 0  # finished after the lease was lost: the ack/fail was refused
+
+
+class Tally:
+    """A WorkerReport that several slots add to."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._report = WorkerReport()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self._report, name, getattr(self._report, name) + value)
+
+    def snapshot(self) -> WorkerReport:
+        with self._lock:
+            return WorkerReport(**{f.name: getattr(self._report, f.name)
+                                   for f in fields(WorkerReport)})
+
+
+class Budget:
+    """The deliveries ``max_jobs`` still allows, claimed by slots before they reserve."""
+
+    def __init__(self, total: int | None) -> None:
+        self._left = total
+        self._lock = threading.Lock()
+
+    def claim(self, wanted: int) -> int:
+        with self._lock:
+            if self._left is None:
+                return wanted
+            granted = min(wanted, self._left)
+            self._left -= granted
+            return granted
+
+    def give_back(self, unused: int) -> None:
+        if unused > 0:
+            with self._lock:
+                if self._left is not None:
+                    self._left += unused
+
+
+class Held:
+    """Jobs leased by any slot and not yet settled, with when their lease was last renewed."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[str, str], tuple[Job, float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, jobs: list[Job]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for job in jobs:
+                self._jobs[job.id, job.token] = (job, now)
+
+    def remove(self, jobs: list[Job]) -> None:
+        with self._lock:
+            for job in jobs:
+                self._jobs.pop((job.id, job.token), None)
+
+    def due(self, age: float) -> list[Job]:
+        """Jobs whose lease was renewed ``age`` seconds ago or more; marks them renewed now."""
+        now = time.monotonic()
+        with self._lock:
+            old = [job for job, since in self._jobs.values() if now - since >= age]
+            for job in old:
+                self._jobs[job.id, job.token] = (job, now)
+        return old
+
+
+class StopFlag(Protocol):
+    """A threading.Event or an asyncio.Event: all a slot asks is whether to stop."""
+
+    def is_set(self) -> bool: ...
+
+
+def check_options(concurrency: int, prefetch: int, max_jobs: int | None,
+                  idle_wait: float) -> None:
+    """Refuse worker options that cannot work, with a ConfigurationError naming them."""
+    for name, value, low in (("concurrency", concurrency, 1), ("prefetch", prefetch, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigurationError(f"{name} must be an int >= {low}, got {value!r}")
+    if max_jobs is not None and (not isinstance(max_jobs, int) or max_jobs < 0):
+        raise ConfigurationError(f"max_jobs must be an int >= 0 or None, got {max_jobs!r}")
+    if not idle_wait > 0:
+        raise ConfigurationError(f"idle_wait must be > 0 seconds, got {idle_wait!r}")
+
+
+@dataclass
+class Crew:
+    """What the slots of one worker share."""
+
+    queue_name: str
+    stop: StopFlag
+    burst: bool
+    prefetch: int
+    budget: Budget
+    tally: Tally = field(default_factory=Tally)
+    held: Held = field(default_factory=Held)
+
+    def failed(self, job: Job, exc: BaseException, outcome: Outcome | None) -> None:
+        """Count and log a failed delivery once ``fail`` answered (None: it could not)."""
+        if outcome is Outcome.RETRY:
+            self.tally.add(retried=1)
+        elif outcome is Outcome.DEAD:
+            self.tally.add(dead=1)
+        else:
+            return
+        log.log(logging.WARNING if outcome is Outcome.DEAD else logging.INFO,
+                "queue %s: job %s failed on attempt %d (%s: %s) -> %s", self.queue_name,
+                job.id, job.attempt, type(exc).__name__, exc, outcome)
+
+
+def split_batch(
+    queue_name: str, jobs: list[Job], failed: dict[str, BaseException]
+) -> tuple[list[Job], list[tuple[Job, Exception]]]:
+    """A batch handler's outcome: the jobs to ack, and the failed ones with their exception."""
+    done: list[Job] = []
+    failures: list[tuple[Job, Exception]] = []
+    for job in jobs:
+        error = failed.pop(job.id, None)
+        if error is None:
+            done.append(job)
+        else:
+            failures.append((job, error if isinstance(error, Exception) else RuntimeError(error)))
+    if failed:
+        log.warning("queue %s: process_jobs reported ids not in its batch: %s", queue_name,
+                    sorted(failed)[:10])
+    return done, failures
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a handler's exception leaves the job its remaining attempts."""
+    return not isinstance(exc, NonRetryableError)
+
+
+class Step(NamedTuple):
+    """What a slot does after a round trip."""
+
+    action: Literal["stop", "again", "sleep", "run"]
+    jobs: list[Job]
+    next_event_ms: int | None = None  # for "sleep": when something becomes ready anyway
+
+
+class SlotPlan:
+    """One slot's state between round trips: the jobs to ack, the next batch size, and the
+    run of failed round trips."""
+
+    def __init__(self, crew: Crew) -> None:
+        self.crew = crew
+        self.done: list[Job] = []
+        self.wanted = 0
+        self._size = 1
+        self._failures = 0
+
+    def claim(self) -> bool:
+        """Claim this round's deliveries (none once stopping); False when the slot is
+        finished: nothing to lease and nothing to ack."""
+        crew = self.crew
+        self.wanted = 0 if crew.stop.is_set() else crew.budget.claim(self._size)
+        return bool(self.wanted or self.done)
+
+    def round_failed(self, exc: Exception) -> float:
+        """The round trip raised; returns the seconds to wait before the next one."""
+        crew = self.crew
+        crew.budget.give_back(self.wanted)
+        self._failures += 1
+        if isinstance(exc, TRANSIENT):  # keep the acks: sent again on reconnect
+            log.warning("queue %s: %s; retrying", crew.queue_name, exc)
+        else:  # e.g. a clobbered key: these jobs are redelivered after their lease
+            log.exception("queue %s: acking or reserving failed", crew.queue_name)
+            crew.held.remove(self.done)
+            self.done = []
+        return backoff(self._failures, cap=2.0)
+
+    def round_done(self, settled: Settled | None, reservation: Reservation | None) -> Step:
+        """Book the round trip's ack and lease; say what the slot does next."""
+        crew = self.crew
+        self._failures = 0
+        if settled is not None:
+            crew.held.remove(self.done)
+            crew.tally.add(acked=settled.count, lease_lost=len(self.done) - settled.count)
+        self.done = []
+        if reservation is None:
+            return Step("stop", [])
+        jobs, buried = reservation.jobs, len(reservation.undecodable)
+        crew.budget.give_back(self.wanted - len(jobs) - buried)
+        crew.tally.add(delivered=len(jobs) + buried, dead=buried)
+        if jobs:
+            crew.held.add(jobs)
+            return Step("run", jobs)
+        if buried:
+            return Step("again", [])
+        if crew.burst:  # nothing ready, and this slot holds nothing
+            return Step("stop", [])
+        return Step("sleep", [], reservation.next_event_ms)
+
+    def batch_ran(self, done: list[Job], ran: int, elapsed: float) -> None:
+        """Keep the jobs to ack; size the next batch to about BATCH_SECONDS of work (at most
+        doubling, at least one job, at most ``prefetch``)."""
+        self.done = done
+        if ran:
+            ideal = int(BATCH_SECONDS * ran / max(elapsed, 1e-9))
+            self._size = max(1, min(ideal, 2 * self._size, self.crew.prefetch))
+
+
+class Retrying:
+    """The schedule of a settling call (ack, fail, release, extend) ridden through a Redis
+    outage: capped backoff for up to one visibility timeout, past which the lease has probably
+    been reclaimed. A job whose ack is given up on is redelivered: at-least-once, never lost."""
+
+    def __init__(self, queue_name: str, visibility_timeout: float) -> None:
+        self.queue_name = queue_name
+        self._give_up = time.monotonic() + visibility_timeout
+        self._attempt = 0
+
+    def delay(self, exc: Exception) -> float | None:
+        """Seconds to wait before trying again after ``exc``, or None to give up."""
+        self._attempt += 1
+        if self._attempt >= 3 and time.monotonic() >= self._give_up:
+            log.error("queue %s: giving up on a settling call; its jobs will be redelivered",
+                      self.queue_name)
+            return None
+        log.warning("queue %s: %s; retrying", self.queue_name, exc)
+        return backoff(self._attempt, cap=1.0)
+
+
+def longest_block(client: object) -> float:
+    """How long a blocking call may wait on this client: below its socket timeout (redis-py 8
+    defaults it to 5 s), or the BLPOP would outlive the socket and fail instead of waking."""
+    get_kwargs = getattr(client, "get_connection_kwargs", None)
+    timeout = get_kwargs().get("socket_timeout") if get_kwargs else None
+    return 0.8 * timeout if timeout else float("inf")
+
+
+def backoff(failures: int, *, cap: float) -> float:
+    """Seconds to wait after ``failures`` consecutive transient errors: 0.1, 0.2, 0.4, ...
+    up to ``cap`` (the exponent is bounded, so a long outage never overflows a float)."""
+    return min(0.05 * (1 << min(failures, 16)), cap)
+
+
+def sleep_timeout(idle_wait: float, next_event_ms: int | None, now_ms: int) -> float:
+    """How long an idle slot blocks on the wake list: until the next due time or lease
+    deadline, at most ``idle_wait`` (to notice a stop request), at least 10 ms."""
+    timeout = idle_wait
+    if next_event_ms is not None:
+        timeout = min(timeout, (next_event_ms - now_ms) / 1000.0)
+    return max(timeout, 0.01)

@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
 from redis.cluster import RedisCluster
 
 from pyqcore import QueueManager
+from pyqcore.asyncio.runner import AsyncClient
 from pyqcore.local_redis import LocalRedis, LocalRedisCluster
 from pyqcore.runner import Client
 
@@ -53,6 +56,12 @@ class Backend:
     def client(self, **kwargs: Any) -> Client:
         """A new client of the deployment (a RedisCluster on the cluster)."""
         return self.server.client(**kwargs)
+
+    def async_client(self) -> AsyncClient:
+        """A new redis.asyncio client of the deployment (its RedisCluster on the cluster)."""
+        if isinstance(self.server, LocalRedisCluster):
+            return redis.asyncio.cluster.RedisCluster.from_url(self.server.url)
+        return redis.asyncio.Redis.from_url(self.server.url)
 
 
 def primaries(client: Client) -> list[redis.Redis]:

@@ -39,6 +39,7 @@ bench: $(STAMP) redis-server
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 wheel: $(STAMP)
+	rm -rf dist
 	$(PY) -m pip wheel --no-deps -q -w dist .
 
 $(STAMP): pyproject.toml setup.py ext/_cmsgpack.pyx

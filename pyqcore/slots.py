@@ -147,7 +147,7 @@ class Crew:
     tally: Tally = field(default_factory=Tally)
     held: Held = field(default_factory=Held)
 
-    def failed(self, job: Job, exc: BaseException, outcome: Outcome | None) -> None:
+    def record_failure(self, job: Job, exc: BaseException, outcome: Outcome | None) -> None:
         """Count and log a failed delivery once ``fail`` answered (None: it could not)."""
         if outcome is Outcome.RETRY:
             self.tally.add(retried=1)

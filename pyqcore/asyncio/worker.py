@@ -153,7 +153,7 @@ class Worker:
                           self.queue.name, job.id)
         finally:
             self._crew.held.remove([job])
-        self._crew.failed(job, exc, outcome)
+        self._crew.record_failure(job, exc, outcome)
 
     async def _sleep_until_woken(self, next_event_ms: int | None) -> None:
         """Block on the wake list until an add (or retry) pushes a marker, the next delayed

@@ -139,6 +139,27 @@ def test_a_lease_is_its_exact_token_and_id(client: Client, clock: FakeClock) -> 
     assert queue.stats()["completed"] == 2
 
 
+def test_a_batch_with_stale_leases_settles_exactly_the_held_ones(
+    client: Client, clock: FakeClock
+) -> None:
+    """ack and release of a batch in which some leases moved on: the held jobs are settled,
+    the stale ones are refused, and the lease that replaced a stale one is untouched."""
+    queue = make(client, clock, visibility_timeout=10)
+    queue.add_batch(["a", "b"])
+    stale = queue.reserve(count=2)
+    clock.advance(10)
+    relet = queue.reserve(count=2)  # both expired and redelivered under a new token
+    queue.add_batch(["c", "d", "e", "f"])
+    held = queue.reserve(count=4)
+    assert queue.ack([held[0], stale[0], held[1]]) == 2
+    assert queue.release([stale[1], held[2], held[3]]) == 2
+    leased = queue.keys.key("leased")
+    assert client.zcount(leased, "-inf", 0) == 0  # nothing left at the check's mark
+    assert queue.counts() == {"ready": 2, "delayed": 0, "leased": 2, "dead": 0}
+    assert queue.ack(relet) == 2
+    assert [(j.payload, j.attempt) for j in queue.reserve(count=5)] == [("e", 1), ("f", 1)]
+
+
 def test_the_leased_set_is_never_a_listpack(client: Client, clock: FakeClock) -> None:
     """A listpack ZSET scans itself for each member added or checked: the leased set keeps a
     pin member (over 64 bytes, scored +inf) so it stays a skiplist; counts leave it out."""

@@ -5,7 +5,7 @@ KEYS
   1  ready    LIST  ids waiting, FIFO
   2  delayed  ZSET  id -> due time (ms)
   3  jobs     HASH  id -> serialized job record
-  4  stats    HASH  counters; field "seq" numbers the queue's automatic ids
+  4  stats    HASH  counters; field "added" also numbers the queue's automatic ids
   5  wake     LIST  marker that blocked workers wait on
 ARGV
   1     due_ms     integer, ms  when the jobs become ready; 0 = ready now
@@ -14,7 +14,8 @@ ARGV
   2k+2  record     bytes        serialized job record, stored as is
 REPLY
   {0, autos, d1, d2, ...}  autos = the ids given to the "" ids, in order, joined by ","
-                           (one string, cheap to send and split); d1, d2, ... = positions
+                           (one string, cheap to send and split; a number that a custom id
+                           already took gets a suffix: "N~1"); d1, d2, ... = positions
                            (1-based) of jobs whose custom id already existed: idempotent
                            add, that job was skipped and the existing one left untouched
 ERRORS
@@ -103,49 +104,91 @@ for k = 1, n do
     autos = autos + 1
   end
 end
-local seq = autos > 0 and redis.call('HINCRBY', stats, 'seq', autos) - autos or 0
-local ids = {}
-for k = 1, n do
-  local id = ARGV[2 * k + 1]
-  if id == '' then
-    seq = seq + 1
-    id = id_prefix .. string.format('%d', seq)
-  end
-  ids[k] = id
-end
+-- The stats field "added" counts the jobs added and numbers the automatic ids: a call takes a
+-- number for each automatic id up front (one HINCRBY that is also the count of a plain add)
+-- and adds its fresh custom-id jobs at the end. An automatic id that a custom id already took
+-- becomes "N~1" (then "N~2", ...): no number is skipped, so the count stays exact and the next
+-- automatic id does not collide in turn.
+local number = autos > 0 and redis.call('HINCRBY', stats, 'added', autos) - autos or 0
+local customs = 0
 
--- Which of those ids exist already: one HMGET. A custom id that exists (or repeats within the
--- call) is an idempotent add, skipped; a number that a caller already used as a custom id is
--- replaced by a further one.
-local existing = gather_chunked('HMGET', jobs, ids)
-local taken, fields, fresh, numbered, reply = {}, {}, {}, {}, {OK, ''}
-local f, a = 0, 0 -- explicit indexes in the per-job loop: #t costs a search on every append
-for k = 1, n do
-  local id = ids[k]
-  if ARGV[2 * k + 1] == '' then
-    if taken[id] or existing[k] then
-      repeat
-        id = id_prefix .. string.format('%d', redis.call('HINCRBY', stats, 'seq', 1))
-      until not taken[id] and redis.call('HEXISTS', jobs, id) == 0
+local fresh, numbered, reply = {}, {}, {OK, ''}
+if n == 1 then
+  -- One job (add): HSETNX checks the id and stores the record in one call.
+  local given = ARGV[3]
+  local id = given ~= '' and given or id_prefix .. string.format('%d', number + 1)
+  local base, retry = id, 0
+  while redis.call('HSETNX', jobs, id, ARGV[4]) == 0 do
+    if given ~= '' then -- idempotent add: the job with this id stays as it is
+      reply[3] = 1
+      id = nil
+      break
     end
-    a = a + 1
-    numbered[a] = id
-  elseif taken[id] or existing[k] then
-    reply[#reply + 1] = k
-    id = nil
+    retry = retry + 1
+    id = base .. '~' .. retry
   end
   if id then
-    taken[id] = true
-    f = f + 1
-    fresh[f] = id
-    fields[2 * f - 1] = id
-    fields[2 * f] = ARGV[2 * k + 2]
+    fresh[1] = id
+    if given == '' then
+      numbered[1] = id
+    else
+      customs = 1
+    end
   end
+else
+  local ids = {}
+  for k = 1, n do
+    local id = ARGV[2 * k + 1]
+    if id == '' then
+      number = number + 1
+      id = id_prefix .. string.format('%d', number)
+    end
+    ids[k] = id
+  end
+  local existing = gather_chunked('HMGET', jobs, ids)
+  -- Custom ids first, so an automatic id never takes one given in the same call; then every
+  -- job in the caller's order. Explicit indexes in the per-job loops: #t searches each time.
+  local taken, kept, fields = {}, {}, {}
+  local f, a, d = 0, 0, 2
+  for k = 1, n do
+    local id = ARGV[2 * k + 1]
+    if id ~= '' then
+      if taken[id] or existing[k] then -- idempotent add: the job with this id stays as it is
+        d = d + 1
+        reply[d] = k
+      else
+        taken[id] = true
+        kept[k] = id
+        customs = customs + 1
+      end
+    end
+  end
+  for k = 1, n do
+    local id = kept[k]
+    if ARGV[2 * k + 1] == '' then
+      local retry = 0
+      id = ids[k]
+      while taken[id] or existing[k] do
+        retry = retry + 1
+        id = ids[k] .. '~' .. retry
+        existing[k] = redis.call('HEXISTS', jobs, id) == 1
+      end
+      taken[id] = true
+      a = a + 1
+      numbered[a] = id
+    end
+    if id then
+      f = f + 1
+      fresh[f] = id
+      fields[2 * f - 1] = id
+      fields[2 * f] = ARGV[2 * k + 2]
+    end
+  end
+  call_chunked('HSET', jobs, fields)
 end
 reply[2] = table.concat(numbered, ',')
 
 if #fresh > 0 then
-  call_chunked('HSET', jobs, fields)
   local should_wake
   if due == 0 then
     -- Only a ready list that was empty can have workers blocked on it; a longer one was
@@ -154,15 +197,17 @@ if #fresh > 0 then
   else
     local scored = {}
     for i, id in ipairs(fresh) do
-      scored[2 * i - 1] = due
+      scored[2 * i - 1] = ARGV[1] -- due as given: a Lua number would be printf'd per job
       scored[2 * i] = id
     end
     call_chunked('ZADD', delayed, scored)
     should_wake = true -- a sleeping worker must learn of a due time sooner than it planned for
   end
-  redis.call('HINCRBY', stats, 'added', #fresh)
   if should_wake then
     wake(wake_key)
   end
+end
+if customs > 0 then
+  redis.call('HINCRBY', stats, 'added', customs)
 end
 return reply

@@ -68,13 +68,19 @@ def test_add_with_an_existing_job_id_is_idempotent(client: Client,
     assert queue.stats()["added"] == 2
 
 
-def test_automatic_ids_skip_numbers_taken_by_custom_ids(client: Client,
-                                                        clock: FakeClock) -> None:
+def test_automatic_ids_step_around_custom_ids(client: Client, clock: FakeClock) -> None:
+    """The count of jobs added numbers the automatic ids; a number a custom id already took
+    gets a suffix, with one add or in a batch (where the custom id keeps its own id), and the
+    count stays exact, so the next number is free again."""
     queue = make(client, clock)
-    queue.add("custom", job_id="2")
-    ids = queue.add_batch(["a", "b", "c"])
-    assert "2" not in ids and len(set(ids)) == 3
-    assert sorted(j.payload for j in queue.reserve(count=4)) == ["a", "b", "c", "custom"]
+    assert queue.add("custom", job_id="2") == "2"
+    assert queue.add("one") == "2~1"
+    assert queue.add_batch(["a", "b", "c"], job_ids=[None, "4", None]) == ["3", "4", "4~1"]
+    assert queue.stats()["added"] == 5
+    assert queue.add("next") == "6"
+    jobs = queue.reserve(count=10)
+    assert [(j.id, j.payload) for j in jobs] == [
+        ("2", "custom"), ("2~1", "one"), ("3", "a"), ("4", "b"), ("4~1", "c"), ("6", "next")]
 
 
 def test_odd_job_ids_are_kept_verbatim(client: Client, clock: FakeClock) -> None:

@@ -112,14 +112,16 @@ def run_everything(client: redis.Redis, admin: redis.Redis) -> None:
     emails.add({"to": "a@example.com"}, context={"user": 7})
     emails.add_batch([{"to": f"u{i}@example.com"} for i in range(20)])
     emails.add({"to": "later@example.com"}, delay=60.0, job_id="order-42")
-    emails.add({"to": "b@example.com"}, delay=60.0, job_id="22")  # the next automatic id
-    assert emails.add({"to": "c@example.com"}, delay=60.0) == "23"  # so numbering skips it
+    emails.add({"to": "b@example.com"}, delay=60.0, job_id="24")  # the next automatic id
+    assert emails.add({"to": "c@example.com"}, delay=60.0) == "24~1"  # so it steps around it
+    assert emails.add_batch([{"to": "d@example.com"}, {"to": "e@example.com"}], delay=60.0,
+                            job_ids=[None, "25"]) == ["25~1", "25"]
     jobs = emails.reserve(count=5)
     assert len(jobs) == 5 and emails.ack(jobs) == 5
     [job] = emails.reserve()
     assert emails.extend(job, 10.0) == 1
     assert emails.fail(job, RuntimeError("transient")) is Outcome.RETRY
-    assert emails.counts() == {"ready": 15, "delayed": 4, "leased": 0, "dead": 0}
+    assert emails.counts() == {"ready": 15, "delayed": 6, "leased": 0, "dead": 0}
 
     emails.add({"to": "nobody@example.com", "bounce": True}, job_id="bounce")
     report = emails.process(burst=True, install_signal_handlers=False)
@@ -135,7 +137,7 @@ def run_everything(client: redis.Redis, admin: redis.Redis) -> None:
     assert dlq.count() == 1
     assert dlq.purge("emails", ids=["bounce"]) == 1
     assert manager.monitor_queue_sizes()["emails"] == {
-        "ready": 0, "delayed": 4, "leased": 0, "dead": 0}
+        "ready": 0, "delayed": 6, "leased": 0, "dead": 0}
     emails.add("one more")
     assert emails.stats()["completed"] == 20
 

@@ -27,6 +27,7 @@ ROWS = [
     ("drain:c1", "drain at concurrency 1: one worker process, body = one INCR"),
     ("drain:best", "drain at the high-throughput setting: one worker process, body = one INCR"),
 ]
+CPU_FLOOR = "redis-py commands-cpu"  # a life cycle's Redis work as plain commands (no Lua)
 FLOORS = {"enqueue-single:c1": "redis-py lpush", "enqueue-bulk:c1": "redis-py lpush-pipelined"}
 # pyqcore figures shown as an extra row of another table: the batch handler's drain (the same
 # body, one INCR per job, pipelined per batch) next to every library's high-throughput drain.
@@ -129,8 +130,11 @@ def targets(data: Data) -> list[str]:
     cpu = pyq.get("redis-cpu", {})
     if cpu.get("ok"):
         us = float(cpu["script_usec_per_job"])
+        floor = floors.get(CPU_FLOOR, {})
+        plain = (f"; the same work as plain commands: {float(floor['command_usec_per_job']):.1f}"
+                 " µs" if floor.get("ok") else "")
         row("Redis CPU per job life cycle (scripts' own time)", us,
-            f"{us:.1f} µs (server process: {float(cpu['process_usec_per_job']):.1f} µs)",
+            f"{us:.1f} µs (server process: {float(cpu['process_usec_per_job']):.1f} µs{plain})",
             "≤ 6 µs", us <= 6)
     return rows
 
@@ -187,6 +191,8 @@ def latency_table(data: Data) -> list[str]:
 def floors_table(data: Data) -> list[str]:
     rows = ["| floor | ops/s | µs/op |", "|---|---:|---:|"]
     for name, result in data["floors"].items():
+        if name == CPU_FLOOR:
+            continue  # shown beside pyqcore's Redis CPU
         value = float(result["rate"]) if "rate" in result else rate(result)
         rows.append(f"| {name} | {fmt_rate(value)} | {fmt_us(value)} |" if value
                     else f"| {name} | — | {why(result)} |")
@@ -211,6 +217,13 @@ def pyqcore_table(data: Data) -> list[str]:
                     f"{float(cpu['script_usec_per_job']):.2f} µs |")
         rows.append(f"| Redis CPU per life cycle, server process (used_cpu_user+sys) | "
                     f"{float(cpu['process_usec_per_job']):.2f} µs |")
+        floor = data["floors"].get(CPU_FLOOR, {})
+        if floor.get("ok"):
+            rows.append(
+                "| the same writes and reads as plain commands, no Lua (HSET+RPUSH, LPOP+HMGET+"
+                f"ZADD, ZREM+HDEL): commands' `usec`, server process | "
+                f"{float(floor['command_usec_per_job']):.2f} µs, "
+                f"{float(floor['process_usec_per_job']):.2f} µs |")
         calls = ", ".join(f"{k} {v:,}" for k, v in cpu["calls"].items())
         rows.append(f"| Redis commands per job (evalsha + commands run by scripts) | "
                     f"{float(cpu['commands_per_job']):.2f} ({calls}, for {cpu['jobs']:,} jobs) |")

@@ -6,7 +6,9 @@ Starts its own redis-server (no persistence) unless ``--url`` is given, prepares
 environment (bench/venvs.py), and runs every workload of every library in a subprocess (the
 adapters in bench/peers/ and bench/node/), FLUSHALL before each run. Each figure is the median of
 3 runs (``--quick``: 1 run, fewer jobs, a shorter latency run). Prints a Markdown report and saves
-it to bench/results/latest.md, the raw figures to latest.json, and a chart to latest.png.
+it to bench/results/latest.md, the raw figures to latest.json, and a chart to latest.png; a
+``--quick`` or ``--only`` run saves partial.{md,json,png} instead (not committed), so the
+published full run stays as it was.
 A peer that fails to install or to run is reported in the table, never fatal.
 """
 
@@ -152,12 +154,16 @@ def run_adapter(interpreter: Path, peer: Peer, cfg: Config, *, workload: str,
     return result
 
 
+# What a run is ranked by for the median: its time, its p50, or its Redis CPU per job.
+MEDIAN_KEYS = ("seconds", "p50", "script_usec_per_job", "command_usec_per_job")
+
+
 def median(results: list[Result]) -> Result:
     """The run with the median time (or p50) among successful runs; else the first failure."""
     good = [r for r in results if r.get("ok")]
     if not good:
         return results[0]
-    key = "seconds" if "seconds" in good[0] else "p50" if "p50" in good[0] else None
+    key = next((k for k in MEDIAN_KEYS if k in good[0]), None)
     if key is None:
         return good[len(good) // 2]
     ordered = sorted(good, key=lambda r: float(r[key]) / max(int(r.get("jobs", 1)), 1))
@@ -227,8 +233,10 @@ def redis_benchmark(cfg: Config, progress: Progress) -> dict[str, Result]:
 
 def steps(cfg: Config, peers: list[Peer]) -> int:
     per_peer = (len(THROUGHPUT) + 1) * cfg.runs  # + latency
-    pyqcore_only = (2 + 2) * cfg.runs if any(p.name == "pyqcore" for p in peers) else 0
-    return len(peers) * per_peer + pyqcore_only + 2 * cfg.runs + 4 + len(peers)
+    # drain:batch, drain-empty and redis-cpu at cfg.runs each, memory once
+    pyqcore_only = 3 * cfg.runs + 1 if any(p.name == "pyqcore" for p in peers) else 0
+    floors = 3 * cfg.runs + 4  # lpush, lpush-pipelined, commands-cpu; redis-benchmark's four
+    return len(peers) * per_peer + pyqcore_only + floors + len(peers)
 
 
 def run(cfg: Config) -> Report:
@@ -268,9 +276,9 @@ def run(cfg: Config) -> Report:
                                             setting="c1", progress=progress,
                                             jobs=cfg.memory_jobs, runs=1)
                 figures["redis-cpu"] = measure(interpreter, peer, cfg, workload="redis-cpu",
-                                               setting="c1", progress=progress, runs=1)
+                                               setting="c1", progress=progress)
             report.figures[peer.name] = figures
-        for workload in ("lpush", "lpush-pipelined"):
+        for workload in ("lpush", "lpush-pipelined", "commands-cpu"):
             report.floors[f"redis-py {workload}"] = measure(
                 main_python, FLOOR, cfg, workload=workload, setting="c1", progress=progress)
         report.floors.update(redis_benchmark(cfg, progress))
@@ -312,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="1 run, 5,000 jobs, 3 s latency run")
     p.add_argument("--only", default="", help="comma-separated libraries (default: all)")
     p.add_argument("--runs", type=int, help="runs per figure (default 3, --quick 1)")
-    p.add_argument("--no-chart", action="store_true", help="skip latest.png")
+    p.add_argument("--no-chart", action="store_true", help="skip the chart")
     a = p.parse_args(argv)
     only = [n.strip() for n in a.only.split(",") if n.strip()]
     unknown = set(only) - {peer.name for peer in PEERS}
@@ -327,15 +335,16 @@ def main(argv: list[str] | None = None) -> int:
                      memory_jobs=20_000 if a.quick else 100_000, only=only)
         result = run(cfg)
     RESULTS.mkdir(exist_ok=True)
-    raw = RESULTS / "latest.json"
+    stem = "partial" if a.quick or only else "latest"
+    raw = RESULTS / f"{stem}.json"
     raw.write_text(json.dumps({"config": result.config, "figures": result.figures,
                                "environments": result.environments,
                                "floors": result.floors}, indent=1))
     text = render.markdown(json.loads(raw.read_text()))
-    (RESULTS / "latest.md").write_text(text)
+    (RESULTS / f"{stem}.md").write_text(text)
     print(text)
     if not a.no_chart:
-        print(render.chart(raw, RESULTS / "latest.png"), file=sys.stderr)
+        print(render.chart(raw, RESULTS / f"{stem}.png"), file=sys.stderr)
     return 0
 
 

@@ -42,7 +42,7 @@ LATENCIES = "bench:latencies"  # latency run: seconds from enqueue to handler st
 
 WORKLOADS = ("enqueue-single", "enqueue-bulk", "drain", "latency",
              # pyqcore and redis-py only (Adapter.extra):
-             "drain-empty", "memory", "redis-cpu", "lpush", "lpush-pipelined")
+             "drain-empty", "memory", "redis-cpu", "lpush", "lpush-pipelined", "commands-cpu")
 BULK_BATCH = 1000
 DRAIN_CAP = float(os.environ.get("BENCH_DRAIN_CAP", "30"))  # seconds; a slower drain is cut
 

@@ -1,11 +1,14 @@
 """The redis-py floors (run in pyqcore's venv, on the same redis-py and hiredis as pyqcore):
-LPUSH of the reference payload (JSON) one round trip at a time, and pipelined 1,000 at a time."""
+LPUSH of the reference payload (JSON) one round trip at a time, and pipelined 1,000 at a time;
+and the Redis CPU of a job life cycle's data-structure work done with plain commands."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
+from typing import Any, cast
 
 import _shared as s
 
@@ -33,13 +36,58 @@ def lpush_pipelined(opts: s.Options) -> s.Result:
     return {"ok": True, "seconds": time.perf_counter() - start, "jobs": opts.jobs}
 
 
+def commands_cpu(opts: s.Options) -> s.Result:
+    """Redis's CPU for the writes and reads of pyqcore's life cycle, as plain variadic commands
+    with no Lua and no checks: add (HSET jobs + RPUSH ready, 1,000 jobs a batch), reserve
+    (LPOP ready 100, HMGET jobs, ZADD leased "token:id"), ack (ZREM leased, HDEL jobs). The
+    floor under pyqcore's redis-cpu figure, measured the same way."""
+    r = s.client(opts.url)
+    jobs, ready, leased = "floor:jobs", "floor:ready", "floor:leased"
+    records = [json.dumps(s.payload(i)) for i in range(opts.jobs)]
+    r.config_resetstat()
+    cpu0 = _info(r, "cpu")
+    for first in range(0, opts.jobs, s.BULK_BATCH):
+        batch = range(first, min(first + s.BULK_BATCH, opts.jobs))
+        pipe = r.pipeline(transaction=False)
+        pipe.hset(jobs, mapping={str(i): records[i] for i in batch})
+        pipe.rpush(ready, *(str(i) for i in batch))
+        pipe.execute()
+    done = 0
+    while popped := r.lpop(ready, 100):
+        ids = cast("list[bytes]", popped)
+        token = secrets.token_hex(8).encode()
+        members = [token + b":" + i for i in ids]
+        deadline = int(time.time() * 1000) + 30_000
+        pipe = r.pipeline(transaction=False)
+        pipe.hmget(jobs, ids)
+        pipe.zadd(leased, dict.fromkeys(members, deadline))
+        pipe.execute()
+        pipe = r.pipeline(transaction=False)
+        pipe.zrem(leased, *members)
+        pipe.hdel(jobs, *ids)
+        done += sum(pipe.execute()) // 2
+    cpu1 = _info(r, "cpu")
+    stats = _info(r, "commandstats")
+    command_usec = sum(int(v["usec"]) for k, v in stats.items()
+                       if not k.startswith(("cmdstat_info", "cmdstat_config")))
+    process_cpu = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_user", "used_cpu_sys"))
+    return {"ok": done == opts.jobs, "jobs": done, "command_usec_per_job": command_usec / done,
+            "process_usec_per_job": process_cpu * 1e6 / done}
+
+
+def _info(r: Any, section: str) -> dict[str, Any]:
+    info: dict[str, Any] = r.info(section)
+    return info
+
+
 def _unsupported(opts: s.Options, n: int) -> None:
     raise RuntimeError("redis-py is a floor, not a queue")
 
 
 ADAPTER = s.Adapter(
     name="redis-py", script=__file__, enqueue_single=_unsupported, enqueue_bulk=None,
-    settings=lambda opts: "", extra={"lpush": lpush, "lpush-pipelined": lpush_pipelined},
+    settings=lambda opts: "", extra={"lpush": lpush, "lpush-pipelined": lpush_pipelined,
+           "commands-cpu": commands_cpu},
 )
 
 if __name__ == "__main__":

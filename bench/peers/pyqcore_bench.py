@@ -5,8 +5,9 @@ Worker settings: ``c1`` is ``process(concurrency=1)``; ``best`` is ``process(con
 (``--concurrency``, run.py passes 8): each of the N slot threads acks its finished batch and
 leases the next in one round trip, batches growing to ~0.1 s of work (up to 100 jobs), so a
 round trip is shared by many jobs; more than a few threads only add GIL contention. ``batch``
-is ``process(concurrency=1)`` with a batch handler: the same body, one INCR per job, sent for
-the whole leased batch in one pipeline (a pyqcore-only row, reported apart from the others).
+is ``process(concurrency=2, prefetch=1000)`` with a batch handler: the same body, one INCR per
+job, sent for the whole leased batch in one pipeline (a pyqcore-only row, reported apart from
+the others); two slots let one batch's round trips overlap the other's Python work.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import _shared as s
 from pyqcore import BaseQueue, Job
 
 QUEUE = "bench"
+BATCH_SLOTS, BATCH_PREFETCH = 2, 1000  # the batch handler's setting
 
 
 def queue(opts: s.Options, handler: Any = None, batch_handler: Any = None) -> BaseQueue:
@@ -46,7 +48,8 @@ def concurrency(opts: s.Options) -> int:
 
 def settings(opts: s.Options) -> str:
     if opts.setting == "batch":
-        return "process(concurrency=1), batch_handler: one pipeline of INCRs per batch"
+        return (f"process(concurrency={BATCH_SLOTS}, prefetch={BATCH_PREFETCH}), batch_handler: "
+                "one pipeline of INCRs per batch")
     return f"process(concurrency={concurrency(opts)})"
 
 
@@ -64,7 +67,8 @@ def run_worker(opts: s.Options) -> None:
             body.after_incr(int(n))
 
     if opts.setting == "batch":
-        queue(opts, batch_handler=handle_batch).process(concurrency=1)  # until SIGTERM
+        queue(opts, batch_handler=handle_batch).process(  # until SIGTERM
+            concurrency=BATCH_SLOTS, prefetch=BATCH_PREFETCH)
     else:
         queue(opts, handle).process(concurrency=concurrency(opts))
 

@@ -2,9 +2,9 @@
 empty-body drain, Redis memory per waiting job, Redis CPU and commands per job life cycle.
 
 Worker settings: ``c1`` is ``process(concurrency=1)``; ``best`` is ``process(concurrency=N)``
-(``--concurrency``, run.py passes 8): each of the N slot threads acks its finished batch and
+(``--concurrency``, run.py passes 2): each of the N slot threads acks its finished batch and
 leases the next in one round trip, batches growing to ~0.1 s of work (up to 100 jobs), so a
-round trip is shared by many jobs; more than a few threads only add GIL contention. ``batch``
+round trip is shared by many jobs; more threads than cores only add GIL hand-offs. ``batch``
 is ``process(concurrency=2, prefetch=1000)`` with a batch handler: the same body, one INCR per
 job, sent for the whole leased batch in one pipeline (a pyqcore-only row, reported apart from
 the others); two slots let one batch's round trips overlap the other's Python work.

@@ -1,0 +1,185 @@
+"""Where pyqcore's time goes, against the least any Redis client or script could spend: the
+limits behind the targets that run.py reports as missed.
+
+    python bench/limits.py [--url URL] [--blocks N]
+
+- single add: one round trip each, in alternating blocks so drift hits every variant alike:
+  redis-py LPUSH, EVALSHA of a one-line LPUSH script, EVALSHA of the three commands a
+  numbered add needs (HINCRBY, HSETNX, RPUSH; no checks), and pyqcore's add; with the Redis
+  time of each call (commandstats), which shows what one redis.call costs;
+- drain with a batch handler: pyqcore's own share (a no-op batch handler), the body's share
+  (redis-py INCR pipelined 1,000 at a time, and one round trip at a time), and the drain of
+  run.py's batch setting, so the drain's bound is the sum of the two shares.
+
+Writes the tables to bench/results/limits.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout
+
+from pyqcore import BaseQueue, Job  # noqa: E402
+from pyqcore.local_redis import LocalRedis  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "limits.md"
+BLOCK = 2_000  # calls per timed block
+DRAIN_JOBS = 20_000
+BATCH_SLOTS, BATCH_PREFETCH = 2, 1000  # run.py's batch-handler setting (peers/pyqcore_bench.py)
+
+ONE_LINE = "return redis.call('LPUSH', KEYS[1], ARGV[1])"
+THREE_COMMANDS = """local id = redis.call('HINCRBY', KEYS[3], 'added', 1)
+redis.call('HSETNX', KEYS[2], id, ARGV[1])
+redis.call('RPUSH', KEYS[1], id)
+return id"""
+
+
+def payload(i: int) -> dict[str, Any]:
+    """The reference payload of the benchmark."""
+    return {"user_id": i, "email": f"user{i}@example.com", "template": "welcome",
+            "vars": {"name": f"User {i}", "plan": "pro"}}
+
+
+def evalsha_usec(r: redis.Redis) -> float:
+    """Redis's own time per EVALSHA since the last CONFIG RESETSTAT (commands inside included)."""
+    stats: dict[str, Any] = r.info("commandstats")
+    return float(stats.get("cmdstat_evalsha", {}).get("usec_per_call", 0.0))
+
+
+def single_add(r: redis.Redis, blocks: int) -> list[str]:
+    """Median µs per call of each variant over alternating blocks, and its Redis time."""
+    one_line, three = r.script_load(ONE_LINE), r.script_load(THREE_COMMANDS)
+    queue = BaseQueue(r, name="limits")
+    variants: dict[str, Callable[[int], object]] = {
+        "redis-py LPUSH (JSON payload)": lambda i: r.lpush("limits:list", json.dumps(payload(i))),
+        "EVALSHA, one-line LPUSH script": lambda i: r.evalsha(
+            one_line, 1, "limits:list", json.dumps(payload(i))),
+        "EVALSHA, HINCRBY + HSETNX + RPUSH, no checks": lambda i: r.evalsha(
+            three, 3, "{l}:ready", "{l}:jobs", "{l}:stats", json.dumps(payload(i))),
+        "pyqcore add": lambda i: queue.add(payload(i)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    server: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(blocks):
+        for name, call in variants.items():
+            r.config_resetstat()
+            start = time.perf_counter()
+            for i in range(BLOCK):
+                call(i)
+            times[name].append((time.perf_counter() - start) / BLOCK * 1e6)
+            server[name].append(evalsha_usec(r))
+        r.flushall()
+    floor = statistics.median(times["redis-py LPUSH (JSON payload)"])
+    rows = ["| one add, one round trip | µs/add | LPUSH ÷ this | Redis µs per EVALSHA |",
+            "|---|---:|---:|---:|"]
+    for name in variants:
+        us = statistics.median(times[name])
+        redis_us = statistics.median(server[name])
+        rows.append(f"| {name} | {us:.1f} | {floor / us:.0%} | "
+                    f"{f'{redis_us:.1f}' if redis_us else '—'} |")
+    return rows
+
+
+def drain_rate(url: str, handler: Callable[[list[Job]], None]) -> tuple[float, float]:
+    """Jobs/s and client CPU µs/job of a burst drain of DRAIN_JOBS at the batch setting."""
+    r = redis.Redis.from_url(url)
+    r.flushall()
+    producer = BaseQueue(r, name="drain")
+    for first in range(0, DRAIN_JOBS, 1000):
+        producer.add_batch([payload(i) for i in range(first, first + 1000)])
+    worker = BaseQueue(redis.Redis.from_url(url), name="drain", batch_handler=handler)
+    cpu, start = time.process_time(), time.perf_counter()
+    report = worker.process(concurrency=BATCH_SLOTS, prefetch=BATCH_PREFETCH, burst=True,
+                            install_signal_handlers=False)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert report.acked == DRAIN_JOBS, report
+    return DRAIN_JOBS / seconds, cpu / DRAIN_JOBS * 1e6
+
+
+def incr_costs(url: str) -> tuple[float, float]:
+    """µs per INCR with redis-py: pipelined 1,000 at a time, and one round trip at a time."""
+    r = redis.Redis.from_url(url)
+    start = time.perf_counter()
+    for _ in range(DRAIN_JOBS // 1000):
+        pipe = r.pipeline(transaction=False)
+        for _ in range(1000):
+            pipe.incr("limits:counter")
+        pipe.execute()
+    pipelined = (time.perf_counter() - start) / DRAIN_JOBS * 1e6
+    start = time.perf_counter()
+    for _ in range(BLOCK):
+        r.incr("limits:counter")
+    return pipelined, (time.perf_counter() - start) / BLOCK * 1e6
+
+
+def batch_drain(url: str, blocks: int) -> list[str]:
+    """pyqcore's share and the body's share of a batch-handler drain, and the drain itself."""
+    body = redis.Redis.from_url(url)
+
+    def incr_each(jobs: list[Job]) -> None:
+        pipe = body.pipeline(transaction=False)
+        for _ in jobs:
+            pipe.incr("limits:counter")
+        pipe.execute()
+
+    runs = max(3, blocks // 2)
+    empty = [drain_rate(url, lambda jobs: None) for _ in range(runs)]
+    incr = [incr_costs(url) for _ in range(runs)]
+    full = [drain_rate(url, incr_each) for _ in range(runs)]
+    empty_rate = statistics.median(rate for rate, _ in empty)
+    empty_cpu = statistics.median(cpu for _, cpu in empty)
+    pipelined = statistics.median(p for p, _ in incr)
+    one_by_one = statistics.median(o for _, o in incr)
+    bound = 1e6 / (1e6 / empty_rate + pipelined)
+    full_rate = statistics.median(rate for rate, _ in full)
+    return [
+        "| drain, batch handler, process(concurrency=2, prefetch=1000) | jobs/s | µs/job |",
+        "|---|---:|---:|",
+        f"| pyqcore alone (no-op batch handler; client CPU {empty_cpu:.1f} µs/job) | "
+        f"{empty_rate:,.0f} | {1e6 / empty_rate:.1f} |",
+        f"| the body alone: redis-py INCR, pipelined 1,000 at a time | {1e6 / pipelined:,.0f} | "
+        f"{pipelined:.1f} |",
+        f"| bound: the two shares one after the other | {bound:,.0f} | {1e6 / bound:.1f} |",
+        f"| measured: pyqcore with the INCR batch handler | {full_rate:,.0f} | "
+        f"{1e6 / full_rate:.1f} |",
+        f"| (a per-job handler's floor: redis-py INCR, one round trip at a time) | "
+        f"{1e6 / one_by_one:,.0f} | {one_by_one:.1f} |",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--url", help="measure on this Redis (it is FLUSHALLed!) instead of a new one")
+    p.add_argument("--blocks", type=int, default=7, help="alternating blocks per variant")
+    a = p.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        url = a.url or stack.enter_context(LocalRedis()).url
+        r = redis.Redis.from_url(url)
+        r.flushall()
+        single = single_add(r, a.blocks)
+        drain = batch_drain(url, a.blocks)
+    text = "\n".join([
+        "# pyqcore: the limits under the targets", "",
+        f"{time.strftime('%Y-%m-%d %H:%M')} · medians; `python bench/limits.py` to rerun.", "",
+        "## Single add", "", *single, "",
+        "## Drain with a batch handler (INCR per job, pipelined per batch)", "", *drain, "",
+    ])
+    RESULTS.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -122,6 +122,10 @@ class Progress:
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
+    def skip(self, count: int) -> None:
+        """Steps that will not run (a figure cut short), so the count ends at the total."""
+        self.done += count
+
     def close(self) -> None:
         if self.tty:
             sys.stderr.write("\n")
@@ -179,12 +183,14 @@ def median(results: list[Result]) -> Result:
 def measure(interpreter: Path, peer: Peer, cfg: Config, *, workload: str, setting: str,
             progress: Progress, jobs: int | None = None, runs: int | None = None) -> Result:
     results = []
-    for i in range(runs or cfg.runs):
+    total = runs or cfg.runs
+    for i in range(total):
         progress.step(f"{peer.name} {workload} {setting} (run {i + 1})")
         result = run_adapter(interpreter, peer, cfg, workload=workload, setting=setting,
                              jobs=jobs)
         results.append(result)
         if not result.get("ok") and ("unsupported" in result or i == 0):
+            progress.skip(total - i - 1)
             break  # no such API, or broken: do not repeat
     return median(results)
 

@@ -111,6 +111,26 @@ def client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url)
 
 
+# -- Redis's own figures (pyqcore and redis-py only) ------------------------------------------
+
+def info(r: redis.Redis, section: str) -> dict[str, Any]:
+    """One INFO section."""
+    fields: dict[str, Any] = r.info(section)
+    return fields
+
+
+def cpu_seconds(r: redis.Redis) -> float:
+    """The server process's CPU time so far: ``used_cpu_user + used_cpu_sys``."""
+    cpu = info(r, "cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+def command_stats(r: redis.Redis) -> dict[str, dict[str, Any]]:
+    """INFO commandstats by command, without the INFO and CONFIG calls of the measurement."""
+    return {k.removeprefix("cmdstat_"): v for k, v in info(r, "commandstats").items()
+            if not k.startswith(("cmdstat_info", "cmdstat_config"))}
+
+
 # -- the job bodies (the worker side) ------------------------------------------------------------
 
 class Body:

@@ -89,17 +89,12 @@ def drain_empty(opts: s.Options) -> s.Result:
     return {"ok": True, "seconds": seconds, "jobs": opts.jobs, "setting": settings(opts)}
 
 
-def _info(r: Any, section: str) -> dict[str, Any]:
-    info: dict[str, Any] = r.info(section)
-    return info
-
-
 def memory(opts: s.Options) -> s.Result:
     """``used_memory`` delta over ``--jobs`` waiting jobs (added in batches of 1,000)."""
     r = s.client(opts.url)
-    before = int(_info(r, "memory")["used_memory"])
+    before = int(s.info(r, "memory")["used_memory"])
     enqueue_bulk(opts, opts.jobs)
-    after = int(_info(r, "memory")["used_memory"])
+    after = int(s.info(r, "memory")["used_memory"])
     record = len(queue(opts).serializer.dumps([s.payload(opts.jobs // 2), None, 0]))
     return {"ok": True, "bytes_per_job": (after - before) / opts.jobs, "jobs": opts.jobs,
             "record_bytes": record}
@@ -116,7 +111,7 @@ def redis_cpu(opts: s.Options) -> s.Result:
     q = queue(opts)
     payloads = [s.payload(i) for i in range(opts.jobs)]
     r.config_resetstat()
-    cpu0 = _info(r, "cpu")
+    cpu = s.cpu_seconds(r)
     for start in range(0, opts.jobs, s.BULK_BATCH):
         q.add_batch(payloads[start : start + s.BULK_BATCH])
     done = 0
@@ -125,16 +120,13 @@ def redis_cpu(opts: s.Options) -> s.Result:
         if not jobs:
             break
         done += q.ack(jobs)
-    cpu1 = _info(r, "cpu")
-    stats = _info(r, "commandstats")
-    calls = {k: int(v["calls"]) for k, v in stats.items()
-             if not k.startswith(("cmdstat_info", "cmdstat_config"))}
-    script_usec = sum(int(v["usec"]) for k, v in stats.items() if k.startswith("cmdstat_eval"))
-    process_cpu = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_user", "used_cpu_sys"))
+    cpu = s.cpu_seconds(r) - cpu
+    stats = s.command_stats(r)
+    calls = {k: int(v["calls"]) for k, v in sorted(stats.items())}
+    script_usec = sum(int(v["usec"]) for k, v in stats.items() if k.startswith("eval"))
     return {"ok": done == opts.jobs, "jobs": done, "script_usec_per_job": script_usec / done,
-            "process_usec_per_job": process_cpu * 1e6 / done,
-            "commands_per_job": sum(calls.values()) / done,
-            "calls": {k.removeprefix("cmdstat_"): v for k, v in sorted(calls.items())}}
+            "process_usec_per_job": cpu * 1e6 / done,
+            "commands_per_job": sum(calls.values()) / done, "calls": calls}
 
 
 ADAPTER = s.Adapter(

@@ -8,7 +8,7 @@ import json
 import secrets
 import sys
 import time
-from typing import Any, cast
+from typing import cast
 
 import _shared as s
 
@@ -45,7 +45,7 @@ def commands_cpu(opts: s.Options) -> s.Result:
     jobs, ready, leased = "floor:jobs", "floor:ready", "floor:leased"
     records = [json.dumps(s.payload(i)) for i in range(opts.jobs)]
     r.config_resetstat()
-    cpu0 = _info(r, "cpu")
+    cpu = s.cpu_seconds(r)
     for first in range(0, opts.jobs, s.BULK_BATCH):
         batch = range(first, min(first + s.BULK_BATCH, opts.jobs))
         pipe = r.pipeline(transaction=False)
@@ -66,18 +66,10 @@ def commands_cpu(opts: s.Options) -> s.Result:
         pipe.zrem(leased, *members)
         pipe.hdel(jobs, *ids)
         done += sum(pipe.execute()) // 2
-    cpu1 = _info(r, "cpu")
-    stats = _info(r, "commandstats")
-    command_usec = sum(int(v["usec"]) for k, v in stats.items()
-                       if not k.startswith(("cmdstat_info", "cmdstat_config")))
-    process_cpu = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_user", "used_cpu_sys"))
+    cpu = s.cpu_seconds(r) - cpu
+    command_usec = sum(int(v["usec"]) for v in s.command_stats(r).values())
     return {"ok": done == opts.jobs, "jobs": done, "command_usec_per_job": command_usec / done,
-            "process_usec_per_job": process_cpu * 1e6 / done}
-
-
-def _info(r: Any, section: str) -> dict[str, Any]:
-    info: dict[str, Any] = r.info(section)
-    return info
+            "process_usec_per_job": cpu * 1e6 / done}
 
 
 def _unsupported(opts: s.Options, n: int) -> None:

@@ -80,7 +80,7 @@ end
 -- @include lease
 -- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
 -- token is holding the member: a batch of leases is granted with one ZADD, checked and dropped
--- with one ZADD XX CH and one ZREM (take_leases), and no per-job state is written to lease a
+-- with one ZADD XX CH and one ZREM (take_leases.lua), and no per-job state is written to lease a
 -- job. Tokens are exactly 16 hex digits, so "token:id" splits one way only, whatever the id
 -- contains.
 local TOKEN_LENGTH = 16
@@ -119,13 +119,14 @@ local function lease_pairs(first)
   end
   return ids, members, n
 end
-
--- Removes the held leases among members (from lease_pairs) and says whose they were: the ids
--- taken, in the order given, and the ids refused. ZADD XX CH first moves each held member to
--- score -1, a deadline no lease has, and counts them: when all are held (the usual case) the
--- count is the whole answer; otherwise the members now at -1 are exactly the held ones.
--- ZMSCORE would answer per member, but it formats each score with printf: callgrind counts 12%
--- more instructions per ack with it.
+-- @end lease
+-- @include take_leases
+-- Removes the held leases among members (from lease_pairs, lease.lua) and says whose they
+-- were: the ids taken, in the order given, and the ids refused. ZADD XX CH first moves each
+-- held member to score -1, a deadline no lease has, and counts them: when all are held (the
+-- usual case) the count is the whole answer; otherwise the members now at -1 are exactly the
+-- held ones. ZMSCORE would answer per member, but it formats each score with printf:
+-- callgrind counts 12% more instructions per ack with it.
 local function take_leases(leased, ids, members, n)
   local marks, held = {}, 0
   for i = 1, n do
@@ -154,7 +155,7 @@ local function take_leases(leased, ids, members, n)
   call_chunked('ZREM', leased, gone)
   return taken, refused
 end
--- @end lease
+-- @end take_leases
 
 local ready, leased, wake_key = KEYS[1], KEYS[2], KEYS[3]
 if #ARGV < 2 or #ARGV % 2 ~= 0 then

@@ -8,18 +8,22 @@ KEYS
   4  stats    HASH  counters; field "added" also numbers the queue's automatic ids
   5  wake     LIST  marker that blocked workers wait on
 ARGV
-  1     due_ms     integer, ms  when the jobs become ready; 0 = ready now
-  2     id_prefix  string       put before numbered ids ("" = none; "3-" in partition 3)
-  2k+1  id         string       job id; "" = take the queue's next number (k = 1..N)
-  2k+2  record     bytes        serialized job record, stored as is
+  1        due_ms     integer, ms  when the jobs become ready; 0 = ready now
+  2        id_prefix  string       put before numbered ids ("" = none; "3-" in partition 3)
+  3        n          integer      how many jobs (>= 1)
+  3+k      record     bytes        job k's serialized record, stored as is (k = 1..n)
+  3+n+k    id         string       job k's id, optional: give all n or none; "" or absent =
+                                   take the queue's next number (so a batch of automatic ids
+                                   sends no id at all: half the arguments)
 REPLY
-  {0, autos, d1, d2, ...}  autos = the ids given to the "" ids, in order, joined by ","
+  {0, autos, d1, d2, ...}  autos = the ids given to the automatic ids, in order, joined by ","
                            (one string, cheap to send and split; a number that a custom id
                            already took gets a suffix: "N~1"); d1, d2, ... = positions
                            (1-based) of jobs whose custom id already existed: idempotent
                            add, that job was skipped and the existing one left untouched
 ERRORS
-  {1, message}  BAD_ARGUMENT: bad due_ms, no job, or an odd id/record list; nothing written
+  {1, message}  BAD_ARGUMENT: bad due_ms or n, or not n records and 0 or n ids; nothing
+                written
 ]]
 -- @include common
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
@@ -88,20 +92,30 @@ end
 local ready, delayed, jobs, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local due = arg_int(1, 'due_ms', 0)
 local id_prefix = ARGV[2] or ''
-if #ARGV < 4 or #ARGV % 2 ~= 0 then
-  bad = bad or 'ARGV[3..] must be (id, record) pairs, at least one'
+local n = arg_int(3, 'n', 1)
+local with_ids = #ARGV == 3 + 2 * n
+if not (with_ids or #ARGV == 3 + n) then
+  bad = bad or string.format('ARGV[4..] must be %d records and then 0 or %d ids, got %d values',
+    n, n, #ARGV - 3)
 end
 if bad then
   return {BAD_ARGUMENT, bad}
 end
 
--- Every job's id: custom ones as given, "" ones numbered from a block of the queue's counter
--- (one HINCRBY for the call).
-local n = (#ARGV - 2) / 2
-local autos = 0
-for k = 1, n do
-  if ARGV[2 * k + 1] == '' then
-    autos = autos + 1
+-- Job k's id as given: "" = automatic.
+local function given_id(k)
+  return with_ids and ARGV[3 + n + k] or ''
+end
+
+-- Every job's id: custom ones as given, automatic ones numbered from a block of the queue's
+-- counter (one HINCRBY for the call).
+local autos = n
+if with_ids then
+  autos = 0
+  for k = 1, n do
+    if ARGV[3 + n + k] == '' then
+      autos = autos + 1
+    end
   end
 end
 -- The stats field "added" counts the jobs added and numbers the automatic ids: a call takes a
@@ -115,7 +129,7 @@ local customs = 0
 local fresh, numbered, reply = {}, {}, {OK, ''}
 if n == 1 then
   -- One job (add): HSETNX checks the id and stores the record in one call.
-  local given = ARGV[3]
+  local given = given_id(1)
   local id = given ~= '' and given or id_prefix .. string.format('%d', number + 1)
   local base, retry = id, 0
   while redis.call('HSETNX', jobs, id, ARGV[4]) == 0 do
@@ -138,7 +152,7 @@ if n == 1 then
 else
   local ids = {}
   for k = 1, n do
-    local id = ARGV[2 * k + 1]
+    local id = given_id(k)
     if id == '' then
       number = number + 1
       id = id_prefix .. string.format('%d', number)
@@ -150,22 +164,24 @@ else
   -- job in the caller's order. Explicit indexes in the per-job loops: #t searches each time.
   local taken, kept, fields = {}, {}, {}
   local f, a, d = 0, 0, 2
-  for k = 1, n do
-    local id = ARGV[2 * k + 1]
-    if id ~= '' then
-      if taken[id] or existing[k] then -- idempotent add: the job with this id stays as it is
-        d = d + 1
-        reply[d] = k
-      else
-        taken[id] = true
-        kept[k] = id
-        customs = customs + 1
+  if with_ids then
+    for k = 1, n do
+      local id = ARGV[3 + n + k]
+      if id ~= '' then
+        if taken[id] or existing[k] then -- idempotent add: the job with this id stays as it is
+          d = d + 1
+          reply[d] = k
+        else
+          taken[id] = true
+          kept[k] = id
+          customs = customs + 1
+        end
       end
     end
   end
   for k = 1, n do
     local id = kept[k]
-    if ARGV[2 * k + 1] == '' then
+    if given_id(k) == '' then
       local retry = 0
       id = ids[k]
       while taken[id] or existing[k] do
@@ -181,7 +197,7 @@ else
       f = f + 1
       fresh[f] = id
       fields[2 * f - 1] = id
-      fields[2 * f] = ARGV[2 * k + 2]
+      fields[2 * f] = ARGV[3 + k]
     end
   end
   call_chunked('HSET', jobs, fields)

@@ -194,7 +194,10 @@ class QueueCalls:
             reply = checked(reply)
             return given or text(reply[1])
 
-        return self._call("enqueue", [due, self._id_prefix, given, record], parse)
+        args: list[Arg] = [due, self._id_prefix, 1, record]
+        if given:
+            args.append(given)
+        return self._call("enqueue", args, parse)
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
         """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""
@@ -235,12 +238,18 @@ class QueueCalls:
     ) -> Call[list[str]]:
         """Store jobs; "" ids are numbered by the queue. Parses to the ids of the jobs (for a
         duplicate, the id it was given: the job already there is left as it was)."""
-        args: list[Arg] = [due_ms, self._id_prefix, *([b""] * (2 * len(ids)))]
-        args[2::2] = ids
-        args[3::2] = records
+        # Records, then the ids only when one is custom: a batch of automatic ids sends half
+        # the arguments.
+        args: list[Arg] = [due_ms, self._id_prefix, len(records), *records]
+        custom = any(ids)
+        if custom:
+            args += ids
 
         def parse(reply: Any) -> list[str]:
-            numbers = iter(text(checked(reply)[1]).split(","))
+            numbered = text(checked(reply)[1]).split(",")
+            if not custom:
+                return numbered
+            numbers = iter(numbered)
             return [job_id or next(numbers) for job_id in ids]
 
         return self._call("enqueue", args, parse)

@@ -64,7 +64,7 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
     enqueue = k.keys(SCRIPTS["enqueue"].key_parts)
     out = subprocess.run(
         ["redis-cli", "-p", str(redis_server.port), "--eval", str(LUA / "enqueue.lua"),
-         *enqueue, ",", "0", "", "", "record-bytes"],
+         *enqueue, ",", "0", "", "1", "record-bytes"],
         check=True, capture_output=True, text=True,
     ).stdout.split()
     assert out == ["0", "1"]
@@ -73,7 +73,7 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
 
 
 BAD_ARGS = {
-    "enqueue": ["soon", "", "", "rec"],
+    "enqueue": ["soon", "", "1", "rec"],
     "reserve": ["0", "5", "1000", "1", "10", "0"],
     "ack": ["lonely-id"],
     "fail": ["0", "1", "1", "0", "0", "{}", "1"],
@@ -100,6 +100,20 @@ def test_bad_arguments_get_an_error_code_and_write_nothing(client: redis.Redis,
     assert reply[0] == Code.BAD_ARGUMENT
     assert reply[1]
     assert {key: client.dump(key) for key in client.keys("*")} == before, seed_id
+
+
+@pytest.mark.parametrize("args", [
+    ["0", "", "0"],                      # no job
+    ["0", "", "2", "rec"],               # fewer records than n
+    ["0", "", "1", "rec", "a", "b"],     # neither 0 nor n ids
+    ["0", "", "2", "r1", "r2", "a"],     # ids for only some of the jobs
+])
+def test_enqueue_takes_n_records_then_all_or_no_ids(client: redis.Redis,
+                                                    args: list[str]) -> None:
+    keys = QueueKeys("pyqcore", "layout").keys(SCRIPTS["enqueue"].key_parts)
+    reply = client.eval(SCRIPTS["enqueue"].source, len(keys), *keys, *args)
+    assert reply[0] == Code.BAD_ARGUMENT, reply
+    assert client.keys("*") == []
 
 
 def test_script_flush_mid_run_reloads_transparently(client: redis.Redis) -> None:

@@ -143,7 +143,7 @@ local function take_leases(leased, ids, members, n)
     return ids, {}
   end
   local mine, taken, gone, refused = {}, {}, {}, {}
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', leased, -1, -1)) do
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', leased, '-1', '-1')) do
     mine[member] = true
   end
   for i = 1, n do
@@ -176,7 +176,7 @@ if d > 0 then
   if had_history > 0 or d > 1000 then
     call_chunked('HDEL', errors, done)
   end
-  redis.call('HINCRBY', stats, 'completed', d)
+  redis.call('HINCRBY', stats, 'completed', string.format('%d', d))
 end
 local reply = {OK, d}
 for i, id in ipairs(refused) do

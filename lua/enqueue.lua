@@ -123,7 +123,8 @@ end
 -- and adds its fresh custom-id jobs at the end. An automatic id that a custom id already took
 -- becomes "N~1" (then "N~2", ...): no number is skipped, so the count stays exact and the next
 -- automatic id does not collide in turn.
-local number = autos > 0 and redis.call('HINCRBY', stats, 'added', autos) - autos or 0
+-- (ARGV[3] when every id is automatic: a Lua number argument would be printf'd by Redis.)
+local number = autos > 0 and redis.call('HINCRBY', stats, 'added', autos == n and ARGV[3] or autos) - autos or 0
 local customs = 0
 
 local fresh, numbered, reply = {}, {}, {OK, ''}
@@ -224,6 +225,6 @@ if #fresh > 0 then
   end
 end
 if customs > 0 then
-  redis.call('HINCRBY', stats, 'added', customs)
+  redis.call('HINCRBY', stats, 'added', string.format('%d', customs))
 end
 return reply

@@ -168,10 +168,11 @@ end
 -- @include bury
 -- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
 -- The record stays in the jobs hash, so the job can be inspected and redriven under its own id.
-local function bury(dead_key, errors_key, stats_key, id, now, error_json)
-  redis.call('ZADD', dead_key, now, id)
+-- now_arg is the time as it came in ARGV: a Lua number argument would be printf'd by Redis.
+local function bury(dead_key, errors_key, stats_key, id, now_arg, error_json)
+  redis.call('ZADD', dead_key, now_arg, id)
   redis.call('HSET', errors_key, id, error_json)
-  redis.call('HINCRBY', stats_key, 'dead', 1)
+  redis.call('HINCRBY', stats_key, 'dead', '1')
 end
 -- @end bury
 
@@ -191,25 +192,24 @@ if bad then
   return {BAD_ARGUMENT, bad}
 end
 
-local member = lease_member(token, id)
-if not redis.call('ZSCORE', leased, member) then
+-- Dropping the lease is the check: ZREM answers 0, and writes nothing, for a lease not held.
+if redis.call('ZREM', leased, lease_member(token, id)) == 0 then
   return {LEASE_LOST, 'job ' .. id .. ' is not leased under token ' .. token}
 end
-redis.call('ZREM', leased, member)
 local attempts, redrives = meta_get(redis.call('HGET', meta, id))
 attempts = attempts + 1 -- this delivery
 redis.call('HSET', meta, id, meta_put(attempts, redrives))
 
 if retryable == 1 and attempts < max_attempts then
   redis.call('HSET', errors, id, error_json)
-  redis.call('HINCRBY', stats, 'retried', 1)
+  redis.call('HINCRBY', stats, 'retried', '1')
   wake(wake_key)
   if backoff == 0 then
     redis.call('RPUSH', ready, id)
     return {OK, 'retry', now}
   end
-  redis.call('ZADD', delayed, now + backoff, id)
+  redis.call('ZADD', delayed, string.format('%d', now + backoff), id)
   return {OK, 'retry', now + backoff}
 end
-bury(dead, errors, stats, id, now, error_json)
+bury(dead, errors, stats, id, ARGV[1], error_json)
 return {OK, 'dead', now}

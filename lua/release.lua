@@ -141,7 +141,7 @@ local function take_leases(leased, ids, members, n)
     return ids, {}
   end
   local mine, taken, gone, refused = {}, {}, {}, {}
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', leased, -1, -1)) do
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', leased, '-1', '-1')) do
     mine[member] = true
   end
   for i = 1, n do

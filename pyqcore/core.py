@@ -72,7 +72,7 @@ class Reservation:
 
     jobs: list[Job]
     undecodable: list[tuple[str, str, DeserializationError]]  # (id, token, why)
-    next_event_ms: int | None  # earliest delayed due time or lease deadline; None if neither
+    next_event_ms: int | None  # with no job: earliest delayed due time or lease deadline, if any
     partition: int = 0  # the partition it leased from
 
 

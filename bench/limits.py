@@ -7,6 +7,10 @@ limits behind the targets that run.py reports as missed.
   redis-py LPUSH, EVALSHA of a one-line LPUSH script, EVALSHA of the three commands a
   numbered add needs (HINCRBY, HSETNX, RPUSH; no checks), and pyqcore's add; with the Redis
   time of each call (commandstats), which shows what one redis.call costs;
+- Redis CPU per job life cycle (add in batches of 1,000, reserve and ack in batches of 100),
+  as Redis's own command time (INFO commandstats): the data-structure work as plain commands,
+  the same commands inside three bare Lua scripts (no checks, no counters, ids from the
+  client), and pyqcore, in alternating runs: what crossing into Lua costs by itself;
 - drain with a batch handler: pyqcore's own share (a no-op batch handler), the body's share
   (redis-py INCR pipelined 1,000 at a time, and one round trip at a time), and the drain of
   run.py's batch setting, so the drain's bound is the sum of the two shares.
@@ -24,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -44,6 +48,32 @@ THREE_COMMANDS = """local id = redis.call('HINCRBY', KEYS[3], 'added', 1)
 redis.call('HSETNX', KEYS[2], id, ARGV[1])
 redis.call('RPUSH', KEYS[1], id)
 return id"""
+
+
+LIFE_JOBS = 20_000  # jobs per life-cycle run
+BARE_ADD = """redis.call('HSET', KEYS[2], unpack(ARGV))
+local ids = {}
+for i = 1, #ARGV, 2 do
+  ids[(i + 1) / 2] = ARGV[i]
+end
+return redis.call('RPUSH', KEYS[1], unpack(ids))"""
+BARE_RESERVE = """local ids = redis.call('LPOP', KEYS[1], ARGV[1])
+if not ids then
+  return {}
+end
+local records = redis.call('HMGET', KEYS[2], unpack(ids))
+local lease, reply = {}, {}
+for i, id in ipairs(ids) do
+  lease[2 * i - 1] = ARGV[2]
+  lease[2 * i] = ARGV[3] .. ':' .. id
+  reply[2 * i - 1] = id
+  reply[2 * i] = records[i]
+end
+redis.call('ZADD', KEYS[3], unpack(lease))
+return reply"""
+BARE_ACK = """local n = #ARGV / 2
+redis.call('ZREM', KEYS[1], unpack(ARGV, n + 1))
+return redis.call('HDEL', KEYS[2], unpack(ARGV, 1, n))"""
 
 
 def payload(i: int) -> dict[str, Any]:
@@ -89,6 +119,83 @@ def single_add(r: redis.Redis, blocks: int) -> list[str]:
         redis_us = statistics.median(server[name])
         rows.append(f"| {name} | {us:.1f} | {floor / us:.0%} | "
                     f"{f'{redis_us:.1f}' if redis_us else '—'} |")
+    return rows
+
+
+def command_usec(r: redis.Redis, scripts: bool) -> float:
+    """Redis's command time since CONFIG RESETSTAT: the EVALSHA lines (which include the
+    commands their scripts run) or, for plain commands, every line."""
+    stats: dict[str, Any] = r.info("commandstats")
+    if scripts:
+        return float(sum(v["usec"] for k, v in stats.items() if k.startswith("cmdstat_eval")))
+    return float(sum(v["usec"] for k, v in stats.items()
+                     if not k.startswith(("cmdstat_info", "cmdstat_config"))))
+
+
+def plain_life_cycle(r: redis.Redis, records: list[bytes]) -> float:
+    """The floor: HSET + RPUSH per 1,000; LPOP 100, HMGET, ZADD "token:id"; ZREM, HDEL."""
+    for first in range(0, len(records), 1000):
+        pipe = r.pipeline(transaction=False)
+        pipe.hset("{c}:jobs", mapping={str(i): records[i] for i in range(first, first + 1000)})
+        pipe.rpush("{c}:ready", *(str(i) for i in range(first, first + 1000)))
+        pipe.execute()
+    while ids := cast("list[bytes]", r.lpop("{c}:ready", 100)):
+        members = [b"0123456789abcdef:" + i for i in ids]
+        pipe = r.pipeline(transaction=False)
+        pipe.hmget("{c}:jobs", ids)
+        pipe.zadd("{c}:leased", dict.fromkeys(members, 1 << 41))
+        pipe.execute()
+        pipe = r.pipeline(transaction=False)
+        pipe.zrem("{c}:leased", *members)
+        pipe.hdel("{c}:jobs", *ids)
+        pipe.execute()
+    return command_usec(r, scripts=False)
+
+
+def bare_lua_life_cycle(r: redis.Redis, records: list[bytes]) -> float:
+    """The same commands, each batch one EVALSHA of a bare script."""
+    add, reserve, ack = (r.script_load(src) for src in (BARE_ADD, BARE_RESERVE, BARE_ACK))
+    for first in range(0, len(records), 1000):
+        pairs = [x for i in range(first, first + 1000) for x in (str(i), records[i])]
+        r.evalsha(add, 2, "{c}:ready", "{c}:jobs", *pairs)
+    while reply := cast("list[bytes]", r.evalsha(
+            reserve, 3, "{c}:ready", "{c}:jobs", "{c}:leased", 100, 1 << 41,
+            "0123456789abcdef")):
+        ids = reply[::2]
+        r.evalsha(ack, 2, "{c}:leased", "{c}:jobs", *ids,
+                  *(b"0123456789abcdef:" + i for i in ids))
+    return command_usec(r, scripts=True)
+
+
+def pyqcore_life_cycle(r: redis.Redis, records: list[bytes]) -> float:
+    """pyqcore: add_batch of 1,000, reserve(100), ack (the bench's redis-cpu workload)."""
+    queue = BaseQueue(r, name="limits")
+    for first in range(0, len(records), 1000):
+        queue.add_batch([payload(i) for i in range(first, first + 1000)])
+    while jobs := queue.reserve(count=100):
+        queue.ack(jobs)
+    return command_usec(r, scripts=True)
+
+
+def redis_cpu(r: redis.Redis, blocks: int) -> list[str]:
+    """Median Redis µs per job life cycle of each variant, runs alternating."""
+    records = [json.dumps(payload(i)).encode() for i in range(LIFE_JOBS)]
+    variants: dict[str, Callable[[redis.Redis, list[bytes]], float]] = {
+        "plain commands, pipelined (the floor)": plain_life_cycle,
+        "the same commands in three bare Lua scripts": bare_lua_life_cycle,
+        "pyqcore (add_batch, reserve, ack)": pyqcore_life_cycle,
+    }
+    usec: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(max(3, blocks // 2)):
+        for name, run in variants.items():
+            r.flushall()
+            r.config_resetstat()
+            usec[name].append(run(r, records) / LIFE_JOBS)
+    floor = statistics.median(usec["plain commands, pipelined (the floor)"])
+    rows = ["| job life cycle, batched | Redis µs/job | ÷ plain commands |", "|---|---:|---:|"]
+    for name in variants:
+        us = statistics.median(usec[name])
+        rows.append(f"| {name} | {us:.2f} | {us / floor:.2f}x |")
     return rows
 
 
@@ -169,11 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         r = redis.Redis.from_url(url)
         r.flushall()
         single = single_add(r, a.blocks)
+        cpu = redis_cpu(r, a.blocks)
         drain = batch_drain(url, a.blocks)
     text = "\n".join([
         "# pyqcore: the limits under the targets", "",
         f"{time.strftime('%Y-%m-%d %H:%M')} · medians; `python bench/limits.py` to rerun.", "",
         "## Single add", "", *single, "",
+        "## Redis CPU per job life cycle", "", *cpu, "",
         "## Drain with a batch handler (INCR per job, pipelined per batch)", "", *drain, "",
     ])
     RESULTS.write_text(text)

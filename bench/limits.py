@@ -34,6 +34,11 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout
+sys.path.insert(0, str(ROOT / "bench" / "peers"))  # the adapters whose figures this explains
+
+import _shared as s  # noqa: E402
+import pyqcore_bench  # noqa: E402
+import redispy_bench  # noqa: E402
 
 from pyqcore import BaseQueue, Job  # noqa: E402
 from pyqcore.local_redis import LocalRedis  # noqa: E402
@@ -76,12 +81,6 @@ redis.call('ZREM', KEYS[1], unpack(ARGV, n + 1))
 return redis.call('HDEL', KEYS[2], unpack(ARGV, 1, n))"""
 
 
-def payload(i: int) -> dict[str, Any]:
-    """The reference payload of the benchmark."""
-    return {"user_id": i, "email": f"user{i}@example.com", "template": "welcome",
-            "vars": {"name": f"User {i}", "plan": "pro"}}
-
-
 def evalsha_usec(r: redis.Redis) -> float:
     """Redis's own time per EVALSHA since the last CONFIG RESETSTAT (commands inside included)."""
     stats: dict[str, Any] = r.info("commandstats")
@@ -93,12 +92,12 @@ def single_add(r: redis.Redis, blocks: int) -> list[str]:
     one_line, three = r.script_load(ONE_LINE), r.script_load(THREE_COMMANDS)
     queue = BaseQueue(r, name="limits")
     variants: dict[str, Callable[[int], object]] = {
-        "redis-py LPUSH (JSON payload)": lambda i: r.lpush("limits:list", json.dumps(payload(i))),
+        "redis-py LPUSH (JSON payload)": lambda i: r.lpush("limits:list", json.dumps(s.payload(i))),
         "EVALSHA, one-line LPUSH script": lambda i: r.evalsha(
-            one_line, 1, "limits:list", json.dumps(payload(i))),
+            one_line, 1, "limits:list", json.dumps(s.payload(i))),
         "EVALSHA, HINCRBY + HSETNX + RPUSH, no checks": lambda i: r.evalsha(
-            three, 3, "{l}:ready", "{l}:jobs", "{l}:stats", json.dumps(payload(i))),
-        "pyqcore add": lambda i: queue.add(payload(i)),
+            three, 3, "{l}:ready", "{l}:jobs", "{l}:stats", json.dumps(s.payload(i))),
+        "pyqcore add": lambda i: queue.add(s.payload(i)),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     server: dict[str, list[float]] = {name: [] for name in variants}
@@ -122,41 +121,16 @@ def single_add(r: redis.Redis, blocks: int) -> list[str]:
     return rows
 
 
-def command_usec(r: redis.Redis, scripts: bool) -> float:
-    """Redis's command time since CONFIG RESETSTAT: the EVALSHA lines (which include the
-    commands their scripts run) or, for plain commands, every line."""
-    stats: dict[str, Any] = r.info("commandstats")
-    if scripts:
-        return float(sum(v["usec"] for k, v in stats.items() if k.startswith("cmdstat_eval")))
-    return float(sum(v["usec"] for k, v in stats.items()
-                     if not k.startswith(("cmdstat_info", "cmdstat_config"))))
-
-
-def plain_life_cycle(r: redis.Redis, records: list[bytes]) -> float:
-    """The floor: HSET + RPUSH per 1,000; LPOP 100, HMGET, ZADD "token:id"; ZREM, HDEL."""
-    for first in range(0, len(records), 1000):
-        pipe = r.pipeline(transaction=False)
-        pipe.hset("{c}:jobs", mapping={str(i): records[i] for i in range(first, first + 1000)})
-        pipe.rpush("{c}:ready", *(str(i) for i in range(first, first + 1000)))
-        pipe.execute()
-    while ids := cast("list[bytes]", r.lpop("{c}:ready", 100)):
-        members = [b"0123456789abcdef:" + i for i in ids]
-        pipe = r.pipeline(transaction=False)
-        pipe.hmget("{c}:jobs", ids)
-        pipe.zadd("{c}:leased", dict.fromkeys(members, 1 << 41))
-        pipe.execute()
-        pipe = r.pipeline(transaction=False)
-        pipe.zrem("{c}:leased", *members)
-        pipe.hdel("{c}:jobs", *ids)
-        pipe.execute()
-    return command_usec(r, scripts=False)
-
-
-def bare_lua_life_cycle(r: redis.Redis, records: list[bytes]) -> float:
-    """The same commands, each batch one EVALSHA of a bare script."""
+def bare_lua_life_cycle(opts: s.Options) -> float:
+    """The commands of redis-py's commands-cpu floor, each batch one EVALSHA of a bare script:
+    Redis µs per job (the EVALSHA lines include the commands their scripts run)."""
+    r = s.client(opts.url)
+    records = [json.dumps(s.payload(i)) for i in range(opts.jobs)]
     add, reserve, ack = (r.script_load(src) for src in (BARE_ADD, BARE_RESERVE, BARE_ACK))
-    for first in range(0, len(records), 1000):
-        pairs = [x for i in range(first, first + 1000) for x in (str(i), records[i])]
+    r.config_resetstat()
+    for first in range(0, opts.jobs, 1000):
+        batch = range(first, min(first + 1000, opts.jobs))
+        pairs = (x for i in batch for x in (str(i), records[i]))
         r.evalsha(add, 2, "{c}:ready", "{c}:jobs", *pairs)
     while reply := cast("list[bytes]", r.evalsha(
             reserve, 3, "{c}:ready", "{c}:jobs", "{c}:leased", 100, 1 << 41,
@@ -164,33 +138,28 @@ def bare_lua_life_cycle(r: redis.Redis, records: list[bytes]) -> float:
         ids = reply[::2]
         r.evalsha(ack, 2, "{c}:leased", "{c}:jobs", *ids,
                   *(b"0123456789abcdef:" + i for i in ids))
-    return command_usec(r, scripts=True)
+    usec = sum(int(v["usec"]) for k, v in s.command_stats(r).items() if k.startswith("eval"))
+    return usec / opts.jobs
 
 
-def pyqcore_life_cycle(r: redis.Redis, records: list[bytes]) -> float:
-    """pyqcore: add_batch of 1,000, reserve(100), ack (the bench's redis-cpu workload)."""
-    queue = BaseQueue(r, name="limits")
-    for first in range(0, len(records), 1000):
-        queue.add_batch([payload(i) for i in range(first, first + 1000)])
-    while jobs := queue.reserve(count=100):
-        queue.ack(jobs)
-    return command_usec(r, scripts=True)
-
-
-def redis_cpu(r: redis.Redis, blocks: int) -> list[str]:
-    """Median Redis µs per job life cycle of each variant, runs alternating."""
-    records = [json.dumps(payload(i)).encode() for i in range(LIFE_JOBS)]
-    variants: dict[str, Callable[[redis.Redis, list[bytes]], float]] = {
-        "plain commands, pipelined (the floor)": plain_life_cycle,
+def redis_cpu(url: str, blocks: int) -> list[str]:
+    """Median Redis µs per job life cycle of each variant, runs alternating: run.py's
+    commands-cpu floor and pyqcore redis-cpu figure, and the floor's commands in bare Lua."""
+    opts = s.Options(url=url, workload="redis-cpu", jobs=LIFE_JOBS, concurrency=1,
+                     setting="c1", rate=0.0, seconds=0.0, role="bench")
+    variants: dict[str, Callable[[s.Options], float]] = {
+        "plain commands, pipelined (the floor)":
+            lambda o: float(redispy_bench.commands_cpu(o)["command_usec_per_job"]),
         "the same commands in three bare Lua scripts": bare_lua_life_cycle,
-        "pyqcore (add_batch, reserve, ack)": pyqcore_life_cycle,
+        "pyqcore (add_batch, reserve, ack)":
+            lambda o: float(pyqcore_bench.redis_cpu(o)["script_usec_per_job"]),
     }
+    r = s.client(url)
     usec: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(max(3, blocks // 2)):
         for name, run in variants.items():
             r.flushall()
-            r.config_resetstat()
-            usec[name].append(run(r, records) / LIFE_JOBS)
+            usec[name].append(run(opts))
     floor = statistics.median(usec["plain commands, pipelined (the floor)"])
     rows = ["| job life cycle, batched | Redis µs/job | ÷ plain commands |", "|---|---:|---:|"]
     for name in variants:
@@ -205,7 +174,7 @@ def drain_rate(url: str, handler: Callable[[list[Job]], None]) -> tuple[float, f
     r.flushall()
     producer = BaseQueue(r, name="drain")
     for first in range(0, DRAIN_JOBS, 1000):
-        producer.add_batch([payload(i) for i in range(first, first + 1000)])
+        producer.add_batch([s.payload(i) for i in range(first, first + 1000)])
     worker = BaseQueue(redis.Redis.from_url(url), name="drain", batch_handler=handler)
     cpu, start = time.process_time(), time.perf_counter()
     report = worker.process(concurrency=BATCH_SLOTS, prefetch=BATCH_PREFETCH, burst=True,
@@ -279,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         r = redis.Redis.from_url(url)
         r.flushall()
         single = single_add(r, a.blocks)
-        cpu = redis_cpu(r, a.blocks)
+        cpu = redis_cpu(url, a.blocks)
         drain = batch_drain(url, a.blocks)
     text = "\n".join([
         "# pyqcore: the limits under the targets", "",

@@ -102,10 +102,7 @@ if bad then
   return {BAD_ARGUMENT, bad}
 end
 
--- Job k's id as given: "" = automatic.
-local function given_id(k)
-  return with_ids and ARGV[3 + n + k] or ''
-end
+local ids_at = 3 + n -- with_ids: ARGV[ids_at + k] is job k's id as given ("" = automatic)
 
 -- Every job's id: custom ones as given, automatic ones numbered from a block of the queue's
 -- counter (one HINCRBY for the call).
@@ -113,7 +110,7 @@ local autos = n
 if with_ids then
   autos = 0
   for k = 1, n do
-    if ARGV[3 + n + k] == '' then
+    if ARGV[ids_at + k] == '' then
       autos = autos + 1
     end
   end
@@ -130,7 +127,7 @@ local customs = 0
 local fresh, numbered, reply = {}, {}, {OK, ''}
 if n == 1 then
   -- One job (add): HSETNX checks the id and stores the record in one call.
-  local given = given_id(1)
+  local given = with_ids and ARGV[ids_at + 1] or ''
   local id = given ~= '' and given or id_prefix .. string.format('%d', number + 1)
   local base, retry = id, 0
   while redis.call('HSETNX', jobs, id, ARGV[4]) == 0 do
@@ -153,7 +150,7 @@ if n == 1 then
 else
   local ids = {}
   for k = 1, n do
-    local id = given_id(k)
+    local id = with_ids and ARGV[ids_at + k] or ''
     if id == '' then
       number = number + 1
       id = id_prefix .. string.format('%d', number)
@@ -167,7 +164,7 @@ else
   local f, a, d = 0, 0, 2
   if with_ids then
     for k = 1, n do
-      local id = ARGV[3 + n + k]
+      local id = ARGV[ids_at + k]
       if id ~= '' then
         if taken[id] or existing[k] then -- idempotent add: the job with this id stays as it is
           d = d + 1
@@ -182,7 +179,7 @@ else
   end
   for k = 1, n do
     local id = kept[k]
-    if given_id(k) == '' then
+    if not with_ids or ARGV[ids_at + k] == '' then
       local retry = 0
       id = ids[k]
       while taken[id] or existing[k] do

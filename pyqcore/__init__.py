@@ -4,7 +4,8 @@ import logging
 
 from pyqcore.backoff import Backoff
 from pyqcore.codes import Code, Outcome
-from pyqcore.dead_letter import DeadLetterQueue, DeadLetterReport
+from pyqcore.core.dead_letters import DeadLetterReport
+from pyqcore.core.slot import WorkerReport
 from pyqcore.errors import (
     ConfigurationError,
     DeserializationError,
@@ -15,9 +16,10 @@ from pyqcore.errors import (
 )
 from pyqcore.health import EvictionPolicyWarning
 from pyqcore.job import DeadLetterItem, ErrorInfo, Job
-from pyqcore.manager import QueueManager
-from pyqcore.queue import BaseQueue
-from pyqcore.worker import WorkerReport
+from pyqcore.sync.dead_letter import DeadLetterQueue
+from pyqcore.sync.manager import QueueManager
+from pyqcore.sync.queue import BaseQueue
+from pyqcore.sync.worker import Worker
 
 __all__ = [
     "Backoff",
@@ -37,6 +39,7 @@ __all__ = [
     "PyqcoreError",
     "QueueManager",
     "SerializationError",
+    "Worker",
     "WorkerReport",
 ]
 __version__ = "0.1.0"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import redis
 
-from pyqcore.core import text
+from pyqcore.core.calls import text
 from pyqcore.errors import ConfigurationError, PyqcoreError
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
-from pyqcore.manager import QueueManager
-from pyqcore.runner import Client
 from pyqcore.scripts import load_scripts, lua_dir
+from pyqcore.sync.driver import Client
+from pyqcore.sync.manager import QueueManager
 
 
 def _url(args: argparse.Namespace) -> str:

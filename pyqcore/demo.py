@@ -15,8 +15,8 @@ from contextlib import contextmanager
 import redis
 
 from pyqcore import Backoff, BaseQueue, Job, QueueManager
+from pyqcore.core.slot import WorkerReport
 from pyqcore.local_redis import LocalRedis
-from pyqcore.worker import WorkerReport
 
 PREFIX = "pyqcore-demo"
 

@@ -21,9 +21,9 @@ import redis.asyncio.cluster
 from redis.cluster import RedisCluster
 
 from pyqcore import QueueManager
-from pyqcore.asyncio.runner import AsyncClient
+from pyqcore.asyncio.driver import AsyncClient
 from pyqcore.local_redis import LocalRedis, LocalRedisCluster
-from pyqcore.runner import Client
+from pyqcore.sync.driver import Client
 
 BACKENDS = ("single", "cluster")
 BOTH_BACKENDS = pytest.mark.parametrize("backend", BACKENDS, indirect=True)

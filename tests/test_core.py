@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pyqcore.core import QueueCalls
-from pyqcore.runner import Client, Runner
+from pyqcore.core.calls import QueueCalls
 from pyqcore.settings import QueueSettings
+from pyqcore.sync.driver import Client, SyncDriver
 from tests.conftest import FakeClock
 
 
@@ -12,7 +12,7 @@ def test_a_reservation_names_the_next_event_only_when_it_has_no_job(
     client: Client, clock: FakeClock
 ) -> None:
     calls = QueueCalls(QueueSettings(name="events", clock=clock))
-    run = Runner(client).run
+    run = SyncDriver(client).run
     now = clock.now
     run(calls.add(["later"], [None], 5.0, [None])[0])
     run(calls.add(["now"], [None], 0.0, [None])[0])

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pyqcore import BaseQueue, QueueManager
-from pyqcore.dead_letter import DeadLetterReport
-from pyqcore.runner import Client
+from pyqcore import BaseQueue, DeadLetterReport, QueueManager
+from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_BACKENDS, FakeClock
 
 pytestmark = BOTH_BACKENDS

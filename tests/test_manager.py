@@ -6,7 +6,7 @@ import pytest
 
 from pyqcore import BaseQueue, ConfigurationError, Job, QueueManager
 from pyqcore.errors import UnknownQueueError
-from pyqcore.runner import Client
+from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_BACKENDS, FakeClock
 
 pytestmark = BOTH_BACKENDS

@@ -8,22 +8,22 @@ import pytest
 from redis.crc import key_slot
 
 from pyqcore import BaseQueue, ConfigurationError, Job, QueueManager
-from pyqcore.runner import Client
-from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, primaries
+from pyqcore.sync.driver import Client
+from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, all_keys, primaries
 
 pytestmark = BOTH_BACKENDS
 
 
 def per_partition(queue: BaseQueue, state: str = "ready") -> list[int]:
     """How many jobs each partition holds in ``state``."""
-    return [queue.client.llen(p.keys.key(state)) for p in queue._parts.parts]
+    return [queue.client.llen(p.keys.key(state)) for p in queue.core.partitions.parts]
 
 
 def test_each_partition_is_its_own_slot_and_jobs_spread_evenly(
     client: Client, backend: Backend
 ) -> None:
     queue = BaseQueue(client, name="big", partitions=6)
-    tags = {key_slot(p.keys.key("ready").encode()) for p in queue._parts.parts}
+    tags = {key_slot(p.keys.key("ready").encode()) for p in queue.core.partitions.parts}
     assert len(tags) == 6
     ids = queue.add_batch(range(60))
     assert len(set(ids)) == 60
@@ -61,7 +61,7 @@ def test_reserve_finds_jobs_in_any_partition_and_settles_them_there(
     job_id = queue.add("lonely", partition_key="k")
     for _ in range(4):  # wherever the rotation starts, the job is found in one call
         [job] = queue.reserve()
-        assert job.id == job_id and job.partition == queue._parts.route([None], ["k"])[0]
+        assert job.id == job_id and job.partition == queue.core.partitions.route([None], ["k"])[0]
         assert queue.release(job) == 1
     [job] = queue.reserve()
     assert queue.extend(job, 60) == 1
@@ -103,11 +103,16 @@ def test_dead_letter_queue_sees_the_logical_queue(client: Client, clock: FakeClo
 
 
 def test_a_different_partition_count_for_a_known_queue_is_refused(client: Client) -> None:
-    QueueManager(client).register("big", partitions=4)
+    """The first call of a queue records its partition count; a queue object with another
+    count refuses its first call, before it writes anything (registered or not)."""
+    QueueManager(client).register("big", partitions=4).add("x")
+    before = all_keys(client)
     with pytest.raises(ConfigurationError, match="partitions=4"):
-        QueueManager(client).register("big", partitions=2)
+        QueueManager(client).register("big", partitions=2).add("y")
     with pytest.raises(ConfigurationError, match="partitions=4"):
-        QueueManager(client).register("big")
+        BaseQueue(client, name="big").add_batch(["y", "z"])
+    assert all_keys(client) == before and BaseQueue(client, name="big", partitions=4).counts() \
+        == {"ready": 1, "delayed": 0, "leased": 0, "dead": 0}
     with pytest.raises(ConfigurationError):
         BaseQueue(client, name="big", partitions=0)
 

@@ -19,7 +19,7 @@ from pyqcore import (
     SerializationError,
 )
 from pyqcore.errors import LockNotAcquiredError, PayloadTooLargeError, ScriptError
-from pyqcore.runner import Client
+from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, all_keys, primaries
 
 pytestmark = BOTH_BACKENDS

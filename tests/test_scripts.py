@@ -11,10 +11,10 @@ import pytest
 import redis
 from redis.exceptions import NoScriptError
 
+from pyqcore import BaseQueue
 from pyqcore.codes import Code
 from pyqcore.keys import QueueKeys
 from pyqcore.local_redis import LocalRedis
-from pyqcore.queue import BaseQueue
 from pyqcore.scripts import expand_includes, load_scripts
 
 LUA = Path(__file__).resolve().parent.parent / "lua"

@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from pyqcore import Backoff, BaseQueue, ConfigurationError, Job, NonRetryableError, WorkerReport
-from pyqcore.core import text
-from pyqcore.runner import Client
-from pyqcore.worker import Worker
+from pyqcore import (
+    Backoff,
+    BaseQueue,
+    ConfigurationError,
+    Job,
+    NonRetryableError,
+    Worker,
+    WorkerReport,
+)
+from pyqcore.core.calls import text
+from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, primaries
 
 pytestmark = BOTH_BACKENDS

@@ -1,9 +1,7 @@
-"""The worker loop behind ``pyqcore.asyncio.BaseQueue.process``: ``concurrency`` slot tasks run
-the same decisions as the threaded worker (``pyqcore.slots``): one round trip acks a slot's
-finished jobs and leases its next batch, the batch runs (each job awaited in turn, or the whole
-batch by ``process_jobs``), and an idle slot blocks on the wake list. A heartbeat task extends
-held leases; SIGTERM/SIGINT finish in-flight jobs and release the rest.
-"""
+"""The asyncio worker behind ``pyqcore.asyncio.BaseQueue.process``: ``concurrency`` slot tasks
+each drive the core's slot loop (``pyqcore.core.slot``) and one more task drives the heartbeat
+loop; the decisions are the sync worker's, written once. This module is the tasks, the signals
+and calling handlers: an ``async def`` one awaited, a plain ``def`` one in a thread."""
 
 from __future__ import annotations
 
@@ -12,60 +10,38 @@ import contextlib
 import logging
 import signal
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from pyqcore.errors import LeaseLostError
+from pyqcore.api.queue import is_coroutine_function
+from pyqcore.asyncio.driver import AsyncDriver
+from pyqcore.core.effects import Batch
+from pyqcore.core.slot import Crew, WorkerOptions, WorkerReport, heartbeat_loop, slot_loop
 from pyqcore.job import Job
-from pyqcore.slots import (
-    DEFAULT_PREFETCH,
-    TRANSIENT,
-    Budget,
-    Crew,
-    Retrying,
-    SlotPlan,
-    WorkerReport,
-    check_options,
-    is_retryable,
-    longest_block,
-    sleep_timeout,
-    split_batch,
-)
+from pyqcore.sync.driver import longest_block
 
 if TYPE_CHECKING:
-    from pyqcore.asyncio.queue import BaseQueue
+    from typing_extensions import Unpack
 
 log = logging.getLogger("pyqcore")
-T = TypeVar("T")
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
-    with contextlib.suppress(asyncio.TimeoutError):  # TimeoutError itself from 3.11 on
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 class Worker:
-    """Runs ``queue.process_job`` over the queue's jobs in slot tasks; see the module docstring."""
+    """Runs a queue's handler over its jobs in slot tasks; see the module docstring. ``queue``
+    is a ``pyqcore.asyncio.BaseQueue``."""
 
-    def __init__(
-        self,
-        queue: BaseQueue,
-        *,
-        concurrency: int = 1,
-        max_jobs: int | None = None,
-        burst: bool = False,
-        idle_wait: float = 1.0,
-        prefetch: int = DEFAULT_PREFETCH,
-        stop: asyncio.Event | None = None,
-    ) -> None:
-        check_options(concurrency, prefetch, max_jobs, idle_wait)
+    def __init__(self, queue: Any, *, concurrency: int = 1, stop: asyncio.Event | None = None,
+                 **options: Unpack[WorkerOptions]) -> None:
+        if not queue.has_handler:
+            raise queue.missing_handler()
         self.queue = queue
         self.concurrency = concurrency
-        self.idle_wait = min(idle_wait, longest_block(queue.client))
         self.stop = stop or asyncio.Event()
-        self._crew = Crew(queue.name, self.stop, burst, prefetch, Budget(max_jobs))
+        self._finished = asyncio.Event()
+        self._crew = Crew.of(queue.core, batches=queue.handles_batches, stop=self.stop,
+                             finished=self._finished, concurrency=concurrency,
+                             longest_block=longest_block(queue.driver.client), **options)
+        self.idle_wait = self._crew.idle_wait  # capped below the client's socket timeout
 
     @property
     def report(self) -> WorkerReport:
@@ -74,122 +50,44 @@ class Worker:
 
     async def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
         """Process until stopped; returns the report. Re-raises nothing a job raised."""
-        heartbeat = asyncio.create_task(self._heartbeat_loop())
-        try:
-            with stop_on_signals(self.stop, install_signal_handlers):
-                await asyncio.gather(*(self._slot() for _ in range(self.concurrency)))
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        driver: AsyncDriver = self.queue.driver
+        with stop_on_signals(self.stop, install_signal_handlers):
+            heartbeat = asyncio.create_task(driver.run(heartbeat_loop(self.queue.core,
+                                                                      self._crew)))
+            try:
+                await asyncio.gather(*(driver.drive(slot_loop(self.queue.core, self._crew),
+                                                    self._perform)
+                                       for _ in range(self.concurrency)))
+            finally:
+                self._finished.set()
                 await heartbeat
         return self.report
 
-    async def _slot(self) -> None:
-        """Ack what was done and lease the next batch in one round trip; run it; repeat."""
-        plan = SlotPlan(self._crew)
-        while plan.claim():
+    async def _perform(self, effect: Any) -> Any:
+        """A slot's effects: the handler on a ``Job`` (sending back what it raised, or None),
+        the batch handler on a ``Batch``, Redis for the rest."""
+        kind = type(effect)
+        if kind is Job:
             try:
-                settled, reservation = await self.queue._ack_and_reserve(plan.done, plan.wanted)
-            except Exception as exc:
-                await _pause(self.stop, plan.round_failed(exc))
-                continue
-            step = plan.round_done(settled, reservation)
-            if step.action == "stop":
-                return
-            if step.action == "sleep":
-                await self._sleep_until_woken(step.next_event_ms)
-            elif step.action == "run":
-                started = time.monotonic()
-                done, ran = await self._run_batch(step.jobs)
-                plan.batch_ran(done, ran, time.monotonic() - started)
-
-    async def _run_batch(self, jobs: list[Job]) -> tuple[list[Job], int]:
-        """Run a leased batch; returns the jobs to ack and how many ran. On a stop request the
-        jobs not started yet are released."""
-        if self.queue.handles_batches:
-            if self.stop.is_set():
-                await self._release(jobs)
-                return [], 0
-            failed: dict[str, BaseException]
-            try:
-                failed = dict(await self.queue.process_jobs(jobs) or {})
-            except Exception as exc:  # a handler's failure is its jobs', never the worker's
-                failed = {job.id: exc for job in jobs}
-            done, failures = split_batch(self.queue.name, jobs, failed)
-            for job, error in failures:
-                await self._fail(job, error)
-            return done, len(jobs)
-        done = []
-        for i, job in enumerate(jobs):
-            if self.stop.is_set():
-                await self._release(jobs[i:])
-                return done, i
-            try:
-                await self.queue.process_job(job)
+                await call_handler(self.queue.process_job, effect)
             except Exception as exc:  # a handler's failure is the job's, never the worker's
-                await self._fail(job, exc)
-            else:
-                done.append(job)
-        return done, len(jobs)
-
-    async def _release(self, jobs: list[Job]) -> None:
-        try:
-            released = await self._retrying(lambda: self.queue.release(jobs), 0)
-            self._crew.tally.add(released=released)
-        except Exception:  # they go back to ready anyway, when their lease expires
-            log.exception("queue %s: releasing unstarted jobs failed", self.queue.name)
-        finally:
-            self._crew.held.remove(jobs)
-
-    async def _fail(self, job: Job, exc: Exception) -> None:
-        retry = is_retryable(exc)
-        outcome = None
-        try:
-            outcome = await self._retrying(lambda: self.queue.fail(job, exc, retry=retry), None)
-        except LeaseLostError:
-            self._crew.tally.add(lease_lost=1)
-        except Exception:  # the delivery still counts: the job is redelivered after its lease
-            log.exception("queue %s: recording the failure of job %s failed",
-                          self.queue.name, job.id)
-        finally:
-            self._crew.held.remove([job])
-        self._crew.record_failure(job, exc, outcome)
-
-    async def _sleep_until_woken(self, next_event_ms: int | None) -> None:
-        """Block on the wake list until an add (or retry) pushes a marker, the next delayed
-        job or lease deadline is due, or ``idle_wait`` passes (to notice a stop request)."""
-        timeout = sleep_timeout(self.idle_wait, next_event_ms, self.queue.settings.now_ms())
-        try:
-            await self.queue.client.blpop(self.queue.wake_keys(self.queue._cluster), timeout)
-        except TRANSIENT as exc:
-            log.warning("queue %s: waiting for jobs failed (%s)", self.queue.name, exc)
-            await _pause(self.stop, 0.5)
-
-    async def _heartbeat_loop(self) -> None:
-        interval = self.queue.visibility_timeout / 3
-        while True:
-            await asyncio.sleep(interval)
-            await self._renew(self._crew.held.due(interval))
-
-    async def _renew(self, jobs: list[Job]) -> None:
-        if not jobs:
-            return
-        try:
-            await self._retrying(lambda: self.queue.extend(jobs), 0)
-        except Exception:  # the heartbeat must outlive any error: leases would lapse
-            log.exception("queue %s: heartbeat failed", self.queue.name)
-
-    async def _retrying(self, operation: Callable[[], Awaitable[T]], default: T) -> T:
-        """Run a settling call, riding out a Redis outage or restart (see ``Retrying``)."""
-        schedule = Retrying(self.queue.name, self.queue.visibility_timeout)
-        while True:
+                return exc
+            return None
+        if kind is Batch:
             try:
-                return await operation()
-            except TRANSIENT as exc:
-                delay = schedule.delay(exc)
-                if delay is None:
-                    return default
-                await asyncio.sleep(delay)
+                return await call_handler(self.queue.process_jobs, effect.jobs)
+            except Exception as exc:  # a handler's failure is its jobs', never the worker's
+                return exc
+        return await self.queue.driver.perform(effect)
+
+
+async def call_handler(handler: Callable[..., Any], argument: Any) -> Any:
+    """Await an ``async def`` handler; run a plain one in a thread, so it cannot block the
+    loop (awaiting what it returns, should that be a coroutine)."""
+    if is_coroutine_function(handler):
+        return await handler(argument)
+    result = await asyncio.to_thread(handler, argument)
+    return await result if asyncio.iscoroutine(result) else result
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from pyqcore import Backoff, ConfigurationError, LeaseLostError, Outcome, Serial
 from pyqcore import BaseQueue as SyncQueue
 from pyqcore.asyncio import BaseQueue
 from pyqcore.errors import LockNotAcquiredError
-from pyqcore.runner import Client
+from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_BACKENDS, Backend, FakeClock
 
 pytestmark = BOTH_BACKENDS

@@ -6,7 +6,7 @@ import asyncio
 
 from pyqcore import Backoff, Job, NonRetryableError, WorkerReport
 from pyqcore.asyncio import BaseQueue, Worker
-from pyqcore.runner import Client
+from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_BACKENDS, Backend, primaries
 
 pytestmark = BOTH_BACKENDS
@@ -16,7 +16,7 @@ async def blocked_on_blpop(client: Client) -> None:
     """Until some connection of the deployment is blocked in BLPOP (the idle worker)."""
 
     def blocked() -> bool:
-        return any(c.get("cmd") == "blpop"
+        return any(c.get("cmd") == "blpop" and "b" in c.get("flags", "")
                    for node in primaries(client) for c in node.client_list())
 
     for _ in range(1000):
@@ -93,6 +93,7 @@ def test_a_blocked_worker_wakes_on_add_and_stops_on_request(
         assert not got.is_set()
         await queue.add("wake up")
         await asyncio.wait_for(got.wait(), 5)  # woken by the add's marker, not a poll
+        await blocked_on_blpop(client)  # idle again, its job acked
         worker.stop.set()
         await queue.add("after stop")
         report = await asyncio.wait_for(running, 35)

@@ -30,10 +30,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyqcore import BaseQueue
-from pyqcore.core import text
+from pyqcore import BaseQueue, Worker
+from pyqcore.core.calls import text
 from pyqcore.local_redis import LocalRedis
-from pyqcore.worker import Worker
 from tests.reliability.accounting import EVENTS, Event, Ledger
 from tests.reliability.worker_proc import LedgerQueue
 

@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from pyqcore import QueueManager
-from pyqcore.core import Call, QueueCalls, lock_call, unlock_call
+from pyqcore.core.calls import Call, QueueCalls, lock_call, unlock_call
 from pyqcore.keys import QueueKeys
 from pyqcore.local_redis import LocalRedisCluster
 from pyqcore.scripts import load_scripts

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyqcore import BaseQueue
-from pyqcore.core import text
+from pyqcore.core.calls import text
 from pyqcore.local_redis import LocalRedis
 from tests.reliability.accounting import Account, Ledger, check_dir
 from tests.reliability.worker_proc import LedgerQueue

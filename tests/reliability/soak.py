@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from pyqcore import BaseQueue
-from pyqcore.core import text
+from pyqcore.core.calls import text
 from pyqcore.local_redis import LocalRedis
 from pyqcore.scripts import load_scripts
 from tests.reliability.scenario import Scenario

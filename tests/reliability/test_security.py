@@ -21,7 +21,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 from redis.retry import Retry
 
 from pyqcore import BaseQueue, Job, Outcome, QueueManager
-from pyqcore.core import lock_call
+from pyqcore.core.calls import lock_call
 from pyqcore.errors import LockNotAcquiredError, NonRetryableError
 from pyqcore.local_redis import LocalRedis, free_port, wait_until
 
@@ -145,7 +145,7 @@ def run_everything(client: redis.Redis, admin: redis.Redis) -> None:
         with pytest.raises(LockNotAcquiredError), emails.lock("user:7", wait=0.0):
             pass  # held: another holder is told for how long (PTTL)
         # the holder locking again renews its lock (what a retried lock call does)
-        assert emails._runner.run(lock_call(emails.keys.lock("user:7"), token, 5000)) is None
+        assert emails.driver.run(lock_call(emails.keys.lock("user:7"), token, 5000)) is None
     [job] = emails.reserve()
     assert emails.release(job) == 1  # back to the front of ready, uncounted
 

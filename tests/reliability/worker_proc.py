@@ -14,9 +14,9 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -24,14 +24,59 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from pyqcore import BaseQueue, Job
-from pyqcore.core import Reservation, Settled
-from pyqcore.runner import Client
-from pyqcore.worker import Worker
+from pyqcore import BaseQueue, Job, Worker
+from pyqcore.core.calls import Call
+from pyqcore.core.effects import Command
+from pyqcore.sync.driver import Client, SyncDriver
 from tests.reliability.accounting import Ledger
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 POISON = "poison"
+T = TypeVar("T")
+
+
+class LedgerDriver(SyncDriver):
+    """The blocking driver, writing every ack call to the ledger: ``acking`` before it is
+    sent, then ``acked`` / ``ack-refused`` as the script answered, or ``ack?`` when the reply
+    was lost. It sees the calls the worker really sends, at the I/O boundary."""
+
+    def __init__(self, client: Client, ledger: Ledger) -> None:
+        super().__init__(client)
+        self.ledger = ledger
+
+    def call(self, call: Call[T]) -> T:
+        reply: T = self._logged([call], lambda: [super(LedgerDriver, self).call(call)])[0]
+        return reply
+
+    def call_all(self, calls: Sequence[Call[Any] | Command]) -> list[Any]:
+        if len(calls) == 1 and isinstance(calls[0], Call):
+            return [self.call(calls[0])]
+        return self._logged(calls, lambda: super(LedgerDriver, self).call_all(calls))
+
+    def _logged(self, calls: Sequence[Call[Any] | Command],
+                send: Callable[[], list[Any]]) -> list[Any]:
+        acks = [(i, _pairs(c)) for i, c in enumerate(calls)
+                if isinstance(c, Call) and c.script.name == "ack"]
+        for _, pairs in acks:
+            for job_id, token in pairs:
+                self.ledger.log("acking", [job_id], token)
+        try:
+            replies = send()
+        except TRANSIENT:
+            for _, pairs in acks:
+                for job_id, token in pairs:
+                    self.ledger.log("ack?", [job_id], token)
+            raise
+        for i, pairs in acks:
+            refused = set(replies[i].refused)
+            for job_id, token in pairs:
+                self.ledger.log("ack-refused" if job_id in refused else "acked", [job_id], token)
+        return replies
+
+
+def _pairs(call: Call[Any]) -> list[tuple[str, str]]:
+    args = [str(a) for a in call.args]
+    return list(zip(args[::2], args[1::2], strict=True))
 
 
 class LedgerQueue(BaseQueue):
@@ -40,6 +85,7 @@ class LedgerQueue(BaseQueue):
     def __init__(self, client: Client, ledger: Ledger, *, work: float = 0.0,
                  die_on_poison: bool = True, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
+        self.driver = LedgerDriver(client, ledger)
         self.ledger = ledger
         self.work = work
         self.die_on_poison = die_on_poison
@@ -54,32 +100,6 @@ class LedgerQueue(BaseQueue):
         if self.work:
             time.sleep(self.work)
         self.ledger.log("executed", [job.id])
-
-    def ack(self, jobs: Job | Iterable[Job]) -> int:
-        """Ack, logging which leases the script confirmed (``ack?`` when the reply was lost)."""
-        held = [jobs] if isinstance(jobs, Job) else list(jobs)
-        settled, _ = self._ack_and_reserve(held, 0)
-        return settled.count if settled else 0
-
-    def _ack_and_reserve(
-        self, done: list[Job], count: int
-    ) -> tuple[Settled | None, Reservation | None]:
-        """The worker's ack (+ next reserve) round trip, logging which leases the script
-        confirmed (``ack?`` when the reply was lost)."""
-        for job in done:
-            self.ledger.log("acking", [job.id], job.token)
-        try:
-            settled, reservation = super()._ack_and_reserve(done, count)
-        except TRANSIENT:
-            for job in done:
-                self.ledger.log("ack?", [job.id], job.token)
-            raise
-        if settled is not None:
-            refused = set(settled.refused)
-            for job in done:
-                event = "ack-refused" if job.id in refused else "acked"
-                self.ledger.log(event, [job.id], job.token)
-        return settled, reservation
 
 
 def client_for(url: str) -> redis.Redis:

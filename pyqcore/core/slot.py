@@ -1,12 +1,20 @@
-"""The worker's decisions, without I/O: what a slot acks and leases next, what a failed round
-trip means, what to do with a reservation, and the counters, budget and held leases that the
-slots of one worker share. The sync worker (threads) and the asyncio worker (tasks) run the same
-decisions and differ only in how they call Redis, run handlers and wait.
+"""The worker, without I/O: the slot loop and the heartbeat loop as flows
+(``pyqcore.core.effects``), and the decisions, counters, budget and held leases that the slots
+of one worker share. The sync worker (threads) and the asyncio worker (tasks) drive these same
+flows and differ only in how they perform the effects.
 
 A slot is one loop: one round trip acks the jobs it finished and leases its next batch; it runs
 the batch; round again. The batch size adapts to how long jobs take: about ``BATCH_SECONDS`` of
 work per batch, from 1 up to ``prefetch`` jobs, so fast jobs share a round trip and slow jobs
-are leased one at a time (none waits behind another).
+are leased one at a time (none waits behind another). When nothing is ready a slot blocks on
+the queue's wake list (an add, a retry or the next due time wakes it), so an idle worker does
+not poll. A heartbeat extends the lease of every job held longer than a third of the
+visibility timeout.
+
+A stop request (SIGTERM/SIGINT, ``max_jobs`` reached, or in ``burst`` mode nothing ready) lets
+each slot finish the job it is running, ack, and release the rest of its batch back to the
+front of ready without counting the delivery. Redis errors are ridden out with capped backoff;
+a job whose ack is lost is redelivered after its lease (at-least-once, never lost).
 """
 
 from __future__ import annotations
@@ -14,17 +22,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict, TypeVar
 
 from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyqcore.codes import Outcome
-from pyqcore.core import Reservation, Settled
-from pyqcore.errors import ConfigurationError, NonRetryableError
+from pyqcore.core.calls import Call, Reservation, Settled
+from pyqcore.core.effects import Batch, Block, Flag, Flow, Pause, flow_of
+from pyqcore.core.queue import QueueCore
+from pyqcore.errors import ConfigurationError, LeaseLostError, NonRetryableError
 from pyqcore.job import Job
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger("pyqcore")
 
@@ -117,10 +131,13 @@ class Held:
         return old
 
 
-class StopFlag(Protocol):
-    """A threading.Event or an asyncio.Event: all a slot asks is whether to stop."""
+class WorkerOptions(TypedDict, total=False):
+    """How a worker runs, beside its concurrency (``process(...)``, ``Worker(...)``)."""
 
-    def is_set(self) -> bool: ...
+    max_jobs: int | None  # stop after this many deliveries
+    burst: bool  # stop when nothing is ready
+    idle_wait: float  # longest single wait for work, in seconds (to notice a stop request)
+    prefetch: int  # most jobs one slot leases at once
 
 
 def check_options(concurrency: int, prefetch: int, max_jobs: int | None,
@@ -131,21 +148,39 @@ def check_options(concurrency: int, prefetch: int, max_jobs: int | None,
             raise ConfigurationError(f"{name} must be an int >= {low}, got {value!r}")
     if max_jobs is not None and (not isinstance(max_jobs, int) or max_jobs < 0):
         raise ConfigurationError(f"max_jobs must be an int >= 0 or None, got {max_jobs!r}")
-    if not idle_wait > 0:
+    if isinstance(idle_wait, bool) or not isinstance(idle_wait, int | float) or not idle_wait > 0:
         raise ConfigurationError(f"idle_wait must be > 0 seconds, got {idle_wait!r}")
 
 
 @dataclass
 class Crew:
-    """What the slots of one worker share."""
+    """What the slots of one worker share. ``stop`` asks the slots to stop; ``finished`` is
+    set once every slot has (the heartbeat runs until then)."""
 
     queue_name: str
-    stop: StopFlag
+    stop: Flag
+    finished: Flag
     burst: bool
     prefetch: int
     budget: Budget
+    idle_wait: float  # longest single wait on the wake list
+    visibility_timeout: float
+    batches: bool  # the queue handles whole batches (process_jobs)
     tally: Tally = field(default_factory=Tally)
     held: Held = field(default_factory=Held)
+
+    @classmethod
+    def of(cls, core: QueueCore, *, batches: bool, stop: Flag, finished: Flag,
+           longest_block: float, concurrency: int, **options: Unpack[WorkerOptions]) -> Crew:
+        """The crew of a worker with these options (ConfigurationError for ones that cannot
+        work). ``longest_block`` is the longest wait the client's socket timeout allows."""
+        prefetch = options.get("prefetch", DEFAULT_PREFETCH)
+        max_jobs = options.get("max_jobs")
+        idle_wait = options.get("idle_wait", 1.0)
+        check_options(concurrency, prefetch, max_jobs, idle_wait)
+        return cls(core.name, stop, finished, options.get("burst", False), prefetch,
+                   Budget(max_jobs), min(idle_wait, longest_block),
+                   core.settings.visibility_timeout, batches)
 
     def record_failure(self, job: Job, exc: BaseException, outcome: Outcome | None) -> None:
         """Count and log a failed delivery once ``fail`` answered (None: it could not)."""
@@ -295,3 +330,129 @@ def sleep_timeout(idle_wait: float, next_event_ms: int | None, now_ms: int) -> f
     if next_event_ms is not None:
         timeout = min(timeout, (next_event_ms - now_ms) / 1000.0)
     return max(timeout, 0.01)
+
+
+# -- the flows -----------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def slot_loop(core: QueueCore, crew: Crew) -> Flow[None]:
+    """One slot: ack what was done and lease the next batch in one round trip; run it; repeat
+    until stopped (or, in burst mode, until nothing is ready)."""
+    plan = SlotPlan(crew)
+    while plan.claim():
+        try:
+            settled, reservation = yield from core.ack_and_reserve(plan.done, plan.wanted)
+        except Exception as exc:
+            yield Pause(plan.round_failed(exc), crew.stop)
+            continue
+        step = plan.round_done(settled, reservation)
+        if step.action == "stop":
+            return
+        if step.action == "sleep":
+            yield from _wait_for_work(core, crew, step.next_event_ms)
+        elif step.action == "run":
+            started = time.monotonic()
+            run = _run_whole_batch if crew.batches else _run_one_by_one
+            done, ran = yield from run(core, crew, step.jobs)
+            plan.batch_ran(done, ran, time.monotonic() - started)
+
+
+def _run_one_by_one(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[tuple[list[Job], int]]:
+    """Run a leased batch a job at a time; returns the jobs to ack and how many ran. On a stop
+    request the jobs not started yet are released."""
+    done: list[Job] = []
+    for i, job in enumerate(jobs):
+        if crew.stop.is_set():
+            yield from _release(core, crew, jobs[i:])
+            return done, i
+        error = yield job  # the driver runs the handler; None, or what it raised
+        if error is None:
+            done.append(job)
+        else:
+            yield from _fail(core, crew, job, error)
+    return done, len(jobs)
+
+
+def _run_whole_batch(core: QueueCore, crew: Crew, jobs: list[Job]
+                     ) -> Flow[tuple[list[Job], int]]:
+    """``process_jobs`` over the batch in one call: the jobs it reports are failed with their
+    exception, every job if it raises, and the others are acked."""
+    if crew.stop.is_set():
+        yield from _release(core, crew, jobs)
+        return [], 0
+    outcome = yield Batch(jobs)
+    failed: dict[str, BaseException] = (
+        dict.fromkeys((job.id for job in jobs), outcome) if isinstance(outcome, BaseException)
+        else dict(outcome or {}))
+    done, failures = split_batch(crew.queue_name, jobs, failed)
+    for job, error in failures:
+        yield from _fail(core, crew, job, error)
+    return done, len(jobs)
+
+
+def _release(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[None]:
+    try:
+        released = yield from _retrying(crew, lambda: core.release(jobs), 0)
+        crew.tally.add(released=released)
+    except Exception:  # they go back to ready anyway, when their lease expires
+        log.exception("queue %s: releasing unstarted jobs failed", crew.queue_name)
+    finally:
+        crew.held.remove(jobs)
+
+
+def _fail(core: QueueCore, crew: Crew, job: Job, exc: Exception) -> Flow[None]:
+    retry = is_retryable(exc)
+    outcome = None
+    try:
+        outcome = yield from _retrying(crew, lambda: core.fail(job, exc, retry=retry), None)
+    except LeaseLostError:
+        crew.tally.add(lease_lost=1)
+    except Exception:  # the delivery still counts: the job is redelivered after its lease
+        log.exception("queue %s: recording the failure of job %s failed", crew.queue_name,
+                      job.id)
+    finally:
+        crew.held.remove([job])
+    crew.record_failure(job, exc, outcome)
+
+
+def _wait_for_work(core: QueueCore, crew: Crew, next_event_ms: int | None) -> Flow[None]:
+    """Block on the wake list until an add (or retry) pushes a marker, the next delayed job or
+    lease deadline is due, or ``idle_wait`` passes (to notice a stop request)."""
+    timeout = sleep_timeout(crew.idle_wait, next_event_ms, core.settings.now_ms())
+    try:
+        yield Block(core.wake_keys(), timeout)
+    except TRANSIENT as exc:
+        log.warning("queue %s: waiting for jobs failed (%s)", crew.queue_name, exc)
+        yield Pause(0.5, crew.stop)
+
+
+def heartbeat_loop(core: QueueCore, crew: Crew) -> Flow[None]:
+    """Until every slot has finished: every third of the visibility timeout, extend the leases
+    held that long (a failed heartbeat is logged; the next one tries again)."""
+    interval = core.settings.visibility_timeout / 3
+    while not (yield Pause(interval, crew.finished)):
+        jobs = crew.held.due(interval)
+        if jobs:
+            yield from _renew(core, crew, jobs)
+
+
+def _renew(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[None]:
+    try:
+        yield from _retrying(crew, lambda: core.extend(jobs), 0)
+    except Exception:  # the heartbeat must outlive any error: leases would lapse
+        log.exception("queue %s: heartbeat failed", crew.queue_name)
+
+
+def _retrying(crew: Crew, operation: Callable[[], Flow[T] | Call[T]], default: T) -> Flow[T]:
+    """Run a settling call, riding out a Redis outage or restart (see ``Retrying``)."""
+    schedule = Retrying(crew.queue_name, crew.visibility_timeout)
+    while True:
+        try:
+            return (yield from flow_of(operation()))
+        except TRANSIENT as exc:
+            delay = schedule.delay(exc)
+            if delay is None:
+                return default
+            yield Pause(delay)

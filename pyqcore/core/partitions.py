@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pyqcore.core import Call, QueueCalls, Settled
+from pyqcore.core.calls import Call, QueueCalls, Settled
 from pyqcore.errors import ConfigurationError
 from pyqcore.job import Job
 from pyqcore.settings import QueueSettings

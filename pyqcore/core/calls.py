@@ -1,8 +1,9 @@
-"""The sans-I/O core: which script each operation calls, with which KEYS and ARGV, and how its
-reply is read. Nothing here talks to Redis, so the sync and asyncio layers share every line.
+"""One builder per Lua script: which script a call runs, with which KEYS and ARGV, and how its
+reply is read. Nothing here talks to Redis.
 
-An operation is a ``Call``: the shells send ``EVALSHA call.script.sha`` with ``call.keys`` and
-``call.args``, then hand the reply to ``call.parse``.
+A ``Call`` is one script invocation: a driver sends ``EVALSHA call.script.sha`` with
+``call.keys`` and ``call.args``, then hands the reply to ``call.parse``. Operations of several
+calls are flows (``pyqcore.core.effects``) built on these.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pyqcore.codes import Code, Outcome
 from pyqcore.errors import ConfigurationError, DeserializationError, LeaseLostError, ScriptError
@@ -56,14 +57,21 @@ def _job_id(job_id: str | None) -> str:
     return job_id
 
 
-class Call(NamedTuple, Generic[T]):
-    """One script invocation, ready to send, and the parser of its reply. (A NamedTuple: one
+class Call(Generic[T]):
+    """One script invocation, ready to send, and the parser of its reply. (A slotted class: one
     is built per operation, and a frozen dataclass costs five times as much to build.)"""
 
-    script: Script
-    keys: Sequence[str]
-    args: Sequence[Arg]
-    parse: Callable[[Any], T]
+    __slots__ = ("args", "keys", "parse", "script")
+
+    def __init__(self, script: Script, keys: Sequence[str], args: Sequence[Arg],
+                 parse: Callable[[Any], T]) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.parse = parse
+
+    def __repr__(self) -> str:
+        return f"Call({self.script.name}, keys={list(self.keys)!r}, args={list(self.args)!r:.200})"
 
 
 @dataclass(frozen=True, slots=True)

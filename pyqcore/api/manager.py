@@ -1,0 +1,88 @@
+"""``ManagerApi``: the registry of queues, declared once for the sync and asyncio drivers. It
+holds the queues of one application under one prefix, on one client; registering is local
+(no I/O, so it works as a decorator on both drivers): a queue announces itself in Redis on its
+first call (``QueueCore.announce``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, Generic, TypeVar, overload
+
+from pyqcore.api.dead_letter import DeadLetterApi
+from pyqcore.api.operation import operation
+from pyqcore.api.queue import QueueApi
+from pyqcore.core.dead_letters import DeadLetters
+from pyqcore.core.manager import ManagerCore
+from pyqcore.core.registry import Registry
+from pyqcore.errors import ConfigurationError
+from pyqcore.keys import DEFAULT_PREFIX
+from pyqcore.settings import Clock
+
+Q = TypeVar("Q", bound=QueueApi)
+D = TypeVar("D", bound=DeadLetterApi)
+QT = TypeVar("QT", bound=type[QueueApi])
+
+
+class ManagerApi(Generic[Q, D]):
+    """Creates, holds and runs the queues of one application, all on one Redis client."""
+
+    queue_class: ClassVar[type[Any]]  # the driver's BaseQueue
+    dead_letter_class: ClassVar[type[Any]]  # the driver's DeadLetterQueue
+    driver: Any
+
+    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, clock: Clock = time.time,
+                 max_redrives: int = 3) -> None:
+        self.client = client
+        self.clock = clock
+        registry = Registry(prefix, clock)
+        self.prefix = registry.prefix
+        self.core = ManagerCore(registry, DeadLetters(registry, max_redrives=max_redrives))
+        self.dead_letter_queue: D = self.dead_letter_class(self.driver, self.core.dead_letters)
+        self._queues: dict[str, Q] = {}
+
+    @overload
+    def register(self, queue: QT, /, **options: Any) -> QT: ...
+
+    @overload
+    def register(self, queue: str, /, *, handler: Any = None, **options: Any) -> Q: ...
+
+    def register(self, queue: Any, /, *, handler: Any = None, **options: Any) -> Any:
+        """Register a queue class (returns the class, so it works as a decorator), or a plain
+        handler function under a name (returns the queue). ``options`` override the queue's
+        settings (max_retries, visibility_timeout, backoff, serializer, ...)."""
+        common: dict[str, Any] = {"prefix": self.prefix, "clock": self.clock, **options}
+        if isinstance(queue, type) and issubclass(queue, self.queue_class):
+            if handler is not None:
+                raise ConfigurationError("pass handler= with a queue name, not with a class")
+            instance = queue(self.client, **common)
+        elif isinstance(queue, str):
+            instance = self.queue_class(self.client, name=queue, handler=handler, **common)
+        else:
+            raise ConfigurationError(f"register takes a {self.queue_class.__qualname__} "
+                                     f"subclass or a name, got {queue!r}")
+        self.core.registry.add(instance.core)
+        self._queues[instance.name] = instance
+        return queue if isinstance(queue, type) else instance
+
+    def get_queue(self, name: str) -> Q:
+        """The registered queue called ``name``; UnknownQueueError lists the known names."""
+        try:
+            return self._queues[name]
+        except KeyError:
+            raise self.core.registry.unknown(name) from None
+
+    @property
+    def queues(self) -> Mapping[str, Q]:
+        """The registered queues by name."""
+        return dict(self._queues)
+
+    def runnable_queues(self) -> dict[str, Q]:
+        """The registered queues that can process jobs (they have a handler)."""
+        runnable = {name: q for name, q in self._queues.items() if q.has_handler}
+        if not runnable:
+            raise ConfigurationError("no registered queue has a handler to process jobs with")
+        return runnable
+
+    known_queue_names = operation(ManagerCore.known_queue_names)
+    monitor_queue_sizes = operation(ManagerCore.monitor_queue_sizes)

@@ -1,0 +1,146 @@
+"""``QueueApi``: a queue's public surface, declared once. The sync ``pyqcore.BaseQueue`` and the
+asyncio ``pyqcore.asyncio.BaseQueue`` are this class plus a driver (see ``operation``): they
+read settings the same way, build the same flows, and differ only in how effects are performed
+and how a handler is called.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
+
+from pyqcore.api.operation import operation
+from pyqcore.backoff import Backoff
+from pyqcore.core.queue import QueueCore
+from pyqcore.errors import ConfigurationError
+from pyqcore.job import Job
+from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
+from pyqcore.serializer import MSGPACK, Serializer
+from pyqcore.settings import Clock, QueueSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+class QueueOptions(TypedDict, total=False):
+    """The settings a queue's constructor takes; None (or absent) keeps the class default."""
+
+    name: str | None
+    max_retries: int | None
+    visibility_timeout: float | None
+    backoff: Backoff | None
+    serializer: Serializer | None
+    max_payload_bytes: int | None
+    batch_size: int | None
+    partitions: int | None
+    prefix: str
+    clock: Clock
+    rng: random.Random | None
+
+
+class QueueApi:
+    """A named queue. Class attributes are the defaults; constructor options override them."""
+
+    name: str = ""
+    max_retries: int = 3  # retries after the first delivery: at most max_retries + 1 deliveries
+    visibility_timeout: float = 30.0  # seconds a delivery is leased before it is reclaimed
+    backoff: Backoff = Backoff.exponential()
+    serializer: Serializer = MSGPACK
+    max_payload_bytes: int = 512 * 1024  # largest encoded job record accepted by add
+    batch_size: int = 1000  # most jobs per enqueue script call
+    partitions: int = 1  # hash tags (so cluster slots) the queue is spread over
+
+    # The defaults of process_job / process_jobs, which a subclass may override.
+    default_handlers: ClassVar[tuple[Callable[..., Any], Callable[..., Any]]]
+
+    core: QueueCore
+
+    def __init__(
+        self, *, cluster: bool, handler: Callable[..., Any] | None,
+        batch_handler: Callable[..., Any] | None, **options: Unpack[QueueOptions],
+    ) -> None:
+        if handler is not None and batch_handler is not None:
+            raise ConfigurationError("pass handler= or batch_handler=, not both")
+        for function in (handler, batch_handler):
+            if function is not None and not callable(function):
+                raise ConfigurationError(f"a handler must be callable, got {function!r}")
+        self.handler = handler
+        self.batch_handler = batch_handler
+
+        def given(key: str) -> Any:
+            value = options.get(key)
+            return getattr(self, key) if value is None else value
+
+        s = QueueSettings(
+            name=given("name"),
+            max_retries=given("max_retries"),
+            visibility_timeout=given("visibility_timeout"),
+            backoff=given("backoff"),
+            serializer=given("serializer"),
+            max_payload_bytes=given("max_payload_bytes"),
+            batch_size=given("batch_size"),
+            partitions=given("partitions"),
+            prefix=options.get("prefix", DEFAULT_PREFIX),
+            clock=options.get("clock", time.time),
+            rng=options.get("rng") or random.Random(),
+        )
+        self.settings = s
+        self.name, self.max_retries, self.backoff = s.name, s.max_retries, s.backoff
+        self.visibility_timeout, self.serializer = s.visibility_timeout, s.serializer
+        self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
+        self.partitions = s.partitions
+        self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
+        self.core = QueueCore(s, cluster=cluster)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    @property
+    def handles_batches(self) -> bool:
+        """Whether the worker hands this queue whole batches (``process_jobs``)."""
+        overridden = type(self).process_jobs is not self.default_handlers[1]
+        return self.batch_handler is not None or overridden
+
+    @property
+    def has_handler(self) -> bool:
+        """Whether the queue can process jobs: a handler given, or a handler method
+        overridden."""
+        job_handler, batch_handler = self.default_handlers
+        return (self.handler is not None or self.batch_handler is not None
+                or type(self).process_job is not job_handler
+                or type(self).process_jobs is not batch_handler)
+
+    def missing_handler(self, batches: bool = False) -> ConfigurationError:
+        """The error of a queue asked to process jobs without a handler."""
+        if batches:
+            return ConfigurationError(f"queue {self.name!r} has no batch handler")
+        return ConfigurationError(f"queue {self.name!r} has no handler: override process_job "
+                                  "or register it with handler=")
+
+    def process_job(self, job: Job) -> Any:
+        """Handle one job (each driver's ``BaseQueue`` defines it)."""
+        raise NotImplementedError
+
+    def process_jobs(self, jobs: list[Job]) -> Any:
+        """Handle a leased batch (each driver's ``BaseQueue`` defines it)."""
+        raise NotImplementedError
+
+    add = operation(QueueCore.add)
+    add_batch = operation(QueueCore.add_batch)
+    reserve = operation(QueueCore.reserve)
+    ack = operation(QueueCore.ack)
+    fail = operation(QueueCore.fail)
+    extend = operation(QueueCore.extend)
+    release = operation(QueueCore.release)
+    counts = operation(QueueCore.counts)
+    stats = operation(QueueCore.stats)
+
+
+def is_coroutine_function(function: Any) -> bool:
+    """Whether calling ``function`` returns a coroutine: an ``async def``, or an object whose
+    ``__call__`` is one."""
+    return inspect.iscoroutinefunction(function) or (
+        callable(function) and inspect.iscoroutinefunction(function.__call__))

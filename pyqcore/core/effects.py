@@ -1,0 +1,111 @@
+"""The flow protocol: how the sans-I/O core asks a driver for I/O.
+
+A flow is a generator. Each value it yields is an *effect*, a request for one piece of I/O; the
+driver performs it and sends the result back in (``flow.send``), or, if performing it raised,
+throws that exception in at the ``yield`` (``flow.throw``), where the flow may catch it (a
+transient Redis error, say) or let it propagate to the caller. The flow's return value is the
+operation's result. The effects:
+
+=====================  =============================================================  =========
+yielded                performed as                                                   sent back
+=====================  =============================================================  =========
+``Call``               ``EVALSHA`` of one Lua script (``EVAL`` on NOSCRIPT)           parsed reply
+``Command``            one plain Redis command                                        parsed reply
+``list`` of the two    one round trip: a pipeline, each call still atomic on its own  replies
+``Block``              ``BLPOP`` on wake lists, at most ``timeout`` seconds           None
+``Pause``              sleep ``seconds``, or less if the ``until`` flag gets set      the flag
+``Job``                run the queue's handler on that job                            its error
+``Batch``              run the queue's batch handler on those jobs                    see Batch
+=====================  =============================================================  =========
+
+A driver (``pyqcore.sync.driver``, ``pyqcore.asyncio.driver``) is that table and nothing else:
+every decision about which call comes next lives in the flows, written once for both.
+An operation that is a single script call may be a bare ``Call`` instead of a flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+from pyqcore.core.calls import Call
+from pyqcore.job import Job
+
+T = TypeVar("T")
+
+
+class Command(NamedTuple):
+    """One plain (non-script) Redis command, and the parser of its reply."""
+
+    args: tuple[Any, ...]
+    parse: Callable[[Any], Any] = lambda reply: reply
+
+
+class Block(NamedTuple):
+    """``BLPOP keys timeout``: wait for a wake marker (an add, a retry) without polling."""
+
+    keys: list[str]
+    timeout: float
+
+
+class Flag(Protocol):
+    """A threading.Event or an asyncio.Event, as flows see it."""
+
+    def is_set(self) -> bool: ...
+
+
+class Pause(NamedTuple):
+    """Sleep ``seconds``; with ``until``, wake as soon as that flag is set. Sends back whether
+    the flag is set (False without one)."""
+
+    seconds: float
+    until: Flag | None = None
+
+
+class Batch(NamedTuple):
+    """Run the batch handler on ``jobs``. Sends back what it returned (None, or failed job id
+    -> exception), or the exception it raised."""
+
+    jobs: list[Job]
+
+
+Effect = Call[Any] | Command | Sequence[Call[Any] | Command] | Block | Pause | Job | Batch
+Flow = Generator[Any, Any, T]
+"""A generator that yields effects and returns the operation's result (typed by T)."""
+
+
+def flow_of(operation: Call[T] | Flow[T]) -> Flow[T]:
+    """An operation as a flow, for ``yield from`` inside another flow (a bare Call becomes a
+    one-step flow)."""
+    if isinstance(operation, Call):
+        reply: T = yield operation
+        return reply
+    return (yield from operation)
+
+
+class Steps:
+    """Runs a flow against a driver's results: the part of driving that is not I/O, shared by
+    the sync and asyncio drivers. ``effect`` is what to perform next while ``running``."""
+
+    __slots__ = ("_flow", "effect", "result", "running")
+
+    def __init__(self, flow: Flow[Any]) -> None:
+        self._flow = flow
+        self.running = True
+        self.result: Any = None
+        self.effect: Any = None
+        self._resume(flow.send, None)
+
+    def send(self, value: Any) -> None:
+        """Hand the flow the result of ``effect``."""
+        self._resume(self._flow.send, value)
+
+    def throw(self, error: BaseException) -> None:
+        """Raise ``error`` inside the flow, where it yielded ``effect``."""
+        self._resume(self._flow.throw, error)
+
+    def _resume(self, resume: Callable[[Any], Any], value: Any) -> None:
+        try:
+            self.effect = resume(value)
+        except StopIteration as done:
+            self.running, self.result, self.effect = False, done.value, None

@@ -1,0 +1,298 @@
+"""The flows of one queue, written once for both drivers: adding over partitions, reserving
+(walking the partitions, burying undecodable records), the worker's ack-and-reserve round
+trip, settling leases, failing, counting, item locks, and announcing the queue to the registry.
+
+Each method returns a flow (``pyqcore.core.effects``) or, for a single script call, a bare
+``Call``; ``pyqcore.api.queue`` exposes them as the methods of ``BaseQueue``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from pyqcore.codes import Outcome
+from pyqcore.core.calls import (
+    Call,
+    QueueCalls,
+    Reservation,
+    Settled,
+    lock_call,
+    text,
+    unlock_call,
+)
+from pyqcore.core.effects import Command, Flow, Pause
+from pyqcore.core.partitions import Partitions, merge_settled
+from pyqcore.errors import ConfigurationError, LockNotAcquiredError
+from pyqcore.job import ErrorInfo, Job
+from pyqcore.keys import QueueKeys, partitions_key, registry_key
+from pyqcore.settings import QueueSettings
+
+log = logging.getLogger("pyqcore")
+
+
+class QueueCore:
+    """The flows of one queue (over all its partitions), for one kind of client: on a cluster
+    an idle worker blocks on one partition's wake list at a time."""
+
+    def __init__(self, settings: QueueSettings, *, cluster: bool) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.cluster = cluster
+        self.partitions = Partitions(settings)
+        self.keys = QueueKeys(settings.prefix, settings.name)  # the logical queue's own keys
+        self.announced = False
+
+    # -- the registry --------------------------------------------------------------------------
+
+    def announce(self) -> Flow[None]:
+        """Record the queue under its prefix (its name, and a partitioned queue's partition
+        count) so the DLQ, the CLI and other processes find it; refuse a partition count that
+        differs from the recorded one (jobs would be stranded in partitions some processes
+        never read). Runs before the queue's first other call, once per queue object."""
+        s = self.settings
+        commands = [Command(("SADD", registry_key(s.prefix), s.name))]
+        if s.partitions > 1:
+            commands.append(Command(("HSETNX", partitions_key(s.prefix), s.name, s.partitions)))
+        commands.append(Command(("HGET", partitions_key(s.prefix), s.name),
+                                lambda raw: int(raw or 1)))
+        recorded = (yield commands)[-1]
+        if recorded != s.partitions:
+            raise ConfigurationError(
+                f"queue {s.name!r} is recorded with partitions={recorded} under prefix "
+                f"{s.prefix!r}, not {s.partitions}; changing it needs a drain first")
+        self.announced = True
+
+    def _announced(self) -> Flow[None]:
+        if not self.announced:
+            yield from self.announce()
+
+    # -- producing -----------------------------------------------------------------------------
+
+    def add(
+        self, payload: Any, *, context: Any = None, delay: float = 0.0,
+        job_id: str | None = None, partition_key: str | None = None,
+    ) -> Call[str] | Flow[str]:
+        """Add one job; returns its id. With ``job_id`` the add is idempotent: if a job with
+        that id exists, nothing changes. ``delay`` (seconds) schedules it for later. On a
+        partitioned queue, jobs with the same ``partition_key`` share a partition (and FIFO)."""
+        call = self.partitions.add_one(payload, context, delay, job_id, partition_key)
+        return call if self.announced else self._after_announce(call)
+
+    def _after_announce(self, call: Call[Any]) -> Flow[Any]:
+        yield from self.announce()
+        return (yield call)
+
+    def add_batch(
+        self, payloads: Iterable[Any], *, context: Any = None, delay: float = 0.0,
+        job_ids: Sequence[str | None] | None = None,
+        partition_keys: Sequence[str | None] | None = None,
+    ) -> Flow[list[str]]:
+        """Add many jobs with one script call per ``batch_size`` jobs (and partition), all
+        sent in one round trip; returns their ids in order. Every payload is encoded before
+        anything is written, so one unserializable payload writes nothing. Each call of the
+        round trip is atomic."""
+        payloads, ids, keys = batch_arguments(payloads, job_ids, partition_keys)
+        calls, positions = self.partitions.add(payloads, [context] * len(payloads), delay, ids,
+                                               keys)
+        yield from self._announced()
+        chunks = (yield calls) if calls else []
+        return in_caller_order(chunks, positions, len(payloads))
+
+    # -- consuming -----------------------------------------------------------------------------
+
+    def reserve(self, count: int = 1, *, visibility_timeout: float | None = None
+                ) -> Flow[list[Job]]:
+        """Lease up to ``count`` ready jobs. Records that cannot be decoded go straight to the
+        dead-letter queue with the reason and are not returned."""
+        first, *others = self.partitions.reading_order()
+        lease = first.lease(count, visibility_timeout)  # bad arguments raise before any I/O
+        yield from self._announced()
+        reservation = yield lease
+        return (yield from self._next_partitions(reservation, others, count,
+                                                 visibility_timeout)).jobs
+
+    def ack_and_reserve(
+        self, done: list[Job], count: int
+    ) -> Flow[tuple[Settled | None, Reservation | None]]:
+        """Ack ``done`` and lease up to ``count`` more jobs in one round trip (the worker's
+        hot path); returns the ack's reply unless done is empty, and the reservation unless
+        count is 0."""
+        yield from self._announced()
+        acks = [part.ack(pairs(group)) for part, group in self.partitions.grouped(done)]
+        first, *others = self.partitions.reading_order()
+        calls: list[Call[Any]] = [*acks, first.lease(count)] if count else acks
+        results = (yield calls) if calls else []
+        settled = merge_settled(results[: len(acks)]) if done else None
+        if not count:
+            return settled, None
+        return settled, (yield from self._next_partitions(results[-1], others, count))
+
+    def _next_partitions(
+        self, reservation: Reservation, others: list[QueueCalls], count: int,
+        visibility_timeout: float | None = None,
+    ) -> Flow[Reservation]:
+        """While a partition had nothing, try the next ones (a round trip each): a worker
+        never sleeps while another partition has ready jobs. Then bury what was undecodable."""
+        soonest = reservation.next_event_ms
+        for part in others:
+            if reservation.jobs or reservation.undecodable:
+                break
+            reservation = yield part.lease(count, visibility_timeout)
+            if reservation.next_event_ms is not None:
+                soonest = min(soonest or reservation.next_event_ms, reservation.next_event_ms)
+        part = self.partitions.parts[reservation.partition]
+        for job_id, token, exc in reservation.undecodable:
+            log.error("queue %s: job %s has a corrupt record, moved to the DLQ: %s",
+                      self.name, job_id, exc)
+            yield part.bury(job_id, token, ErrorInfo.from_exception(exc))
+        return replace(reservation, next_event_ms=soonest)
+
+    def wake_keys(self) -> list[str]:
+        """What an idle worker blocks on: every partition's wake list, or on a cluster (where
+        one BLPOP cannot span slots) one partition's, in turn."""
+        parts = self.partitions.reading_order()
+        return [p.keys.key("wake") for p in (parts[:1] if self.cluster else parts)]
+
+    def ack(self, jobs: Job | Iterable[Job]) -> Flow[int]:
+        """Finish jobs; returns how many were acked (a job whose lease was lost counts 0)."""
+        return (yield from self._settle(jobs, lambda part, group: part.ack(pairs(group)))).count
+
+    def fail(self, job: Job, error: BaseException | ErrorInfo, *, retry: bool = True
+             ) -> Flow[Outcome]:
+        """Record a failed delivery: retry after the backoff while attempts remain (and
+        ``retry``), else move the job to the dead-letter queue. Raises LeaseLostError if the
+        lease is stale."""
+        info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
+        failed = yield self.partitions.of(job).failure(job, info, retry)
+        outcome: Outcome = failed.outcome
+        return outcome
+
+    def extend(self, jobs: Job | Iterable[Job], seconds: float | None = None) -> Flow[int]:
+        """Heartbeat: lease held jobs for ``seconds`` more from now (default: the visibility
+        timeout). Updates their ``lease_deadline``; returns how many were still held."""
+        held = as_job_list(jobs)
+        reply = yield from self._settle(held, lambda part, group: part.heartbeat(group, seconds))
+        return renewed(held, reply)
+
+    def release(self, jobs: Job | Iterable[Job]) -> Flow[int]:
+        """Give back leased jobs unstarted: front of ready, the delivery not counted."""
+        return (yield from self._settle(jobs,
+                                        lambda part, group: part.release(pairs(group)))).count
+
+    def _settle(
+        self, jobs: Job | Iterable[Job], call: Callable[[QueueCalls, list[Job]], Call[Settled]]
+    ) -> Flow[Settled]:
+        """One call per partition holding some of ``jobs``, in one round trip, replies merged."""
+        calls = [call(part, group) for part, group in self.partitions.grouped(as_job_list(jobs))]
+        if not calls:
+            return Settled(0, [])
+        replies: list[Settled] = yield calls
+        return replace(merge_settled(replies), deadline_ms=replies[0].deadline_ms)
+
+    # -- inspecting ----------------------------------------------------------------------------
+
+    def counts(self) -> Flow[dict[str, int]]:
+        """Jobs per state: ready, delayed, leased, dead (one consistent read per partition)."""
+        return sum_counts((yield [p.counts() for p in self.partitions.parts]))
+
+    def stats(self) -> Flow[dict[str, int]]:
+        """The queue's counters (summed over partitions): added, completed, retried, dead,
+        redriven, purged, ..."""
+        commands = [Command(("HGETALL", p.keys.key("stats")), _int_map)
+                    for p in self.partitions.parts]
+        return sum_counts((yield commands))
+
+    # -- item locks ----------------------------------------------------------------------------
+
+    def acquire_lock(self, item: str, ttl: float = 30.0, wait: float = 10.0) -> Flow[str]:
+        """Take the item lock ``item`` for at most ``ttl`` seconds, waiting up to ``wait``
+        seconds for another holder; returns the lock's token (LockNotAcquiredError after
+        ``wait``)."""
+        key, waiting = self.keys.lock(item), LockWait(item, wait)
+        ttl_ms = max(1, round(ttl * 1000))
+        while (remaining := (yield lock_call(key, waiting.token, ttl_ms))) is not None:
+            yield Pause(waiting.pause(remaining))
+        return waiting.token
+
+    def release_lock(self, item: str, token: str) -> Call[bool]:
+        """Release the item lock ``item`` if ``token`` still holds it."""
+        return unlock_call(self.keys.lock(item), token)
+
+
+def _int_map(raw: dict[Any, Any]) -> dict[str, int]:
+    return {text(k): int(v) for k, v in raw.items()}
+
+
+def renewed(held: list[Job], reply: Settled) -> int:
+    """Move the ``lease_deadline`` of the jobs an extend renewed; returns how many it did."""
+    lost = set(reply.refused)
+    for job in held:
+        if job.id not in lost:
+            job.lease_deadline = reply.deadline_ms / 1000.0
+    return reply.count
+
+
+class LockWait:
+    """Waiting for an item lock: a fresh token, and how long to sleep while another holder
+    has it (LockNotAcquiredError once ``wait`` seconds have passed)."""
+
+    def __init__(self, item: str, wait: float) -> None:
+        self.item = item
+        self.token = uuid.uuid4().hex
+        self._give_up = time.monotonic() + wait
+
+    def pause(self, remaining_ms: int) -> float:
+        """Seconds to sleep before asking again; the holder keeps it ``remaining_ms`` more."""
+        if time.monotonic() >= self._give_up:
+            raise LockNotAcquiredError(f"lock {self.item!r} is held by another holder "
+                                       f"for {remaining_ms} ms more")
+        return min(0.05, max(remaining_ms, 1) / 1000)
+
+
+def batch_arguments(
+    payloads: Iterable[Any], job_ids: Sequence[str | None] | None,
+    partition_keys: Sequence[str | None] | None,
+) -> tuple[list[Any], Sequence[str | None], Sequence[str | None]]:
+    """add_batch's arguments as three lists of one length (None where not given)."""
+    payloads = list(payloads)
+    none: list[str | None] = [None] * len(payloads)
+    ids = none if job_ids is None else job_ids
+    keys = none if partition_keys is None else partition_keys
+    if not len(ids) == len(keys) == len(payloads):
+        raise ConfigurationError(f"{len(payloads)} payloads with {len(ids)} job_ids and "
+                                 f"{len(keys)} partition_keys")
+    return payloads, ids, keys
+
+
+def in_caller_order(chunks: Iterable[list[str]], positions: Iterable[list[int]],
+                    count: int) -> list[str]:
+    """The ids of each enqueue call put back at their jobs' positions in the caller's batch."""
+    result: list[str] = [""] * count
+    for chunk, where in zip(chunks, positions, strict=True):
+        for job_id, i in zip(chunk, where, strict=True):
+            result[i] = job_id
+    return result
+
+
+def as_job_list(jobs: Job | Iterable[Job]) -> list[Job]:
+    """One job or many, as a list."""
+    return [jobs] if isinstance(jobs, Job) else list(jobs)
+
+
+def pairs(jobs: list[Job]) -> list[tuple[str, str]]:
+    """The (id, lease token) pairs that ack, release and extend send."""
+    return [(j.id, j.token) for j in jobs]
+
+
+def sum_counts(per_part: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Counters of several partitions added up, key by key (first-seen key order)."""
+    total: dict[str, int] = {}
+    for counts in per_part:
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+    return total

@@ -1,0 +1,84 @@
+"""``BaseQueue``: the synchronous API of one queue, ``QueueApi`` over the blocking driver.
+Every method that talks to Redis is declared once in ``pyqcore.api.queue``; this module adds
+what is sync-only: the default handlers, the worker loop, and the item-lock context manager."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from pyqcore.api.operation import Blocking
+from pyqcore.api.queue import QueueApi, QueueOptions
+from pyqcore.core.slot import WorkerOptions, WorkerReport
+from pyqcore.health import warn_if_evicting
+from pyqcore.job import Job
+from pyqcore.sync.driver import Client, SyncDriver
+from pyqcore.sync.worker import Worker
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+# A job handler: a plain function, or an ``async def`` (run on the worker slot's own loop).
+Handler = Callable[[Job], object]
+# Handles a leased batch at once; returns None, or the failed jobs' ids -> what they raised.
+BatchHandler = Callable[[list[Job]], Mapping[str, BaseException] | None]
+
+
+class BaseQueue(QueueApi, Blocking):
+    """A named queue. Subclass it (set ``name``, override ``process_job``, or ``process_jobs``
+    for whole batches) or pass ``name=`` and ``handler=`` (or ``batch_handler=``). Class
+    attributes are the defaults; constructor arguments override them (see QueueOptions).
+    A handler may be a plain function or an ``async def``."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
+        **options: Unpack[QueueOptions],
+    ) -> None:
+        self.driver = SyncDriver(client)
+        super().__init__(cluster=self.driver.cluster, handler=handler,
+                         batch_handler=batch_handler, **options)
+        self.client = client
+        warn_if_evicting(client)
+
+    def process_job(self, job: Job) -> Any:
+        """Handle one job; override this (or pass ``handler=``). Raising fails the delivery;
+        raise ``NonRetryableError`` to send the job straight to the dead-letter queue."""
+        if self.handler is None:
+            raise self.missing_handler()
+        return self.handler(job)
+
+    def process_jobs(self, jobs: list[Job]) -> Any:
+        """Handle a whole leased batch in one call; override this (or pass ``batch_handler=``)
+        when jobs are cheaper together: one pipeline, one bulk insert. Return None when every
+        job succeeded, or a mapping of failed job ids to their exceptions (the others are
+        acked); raising fails the whole batch. Batches follow ``process(prefetch=...)``."""
+        if self.batch_handler is None:
+            raise self.missing_handler(batches=True)
+        return self.batch_handler(jobs)
+
+    default_handlers = (process_job, process_jobs)
+
+    def process(self, concurrency: int = 1, *, install_signal_handlers: bool = True,
+                **options: Unpack[WorkerOptions]) -> WorkerReport:
+        """Run the worker loop until SIGTERM/SIGINT, ``max_jobs`` deliveries, or (``burst``)
+        until nothing is ready. In-flight jobs finish; unstarted ones go back to ready.
+        ``concurrency`` threads each lease batches sized to about 0.1 s of work, at most
+        ``prefetch`` jobs (100; use 1 for long jobs that must not wait behind each other).
+        ``idle_wait`` (1 s) bounds each wait for work, to notice a stop request."""
+        worker = Worker(self, concurrency=concurrency, **options)
+        return worker.run(install_signal_handlers=install_signal_handlers)
+
+    @contextmanager
+    def lock(self, item: str, ttl: float = 30.0, wait: float = 10.0) -> Iterator[str]:
+        """Hold the item lock ``item`` (at most ``ttl`` seconds; waits up to ``wait`` to get
+        it), released on exit only if still ours. Yields the lock's token."""
+        token = self.driver.run(self.core.acquire_lock(item, ttl, wait))
+        try:
+            yield token
+        finally:
+            self.driver.run(self.core.release_lock(item, token))

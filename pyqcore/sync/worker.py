@@ -1,0 +1,165 @@
+"""The sync worker behind ``BaseQueue.process``: ``concurrency`` slot threads (the caller's thread
+is one of them) each drive the core's slot loop (``pyqcore.core.slot``), and one more thread
+drives the heartbeat loop. What a slot does is decided there; this module is the threads, the
+signals, and running handlers: a plain ``def`` handler in the slot's thread, an ``async def``
+one on an event loop that the slot owns (so a coroutine is always awaited, never acked unrun).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from pyqcore.core.effects import Batch
+from pyqcore.core.slot import (
+    DEFAULT_PREFETCH,
+    Crew,
+    WorkerOptions,
+    WorkerReport,
+    heartbeat_loop,
+    slot_loop,
+)
+from pyqcore.job import Job
+from pyqcore.sync.driver import SyncDriver, longest_block
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["DEFAULT_PREFETCH", "Worker", "WorkerReport", "stop_on_signals"]
+
+log = logging.getLogger("pyqcore")
+
+
+class Worker:
+    """Runs a queue's handler over its jobs; see the module docstring. ``queue`` is a sync
+    ``BaseQueue`` (anything with its ``core``, ``driver``, ``process_job``, ``process_jobs``
+    and ``handles_batches``)."""
+
+    def __init__(
+        self,
+        queue: Any,
+        *,
+        concurrency: int = 1,
+        stop: threading.Event | None = None,
+        **options: Unpack[WorkerOptions],
+    ) -> None:
+        self.queue = queue
+        self.concurrency = concurrency
+        self.stop = stop or threading.Event()
+        self._finished = threading.Event()
+        if not queue.has_handler:
+            raise queue.missing_handler()
+        self._crew = Crew.of(queue.core, batches=queue.handles_batches, stop=self.stop,
+                             finished=self._finished, concurrency=concurrency,
+                             longest_block=longest_block(queue.driver.client), **options)
+        self.idle_wait = self._crew.idle_wait  # capped below the client's socket timeout
+
+    @property
+    def report(self) -> WorkerReport:
+        """What this worker has done so far."""
+        return self._crew.tally.snapshot()
+
+    def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
+        """Process until stopped; returns the report. Re-raises nothing a job raised."""
+        name = self.queue.name
+        heartbeat = threading.Thread(target=self._drive_heartbeat, daemon=True,
+                                     name=f"pyqcore-heartbeat-{name}")
+        slots = [threading.Thread(target=self._drive_slot, name=f"pyqcore-{name}-{i}")
+                 for i in range(1, self.concurrency)]
+        with stop_on_signals(self.stop, install_signal_handlers):
+            heartbeat.start()
+            for slot in slots:
+                slot.start()
+            try:
+                self._drive_slot()
+            finally:
+                for slot in slots:
+                    slot.join()
+                self._finished.set()
+                heartbeat.join()
+        return self.report
+
+    def _drive_slot(self) -> None:
+        with Handlers(self.queue) as handlers:
+            self.queue.driver.drive(slot_loop(self.queue.core, self._crew), handlers.perform)
+
+    def _drive_heartbeat(self) -> None:
+        self.queue.driver.run(heartbeat_loop(self.queue.core, self._crew))
+
+
+class Handlers:
+    """One slot thread's effects: the queue's driver for Redis, plus running the handler on a
+    ``Job`` effect (sending back what it raised, or None) and the batch handler on a ``Batch``
+    effect. A handler that returns an awaitable (an ``async def``) is run to completion on this
+    slot's own event loop."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+        self._redis: SyncDriver = queue.driver
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def perform(self, effect: Any) -> Any:
+        kind = type(effect)
+        if kind is Job:
+            try:
+                self._finish(self.queue.process_job(effect))
+            except Exception as exc:  # a handler's failure is the job's, never the worker's
+                return exc
+            return None
+        if kind is Batch:
+            try:
+                return self._finish(self.queue.process_jobs(effect.jobs))
+            except Exception as exc:  # a handler's failure is its jobs', never the worker's
+                return exc
+        return self._redis.perform(effect)
+
+    def _finish(self, result: Any) -> Any:
+        """What a handler returned, awaited on this slot's loop if it is awaitable."""
+        if not inspect.isawaitable(result):
+            return result
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(_awaited(result))
+
+    def __enter__(self) -> Handlers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None:
+            self._loop.close()
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, install: bool = True) -> Iterator[None]:
+    """While inside, the first SIGTERM/SIGINT sets ``stop`` (a graceful stop); the previous
+    handlers are then restored, so a second signal acts as it normally would. Signal handlers
+    can only be installed from the main thread; elsewhere this does nothing."""
+    if not install or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: finishing in-flight jobs", signal.Signals(signum).name)
+        stop.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    for sig in previous:
+        signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -364,8 +364,8 @@ def test_evicting_server_is_warned_about_once(backend: Backend, client: Client) 
         other = backend.client()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            BaseQueue(other, name="a")
-            BaseQueue(other, name="b")
+            BaseQueue(other, name="a").add(1)  # the first add or reserve checks the server
+            BaseQueue(other, name="b").add(2)
         assert [w.category for w in caught] == [EvictionPolicyWarning]
         assert "allkeys-lru" in str(caught[0].message)
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar, overload
 
 from pyqcore.api.dead_letter import DeadLetterApi
 from pyqcore.api.operation import operation
@@ -19,21 +19,37 @@ from pyqcore.errors import ConfigurationError
 from pyqcore.keys import DEFAULT_PREFIX
 from pyqcore.settings import Clock
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+class AllWorkerOptions(TypedDict, total=False):
+    """How ``process_all_queues`` runs each queue's worker."""
+
+    concurrency: int
+    burst: bool
+    idle_wait: float
+
+
+C = TypeVar("C")
 Q = TypeVar("Q", bound=QueueApi)
 D = TypeVar("D", bound=DeadLetterApi)
 QT = TypeVar("QT", bound=type[QueueApi])
 
 
-class ManagerApi(Generic[Q, D]):
-    """Creates, holds and runs the queues of one application, all on one Redis client."""
+class ManagerApi(Generic[C, Q, D]):
+    """Creates, holds and runs the queues of one application, all on one Redis client (of
+    type C)."""
 
+    driver_class: ClassVar[type[Any]]  # the driver: SyncDriver or AsyncDriver
     queue_class: ClassVar[type[Any]]  # the driver's BaseQueue
     dead_letter_class: ClassVar[type[Any]]  # the driver's DeadLetterQueue
-    driver: Any
+    worker_class: ClassVar[type[Any]]  # the driver's Worker
 
-    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, clock: Clock = time.time,
+    def __init__(self, client: C, *, prefix: str = DEFAULT_PREFIX, clock: Clock = time.time,
                  max_redrives: int = 3) -> None:
         self.client = client
+        self.driver = self.driver_class(client)
         self.clock = clock
         registry = Registry(prefix, clock)
         self.prefix = registry.prefix
@@ -77,12 +93,14 @@ class ManagerApi(Generic[Q, D]):
         """The registered queues by name."""
         return dict(self._queues)
 
-    def runnable_queues(self) -> dict[str, Q]:
-        """The registered queues that can process jobs (they have a handler)."""
-        runnable = {name: q for name, q in self._queues.items() if q.has_handler}
-        if not runnable:
+    def workers(self, stop: Any, **options: Unpack[AllWorkerOptions]) -> dict[str, Any]:
+        """A worker (of ``worker_class``) for every registered queue that has a handler, all
+        stopped by ``stop``; ConfigurationError if none has one."""
+        workers = {name: self.worker_class(q, stop=stop, **options)
+                   for name, q in self._queues.items() if q.has_handler}
+        if not workers:
             raise ConfigurationError("no registered queue has a handler to process jobs with")
-        return runnable
+        return workers
 
     known_queue_names = operation(ManagerCore.known_queue_names)
     monitor_queue_sizes = operation(ManagerCore.monitor_queue_sizes)

@@ -10,12 +10,13 @@ import inspect
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from pyqcore.api.operation import operation
 from pyqcore.backoff import Backoff
 from pyqcore.core.queue import QueueCore
 from pyqcore.errors import ConfigurationError
+from pyqcore.health import first_use
 from pyqcore.job import Job
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
 from pyqcore.serializer import MSGPACK, Serializer
@@ -23,6 +24,21 @@ from pyqcore.settings import Clock, QueueSettings
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_handler(method: F) -> F:
+    """Marks a driver's own ``process_job`` / ``process_jobs`` (which call ``handler=`` /
+    ``batch_handler=``), so a queue knows when a subclass has overridden them."""
+    method.is_default_handler = True  # type: ignore[attr-defined]
+    return method
+
+
+def _is_default(method: Any) -> bool:
+    return getattr(method, "is_default_handler", False) is True
+
 
 
 class QueueOptions(TypedDict, total=False):
@@ -53,15 +69,14 @@ class QueueApi:
     batch_size: int = 1000  # most jobs per enqueue script call
     partitions: int = 1  # hash tags (so cluster slots) the queue is spread over
 
-    # The defaults of process_job / process_jobs, which a subclass may override.
-    default_handlers: ClassVar[tuple[Callable[..., Any], Callable[..., Any]]]
-
     core: QueueCore
 
     def __init__(
-        self, *, cluster: bool, handler: Callable[..., Any] | None,
+        self, driver: Any, *, handler: Callable[..., Any] | None,
         batch_handler: Callable[..., Any] | None, **options: Unpack[QueueOptions],
     ) -> None:
+        self.driver = driver
+        self.client = driver.client
         if handler is not None and batch_handler is not None:
             raise ConfigurationError("pass handler= or batch_handler=, not both")
         for function in (handler, batch_handler):
@@ -93,7 +108,8 @@ class QueueApi:
         self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
         self.partitions = s.partitions
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
-        self.core = QueueCore(s, cluster=cluster)
+        self.core = QueueCore(s, cluster=driver.cluster)
+        self.core.check_eviction = first_use(driver.client)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -101,17 +117,14 @@ class QueueApi:
     @property
     def handles_batches(self) -> bool:
         """Whether the worker hands this queue whole batches (``process_jobs``)."""
-        overridden = type(self).process_jobs is not self.default_handlers[1]
-        return self.batch_handler is not None or overridden
+        return self.batch_handler is not None or not _is_default(type(self).process_jobs)
 
     @property
     def has_handler(self) -> bool:
         """Whether the queue can process jobs: a handler given, or a handler method
         overridden."""
-        job_handler, batch_handler = self.default_handlers
         return (self.handler is not None or self.batch_handler is not None
-                or type(self).process_job is not job_handler
-                or type(self).process_jobs is not batch_handler)
+                or not _is_default(type(self).process_job) or self.handles_batches)
 
     def missing_handler(self, batches: bool = False) -> ConfigurationError:
         """The error of a queue asked to process jobs without a handler."""
@@ -120,10 +133,12 @@ class QueueApi:
         return ConfigurationError(f"queue {self.name!r} has no handler: override process_job "
                                   "or register it with handler=")
 
+    @default_handler
     def process_job(self, job: Job) -> Any:
         """Handle one job (each driver's ``BaseQueue`` defines it)."""
         raise NotImplementedError
 
+    @default_handler
     def process_jobs(self, jobs: list[Job]) -> Any:
         """Handle a leased batch (each driver's ``BaseQueue`` defines it)."""
         raise NotImplementedError

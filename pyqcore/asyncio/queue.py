@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.api.operation import Awaiting
-from pyqcore.api.queue import QueueApi, QueueOptions
+from pyqcore.api.queue import QueueApi, QueueOptions, default_handler
 from pyqcore.asyncio.driver import AsyncClient, AsyncDriver
 from pyqcore.asyncio.worker import Worker, call_handler
 from pyqcore.core.slot import WorkerOptions, WorkerReport
@@ -39,11 +39,10 @@ class BaseQueue(QueueApi, Awaiting):
         batch_handler: AsyncBatchHandler | None = None,
         **options: Unpack[QueueOptions],
     ) -> None:
-        self.driver = AsyncDriver(client)
-        super().__init__(cluster=self.driver.cluster, handler=handler,
-                         batch_handler=batch_handler, **options)
-        self.client = client
+        super().__init__(AsyncDriver(client), handler=handler, batch_handler=batch_handler,
+                         **options)
 
+    @default_handler
     async def process_job(self, job: Job) -> Any:
         """Handle one job; override this (or pass ``handler=``). Raising fails the delivery;
         ``NonRetryableError`` sends the job straight to the dead-letter queue."""
@@ -51,13 +50,12 @@ class BaseQueue(QueueApi, Awaiting):
             raise self.missing_handler()
         return await call_handler(self.handler, job)
 
+    @default_handler
     async def process_jobs(self, jobs: list[Job]) -> Any:
         """Handle a whole leased batch in one call (see ``pyqcore.BaseQueue.process_jobs``)."""
         if self.batch_handler is None:
             raise self.missing_handler(batches=True)
         return await call_handler(self.batch_handler, jobs)
-
-    default_handlers = (process_job, process_jobs)
 
     async def process(self, concurrency: int = 1, *, install_signal_handlers: bool = True,
                       **options: Unpack[WorkerOptions]) -> WorkerReport:

@@ -9,16 +9,21 @@ import asyncio
 import contextlib
 import logging
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.api.queue import is_coroutine_function
 from pyqcore.asyncio.driver import AsyncDriver
 from pyqcore.core.effects import Batch
-from pyqcore.core.slot import Crew, WorkerOptions, WorkerReport, heartbeat_loop, slot_loop
+from pyqcore.core.slot import (
+    WorkerBase,
+    WorkerOptions,
+    WorkerReport,
+    heartbeat_loop,
+    may_install_signal_handlers,
+    slot_loop,
+)
 from pyqcore.job import Job
-from pyqcore.sync.driver import longest_block
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -26,36 +31,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyqcore")
 
 
-class Worker:
-    """Runs a queue's handler over its jobs in slot tasks; see the module docstring. ``queue``
-    is a ``pyqcore.asyncio.BaseQueue``."""
+class Worker(WorkerBase):
+    """Runs a ``pyqcore.asyncio.BaseQueue``'s handler over its jobs in slot tasks; see the
+    module docstring."""
 
     def __init__(self, queue: Any, *, concurrency: int = 1, stop: asyncio.Event | None = None,
                  **options: Unpack[WorkerOptions]) -> None:
-        if not queue.has_handler:
-            raise queue.missing_handler()
-        self.queue = queue
-        self.concurrency = concurrency
         self.stop = stop or asyncio.Event()
         self._finished = asyncio.Event()
-        self._crew = Crew.of(queue.core, batches=queue.handles_batches, stop=self.stop,
-                             finished=self._finished, concurrency=concurrency,
-                             longest_block=longest_block(queue.driver.client), **options)
-        self.idle_wait = self._crew.idle_wait  # capped below the client's socket timeout
-
-    @property
-    def report(self) -> WorkerReport:
-        """What this worker has done so far."""
-        return self._crew.tally.snapshot()
+        super().__init__(queue, concurrency=concurrency, stop=self.stop,
+                         finished=self._finished, **options)
 
     async def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
-        """Process until stopped; returns the report. Re-raises nothing a job raised."""
+        """Process until stopped (each slot a task); returns the report."""
         driver: AsyncDriver = self.queue.driver
         with stop_on_signals(self.stop, install_signal_handlers):
-            heartbeat = asyncio.create_task(driver.run(heartbeat_loop(self.queue.core,
-                                                                      self._crew)))
+            heartbeat = asyncio.create_task(driver.run(heartbeat_loop(self.core, self.crew)))
             try:
-                await asyncio.gather(*(driver.drive(slot_loop(self.queue.core, self._crew),
+                await asyncio.gather(*(driver.drive(slot_loop(self.core, self.crew),
                                                     self._perform)
                                        for _ in range(self.concurrency)))
             finally:
@@ -70,13 +63,13 @@ class Worker:
         if kind is Job:
             try:
                 await call_handler(self.queue.process_job, effect)
-            except Exception as exc:  # a handler's failure is the job's, never the worker's
+            except Exception as exc:  # the job failed (the worker carries on)
                 return exc
             return None
         if kind is Batch:
             try:
                 return await call_handler(self.queue.process_jobs, effect.jobs)
-            except Exception as exc:  # a handler's failure is its jobs', never the worker's
+            except Exception as exc:  # every job of the batch failed
                 return exc
         return await self.queue.driver.perform(effect)
 
@@ -94,7 +87,7 @@ async def call_handler(handler: Callable[..., Any], argument: Any) -> Any:
 def stop_on_signals(stop: asyncio.Event, install: bool = True) -> Iterator[None]:
     """While inside, the first SIGTERM/SIGINT sets ``stop`` (a graceful stop); a second one
     acts as it normally would. Only in the main thread's running loop; elsewhere a no-op."""
-    if not install or threading.current_thread() is not threading.main_thread():
+    if not may_install_signal_handlers(install):
         yield
         return
     loop = asyncio.get_running_loop()

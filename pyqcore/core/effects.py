@@ -34,11 +34,17 @@ from pyqcore.job import Job
 T = TypeVar("T")
 
 
+def _as_is(reply: Any) -> Any:
+    return reply
+
+
 class Command(NamedTuple):
-    """One plain (non-script) Redis command, and the parser of its reply."""
+    """One plain (non-script) Redis command, the parser of its reply, and options for the
+    client's ``execute_command`` (e.g. ``target_nodes`` on a cluster)."""
 
     args: tuple[Any, ...]
-    parse: Callable[[Any], Any] = lambda reply: reply
+    parse: Callable[[Any], Any] = _as_is
+    options: dict[str, Any] = {}  # noqa: RUF012 - never mutated
 
 
 class Block(NamedTuple):

@@ -28,6 +28,7 @@ from pyqcore.core.calls import (
 from pyqcore.core.effects import Command, Flow, Pause
 from pyqcore.core.partitions import Partitions, merge_settled
 from pyqcore.errors import ConfigurationError, LockNotAcquiredError
+from pyqcore.health import warn_if_evicting
 from pyqcore.job import ErrorInfo, Job
 from pyqcore.keys import QueueKeys, partitions_key, registry_key
 from pyqcore.settings import QueueSettings
@@ -46,6 +47,7 @@ class QueueCore:
         self.partitions = Partitions(settings)
         self.keys = QueueKeys(settings.prefix, settings.name)  # the logical queue's own keys
         self.announced = False
+        self.check_eviction = False  # with the announcement (set for a client's first queue)
 
     # -- the registry --------------------------------------------------------------------------
 
@@ -53,8 +55,11 @@ class QueueCore:
         """Record the queue under its prefix (its name, and a partitioned queue's partition
         count) so the DLQ, the CLI and other processes find it; refuse a partition count that
         differs from the recorded one (jobs would be stranded in partitions some processes
-        never read). Runs before the queue's first other call, once per queue object."""
+        never read); warn if Redis may evict keys. Runs before the queue's first other call,
+        once per queue object."""
         s = self.settings
+        if self.check_eviction:
+            yield from warn_if_evicting(self.cluster)
         commands = [Command(("SADD", registry_key(s.prefix), s.name))]
         if s.partitions > 1:
             commands.append(Command(("HSETNX", partitions_key(s.prefix), s.name, s.partitions)))

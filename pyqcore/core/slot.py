@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict, TypeVar
 
 from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -330,6 +330,33 @@ def sleep_timeout(idle_wait: float, next_event_ms: int | None, now_ms: int) -> f
     if next_event_ms is not None:
         timeout = min(timeout, (next_event_ms - now_ms) / 1000.0)
     return max(timeout, 0.01)
+
+
+class WorkerBase:
+    """What a worker is apart from how it runs (threads or tasks): its queue and the crew its
+    slots share. ``queue`` is a ``BaseQueue`` of either driver."""
+
+    def __init__(self, queue: Any, *, concurrency: int, stop: Flag, finished: Flag,
+                 **options: Unpack[WorkerOptions]) -> None:
+        if not queue.has_handler:
+            raise queue.missing_handler()
+        self.queue = queue
+        self.core: QueueCore = queue.core
+        self.concurrency = concurrency
+        self.crew = Crew.of(queue.core, batches=queue.handles_batches, stop=stop,
+                            finished=finished, concurrency=concurrency,
+                            longest_block=queue.driver.longest_block(), **options)
+        self.idle_wait = self.crew.idle_wait  # capped below the client's socket timeout
+
+    @property
+    def report(self) -> WorkerReport:
+        """What this worker has done so far."""
+        return self.crew.tally.snapshot()
+
+
+def may_install_signal_handlers(install: bool) -> bool:
+    """Signal handlers can only be installed from the main thread (and only when asked)."""
+    return install and threading.current_thread() is threading.main_thread()
 
 
 # -- the flows -----------------------------------------------------------------------------------

@@ -4,46 +4,37 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from pyqcore.api.manager import ManagerApi
+from pyqcore.api.manager import AllWorkerOptions, ManagerApi
 from pyqcore.api.operation import Blocking
 from pyqcore.core.slot import WorkerReport
-from pyqcore.keys import DEFAULT_PREFIX
-from pyqcore.settings import Clock
 from pyqcore.sync.dead_letter import DeadLetterQueue
 from pyqcore.sync.driver import Client, SyncDriver
 from pyqcore.sync.queue import BaseQueue
 from pyqcore.sync.worker import Worker, stop_on_signals
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-class QueueManager(ManagerApi[BaseQueue, DeadLetterQueue], Blocking):
+
+class QueueManager(ManagerApi[Client, BaseQueue, DeadLetterQueue], Blocking):
     """Creates, holds and runs the queues of one application, all on one Redis client."""
 
+    driver_class = SyncDriver
     queue_class = BaseQueue
     dead_letter_class = DeadLetterQueue
-
-    def __init__(self, client: Client, *, prefix: str = DEFAULT_PREFIX,
-                 clock: Clock = time.time, max_redrives: int = 3) -> None:
-        self.driver = SyncDriver(client)
-        super().__init__(client, prefix=prefix, clock=clock, max_redrives=max_redrives)
+    worker_class = Worker
 
     def process_all_queues(
-        self,
-        *,
-        concurrency: int = 1,
-        burst: bool = False,
-        idle_wait: float = 1.0,
-        install_signal_handlers: bool = True,
-        stop: threading.Event | None = None,
+        self, *, install_signal_handlers: bool = True, stop: threading.Event | None = None,
+        **options: Unpack[AllWorkerOptions],
     ) -> dict[str, WorkerReport]:
         """Run a worker for every registered queue that has a handler, each in its own thread,
         until SIGTERM/SIGINT (or ``stop`` is set, or each is drained in ``burst`` mode)."""
         stop = stop or threading.Event()
-        workers = {name: Worker(q, concurrency=concurrency, burst=burst, idle_wait=idle_wait,
-                                stop=stop)
-                   for name, q in self.runnable_queues().items()}
+        workers = self.workers(stop, **options)
         reports: dict[str, WorkerReport] = {}
 
         def run(name: str, worker: Worker) -> Callable[[], None]:

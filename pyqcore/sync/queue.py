@@ -9,9 +9,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.api.operation import Blocking
-from pyqcore.api.queue import QueueApi, QueueOptions
+from pyqcore.api.queue import QueueApi, QueueOptions, default_handler
 from pyqcore.core.slot import WorkerOptions, WorkerReport
-from pyqcore.health import warn_if_evicting
 from pyqcore.job import Job
 from pyqcore.sync.driver import Client, SyncDriver
 from pyqcore.sync.worker import Worker
@@ -39,12 +38,10 @@ class BaseQueue(QueueApi, Blocking):
         batch_handler: BatchHandler | None = None,
         **options: Unpack[QueueOptions],
     ) -> None:
-        self.driver = SyncDriver(client)
-        super().__init__(cluster=self.driver.cluster, handler=handler,
-                         batch_handler=batch_handler, **options)
-        self.client = client
-        warn_if_evicting(client)
+        super().__init__(SyncDriver(client), handler=handler, batch_handler=batch_handler,
+                         **options)
 
+    @default_handler
     def process_job(self, job: Job) -> Any:
         """Handle one job; override this (or pass ``handler=``). Raising fails the delivery;
         raise ``NonRetryableError`` to send the job straight to the dead-letter queue."""
@@ -52,6 +49,7 @@ class BaseQueue(QueueApi, Blocking):
             raise self.missing_handler()
         return self.handler(job)
 
+    @default_handler
     def process_jobs(self, jobs: list[Job]) -> Any:
         """Handle a whole leased batch in one call; override this (or pass ``batch_handler=``)
         when jobs are cheaper together: one pipeline, one bulk insert. Return None when every
@@ -60,8 +58,6 @@ class BaseQueue(QueueApi, Blocking):
         if self.batch_handler is None:
             raise self.missing_handler(batches=True)
         return self.batch_handler(jobs)
-
-    default_handlers = (process_job, process_jobs)
 
     def process(self, concurrency: int = 1, *, install_signal_handlers: bool = True,
                 **options: Unpack[WorkerOptions]) -> WorkerReport:

@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 from pyqcore.core.effects import Batch
 from pyqcore.core.slot import (
     DEFAULT_PREFETCH,
-    Crew,
+    WorkerBase,
     WorkerOptions,
     WorkerReport,
     heartbeat_loop,
+    may_install_signal_handlers,
     slot_loop,
 )
 from pyqcore.job import Job
-from pyqcore.sync.driver import SyncDriver, longest_block
+from pyqcore.sync.driver import SyncDriver
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -37,34 +38,15 @@ __all__ = ["DEFAULT_PREFETCH", "Worker", "WorkerReport", "stop_on_signals"]
 log = logging.getLogger("pyqcore")
 
 
-class Worker:
-    """Runs a queue's handler over its jobs; see the module docstring. ``queue`` is a sync
-    ``BaseQueue`` (anything with its ``core``, ``driver``, ``process_job``, ``process_jobs``
-    and ``handles_batches``)."""
+class Worker(WorkerBase):
+    """Runs a sync ``BaseQueue``'s handler over its jobs; see the module docstring."""
 
-    def __init__(
-        self,
-        queue: Any,
-        *,
-        concurrency: int = 1,
-        stop: threading.Event | None = None,
-        **options: Unpack[WorkerOptions],
-    ) -> None:
-        self.queue = queue
-        self.concurrency = concurrency
+    def __init__(self, queue: Any, *, concurrency: int = 1, stop: threading.Event | None = None,
+                 **options: Unpack[WorkerOptions]) -> None:
         self.stop = stop or threading.Event()
         self._finished = threading.Event()
-        if not queue.has_handler:
-            raise queue.missing_handler()
-        self._crew = Crew.of(queue.core, batches=queue.handles_batches, stop=self.stop,
-                             finished=self._finished, concurrency=concurrency,
-                             longest_block=longest_block(queue.driver.client), **options)
-        self.idle_wait = self._crew.idle_wait  # capped below the client's socket timeout
-
-    @property
-    def report(self) -> WorkerReport:
-        """What this worker has done so far."""
-        return self._crew.tally.snapshot()
+        super().__init__(queue, concurrency=concurrency, stop=self.stop,
+                         finished=self._finished, **options)
 
     def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
         """Process until stopped; returns the report. Re-raises nothing a job raised."""
@@ -88,10 +70,10 @@ class Worker:
 
     def _drive_slot(self) -> None:
         with Handlers(self.queue) as handlers:
-            self.queue.driver.drive(slot_loop(self.queue.core, self._crew), handlers.perform)
+            self.queue.driver.drive(slot_loop(self.core, self.crew), handlers.perform)
 
     def _drive_heartbeat(self) -> None:
-        self.queue.driver.run(heartbeat_loop(self.queue.core, self._crew))
+        self.queue.driver.run(heartbeat_loop(self.core, self.crew))
 
 
 class Handlers:
@@ -145,7 +127,7 @@ def stop_on_signals(stop: threading.Event, install: bool = True) -> Iterator[Non
     """While inside, the first SIGTERM/SIGINT sets ``stop`` (a graceful stop); the previous
     handlers are then restored, so a second signal acts as it normally would. Signal handlers
     can only be installed from the main thread; elsewhere this does nothing."""
-    if not install or threading.current_thread() is not threading.main_thread():
+    if not may_install_signal_handlers(install):
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}

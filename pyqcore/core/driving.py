@@ -1,0 +1,95 @@
+"""What the sync and asyncio drivers share that is not I/O: the client check, the command each
+call sends, reading a pipeline's replies, and which driver method performs which effect.
+
+A driver subclasses ``Driving`` and defines, blocking or ``async``, one method per effect:
+``call`` (a script), ``call_all`` (a round trip), ``command``, ``block`` and ``pause``;
+``perform`` picks the method for an effect (and returns its result, or its coroutine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+from pyqcore.core.calls import Call
+from pyqcore.core.effects import Block, Command, Pause
+from pyqcore.errors import ConfigurationError
+
+_METHODS = {Call: "call", list: "call_all", Command: "command", Block: "block", Pause: "pause"}
+
+
+class Driving:
+    """The effect dispatch and client checks of a driver (see the module docstring)."""
+
+    def __init__(self, client: Any) -> None:
+        require_bytes_client(client)
+        self.client = client
+        self.cluster = isinstance(client, RedisCluster | AsyncRedisCluster)
+
+    def perform(self, effect: Any) -> Any:
+        """Perform one effect (see the table in ``pyqcore.core.effects``)."""
+        method = _METHODS.get(type(effect))
+        if method is None:
+            raise TypeError(f"{type(self).__name__} cannot perform {effect!r}")
+        return getattr(self, method)(effect)
+
+    def pipeline_of(self, calls: Sequence[Call[Any] | Command]) -> Any:
+        """A non-transactional pipeline holding ``calls``. On a cluster it sends each call to
+        its slot's primary, one batch per node (execute_command, not pipe.evalsha:
+        ClusterPipeline blocks evalsha, which cannot know a script's keys, but routes EVALSHA
+        by its KEYS)."""
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.execute_command(*command_of(call))
+        return pipe
+
+    def longest_block(self) -> float:
+        """How long a blocking call may wait on this client: below its socket timeout
+        (redis-py 8 defaults it to 5 s), or the BLPOP would outlive the socket and fail instead
+        of waking."""
+        timeout = self.client.get_connection_kwargs().get("socket_timeout")
+        return 0.8 * timeout if timeout else float("inf")
+
+
+def require_bytes_client(client: Any) -> None:
+    """Job records are bytes: a client that decodes replies to str would corrupt them.
+    (``Redis`` and ``RedisCluster``, sync and asyncio, expose their options this way.)"""
+    kwargs = client.get_connection_kwargs() if hasattr(client, "get_connection_kwargs") else {}
+    if kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            "pyqcore needs a Redis client created with decode_responses=False (the default)"
+        )
+
+
+def command_of(call: Call[Any] | Command) -> tuple[Any, ...]:
+    """The command a call sends: EVALSHA for a script, the arguments of a plain command."""
+    if isinstance(call, Command):
+        return call.args
+    return ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+
+
+def eval_args(call: Call[Any]) -> tuple[Any, ...]:
+    """The EVAL command of a call: the source itself, for when the script cache lost it."""
+    return ("EVAL", call.script.source, len(call.keys), *call.keys, *call.args)
+
+
+def parse_replies(
+    calls: Sequence[Call[Any] | Command], replies: Sequence[Any]
+) -> tuple[list[Any], list[tuple[int, Call[Any]]]]:
+    """A pipeline's replies parsed by their calls, and the calls that got NOSCRIPT with their
+    positions (to be sent again with EVAL). Any other error reply is raised."""
+    results: list[Any] = []
+    missing: list[tuple[int, Call[Any]]] = []
+    for i, (call, reply) in enumerate(zip(calls, replies, strict=True)):
+        if isinstance(reply, NoScriptError) and isinstance(call, Call):
+            missing.append((i, call))
+            results.append(None)
+        elif isinstance(reply, Exception):
+            raise reply
+        else:
+            results.append(call.parse(reply))
+    return results, missing

@@ -23,7 +23,7 @@ from redis.retry import Retry
 from pyqcore import BaseQueue, Job, Outcome, QueueManager
 from pyqcore.core import lock_call
 from pyqcore.errors import LockNotAcquiredError, NonRetryableError
-from pyqcore.local_redis import LocalRedis, free_port, wait_until
+from tests.support import LocalRedis, free_port, wait_until
 
 ACL_USERNAME = "pyqcore"
 ACL_PASSWORD = "test-only-secret"

@@ -11,8 +11,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pyqcore import BaseQueue, Job, WorkerReport
-from pyqcore.local_redis import LocalRedis
 from pyqcore.slots import backoff
+from tests.support import LocalRedis
 
 
 def test_backoff_is_capped_and_never_overflows() -> None:

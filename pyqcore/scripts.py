@@ -15,8 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importlib.resources.abc is 3.11+; only the annotation needs it
+    from importlib.resources.abc import Traversable
 
 _HEADER = re.compile(r"\A--\[\[\n(?P<body>.*?)\n\]\]\n", re.S)
 _KEY_LINE = re.compile(r"^\s+(\d+)\s+(\w+)\s+(LIST|ZSET|HASH|STRING|SET)\b")

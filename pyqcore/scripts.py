@@ -4,7 +4,7 @@ Each script's KEYS are read from its header (``KEYS`` section: index, part name,
 Lua file is the single source of truth for which keys a call passes and in which order.
 Shared Lua lives in ``lua/includes/`` and is expanded between ``-- @include NAME`` and
 ``-- @end NAME`` markers in each script (``make lua``), so every file runs as-is under
-``redis-cli --eval``.
+``redis-cli --eval``. A script carries only the includes it uses.
 """
 
 from __future__ import annotations
@@ -58,20 +58,32 @@ class Script:
         return cls(name, source, sha, header, tuple(parts))
 
 
+def generated_line(name: str) -> str:
+    """The comment that opens every include block in a script."""
+    return (f"-- generated from lua/includes/{name}.lua by `make lua`: edit that file, "
+            "not this block")
+
+
 def expand_includes(source: str, includes: Mapping[str, str]) -> str:
-    """Refill every ``-- @include NAME`` ... ``-- @end NAME`` block with includes[NAME]."""
+    """Refill every ``-- @include NAME`` ... ``-- @end NAME`` block with includes[NAME], under
+    a line saying where it comes from."""
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         body = includes[name].rstrip("\n")
-        return f"-- @include {name}\n{body}\n-- @end {name}\n"
+        return f"-- @include {name}\n{generated_line(name)}\n{body}\n-- @end {name}\n"
 
     return _INCLUDE.sub(fill, source)
 
 
+def read_includes(lua_dir: Path) -> dict[str, str]:
+    """The include files of ``lua_dir``, by name (file name without ``.lua``)."""
+    return {p.stem: p.read_text() for p in sorted((lua_dir / "includes").glob("*.lua"))}
+
+
 def sync_includes(lua_dir: Path) -> list[Path]:
     """Rewrite the scripts in ``lua_dir`` whose include blocks are stale; return those changed."""
-    includes = {p.stem: p.read_text() for p in sorted((lua_dir / "includes").glob("*.lua"))}
+    includes = read_includes(lua_dir)
     changed = []
     for path in sorted(lua_dir.glob("*.lua")):
         text = path.read_text()

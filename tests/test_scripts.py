@@ -1,31 +1,42 @@
 """The Lua files themselves: documented contracts, includes in sync (and only those a script
-uses), codes equal to Python's, runnable with redis-cli --eval, and arguments validated before
-the first write."""
+uses), codes equal to Python's, runnable with redis-cli --eval, KEYS and ARGV arity as the
+header says, and arguments validated before the first write."""
 
 from __future__ import annotations
 
+import ast
+import glob
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from redis.exceptions import NoScriptError
 
 from pyqcore.codes import Code
+from pyqcore.core import Call, QueueCalls, lock_call, unlock_call
 from pyqcore.keys import QueueKeys
 from pyqcore.local_redis import LocalRedis
 from pyqcore.queue import BaseQueue
 from pyqcore.scripts import (
+    VARIADIC,
+    Script,
     expand_includes,
     generated_line,
     load_scripts,
     read_includes,
 )
+from pyqcore.settings import QueueSettings
 
 LUA = Path(__file__).resolve().parent.parent / "lua"
 SCRIPTS = load_scripts()
 INCLUDES = read_includes(LUA)
+TOKEN = "0123456789abcdef"
+NOW = "1800000000000"
 
 
 def test_every_lua_file_is_shipped_and_documented() -> None:
@@ -242,3 +253,188 @@ def test_script_flush_mid_run_reloads_transparently(client: redis.Redis) -> None
     assert queue.ack(jobs) == 3
     client.script_flush()
     assert queue.add_batch(range(2500)) and queue.counts()["ready"] == 2500
+
+
+# -- arity: KEYS and ARGV as the header says -------------------------------------------------
+
+HEADER_ARGV = {
+    "ack": ("id...", "token..."),
+    "counts": (),
+    "enqueue": ("due_ms", "id_prefix", "n", "record...", "id..."),
+    "extend": ("now_ms", "visibility_ms", "id...", "token..."),
+    "fail": ("now_ms", "id", "token", "max_attempts", "backoff_ms", "error", "retryable"),
+    "lock": ("token", "ttl_ms"),
+    "peek_dead": ("offset", "limit", "id..."),
+    "purge": ("max_died_ms", "limit", "id..."),
+    "redrive": ("max_redrives", "min_died_ms", "offset", "limit", "id..."),
+    "release": ("id...", "token..."),
+    "reserve": ("now_ms", "count", "visibility_ms", "max_attempts", "sweep_limit", "token"),
+    "unlock": ("token",),
+}
+
+# The shortest call each script accepts: its fixed ARGV, then any variadic entries it needs.
+VALID_ARGV = {
+    "ack": ["1", TOKEN],
+    "counts": [],
+    "enqueue": ["0", "", "1", "record"],
+    "extend": [NOW, "30000", "1", TOKEN],
+    "fail": [NOW, "1", TOKEN, "4", "0", "{}", "1"],
+    "lock": ["holder", "1000"],
+    "peek_dead": ["0", "10"],
+    "purge": ["0", "1000"],
+    "redrive": ["3", "0", "0", "1000"],
+    "release": ["1", TOKEN],
+    "reserve": [NOW, "1", "30000", "4", "1000", TOKEN],
+    "unlock": ["holder"],
+}
+
+
+def header_key_count(script: Script) -> int:
+    """KEYS lines of the header, counted without pyqcore.scripts' parser."""
+    section = script.header.split("\nKEYS\n", 1)[1].split("\nARGV\n", 1)[0]
+    return len(re.findall(r"^  \d+  ", section, re.M))
+
+
+def test_header_argv_is_parsed() -> None:
+    assert {name: s.argv for name, s in SCRIPTS.items()} == HEADER_ARGV
+    for script in SCRIPTS.values():
+        fixed = [a for a in script.argv if not a.endswith(VARIADIC)]
+        assert script.argv[: len(fixed)] == tuple(fixed), script.name  # fixed entries first
+        assert script.argc == len(fixed)
+
+
+def test_header_parser_refuses_misnumbered_argv() -> None:
+    def header(argv: str) -> str:
+        return f"--[[\nx: y\n\nKEYS\n  1  a  LIST  z\nARGV\n{argv}\nREPLY\n  {{0}}\n]]\n"
+
+    parsed = Script.parse("x", header("  1    n   integer  n\n  2..  id  string   ids\n"
+                                      "                   more about ids"))
+    assert (parsed.key_parts, parsed.argv, parsed.argc) == (("a",), ("n", "id..."), 1)
+    assert Script.parse("x", header("  (none)")).argv == ()
+    for bad in ("  2  n  integer  n", "  1..  id  string  ids\n  2  n  integer  n",
+                "  one  n  integer  n"):
+        with pytest.raises(ValueError, match="ARGV"):
+            Script.parse("x", header(bad))
+
+
+def test_keys_python_sends_are_the_header_keys_and_the_ones_the_script_reads() -> None:
+    for script in SCRIPTS.values():
+        count = header_key_count(script)
+        assert len(script.key_parts) == count, script.name
+        read = {int(i) for i in re.findall(r"KEYS\[(\d+)\]", code_only(script.source))}
+        assert read == set(range(1, count + 1)), script.name
+
+
+def every_python_call() -> list[Call[Any]]:
+    """One call of every script, built by the core as the queues build them."""
+    calls = QueueCalls(QueueSettings(name="arity"))
+    lock_key = QueueKeys("pyqcore", "arity").lock("item")
+    return [
+        calls.enqueue([""], [b"record"], 0),
+        calls.enqueue(["a", "b"], [b"r1", b"r2"], 0),
+        calls.reserve(0, 1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=TOKEN),
+        calls.ack([("1", TOKEN)]),
+        calls.fail(0, "1", TOKEN, max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),
+        calls.extend(0, 1000, [("1", TOKEN)]),
+        calls.release([("1", TOKEN)]),
+        calls.redrive(3),
+        calls.redrive(3, ids=["1", "2"]),
+        calls.purge(),
+        calls.purge(ids=["1"]),
+        calls.peek_dead(0, 10),
+        calls.peek_dead(0, 10, ids=["1"]),
+        calls.counts(),
+        lock_call(lock_key, "holder", 1000),
+        unlock_call(lock_key, "holder"),
+    ]
+
+
+def test_python_sends_the_header_arity() -> None:
+    built = every_python_call()
+    assert {call.script.name for call in built} == set(SCRIPTS)
+    for call in built:
+        script = call.script
+        assert len(call.keys) == len(script.key_parts) == header_key_count(script), script.name
+        if script.argc == len(script.argv):  # fixed ARGV only: exactly that many
+            assert len(call.args) == script.argc, script.name
+        else:
+            assert len(call.args) >= script.argc, script.name
+
+
+def snapshot(client: redis.Redis) -> dict[bytes | str, bytes | None]:
+    """Every key with its serialized value (DUMP)."""
+    return {key: client.dump(key) for key in client.keys("*")}
+
+
+def seeded(client: redis.Redis) -> BaseQueue:
+    """A queue with a job in each state a script could touch: ready, leased, dead; and a lock."""
+    queue = BaseQueue(client, name="arity", max_retries=0)
+    queue.add_batch(["dead", "leased", "ready"])
+    [dead] = queue.reserve()
+    queue.fail(dead, RuntimeError("seed"), retry=False)
+    queue.reserve()
+    client.set(queue.keys.key("lock"), "holder")
+    return queue
+
+
+@pytest.mark.parametrize("cut", ["one fixed too few", "last dropped"])
+@pytest.mark.parametrize("name", sorted(n for n in SCRIPTS if VALID_ARGV[n]))
+def test_a_missing_argument_is_refused_before_any_write(client: redis.Redis, name: str,
+                                                        cut: str) -> None:
+    script = SCRIPTS[name]
+    valid = VALID_ARGV[name]
+    assert len(valid) >= script.argc
+    short = valid[: script.argc - 1] if cut == "one fixed too few" and script.argc else valid[:-1]
+    keys = seeded(client).keys.keys(script.key_parts)
+    before = snapshot(client)
+    dbsize = client.dbsize()
+    reply = client.eval(script.source, len(keys), *keys, *short)
+    assert reply[0] == Code.BAD_ARGUMENT, (name, short, reply)
+    assert isinstance(reply[1], bytes) and reply[1], reply
+    assert client.dbsize() == dbsize
+    assert snapshot(client) == before
+    # The same call with the argument back is not refused for its arguments.
+    reply = client.eval(script.source, len(keys), *keys, *valid)
+    assert reply[0] != Code.BAD_ARGUMENT, (name, valid, reply)
+
+
+def test_counts_takes_no_argument(client: redis.Redis) -> None:
+    script = SCRIPTS["counts"]
+    assert script.argv == () and VALID_ARGV["counts"] == []
+    keys = seeded(client).keys.keys(script.key_parts)
+    assert client.eval(script.source, len(keys), *keys) == [Code.OK, 1, 0, 1, 1]
+
+
+# A real 3.10 interpreter (not a pyenv shim, which exits 127 unless 3.10 is selected).
+PYENV_310 = os.path.expanduser("~/.pyenv/versions/3.10.*/bin/python")
+PYTHON_310 = [p for p in (*sorted(glob.glob(PYENV_310)), shutil.which("python3.10"))
+              if p and "shims" not in p]
+
+
+def test_scripts_module_imports_nothing_newer_than_python_310() -> None:
+    """requires-python is >= 3.10, which has no importlib.resources.abc: only type checking may
+    import it."""
+    tree = ast.parse((LUA.parent / "pyqcore" / "scripts.py").read_text())
+    runtime = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    modules = {n.module for n in runtime if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in runtime if isinstance(n, ast.Import) for a in n.names}
+    assert "importlib.resources.abc" not in modules
+
+
+@pytest.mark.skipif(not PYTHON_310, reason="no Python 3.10 interpreter found")
+def test_scripts_module_parses_every_script_on_python_310() -> None:
+    module = str(LUA.parent / "pyqcore" / "scripts.py")
+    code = (
+        "import importlib.util, pathlib, sys\n"
+        f"spec = importlib.util.spec_from_file_location('s', {module!r})\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['s'] = m\n"
+        "spec.loader.exec_module(m)\n"
+        f"lua = pathlib.Path({str(LUA)!r}); inc = m.read_includes(lua)\n"
+        "for p in sorted(lua.glob('*.lua')):\n"
+        "    t = p.read_text(); assert m.expand_includes(t, inc) == t\n"
+        "    print(p.stem, m.Script.parse(p.stem, t).argc)\n"
+    )
+    out = subprocess.run([PYTHON_310[0], "-c", code], check=True, capture_output=True,
+                         text=True).stdout.split("\n")
+    assert {line.split()[0]: int(line.split()[1]) for line in out if line} == {
+        name: script.argc for name, script in SCRIPTS.items()}

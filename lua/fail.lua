@@ -18,7 +18,8 @@ ARGV
   4  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
   5  backoff_ms    integer, ms  wait before the retry; 0 = back of ready now
   6  error         string       JSON {type, message, traceback}, stored as the job's last error
-  7  retryable     0 or 1       0 = dead now whatever the attempts left
+  7  retryable     0 or 1       0 = dead now whatever the attempts left (any other value is
+                                a BAD_ARGUMENT)
 REPLY
   {0, "retry", due_ms}  the job waits in delayed (or ready when backoff_ms is 0)
   {0, "dead", now_ms}   the job is in the dead-letter queue
@@ -40,12 +41,18 @@ local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double h
 -- The first argument error found; a script checks it before its first write.
 local bad
 
--- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
-local function arg_int(i, name, min)
+-- ARGV[i] as an integer within [min, max] (max defaults to MAX_INT); a missing entry is an
+-- error. Records a readable error otherwise.
+local function arg_int(i, name, min, max)
+  max = max or MAX_INT
   local s = ARGV[i]
   local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
-  if not v or v < min or v > MAX_INT then
-    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+  if not v or v < min or v > max then
+    if max == MAX_INT then
+      bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    else
+      bad = bad or string.format('ARGV[%d] %s must be an integer in [%d, %d], got %q', i, name, min, max, tostring(s))
+    end
     return min
   end
   return v
@@ -140,7 +147,7 @@ local token = arg_token(3, 'token')
 local max_attempts = arg_int(4, 'max_attempts', 1)
 local backoff = arg_int(5, 'backoff_ms', 0)
 local error_json = ARGV[6] or ''
-local retryable = arg_int(7, 'retryable', 0)
+local retryable = arg_int(7, 'retryable', 0, 1)
 if id == '' then
   bad = bad or 'ARGV[2] id must not be empty'
 end

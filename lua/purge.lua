@@ -10,12 +10,13 @@ KEYS
   5  stats   HASH  counters
 ARGV
   1    max_died_ms  integer, ms  with no ids: purge jobs that died before this time
-  2    limit        integer      with no ids: most jobs purged, >= 1
+  2    limit        integer      with no ids: most jobs purged, 1..10000 (MAX_BATCH in
+                                 pyqcore/settings.py: bounds one call; checked even with ids)
   3..  id           string       optional: exactly these dead jobs (ids not dead are ignored)
 REPLY
   {0, purged}  a caller purging by age is done when purged < limit
 ERRORS
-  {1, message}  BAD_ARGUMENT; nothing written
+  {1, message}  BAD_ARGUMENT (e.g. limit > 10000); nothing written
 ]]
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
@@ -31,12 +32,18 @@ local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double h
 -- The first argument error found; a script checks it before its first write.
 local bad
 
--- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
-local function arg_int(i, name, min)
+-- ARGV[i] as an integer within [min, max] (max defaults to MAX_INT); a missing entry is an
+-- error. Records a readable error otherwise.
+local function arg_int(i, name, min, max)
+  max = max or MAX_INT
   local s = ARGV[i]
   local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
-  if not v or v < min or v > MAX_INT then
-    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+  if not v or v < min or v > max then
+    if max == MAX_INT then
+      bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    else
+      bad = bad or string.format('ARGV[%d] %s must be an integer in [%d, %d], got %q', i, name, min, max, tostring(s))
+    end
     return min
   end
   return v
@@ -58,7 +65,7 @@ end
 
 local dead, jobs, meta, errors, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max_died = arg_int(1, 'max_died_ms', 0)
-local limit = arg_int(2, 'limit', 1)
+local limit = arg_int(2, 'limit', 1, 10000)
 if bad then
   return {BAD_ARGUMENT, bad}
 end
@@ -71,13 +78,14 @@ if #ARGV > 2 then
     end
   end
 else
-  ids = redis.call('ZRANGEBYSCORE', dead, '-inf', '(' .. max_died, 'LIMIT', 0, limit)
+  -- %d, not ..: Lua's .. prints a number with 14 digits (9.007199254741e+15).
+  ids = redis.call('ZRANGEBYSCORE', dead, '-inf', string.format('(%d', max_died), 'LIMIT', 0, limit)
 end
 if #ids > 0 then
   call_chunked('ZREM', dead, ids)
   call_chunked('HDEL', jobs, ids)
   call_chunked('HDEL', meta, ids)
   call_chunked('HDEL', errors, ids)
-  redis.call('HINCRBY', stats, 'purged', #ids)
+  redis.call('HINCRBY', stats, 'purged', string.format('%d', #ids))
 end
 return {OK, #ids}

@@ -14,7 +14,8 @@ ARGV
   1    max_redrives  integer      redrives allowed per job; -1 = no limit (an operator's requeue)
   2    min_died_ms   integer, ms  with no ids: consider jobs that died at or after this time
   3    offset        integer      with no ids: skip this many candidates (those kept back so far)
-  4    limit         integer      with no ids: most candidates examined, >= 1
+  4    limit         integer      with no ids: most candidates examined, 1..10000 (MAX_BATCH
+                                  in pyqcore/settings.py: bounds one call; checked even with ids)
   5..  id            string       optional: exactly these jobs (then ARGV 2-4 are ignored)
 REPLY
   {0, redriven, kept_back, not_dead, examined}
@@ -22,7 +23,7 @@ REPLY
   a caller scanning by age is done when examined < limit, else calls again with
   offset + kept_back.
 ERRORS
-  {1, message}  BAD_ARGUMENT; nothing written
+  {1, message}  BAD_ARGUMENT (e.g. limit > 10000); nothing written
 ]]
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
@@ -38,12 +39,18 @@ local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double h
 -- The first argument error found; a script checks it before its first write.
 local bad
 
--- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
-local function arg_int(i, name, min)
+-- ARGV[i] as an integer within [min, max] (max defaults to MAX_INT); a missing entry is an
+-- error. Records a readable error otherwise.
+local function arg_int(i, name, min, max)
+  max = max or MAX_INT
   local s = ARGV[i]
   local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
-  if not v or v < min or v > MAX_INT then
-    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+  if not v or v < min or v > max then
+    if max == MAX_INT then
+      bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    else
+      bad = bad or string.format('ARGV[%d] %s must be an integer in [%d, %d], got %q', i, name, min, max, tostring(s))
+    end
     return min
   end
   return v
@@ -62,6 +69,25 @@ local function call_chunked(cmd, key, items)
   return last
 end
 -- @end call_chunked
+-- @include gather_chunked
+-- generated from lua/includes/gather_chunked.lua by `make lua`: edit that file, not this block
+-- For a command that answers per item (HMGET, ZMSCORE): calls it over items in slices of 1000,
+-- under Lua's unpack limit (about 8000 values in Redis's Lua 5.1), and joins the replies.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
+end
+-- @end gather_chunked
 -- @include wake
 -- generated from lua/includes/wake.lua by `make lua`: edit that file, not this block
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
@@ -110,7 +136,7 @@ local ready, dead, meta, errors, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KE
 local max_redrives = arg_int(1, 'max_redrives', -1)
 local min_died = arg_int(2, 'min_died_ms', 0)
 local offset = arg_int(3, 'offset', 0)
-local limit = arg_int(4, 'limit', 1)
+local limit = arg_int(4, 'limit', 1, 10000)
 if bad then
   return {BAD_ARGUMENT, bad}
 end
@@ -128,24 +154,26 @@ else
   candidates = redis.call('ZRANGEBYSCORE', dead, min_died, '+inf', 'LIMIT', offset, limit)
 end
 
-local moved, kept = {}, 0
-if #candidates > 0 then
-  local states = redis.call('HMGET', meta, unpack(candidates))
-  for i, id in ipairs(candidates) do
-    local _, redrives = meta_get(states[i])
-    if max_redrives >= 0 and redrives >= max_redrives then
-      kept = kept + 1
-    else
-      redis.call('HSET', meta, id, meta_put(0, redrives + 1))
-      moved[#moved + 1] = id
-    end
+-- HMGET in slices: any number of ids given (or candidates) fits under Lua's unpack limit.
+local states = gather_chunked('HMGET', meta, candidates)
+local moved, history, m, kept = {}, {}, 0, 0
+for i, id in ipairs(candidates) do
+  local _, redrives = meta_get(states[i])
+  if max_redrives >= 0 and redrives >= max_redrives then
+    kept = kept + 1
+  else
+    m = m + 1
+    moved[m] = id
+    history[2 * m - 1] = id
+    history[2 * m] = meta_put(0, redrives + 1)
   end
 end
-if #moved > 0 then
+if m > 0 then
+  call_chunked('HSET', meta, history)
   call_chunked('ZREM', dead, moved)
   call_chunked('HDEL', errors, moved)
   call_chunked('RPUSH', ready, moved)
-  redis.call('HINCRBY', stats, 'redriven', #moved)
+  redis.call('HINCRBY', stats, 'redriven', string.format('%d', m))
   wake(wake_key)
 end
-return {OK, #moved, kept, not_dead, #candidates}
+return {OK, m, kept, not_dead, #candidates}

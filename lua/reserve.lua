@@ -18,7 +18,8 @@ ARGV
   2  count         integer      most jobs to lease (0 = housekeeping only)
   3  visibility_ms integer, ms  lease length, > 0
   4  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
-  5  sweep_limit   integer      most delayed promotions and most expired leases handled, >= 1
+  5  sweep_limit   integer      most delayed promotions and most expired leases handled,
+                                1..10000 (MAX_BATCH in pyqcore/settings.py: bounds one call)
   6  token         16 hex       the lease token of this call's jobs: random, from the caller
                                 (a counter in Redis would repeat itself after a failover to
                                 a replica that had not seen its last values)
@@ -29,7 +30,7 @@ REPLY
   a delayed job or lease deadline, -1 if none: a worker with nothing to do sleeps until
   then. Ids whose record is missing are dropped (counted in stats as "orphaned").
 ERRORS
-  {1, message}  BAD_ARGUMENT; nothing written
+  {1, message}  BAD_ARGUMENT (e.g. sweep_limit > 10000); nothing written
 ]]
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
@@ -45,12 +46,18 @@ local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double h
 -- The first argument error found; a script checks it before its first write.
 local bad
 
--- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
-local function arg_int(i, name, min)
+-- ARGV[i] as an integer within [min, max] (max defaults to MAX_INT); a missing entry is an
+-- error. Records a readable error otherwise.
+local function arg_int(i, name, min, max)
+  max = max or MAX_INT
   local s = ARGV[i]
   local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
-  if not v or v < min or v > MAX_INT then
-    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+  if not v or v < min or v > max then
+    if max == MAX_INT then
+      bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    else
+      bad = bad or string.format('ARGV[%d] %s must be an integer in [%d, %d], got %q', i, name, min, max, tostring(s))
+    end
     return min
   end
   return v
@@ -189,7 +196,7 @@ local now = arg_int(1, 'now_ms', 0)
 local count = arg_int(2, 'count', 0)
 local visibility = arg_int(3, 'visibility_ms', 1)
 local max_attempts = arg_int(4, 'max_attempts', 1)
-local sweep = arg_int(5, 'sweep_limit', 1)
+local sweep = arg_int(5, 'sweep_limit', 1, 10000)
 local token = arg_token(6, 'token')
 if bad then
   return {BAD_ARGUMENT, bad}

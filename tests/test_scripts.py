@@ -30,7 +30,7 @@ from pyqcore.scripts import (
     load_scripts,
     read_includes,
 )
-from pyqcore.settings import QueueSettings
+from pyqcore.settings import MAX_BATCH, QueueSettings
 
 LUA = Path(__file__).resolve().parent.parent / "lua"
 SCRIPTS = load_scripts()
@@ -164,6 +164,23 @@ def test_include_check_catches_unused_missing_and_misordered_includes() -> None:
         "arg_token uses ['TOKEN_LENGTH', 'bad'] above the block that defines them"]
     # A definition is used through another one: lease_pairs uses lease_member and TOKEN_LENGTH.
     assert include_problems(script("lease lease_pairs", "return lease_pairs(1)")) == []
+
+
+def test_only_the_slicing_helpers_unpack() -> None:
+    """Redis's Lua 5.1 cannot unpack more than about 8,000 values ("too many results to
+    unpack"): a script's own code never unpacks, and each include that does takes slices of
+    1000 (or, in gather_chunked, a table it checked holds at most 1000)."""
+    sliced = re.compile(r"unpack\((\w+), i, math\.min\(i \+ 999, #\1\)\)")
+    for script in SCRIPTS.values():
+        assert "unpack" not in code_only(_BLOCK.sub("", script.source)), script.name
+    for name, text in INCLUDES.items():
+        code = code_only(text)
+        for call in re.findall(r"unpack\([^()]*(?:\([^()]*\)[^()]*)*\)", code):
+            assert sliced.fullmatch(call) or (
+                name == "gather_chunked" and call == "unpack(items)"
+                and "if #items <= 1000 then" in code), (name, call)
+        if "unpack" in code:
+            assert re.search(r"for i = 1, #\w+, 1000 do", code), name
 
 
 def test_lua_reply_codes_equal_python_enum() -> None:
@@ -403,6 +420,47 @@ def test_counts_takes_no_argument(client: redis.Redis) -> None:
     assert script.argv == () and VALID_ARGV["counts"] == []
     keys = seeded(client).keys.keys(script.key_parts)
     assert client.eval(script.source, len(keys), *keys) == [Code.OK, 1, 0, 1, 1]
+
+
+# The bounds of one call: an argument past its bound is refused before any write.
+BOUNDS = {
+    ("fail", "retryable"): 1,
+    ("purge", "limit"): MAX_BATCH,
+    ("redrive", "limit"): MAX_BATCH,
+    ("reserve", "sweep_limit"): MAX_BATCH,
+}
+
+
+def test_bounded_arguments_are_the_documented_ones() -> None:
+    found = {}
+    for script in SCRIPTS.values():
+        for index, name, _, high in re.findall(r"arg_int\((\d+), '(\w+)', (-?\d+), (\d+)\)",
+                                               script.source):
+            found[script.name, name] = int(high)
+            assert script.argv[int(index) - 1] == name, (script.name, name)
+    assert found == BOUNDS
+    for (script_name, name), high in BOUNDS.items():
+        # The entry's line and the deeper-indented lines that continue it.
+        entry = re.search(rf"^  \d+\s+{name}\s.*(?:\n {{5,}}\S.*)*", SCRIPTS[script_name].header,
+                          re.M)
+        assert entry, (script_name, name)
+        assert ("0 or 1" if high == 1 else f"1..{high}") in " ".join(entry[0].split()), entry[0]
+
+
+@pytest.mark.parametrize(("name", "arg"), sorted(BOUNDS))
+def test_an_argument_past_its_bound_is_refused(client: redis.Redis, name: str,
+                                               arg: str) -> None:
+    script = SCRIPTS[name]
+    keys = seeded(client).keys.keys(script.key_parts)
+    at = script.argv.index(arg)
+    args = list(VALID_ARGV[name])
+    before = snapshot(client)
+    args[at] = str(BOUNDS[name, arg] + 1)
+    reply = client.eval(script.source, len(keys), *keys, *args)
+    assert reply[0] == Code.BAD_ARGUMENT and f"ARGV[{at + 1}] {arg}".encode() in reply[1]
+    assert snapshot(client) == before
+    args[at] = str(BOUNDS[name, arg])
+    assert client.eval(script.source, len(keys), *keys, *args)[0] != Code.BAD_ARGUMENT
 
 
 # A real 3.10 interpreter (not a pyenv shim, which exits 127 unless 3.10 is selected).

@@ -12,7 +12,8 @@ ARGV
   1    max_died_ms  integer, ms  with no ids: purge jobs that died before this time
   2    limit        integer      with no ids: most jobs purged, 1..10000 (MAX_BATCH in
                                  pyqcore/settings.py: bounds one call; checked even with ids)
-  3..  id           string       optional: exactly these dead jobs (ids not dead are ignored)
+  3..  id           string       optional: exactly these dead jobs (ids not dead are ignored;
+                                 an id given twice counts once)
 REPLY
   {0, purged}  a caller purging by age is done when purged < limit
 ERRORS
@@ -72,10 +73,13 @@ end
 
 local ids = {}
 if #ARGV > 2 then
+  local seen = {}
   for i = 3, #ARGV do
-    if redis.call('ZSCORE', dead, ARGV[i]) then
-      ids[#ids + 1] = ARGV[i]
+    local id = ARGV[i]
+    if not seen[id] and redis.call('ZSCORE', dead, id) then
+      ids[#ids + 1] = id
     end
+    seen[id] = true
   end
 else
   -- %d, not ..: Lua's .. prints a number with 14 digits (9.007199254741e+15).

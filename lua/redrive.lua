@@ -16,7 +16,8 @@ ARGV
   3    offset        integer      with no ids: skip this many candidates (those kept back so far)
   4    limit         integer      with no ids: most candidates examined, 1..10000 (MAX_BATCH
                                   in pyqcore/settings.py: bounds one call; checked even with ids)
-  5..  id            string       optional: exactly these jobs (then ARGV 2-4 are ignored)
+  5..  id            string       optional: exactly these jobs (then ARGV 2-4 are ignored);
+                                  an id given twice counts once
 REPLY
   {0, redriven, kept_back, not_dead, examined}
   kept_back = at their redrive limit; not_dead = ids given that are not in the dead set;
@@ -143,11 +144,16 @@ end
 
 local candidates, not_dead = {}, 0
 if #ARGV > 4 then
+  local seen = {} -- an id given twice must not go to ready twice
   for i = 5, #ARGV do
-    if redis.call('ZSCORE', dead, ARGV[i]) then
-      candidates[#candidates + 1] = ARGV[i]
-    else
-      not_dead = not_dead + 1
+    local id = ARGV[i]
+    if not seen[id] then
+      seen[id] = true
+      if redis.call('ZSCORE', dead, id) then
+        candidates[#candidates + 1] = id
+      else
+        not_dead = not_dead + 1
+      end
     end
   end
 else

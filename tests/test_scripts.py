@@ -422,6 +422,27 @@ def test_counts_takes_no_argument(client: redis.Redis) -> None:
     assert client.eval(script.source, len(keys), *keys) == [Code.OK, 1, 0, 1, 1]
 
 
+@pytest.mark.parametrize("name", ["redrive", "purge"])
+def test_an_id_given_twice_counts_once(client: redis.Redis, name: str) -> None:
+    """A duplicated id in requeue(ids=...) once put the job on ready twice (two deliveries)."""
+    queue = BaseQueue(client, name="twice", max_retries=0)
+    [job_id] = queue.add_batch(["x"])
+    [job] = queue.reserve()
+    queue.fail(job, RuntimeError("boom"), retry=False)
+    script = SCRIPTS[name]
+    keys = queue.keys.keys(script.key_parts)
+    fixed = VALID_ARGV[name]
+    reply = client.eval(script.source, len(keys), *keys, *fixed, job_id, "gone", job_id, "gone")
+    if name == "redrive":
+        assert reply == [Code.OK, 1, 0, 1, 1]
+        assert client.lrange(queue.keys.key("ready"), 0, -1) == [job_id.encode()]
+        assert queue.stats()["redriven"] == 1
+    else:
+        assert reply == [Code.OK, 1]
+        assert queue.stats()["purged"] == 1
+    assert queue.counts()["dead"] == 0
+
+
 # The bounds of one call: an argument past its bound is refused before any write.
 BOUNDS = {
     ("fail", "retryable"): 1,

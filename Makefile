@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test lint lua fuzz soak bench redis-server wheel clean
+.PHONY: demo test test-versions lint lua fuzz soak bench redis-server wheel clean
 
 demo: $(STAMP) redis-server
 	$(PY) -m pyqcore demo
@@ -16,6 +16,12 @@ demo: $(STAMP) redis-server
 test: $(STAMP) redis-server
 	$(PY) -m pytest -q
 	PYQCORE_PUREPYTHON=1 $(PY) -m pytest -q
+
+# Every other Python minor version pyproject.toml declares: a venv each in build/venvs/ with the
+# package installed (Cython codec built), an import check and a fast subset of the tests
+# (.ci/test-versions; VERSIONS="3.12 3.13" picks some).
+test-versions: redis-server
+	.ci/test-versions $(VERSIONS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check pyqcore tests bench

@@ -41,7 +41,7 @@ import pyqcore_bench  # noqa: E402
 import redispy_bench  # noqa: E402
 
 from pyqcore import BaseQueue, Job  # noqa: E402
-from pyqcore.local_redis import LocalRedis  # noqa: E402
+from tests.support import LocalRedis  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "limits.md"
 BLOCK = 2_000  # calls per timed block

@@ -34,12 +34,12 @@ import redis
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
-sys.path.insert(0, str(ROOT))  # run from a checkout: pyqcore.local_redis
+sys.path.insert(0, str(ROOT))  # run from a checkout: pyqcore, tests.support
 sys.path.insert(0, str(BENCH))  # venvs
 
 import venvs  # noqa: E402
 
-from pyqcore.local_redis import LocalRedis  # noqa: E402
+from tests.support import LocalRedis  # noqa: E402
 
 Result = dict[str, Any]
 

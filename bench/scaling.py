@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
 from pyqcore import BaseQueue, Job  # noqa: E402
-from pyqcore.local_redis import LocalRedisCluster  # noqa: E402
+from tests.support import LocalRedisCluster  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scaling.md"
 

@@ -18,7 +18,8 @@ ARGV
   4  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
   5  backoff_ms    integer, ms  wait before the retry; 0 = back of ready now
   6  error         string       JSON {type, message, traceback}, stored as the job's last error
-  7  retryable     0 or 1       0 = dead now whatever the attempts left
+  7  retryable     0 or 1       0 = dead now whatever the attempts left (any other value is
+                                a BAD_ARGUMENT)
 REPLY
   {0, "retry", due_ms}  the job waits in delayed (or ready when backoff_ms is 0)
   {0, "dead", now_ms}   the job is in the dead-letter queue
@@ -26,70 +27,74 @@ ERRORS
   {1, message}  BAD_ARGUMENT; nothing written
   {2, message}  LEASE_LOST: the token is not the job's current lease; nothing written
 ]]
--- @include common
+-- @include codes
+-- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+-- @end codes
+-- @include args
+-- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
+-- Argument checks. A script reads every ARGV entry it needs first, then returns
+-- {BAD_ARGUMENT, bad} before its first write if any was wrong.
 local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
 
 -- The first argument error found; a script checks it before its first write.
 local bad
 
--- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
-local function arg_int(i, name, min)
+-- ARGV[i] as an integer within [min, max] (max defaults to MAX_INT); a missing entry is an
+-- error. Records a readable error otherwise.
+local function arg_int(i, name, min, max)
+  max = max or MAX_INT
   local s = ARGV[i]
   local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
-  if not v or v < min or v > MAX_INT then
-    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+  if not v or v < min or v > max then
+    if max == MAX_INT then
+      bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    else
+      bad = bad or string.format('ARGV[%d] %s must be an integer in [%d, %d], got %q', i, name, min, max, tostring(s))
+    end
     return min
   end
   return v
 end
+-- @end args
+-- @include lease
+-- generated from lua/includes/lease.lua by `make lua`: edit that file, not this block
+-- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
+-- token is holding the member: a batch of leases is granted with one ZADD (reserve.lua),
+-- checked and dropped with one ZADD XX CH and one ZREM (take_leases.lua), and no per-job state
+-- is written to lease a job. Tokens are exactly TOKEN_LENGTH hex digits, so "token:id" splits
+-- one way only, whatever the id contains.
+local TOKEN_LENGTH = 16
 
--- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
--- would repeat itself after a failover to a replica that had not seen its last values).
+local function lease_member(token, id)
+  return token .. ':' .. id
+end
+-- @end lease
+-- @include arg_token
+-- generated from lua/includes/arg_token.lua by `make lua`: edit that file, not this block
+-- ARGV[i] as a lease token: TOKEN_LENGTH hex digits (64 random bits from the caller; a counter
+-- in Redis would repeat itself after a failover to a replica that had not seen its last values).
 local function arg_token(i, name)
   local s = ARGV[i]
-  if not (s and #s == 16 and string.match(s, '^%x+$')) then
-    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
-    return '0000000000000000'
+  if not (s and #s == TOKEN_LENGTH and string.match(s, '^%x+$')) then
+    bad = bad or string.format('ARGV[%d] %s must be %d hex digits, got %q', i, name, TOKEN_LENGTH, tostring(s))
+    return string.rep('0', TOKEN_LENGTH)
   end
   return s
 end
-
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
--- returns the last slice's reply (no call at all, and nil, for no items).
-local function call_chunked(cmd, key, items)
-  local last
-  for i = 1, #items, 1000 do
-    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
-  end
-  return last
-end
-
--- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
-local function gather_chunked(cmd, key, items)
-  if #items <= 1000 then
-    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
-  end
-  local all, n = {}, 0
-  for i = 1, #items, 1000 do
-    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
-    for j = 1, #part do
-      all[n + j] = part[j]
-    end
-    n = n + #part
-  end
-  return all
-end
-
+-- @end arg_token
+-- @include wake
+-- generated from lua/includes/wake.lua by `make lua`: edit that file, not this block
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
 local function wake(wake_key)
   if redis.call('LLEN', wake_key) == 0 then
     redis.call('RPUSH', wake_key, '1')
   end
 end
--- @end common
+-- @end wake
 -- @include meta
+-- generated from lua/includes/meta.lua by `make lua`: edit that file, not this block
 -- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some.
 -- attempts counts the deliveries that ended without an ack (failed, expired) since the job was
 -- added or last redriven; redrives counts its trips from the dead-letter queue back to ready.
@@ -122,50 +127,8 @@ local function meta_put(attempts, redrives)
   return int_to_str[attempts] .. ':' .. int_to_str[redrives]
 end
 -- @end meta
--- @include lease
--- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
--- token is holding the member: a batch of leases is granted with one ZADD, checked and dropped
--- with one ZADD XX CH and one ZREM (take_leases.lua), and no per-job state is written to lease a
--- job. Tokens are exactly 16 hex digits, so "token:id" splits one way only, whatever the id
--- contains.
-local TOKEN_LENGTH = 16
-
--- The leased ZSET also holds PIN, scored +inf, which is never a lease. PIN is longer than
--- zset-max-listpack-value (64 bytes by default), so the set is a skiplist + hash table from its
--- first ZADD on and never becomes a listpack: in a listpack, each member a batch adds or checks
--- costs a scan of the whole set (measured with callgrind: half the Redis CPU of a job's life
--- cycle, with batches of 100). Counting leases is ZCOUNT leased -inf (+inf. Its 17th character
--- is not ':', so no "token:id" spells it.
-local PIN = '~pin: not a lease; a member this long keeps the leased set a skiplist (see lease.lua)~'
-
-local function lease_member(token, id)
-  return token .. ':' .. id
-end
-
-local function lease_id(member)
-  return string.sub(member, TOKEN_LENGTH + 2)
-end
-
--- ARGV from position first on as (id, token) pairs: ids, their lease members, and the count
--- of pairs. A token of the wrong shape, or a pair given twice, gets a member that no lease
--- has (""): refused, never confused with another job's lease nor settled twice.
-local function lease_pairs(first)
-  local ids, members, seen, n = {}, {}, {}, 0
-  for i = first, #ARGV, 2 do
-    n = n + 1
-    local id, token = ARGV[i], ARGV[i + 1]
-    local member = #token == TOKEN_LENGTH and lease_member(token, id) or ''
-    if seen[member] then
-      member = ''
-    end
-    seen[member] = true
-    ids[n] = id
-    members[n] = member
-  end
-  return ids, members, n
-end
--- @end lease
 -- @include bury
+-- generated from lua/includes/bury.lua by `make lua`: edit that file, not this block
 -- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
 -- The record stays in the jobs hash, so the job can be inspected and redriven under its own id.
 -- now_arg is the time as it came in ARGV: a Lua number argument would be printf'd by Redis.
@@ -184,7 +147,7 @@ local token = arg_token(3, 'token')
 local max_attempts = arg_int(4, 'max_attempts', 1)
 local backoff = arg_int(5, 'backoff_ms', 0)
 local error_json = ARGV[6] or ''
-local retryable = arg_int(7, 'retryable', 0)
+local retryable = arg_int(7, 'retryable', 0, 1)
 if id == '' then
   bad = bad or 'ARGV[2] id must not be empty'
 end

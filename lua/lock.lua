@@ -12,69 +12,37 @@ ERRORS
   {1, message}        BAD_ARGUMENT
   {3, remaining_ms}   LOCKED: someone else holds it for about remaining_ms more
 ]]
--- @include common
+-- @include codes
+-- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+-- @end codes
+-- @include args
+-- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
+-- Argument checks. A script reads every ARGV entry it needs first, then returns
+-- {BAD_ARGUMENT, bad} before its first write if any was wrong.
 local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
 
 -- The first argument error found; a script checks it before its first write.
 local bad
 
--- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
-local function arg_int(i, name, min)
+-- ARGV[i] as an integer within [min, max] (max defaults to MAX_INT); a missing entry is an
+-- error. Records a readable error otherwise.
+local function arg_int(i, name, min, max)
+  max = max or MAX_INT
   local s = ARGV[i]
   local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
-  if not v or v < min or v > MAX_INT then
-    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+  if not v or v < min or v > max then
+    if max == MAX_INT then
+      bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    else
+      bad = bad or string.format('ARGV[%d] %s must be an integer in [%d, %d], got %q', i, name, min, max, tostring(s))
+    end
     return min
   end
   return v
 end
-
--- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
--- would repeat itself after a failover to a replica that had not seen its last values).
-local function arg_token(i, name)
-  local s = ARGV[i]
-  if not (s and #s == 16 and string.match(s, '^%x+$')) then
-    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
-    return '0000000000000000'
-  end
-  return s
-end
-
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
--- returns the last slice's reply (no call at all, and nil, for no items).
-local function call_chunked(cmd, key, items)
-  local last
-  for i = 1, #items, 1000 do
-    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
-  end
-  return last
-end
-
--- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
-local function gather_chunked(cmd, key, items)
-  if #items <= 1000 then
-    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
-  end
-  local all, n = {}, 0
-  for i = 1, #items, 1000 do
-    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
-    for j = 1, #part do
-      all[n + j] = part[j]
-    end
-    n = n + #part
-  end
-  return all
-end
-
--- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
-local function wake(wake_key)
-  if redis.call('LLEN', wake_key) == 0 then
-    redis.call('RPUSH', wake_key, '1')
-  end
-end
--- @end common
+-- @end args
 
 local token = ARGV[1] or ''
 local ttl = arg_int(2, 'ttl_ms', 1)

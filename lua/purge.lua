@@ -10,45 +10,51 @@ KEYS
   5  stats   HASH  counters
 ARGV
   1    max_died_ms  integer, ms  with no ids: purge jobs that died before this time
-  2    limit        integer      with no ids: most jobs purged, >= 1
-  3..  id           string       optional: exactly these dead jobs (ids not dead are ignored)
+  2    limit        integer      with no ids: most jobs purged, 1..10000 (MAX_BATCH in
+                                 pyqcore/settings.py: bounds one call; checked even with ids)
+  3..  id           string       optional: exactly these dead jobs (ids not dead are ignored;
+                                 an id given twice counts once)
 REPLY
   {0, purged}  a caller purging by age is done when purged < limit
 ERRORS
-  {1, message}  BAD_ARGUMENT; nothing written
+  {1, message}  BAD_ARGUMENT (e.g. limit > 10000); nothing written
 ]]
--- @include common
+-- @include codes
+-- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+-- @end codes
+-- @include args
+-- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
+-- Argument checks. A script reads every ARGV entry it needs first, then returns
+-- {BAD_ARGUMENT, bad} before its first write if any was wrong.
 local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
 
 -- The first argument error found; a script checks it before its first write.
 local bad
 
--- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
-local function arg_int(i, name, min)
+-- ARGV[i] as an integer within [min, max] (max defaults to MAX_INT); a missing entry is an
+-- error. Records a readable error otherwise.
+local function arg_int(i, name, min, max)
+  max = max or MAX_INT
   local s = ARGV[i]
   local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
-  if not v or v < min or v > MAX_INT then
-    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+  if not v or v < min or v > max then
+    if max == MAX_INT then
+      bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    else
+      bad = bad or string.format('ARGV[%d] %s must be an integer in [%d, %d], got %q', i, name, min, max, tostring(s))
+    end
     return min
   end
   return v
 end
-
--- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
--- would repeat itself after a failover to a replica that had not seen its last values).
-local function arg_token(i, name)
-  local s = ARGV[i]
-  if not (s and #s == 16 and string.match(s, '^%x+$')) then
-    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
-    return '0000000000000000'
-  end
-  return s
-end
-
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
--- returns the last slice's reply (no call at all, and nil, for no items).
+-- @end args
+-- @include call_chunked
+-- generated from lua/includes/call_chunked.lua by `make lua`: edit that file, not this block
+-- Calls a variadic command over items in slices of 1000, so any count stays under Lua's unpack
+-- limit (about 8000 values in Redis's Lua 5.1); returns the last slice's reply (no call at all,
+-- and nil, for no items).
 local function call_chunked(cmd, key, items)
   local last
   for i = 1, #items, 1000 do
@@ -56,53 +62,34 @@ local function call_chunked(cmd, key, items)
   end
   return last
 end
-
--- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
-local function gather_chunked(cmd, key, items)
-  if #items <= 1000 then
-    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
-  end
-  local all, n = {}, 0
-  for i = 1, #items, 1000 do
-    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
-    for j = 1, #part do
-      all[n + j] = part[j]
-    end
-    n = n + #part
-  end
-  return all
-end
-
--- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
-local function wake(wake_key)
-  if redis.call('LLEN', wake_key) == 0 then
-    redis.call('RPUSH', wake_key, '1')
-  end
-end
--- @end common
+-- @end call_chunked
 
 local dead, jobs, meta, errors, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max_died = arg_int(1, 'max_died_ms', 0)
-local limit = arg_int(2, 'limit', 1)
+local limit = arg_int(2, 'limit', 1, 10000)
 if bad then
   return {BAD_ARGUMENT, bad}
 end
 
 local ids = {}
 if #ARGV > 2 then
+  local seen = {}
   for i = 3, #ARGV do
-    if redis.call('ZSCORE', dead, ARGV[i]) then
-      ids[#ids + 1] = ARGV[i]
+    local id = ARGV[i]
+    if not seen[id] and redis.call('ZSCORE', dead, id) then
+      ids[#ids + 1] = id
     end
+    seen[id] = true
   end
 else
-  ids = redis.call('ZRANGEBYSCORE', dead, '-inf', '(' .. max_died, 'LIMIT', 0, limit)
+  -- %d, not ..: Lua's .. prints a number with 14 digits (9.007199254741e+15).
+  ids = redis.call('ZRANGEBYSCORE', dead, '-inf', string.format('(%d', max_died), 'LIMIT', 0, limit)
 end
 if #ids > 0 then
   call_chunked('ZREM', dead, ids)
   call_chunked('HDEL', jobs, ids)
   call_chunked('HDEL', meta, ids)
   call_chunked('HDEL', errors, ids)
-  redis.call('HINCRBY', stats, 'purged', #ids)
+  redis.call('HINCRBY', stats, 'purged', string.format('%d', #ids))
 end
 return {OK, #ids}

@@ -14,48 +14,54 @@ ARGV
   1    max_redrives  integer      redrives allowed per job; -1 = no limit (an operator's requeue)
   2    min_died_ms   integer, ms  with no ids: consider jobs that died at or after this time
   3    offset        integer      with no ids: skip this many candidates (those kept back so far)
-  4    limit         integer      with no ids: most candidates examined, >= 1
-  5..  id            string       optional: exactly these jobs (then ARGV 2-4 are ignored)
+  4    limit         integer      with no ids: most candidates examined, 1..10000 (MAX_BATCH
+                                  in pyqcore/settings.py: bounds one call; checked even with ids)
+  5..  id            string       optional: exactly these jobs (then ARGV 2-4 are ignored);
+                                  an id given twice counts once
 REPLY
   {0, redriven, kept_back, not_dead, examined}
   kept_back = at their redrive limit; not_dead = ids given that are not in the dead set;
   a caller scanning by age is done when examined < limit, else calls again with
   offset + kept_back.
 ERRORS
-  {1, message}  BAD_ARGUMENT; nothing written
+  {1, message}  BAD_ARGUMENT (e.g. limit > 10000); nothing written
 ]]
--- @include common
+-- @include codes
+-- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+-- @end codes
+-- @include args
+-- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
+-- Argument checks. A script reads every ARGV entry it needs first, then returns
+-- {BAD_ARGUMENT, bad} before its first write if any was wrong.
 local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
 
 -- The first argument error found; a script checks it before its first write.
 local bad
 
--- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
-local function arg_int(i, name, min)
+-- ARGV[i] as an integer within [min, max] (max defaults to MAX_INT); a missing entry is an
+-- error. Records a readable error otherwise.
+local function arg_int(i, name, min, max)
+  max = max or MAX_INT
   local s = ARGV[i]
   local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
-  if not v or v < min or v > MAX_INT then
-    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+  if not v or v < min or v > max then
+    if max == MAX_INT then
+      bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    else
+      bad = bad or string.format('ARGV[%d] %s must be an integer in [%d, %d], got %q', i, name, min, max, tostring(s))
+    end
     return min
   end
   return v
 end
-
--- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
--- would repeat itself after a failover to a replica that had not seen its last values).
-local function arg_token(i, name)
-  local s = ARGV[i]
-  if not (s and #s == 16 and string.match(s, '^%x+$')) then
-    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
-    return '0000000000000000'
-  end
-  return s
-end
-
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
--- returns the last slice's reply (no call at all, and nil, for no items).
+-- @end args
+-- @include call_chunked
+-- generated from lua/includes/call_chunked.lua by `make lua`: edit that file, not this block
+-- Calls a variadic command over items in slices of 1000, so any count stays under Lua's unpack
+-- limit (about 8000 values in Redis's Lua 5.1); returns the last slice's reply (no call at all,
+-- and nil, for no items).
 local function call_chunked(cmd, key, items)
   local last
   for i = 1, #items, 1000 do
@@ -63,8 +69,11 @@ local function call_chunked(cmd, key, items)
   end
   return last
 end
-
--- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
+-- @end call_chunked
+-- @include gather_chunked
+-- generated from lua/includes/gather_chunked.lua by `make lua`: edit that file, not this block
+-- For a command that answers per item (HMGET, ZMSCORE): calls it over items in slices of 1000,
+-- under Lua's unpack limit (about 8000 values in Redis's Lua 5.1), and joins the replies.
 local function gather_chunked(cmd, key, items)
   if #items <= 1000 then
     return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
@@ -79,15 +88,18 @@ local function gather_chunked(cmd, key, items)
   end
   return all
 end
-
+-- @end gather_chunked
+-- @include wake
+-- generated from lua/includes/wake.lua by `make lua`: edit that file, not this block
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
 local function wake(wake_key)
   if redis.call('LLEN', wake_key) == 0 then
     redis.call('RPUSH', wake_key, '1')
   end
 end
--- @end common
+-- @end wake
 -- @include meta
+-- generated from lua/includes/meta.lua by `make lua`: edit that file, not this block
 -- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some.
 -- attempts counts the deliveries that ended without an ack (failed, expired) since the job was
 -- added or last redriven; redrives counts its trips from the dead-letter queue back to ready.
@@ -125,42 +137,49 @@ local ready, dead, meta, errors, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KE
 local max_redrives = arg_int(1, 'max_redrives', -1)
 local min_died = arg_int(2, 'min_died_ms', 0)
 local offset = arg_int(3, 'offset', 0)
-local limit = arg_int(4, 'limit', 1)
+local limit = arg_int(4, 'limit', 1, 10000)
 if bad then
   return {BAD_ARGUMENT, bad}
 end
 
 local candidates, not_dead = {}, 0
 if #ARGV > 4 then
+  local seen = {} -- an id given twice must not go to ready twice
   for i = 5, #ARGV do
-    if redis.call('ZSCORE', dead, ARGV[i]) then
-      candidates[#candidates + 1] = ARGV[i]
-    else
-      not_dead = not_dead + 1
+    local id = ARGV[i]
+    if not seen[id] then
+      seen[id] = true
+      if redis.call('ZSCORE', dead, id) then
+        candidates[#candidates + 1] = id
+      else
+        not_dead = not_dead + 1
+      end
     end
   end
 else
   candidates = redis.call('ZRANGEBYSCORE', dead, min_died, '+inf', 'LIMIT', offset, limit)
 end
 
-local moved, kept = {}, 0
-if #candidates > 0 then
-  local states = redis.call('HMGET', meta, unpack(candidates))
-  for i, id in ipairs(candidates) do
-    local _, redrives = meta_get(states[i])
-    if max_redrives >= 0 and redrives >= max_redrives then
-      kept = kept + 1
-    else
-      redis.call('HSET', meta, id, meta_put(0, redrives + 1))
-      moved[#moved + 1] = id
-    end
+-- HMGET in slices: any number of ids given (or candidates) fits under Lua's unpack limit.
+local states = gather_chunked('HMGET', meta, candidates)
+local moved, history, m, kept = {}, {}, 0, 0
+for i, id in ipairs(candidates) do
+  local _, redrives = meta_get(states[i])
+  if max_redrives >= 0 and redrives >= max_redrives then
+    kept = kept + 1
+  else
+    m = m + 1
+    moved[m] = id
+    history[2 * m - 1] = id
+    history[2 * m] = meta_put(0, redrives + 1)
   end
 end
-if #moved > 0 then
+if m > 0 then
+  call_chunked('HSET', meta, history)
   call_chunked('ZREM', dead, moved)
   call_chunked('HDEL', errors, moved)
   call_chunked('RPUSH', ready, moved)
-  redis.call('HINCRBY', stats, 'redriven', #moved)
+  redis.call('HINCRBY', stats, 'redriven', string.format('%d', m))
   wake(wake_key)
 end
-return {OK, #moved, kept, not_dead, #candidates}
+return {OK, m, kept, not_dead, #candidates}

@@ -14,38 +14,16 @@ REPLY
 ERRORS
   {1, message}  BAD_ARGUMENT; nothing written
 ]]
--- @include common
+-- @include codes
+-- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
-local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
-
--- The first argument error found; a script checks it before its first write.
-local bad
-
--- ARGV[i] as an integer within [min, MAX_INT]; records a readable error otherwise.
-local function arg_int(i, name, min)
-  local s = ARGV[i]
-  local v = s and string.match(s, '^%-?%d+$') and tonumber(s)
-  if not v or v < min or v > MAX_INT then
-    bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
-    return min
-  end
-  return v
-end
-
--- ARGV[i] as a lease token: 16 hex digits (64 random bits from the caller; a counter in Redis
--- would repeat itself after a failover to a replica that had not seen its last values).
-local function arg_token(i, name)
-  local s = ARGV[i]
-  if not (s and #s == 16 and string.match(s, '^%x+$')) then
-    bad = bad or string.format('ARGV[%d] %s must be 16 hex digits, got %q', i, name, tostring(s))
-    return '0000000000000000'
-  end
-  return s
-end
-
--- Calls a variadic command over items in slices, so any count stays under Lua's unpack limit;
--- returns the last slice's reply (no call at all, and nil, for no items).
+-- @end codes
+-- @include call_chunked
+-- generated from lua/includes/call_chunked.lua by `make lua`: edit that file, not this block
+-- Calls a variadic command over items in slices of 1000, so any count stays under Lua's unpack
+-- limit (about 8000 values in Redis's Lua 5.1); returns the last slice's reply (no call at all,
+-- and nil, for no items).
 local function call_chunked(cmd, key, items)
   local last
   for i = 1, #items, 1000 do
@@ -53,54 +31,22 @@ local function call_chunked(cmd, key, items)
   end
   return last
 end
-
--- Like call_chunked for a command that answers per item (HMGET, ZMSCORE): the replies joined.
-local function gather_chunked(cmd, key, items)
-  if #items <= 1000 then
-    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
-  end
-  local all, n = {}, 0
-  for i = 1, #items, 1000 do
-    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
-    for j = 1, #part do
-      all[n + j] = part[j]
-    end
-    n = n + #part
-  end
-  return all
-end
-
--- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
-local function wake(wake_key)
-  if redis.call('LLEN', wake_key) == 0 then
-    redis.call('RPUSH', wake_key, '1')
-  end
-end
--- @end common
+-- @end call_chunked
 -- @include lease
+-- generated from lua/includes/lease.lua by `make lua`: edit that file, not this block
 -- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
--- token is holding the member: a batch of leases is granted with one ZADD, checked and dropped
--- with one ZADD XX CH and one ZREM (take_leases.lua), and no per-job state is written to lease a
--- job. Tokens are exactly 16 hex digits, so "token:id" splits one way only, whatever the id
--- contains.
+-- token is holding the member: a batch of leases is granted with one ZADD (reserve.lua),
+-- checked and dropped with one ZADD XX CH and one ZREM (take_leases.lua), and no per-job state
+-- is written to lease a job. Tokens are exactly TOKEN_LENGTH hex digits, so "token:id" splits
+-- one way only, whatever the id contains.
 local TOKEN_LENGTH = 16
-
--- The leased ZSET also holds PIN, scored +inf, which is never a lease. PIN is longer than
--- zset-max-listpack-value (64 bytes by default), so the set is a skiplist + hash table from its
--- first ZADD on and never becomes a listpack: in a listpack, each member a batch adds or checks
--- costs a scan of the whole set (measured with callgrind: half the Redis CPU of a job's life
--- cycle, with batches of 100). Counting leases is ZCOUNT leased -inf (+inf. Its 17th character
--- is not ':', so no "token:id" spells it.
-local PIN = '~pin: not a lease; a member this long keeps the leased set a skiplist (see lease.lua)~'
 
 local function lease_member(token, id)
   return token .. ':' .. id
 end
-
-local function lease_id(member)
-  return string.sub(member, TOKEN_LENGTH + 2)
-end
-
+-- @end lease
+-- @include lease_pairs
+-- generated from lua/includes/lease_pairs.lua by `make lua`: edit that file, not this block
 -- ARGV from position first on as (id, token) pairs: ids, their lease members, and the count
 -- of pairs. A token of the wrong shape, or a pair given twice, gets a member that no lease
 -- has (""): refused, never confused with another job's lease nor settled twice.
@@ -119,9 +65,10 @@ local function lease_pairs(first)
   end
   return ids, members, n
 end
--- @end lease
+-- @end lease_pairs
 -- @include take_leases
--- Removes the held leases among members (from lease_pairs, lease.lua) and says whose they
+-- generated from lua/includes/take_leases.lua by `make lua`: edit that file, not this block
+-- Removes the held leases among members (from lease_pairs.lua) and says whose they
 -- were: the ids taken, in the order given, and the ids refused. ZADD XX CH first moves each
 -- held member to score -1, a deadline no lease has, and counts them: when all are held (the
 -- usual case) the count is the whole answer; otherwise the members now at -1 are exactly the
@@ -156,6 +103,15 @@ local function take_leases(leased, ids, members, n)
   return taken, refused
 end
 -- @end take_leases
+-- @include wake
+-- generated from lua/includes/wake.lua by `make lua`: edit that file, not this block
+-- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+-- @end wake
 
 local ready, leased, wake_key = KEYS[1], KEYS[2], KEYS[3]
 if #ARGV < 2 or #ARGV % 2 ~= 0 then

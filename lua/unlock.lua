@@ -8,10 +8,21 @@ ARGV
 REPLY
   {0, 1}  released
   {0, 0}  not held under this token (expired, or someone else's): untouched
+ERRORS
+  {1, message}  BAD_ARGUMENT: no token, or an empty one; nothing written
 ]]
+-- @include codes
+-- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+-- @end codes
 
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return {0, 1}
+local token = ARGV[1] or ''
+if token == '' then
+  return {BAD_ARGUMENT, 'ARGV[1] token must not be empty'}
 end
-return {0, 0}
+if redis.call('GET', KEYS[1]) == token then
+  redis.call('DEL', KEYS[1])
+  return {OK, 1}
+end
+return {OK, 0}

@@ -1,10 +1,11 @@
 """The Lua scripts: loaded from the package's ``lua/`` files, with the contract in each header.
 
-Each script's KEYS are read from its header (``KEYS`` section: index, part name, type), so the
-Lua file is the single source of truth for which keys a call passes and in which order.
+Each script's KEYS and ARGV are read from its header (``KEYS`` section: index, part name, type;
+``ARGV`` section: position, name, type), so the Lua file is the single source of truth for
+which keys and arguments a call passes and in which order.
 Shared Lua lives in ``lua/includes/`` and is expanded between ``-- @include NAME`` and
 ``-- @end NAME`` markers in each script (``make lua``), so every file runs as-is under
-``redis-cli --eval``.
+``redis-cli --eval``. A script carries only the includes it uses.
 """
 
 from __future__ import annotations
@@ -15,60 +16,107 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importlib.resources.abc is 3.11+; only the annotation needs it
+    from importlib.resources.abc import Traversable
 
 _HEADER = re.compile(r"\A--\[\[\n(?P<body>.*?)\n\]\]\n", re.S)
 _KEY_LINE = re.compile(r"^\s+(\d+)\s+(\w+)\s+(LIST|ZSET|HASH|STRING|SET)\b")
+# An ARGV entry: two spaces, its position, its name. A fixed entry's position is its index
+# (1, 2, ...); a variadic one's is a pattern ("3..", "2k-1", "3+n+k"). Deeper lines continue
+# the description above them.
+_ARGV_LINE = re.compile(r"^  (?P<pos>[^\s(]\S*)\s+(?P<name>\w+)\s")
+_FIXED = re.compile(r"\d+")
+_VARIADIC = re.compile(r"\d+\.\.|[\dkn+\-]*k[\dkn+\-]*")
 _INCLUDE = re.compile(r"^-- @include (\w+)\n.*?^-- @end \1\n", re.S | re.M)
+VARIADIC = "..."  # suffix of a variadic ARGV entry's name in Script.argv
 
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """One Lua script: its source, SHA1 (for EVALSHA), documented header and key parts."""
+    """One Lua script: its source, SHA1 (for EVALSHA), documented header, key parts, and ARGV
+    entry names in order (a variadic entry's name ends with ``...``: ``("offset", "limit",
+    "id...")``)."""
 
     name: str
     source: str
     sha: str
     header: str
     key_parts: tuple[str, ...]
+    argv: tuple[str, ...]
+
+    @property
+    def argc(self) -> int:
+        """How many fixed ARGV entries come before any variadic ones."""
+        return sum(1 for arg in self.argv if not arg.endswith(VARIADIC))
 
     @classmethod
     def parse(cls, name: str, source: str) -> Script:
-        """Build a Script from a ``.lua`` file's text, reading KEYS from its header."""
+        """Build a Script from a ``.lua`` file's text, reading KEYS and ARGV from its header."""
         match = _HEADER.match(source)
         if not match:
             raise ValueError(f"lua/{name}.lua does not start with a --[[ ... ]] header")
         header = match.group("body")
         parts: list[str] = []
-        in_keys = False
+        argv: list[str] = []
+        section = ""
         for line in header.splitlines():
             if line.strip() and not line.startswith(" "):
-                in_keys = line.strip() == "KEYS"
+                section = line.strip()
                 continue
-            key = _KEY_LINE.match(line)
-            if in_keys and key:
+            if section == "KEYS" and (key := _KEY_LINE.match(line)):
                 if int(key.group(1)) != len(parts) + 1:
                     raise ValueError(f"lua/{name}.lua: KEYS are not numbered 1, 2, ...")
                 parts.append(key.group(2))
+            elif section == "ARGV" and (arg := _ARGV_LINE.match(line)):
+                argv.append(_argv_entry(name, arg.group("pos"), arg.group("name"), argv))
         sha = hashlib.sha1(source.encode()).hexdigest()
-        return cls(name, source, sha, header, tuple(parts))
+        return cls(name, source, sha, header, tuple(parts), tuple(argv))
+
+
+def _argv_entry(script: str, position: str, name: str, before: list[str]) -> str:
+    """One ARGV entry's name, with ``...`` when it is variadic; fixed entries must be numbered
+    1, 2, ... and come before every variadic one."""
+    if _FIXED.fullmatch(position):
+        if before and before[-1].endswith(VARIADIC):
+            raise ValueError(f"lua/{script}.lua: ARGV {position} {name} follows a variadic entry")
+        if int(position) != len(before) + 1:
+            raise ValueError(f"lua/{script}.lua: ARGV are not numbered 1, 2, ...")
+        return name
+    if _VARIADIC.fullmatch(position):
+        return name + VARIADIC
+    raise ValueError(f"lua/{script}.lua: ARGV position {position!r} of {name} is neither "
+                     "a number nor a variadic pattern (3.., 2k-1, 3+n+k)")
+
+
+def generated_line(name: str) -> str:
+    """The comment that opens every include block in a script."""
+    return (f"-- generated from lua/includes/{name}.lua by `make lua`: edit that file, "
+            "not this block")
 
 
 def expand_includes(source: str, includes: Mapping[str, str]) -> str:
-    """Refill every ``-- @include NAME`` ... ``-- @end NAME`` block with includes[NAME]."""
+    """Refill every ``-- @include NAME`` ... ``-- @end NAME`` block with includes[NAME], under
+    a line saying where it comes from."""
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         body = includes[name].rstrip("\n")
-        return f"-- @include {name}\n{body}\n-- @end {name}\n"
+        return f"-- @include {name}\n{generated_line(name)}\n{body}\n-- @end {name}\n"
 
     return _INCLUDE.sub(fill, source)
 
 
+def read_includes(lua_dir: Path) -> dict[str, str]:
+    """The include files of ``lua_dir``, by name (file name without ``.lua``)."""
+    return {p.stem: p.read_text() for p in sorted((lua_dir / "includes").glob("*.lua"))}
+
+
 def sync_includes(lua_dir: Path) -> list[Path]:
     """Rewrite the scripts in ``lua_dir`` whose include blocks are stale; return those changed."""
-    includes = {p.stem: p.read_text() for p in sorted((lua_dir / "includes").glob("*.lua"))}
+    includes = read_includes(lua_dir)
     changed = []
     for path in sorted(lua_dir.glob("*.lua")):
         text = path.read_text()

@@ -6,10 +6,14 @@ three primaries (both started once per session, the cluster only if a test asks 
 module opts in with ``pytestmark = BOTH_BACKENDS``; the ``client`` fixture then hands each test
 a ``redis.Redis`` or a ``RedisCluster``. The helpers below read state across every primary, so
 an assertion about "the whole database" holds on both.
+
+Every redis-server the session starts (through ``tests.support``) is registered; a server
+still running when the session ends is killed, and fails the run (``pytest_sessionfinish``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +26,8 @@ from redis.cluster import RedisCluster
 
 from pyqcore import QueueManager
 from pyqcore.asyncio.driver import AsyncClient
-from pyqcore.local_redis import LocalRedis, LocalRedisCluster
 from pyqcore.sync.driver import Client
+from tests.support import LocalRedis, LocalRedisCluster, reap_leftover_servers
 
 BACKENDS = ("single", "cluster")
 BOTH_BACKENDS = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
@@ -115,3 +119,24 @@ def clock() -> FakeClock:
 @pytest.fixture
 def manager(client: Client, clock: FakeClock) -> QueueManager:
     return QueueManager(client, clock=clock)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown of what is still set up
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run if a redis-server this session started is still running (after killing
+    it): a fixture or a test that forgot to stop its server, or a start that failed half-way."""
+    leftovers = reap_leftover_servers()
+    if not leftovers:
+        return
+    lines = [f"{len(leftovers)} redis-server process(es) this session started were still "
+             "running at its end (now killed):", *(f"  {what}" for what in leftovers)]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", "redis-server left running", red=True, bold=True)
+        for line in lines:
+            reporter.write_line(line, red=True)
+    else:
+        print("\n".join(lines), file=sys.stderr)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

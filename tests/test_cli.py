@@ -7,7 +7,7 @@ import redis
 
 from pyqcore import QueueManager
 from pyqcore.cli import main
-from pyqcore.local_redis import LocalRedis, LocalRedisCluster
+from tests.support import LocalRedis, LocalRedisCluster
 
 
 def run(capsys: pytest.CaptureFixture[str], server: LocalRedis, *args: str) -> str:

@@ -1,4 +1,4 @@
--- Removes the held leases among members (from lease_pairs, lease.lua) and says whose they
+-- Removes the held leases among members (from lease_pairs.lua) and says whose they
 -- were: the ids taken, in the order given, and the ids refused. ZADD XX CH first moves each
 -- held member to score -1, a deadline no lease has, and counts them: when all are held (the
 -- usual case) the count is the whole answer; otherwise the members now at -1 are exactly the

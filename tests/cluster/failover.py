@@ -32,9 +32,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyqcore import BaseQueue, Worker
 from pyqcore.core.calls import text
-from pyqcore.local_redis import LocalRedis
 from tests.reliability.accounting import EVENTS, Event, Ledger
 from tests.reliability.worker_proc import LedgerQueue
+from tests.support import LocalRedis
 
 # What a producer rides out on a cluster: the node is gone (connection refused, timeout), or
 # the cluster knows it is gone but has not promoted its replica yet (CLUSTERDOWN, TRYAGAIN,

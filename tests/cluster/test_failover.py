@@ -28,7 +28,6 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from pyqcore import BaseQueue
-from pyqcore.local_redis import LocalRedis, LocalRedisCluster
 from tests.cluster.failover import (
     FailoverRun,
     LedgerSampler,
@@ -40,6 +39,7 @@ from tests.cluster.failover import (
 )
 from tests.reliability.accounting import check_dir
 from tests.reliability.scenario import wait_until
+from tests.support import LocalRedis, LocalRedisCluster
 
 WINDOW = 1.0  # seconds before the kill whose acknowledged writes may not have been replicated
 QUEUE = "failover"

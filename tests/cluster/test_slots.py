@@ -20,10 +20,10 @@ from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 from pyqcore import QueueManager
 from pyqcore.core.calls import Call, QueueCalls, lock_call, unlock_call
 from pyqcore.keys import QueueKeys
-from pyqcore.local_redis import LocalRedisCluster
 from pyqcore.scripts import load_scripts
 from pyqcore.settings import QueueSettings
 from tests.conftest import FakeClock, all_keys, primaries
+from tests.support import LocalRedisCluster
 
 SCRIPTS = load_scripts()
 QUEUE_NAMES = ["emails", "q", "a:b", "tenant-7/jobs", "ünïcode", "x" * 200]

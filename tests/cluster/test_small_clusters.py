@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pyqcore import BaseQueue, ConfigurationError
-from pyqcore.local_redis import LocalRedisCluster
+from tests.support import LocalRedisCluster
 
 
 def test_two_primaries_serve_every_slot_and_share_a_partitioned_queue() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pyqcore.local_redis import LocalRedis
 from tests.reliability.scenario import Scenario
+from tests.support import LocalRedis
 
 
 @pytest.fixture

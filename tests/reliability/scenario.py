@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pyqcore import BaseQueue
 from pyqcore.core.calls import text
-from pyqcore.local_redis import LocalRedis
 from tests.reliability.accounting import Account, Ledger, check_dir
 from tests.reliability.worker_proc import LedgerQueue
+from tests.support import LocalRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pyqcore import BaseQueue
 from pyqcore.core.calls import text
-from pyqcore.local_redis import LocalRedis
 from pyqcore.scripts import load_scripts
 from tests.reliability.scenario import Scenario
+from tests.support import LocalRedis
 
 
 def soak(seconds: float, *, workers: int, producers: int, fsync: str, seed: int) -> bool:

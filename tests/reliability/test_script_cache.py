@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from pyqcore import BaseQueue
-from pyqcore.local_redis import LocalRedis
+from tests.support import LocalRedis
 
 
 class FlushingBeforeEvalsha(redis.Redis):

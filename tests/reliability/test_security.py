@@ -23,7 +23,7 @@ from redis.retry import Retry
 from pyqcore import BaseQueue, Job, Outcome, QueueManager
 from pyqcore.core.calls import lock_call
 from pyqcore.errors import LockNotAcquiredError, NonRetryableError
-from pyqcore.local_redis import LocalRedis, free_port, wait_until
+from tests.support import LocalRedis, free_port, tls_unsupported, wait_until
 
 ACL_USERNAME = "pyqcore"
 ACL_PASSWORD = "test-only-secret"
@@ -247,16 +247,10 @@ class TlsRedis(LocalRedis):
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI is missing")
 def test_pyqcore_runs_over_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    if reason := tls_unsupported():  # only a build without TLS skips: any other failure fails
+        pytest.skip(f"this redis-server was built without TLS: {reason}")
     make_certificates(tmp_path)
-    server = TlsRedis(tmp_path)
-    try:
-        server.start()
-    except RuntimeError as exc:  # e.g. "TLS not supported" from a build without TLS
-        server.close()
-        if "tls" in str(exc).lower():
-            pytest.skip(f"redis-server does not support TLS: {exc}")
-        raise
-    with server:
+    with TlsRedis(tmp_path) as server:
         client = redis.Redis.from_url(server.url)
         queue = BaseQueue(client, name="tls", handler=lambda job: None)
         queue.add_batch(range(10))

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from pyqcore import BaseQueue
-from pyqcore.local_redis import LocalRedis
 from tests.reliability.accounting import read_history
 from tests.reliability.conftest import make_scenario
 from tests.reliability.scenario import Scenario, wait_until
 from tests.reliability.test_faults import finish, start_load
+from tests.support import LocalRedis
 
 CLIENT_TIMEOUT = 0.2  # seconds: the workers' and producers' socket_timeout
 STALL = (0.3, 0.6)  # seconds Redis is frozen per stall: always past the client timeout

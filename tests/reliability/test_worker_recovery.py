@@ -12,7 +12,7 @@ from redis.retry import Retry
 
 from pyqcore import BaseQueue, Job, WorkerReport
 from pyqcore.core.slot import backoff
-from pyqcore.local_redis import LocalRedis
+from tests.support import LocalRedis
 
 
 def test_backoff_is_capped_and_never_overflows() -> None:

@@ -1,0 +1,16 @@
+"""What the tests and the benchmarks share: throwaway Redis servers and clusters
+(``tests.support.servers``), and the session's check that none is left running."""
+
+from tests.support.servers import (
+    LocalRedis,
+    LocalRedisCluster,
+    free_port,
+    free_ports,
+    reap_leftover_servers,
+    redis_binary,
+    tls_unsupported,
+    wait_until,
+)
+
+__all__ = ["LocalRedis", "LocalRedisCluster", "free_port", "free_ports", "reap_leftover_servers",
+           "redis_binary", "tls_unsupported", "wait_until"]

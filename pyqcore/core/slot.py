@@ -104,14 +104,16 @@ class Budget:
 
 
 class Held:
-    """Jobs leased by any slot and not yet settled, with when their lease was last renewed."""
+    """Jobs leased by any slot and not yet settled, with when their lease was last renewed
+    (on ``clock``, monotonic seconds)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._jobs: dict[tuple[str, str], tuple[Job, float]] = {}
         self._lock = threading.Lock()
+        self._clock = clock
 
     def add(self, jobs: list[Job]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             for job in jobs:
                 self._jobs[job.id, job.token] = (job, now)
@@ -123,7 +125,7 @@ class Held:
 
     def due(self, age: float) -> list[Job]:
         """Jobs whose lease was renewed ``age`` seconds ago or more; marks them renewed now."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             old = [job for job, since in self._jobs.values() if now - since >= age]
             for job in old:

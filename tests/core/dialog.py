@@ -1,0 +1,77 @@
+"""Driving a core flow by hand, with no Redis: read the effect it yields, answer it, and check
+what it returns. The replies are the Lua scripts' documented replies (their headers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyqcore.core.calls import Call
+from pyqcore.core.effects import Command, Flow, Steps
+from pyqcore.job import encode_record
+from pyqcore.serializer import MSGPACK
+
+
+class Dialog:
+    """One flow, stepped by the test: ``effect`` is what it asks for now."""
+
+    def __init__(self, flow: Flow[Any]) -> None:
+        self.steps = Steps(flow)
+
+    @property
+    def effect(self) -> Any:
+        assert self.steps.running, f"the flow has returned {self.steps.result!r}"
+        return self.steps.effect
+
+    def script(self) -> Call[Any]:
+        """The one script call asked for now."""
+        assert isinstance(self.effect, Call), self.effect
+        return self.effect
+
+    def round(self) -> list[Any]:
+        """The round trip (a list of calls and commands) asked for now."""
+        assert isinstance(self.effect, list), self.effect
+        return self.effect
+
+    def answer(self, reply: Any) -> None:
+        """Answer the effect with a raw reply: each call parses its own (a list for a round)."""
+        effect = self.effect
+        if isinstance(effect, list):
+            self.steps.send([c.parse(r) for c, r in zip(effect, reply, strict=True)])
+        elif isinstance(effect, Call | Command):
+            self.steps.send(effect.parse(reply))
+        else:
+            self.steps.send(reply)
+
+    def fail(self, error: BaseException) -> None:
+        """Performing the effect raised ``error``."""
+        self.steps.throw(error)
+
+    @property
+    def result(self) -> Any:
+        assert not self.steps.running, f"the flow still asks for {self.steps.effect!r}"
+        return self.steps.result
+
+
+def names(calls: list[Any]) -> list[str]:
+    """The script name (or the command name) of each call of a round trip."""
+    return [c.script.name if isinstance(c, Call) else str(c.args[0]) for c in calls]
+
+
+def record(payload: Any, enqueued_ms: int = 1_000) -> bytes:
+    """A job record as the jobs hash stores it."""
+    return encode_record(MSGPACK, payload, None, enqueued_ms, 1 << 20)
+
+
+def reserved(jobs: list[tuple[str, bytes, int]], *, token: str = "ab" * 8,
+             deadline_ms: int = 9_000, next_event_ms: int = -1) -> list[Any]:
+    """reserve's reply: {0, token, deadline_ms, next_event_ms, id, record, attempt, ...}."""
+    flat: list[Any] = [0, token.encode(), deadline_ms, next_event_ms]
+    for job_id, rec, attempt in jobs:
+        flat += [job_id.encode(), rec, attempt]
+    return flat
+
+
+def announced(partitions: int = 1) -> list[Any]:
+    """Replies to the announcement round (SADD, [HSETNX], HGET)."""
+    recorded = None if partitions == 1 else str(partitions).encode()
+    return [1, recorded] if partitions == 1 else [1, 1, recorded]

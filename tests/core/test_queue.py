@@ -1,0 +1,140 @@
+"""The queue's flows without Redis: which calls each one sends, in which round trips, and what
+it makes of the replies (pyqcore.core.queue)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyqcore.core.queue import QueueCore
+from pyqcore.errors import ConfigurationError, SerializationError
+from pyqcore.job import Job
+from pyqcore.serializer import MSGPACK
+from pyqcore.settings import QueueSettings
+from tests.core.dialog import Dialog, announced, names, record, reserved
+
+NOW = 1_800_000_000.0
+
+
+def core(partitions: int = 1, *, cluster: bool = False, announce: bool = False) -> QueueCore:
+    settings = QueueSettings(name="q", partitions=partitions, clock=lambda: NOW, batch_size=2)
+    queue = QueueCore(settings, cluster=cluster)
+    queue.announced = not announce
+    return queue
+
+
+def job(job_id: str, partition: int = 0, token: str = "ab" * 8) -> Job:
+    return Job(job_id, "q", None, None, 1, NOW, token, NOW + 30, partition)
+
+
+def test_the_first_add_announces_the_queue_then_enqueues() -> None:
+    flow = Dialog(core(announce=True).add_batch(["a", "b", "c"]))
+    assert names(flow.round()) == ["SADD", "HGET"]
+    flow.answer(announced())
+    assert names(flow.round()) == ["enqueue", "enqueue"]  # batch_size=2: two calls, one trip
+    flow.answer([[0, b"1,2"], [0, b"3"]])
+    assert flow.result == ["1", "2", "3"]
+
+
+def test_a_recorded_partition_count_that_differs_refuses_before_any_enqueue() -> None:
+    flow = Dialog(core(2, announce=True).add_batch(["a"]))
+    assert names(flow.round()) == ["SADD", "HSETNX", "HGET"]
+    with pytest.raises(ConfigurationError, match="partitions=4"):
+        flow.answer([0, 0, b"4"])
+
+
+def test_a_bad_payload_raises_before_the_first_effect() -> None:
+    with pytest.raises(SerializationError):
+        Dialog(core(announce=True).add_batch(["ok", object()]))
+
+
+def test_ids_come_back_in_the_callers_order_across_partitions() -> None:
+    queue = core(2)
+    x, y = "k0", next(f"k{i}" for i in range(1, 99)
+                      if queue.partitions.route([None], [f"k{i}"]) != queue.partitions.route(
+                          [None], ["k0"]))
+    flow = Dialog(queue.add_batch(["a", "b", "c"], partition_keys=[x, y, x]))
+    calls = flow.round()
+    assert [int(c.args[2]) for c in calls] == [2, 1] or [int(c.args[2]) for c in calls] == [1, 2]
+    # Each call's jobs get ids named after the payloads they carry.
+    replies = []
+    for call in calls:
+        payloads = [MSGPACK.loads(r)[0] for r in call.args[3:]]
+        replies.append([0, ",".join(f"id-{p}" for p in payloads).encode()])
+    flow.answer(replies)
+    assert flow.result == ["id-a", "id-b", "id-c"]
+
+
+def test_reserve_tries_the_next_partition_while_one_is_empty_and_keeps_the_soonest_event() -> None:
+    queue = core(3)
+    flow = Dialog(queue.reserve(5))
+    first = flow.script()
+    assert first.script.name == "reserve" and first.args[1] == 5
+    flow.answer(reserved([], next_event_ms=7_000))
+    second = flow.script()
+    assert second.keys[0] != first.keys[0]
+    flow.answer(reserved([], next_event_ms=5_000))
+    third = flow.script()
+    flow.answer(reserved([("2-1", record("x"), 1)]))
+    [got] = flow.result
+    assert (got.id, got.payload, got.attempt) == ("2-1", "x", 1)
+    assert {first.keys[0], second.keys[0], third.keys[0]} == {
+        p.keys.key("ready") for p in queue.partitions.parts}
+
+
+def test_an_undecodable_record_is_buried_with_its_reason_and_not_returned() -> None:
+    flow = Dialog(core().reserve(2))
+    flow.answer(reserved([("1", record("fine"), 1), ("2", b"\xc1", 1)], token="cd" * 8))
+    bury = flow.script()
+    assert bury.script.name == "fail"
+    assert bury.args[1:3] == ["2", "cd" * 8] and bury.args[-1] == 0  # not retryable
+    assert "DeserializationError" in str(bury.args[5])
+    flow.answer([0, b"dead", 1])
+    assert [j.id for j in flow.result] == ["1"]
+
+
+def test_ack_and_reserve_is_one_round_trip_with_one_ack_per_partition() -> None:
+    queue = core(2)
+    done = [job("0-1", 0), job("1-1", 1), job("0-2", 0)]
+    flow = Dialog(queue.ack_and_reserve(done, 10))
+    calls = flow.round()
+    assert names(calls) == ["ack", "ack", "reserve"]
+    assert calls[0].args == ["0-1", "ab" * 8, "0-2", "ab" * 8]
+    flow.answer([[0, 2], [0, 0, b"1-1"], reserved([("0-3", record(3), 1)])])
+    settled, reservation = flow.result
+    assert (settled.count, settled.refused) == (2, ["1-1"])
+    assert [j.id for j in reservation.jobs] == ["0-3"]
+
+
+def test_ack_and_reserve_with_nothing_to_lease_only_acks() -> None:
+    flow = Dialog(core().ack_and_reserve([job("1")], 0))
+    assert names(flow.round()) == ["ack"]
+    flow.answer([[0, 1]])
+    settled, reservation = flow.result
+    assert settled.count == 1 and reservation is None
+
+
+def test_extend_moves_the_deadline_of_held_jobs_only() -> None:
+    held, lost = job("1"), job("2")
+    flow = Dialog(core().extend([held, lost], 60))
+    [call] = flow.round()
+    assert call.script.name == "extend" and call.args[1] == 60_000
+    flow.answer([[0, 123_000, 1, b"2"]])
+    assert flow.result == 1
+    assert held.lease_deadline == 123.0 and lost.lease_deadline == NOW + 30
+
+
+def test_a_wake_list_per_partition_on_one_server_and_one_at_a_time_on_a_cluster() -> None:
+    assert len(core(3).wake_keys()) == 3
+    cluster = core(3, cluster=True)
+    assert len({cluster.wake_keys()[0] for _ in range(3)}) == 3  # in turn
+
+
+def test_lock_waits_while_held_then_takes_it() -> None:
+    flow = Dialog(core().acquire_lock("user:7", ttl=5, wait=10))
+    assert flow.script().script.name == "lock"
+    flow.answer([3, 20])  # LOCKED, 20 ms more
+    assert flow.effect.seconds == pytest.approx(0.02)
+    flow.answer(None)
+    token = flow.script().args[0]
+    flow.answer([0])
+    assert flow.result == token

@@ -241,7 +241,7 @@ def markdown(data: Data) -> str:
         "Absolute numbers depend on the machine (and on whatever else it runs); the ratios are "
         "measured in the same run, on the same Redis.",
         "",
-        "## Targets (DESIGN.md §6)",
+        "## Targets (the project's design brief)",
         "",
         *targets(data),
     ]

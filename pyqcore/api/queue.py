@@ -133,6 +133,14 @@ class QueueApi:
         return ConfigurationError(f"queue {self.name!r} has no handler: override process_job "
                                   "or register it with handler=")
 
+    def given_handler(self, batches: bool = False) -> Callable[..., Any]:
+        """The ``handler=`` (or ``batch_handler=``) the queue was made with, which the default
+        ``process_job`` (``process_jobs``) calls; ConfigurationError if there is none."""
+        handler = self.batch_handler if batches else self.handler
+        if handler is None:
+            raise self.missing_handler(batches)
+        return handler
+
     @default_handler
     def process_job(self, job: Job) -> Any:
         """Handle one job (each driver's ``BaseQueue`` defines it)."""

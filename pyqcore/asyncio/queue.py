@@ -46,16 +46,12 @@ class BaseQueue(QueueApi, Awaiting):
     async def process_job(self, job: Job) -> Any:
         """Handle one job; override this (or pass ``handler=``). Raising fails the delivery;
         ``NonRetryableError`` sends the job straight to the dead-letter queue."""
-        if self.handler is None:
-            raise self.missing_handler()
-        return await call_handler(self.handler, job)
+        return await call_handler(self.given_handler(), job)
 
     @default_handler
     async def process_jobs(self, jobs: list[Job]) -> Any:
         """Handle a whole leased batch in one call (see ``pyqcore.BaseQueue.process_jobs``)."""
-        if self.batch_handler is None:
-            raise self.missing_handler(batches=True)
-        return await call_handler(self.batch_handler, jobs)
+        return await call_handler(self.given_handler(batches=True), jobs)
 
     async def process(self, concurrency: int = 1, *, install_signal_handlers: bool = True,
                       **options: Unpack[WorkerOptions]) -> WorkerReport:

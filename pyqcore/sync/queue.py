@@ -45,9 +45,7 @@ class BaseQueue(QueueApi, Blocking):
     def process_job(self, job: Job) -> Any:
         """Handle one job; override this (or pass ``handler=``). Raising fails the delivery;
         raise ``NonRetryableError`` to send the job straight to the dead-letter queue."""
-        if self.handler is None:
-            raise self.missing_handler()
-        return self.handler(job)
+        return self.given_handler()(job)
 
     @default_handler
     def process_jobs(self, jobs: list[Job]) -> Any:
@@ -55,9 +53,7 @@ class BaseQueue(QueueApi, Blocking):
         when jobs are cheaper together: one pipeline, one bulk insert. Return None when every
         job succeeded, or a mapping of failed job ids to their exceptions (the others are
         acked); raising fails the whole batch. Batches follow ``process(prefetch=...)``."""
-        if self.batch_handler is None:
-            raise self.missing_handler(batches=True)
-        return self.batch_handler(jobs)
+        return self.given_handler(batches=True)(jobs)
 
     def process(self, concurrency: int = 1, *, install_signal_handlers: bool = True,
                 **options: Unpack[WorkerOptions]) -> WorkerReport:

@@ -87,31 +87,3 @@ def flow_of(operation: Call[T] | Flow[T]) -> Flow[T]:
         reply: T = yield operation
         return reply
     return (yield from operation)
-
-
-class Steps:
-    """Runs a flow against a driver's results: the part of driving that is not I/O, shared by
-    the sync and asyncio drivers. ``effect`` is what to perform next while ``running``."""
-
-    __slots__ = ("_flow", "effect", "result", "running")
-
-    def __init__(self, flow: Flow[Any]) -> None:
-        self._flow = flow
-        self.running = True
-        self.result: Any = None
-        self.effect: Any = None
-        self._resume(flow.send, None)
-
-    def send(self, value: Any) -> None:
-        """Hand the flow the result of ``effect``."""
-        self._resume(self._flow.send, value)
-
-    def throw(self, error: BaseException) -> None:
-        """Raise ``error`` inside the flow, where it yielded ``effect``."""
-        self._resume(self._flow.throw, error)
-
-    def _resume(self, resume: Callable[[Any], Any], value: Any) -> None:
-        try:
-            self.effect = resume(value)
-        except StopIteration as done:
-            self.running, self.result, self.effect = False, done.value, None

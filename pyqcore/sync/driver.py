@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError
 
 from pyqcore.core.calls import Call
 from pyqcore.core.driving import Driving, command_of, eval_args, parse_replies
-from pyqcore.core.effects import Block, Command, Flow, Pause, Steps
+from pyqcore.core.effects import Block, Command, Flow, Pause
 
 T = TypeVar("T")
 Client = redis.Redis | RedisCluster
@@ -42,16 +42,19 @@ class SyncDriver(Driving):
     def drive(flow: Flow[T], perform: Callable[[Any], Any]) -> T:
         """Run ``flow``, performing each effect with ``perform`` (whose exceptions are thrown
         back into the flow)."""
-        steps = Steps(flow)
-        while steps.running:
-            try:
-                value = perform(steps.effect)
-            except Exception as exc:
-                steps.throw(exc)
-            else:
-                steps.send(value)
-        result: T = steps.result
-        return result
+        send = flow.send
+        try:
+            effect = send(None)
+            while True:
+                try:
+                    value = perform(effect)
+                except Exception as exc:
+                    effect = flow.throw(exc)
+                else:
+                    effect = send(value)
+        except StopIteration as done:
+            result: T = done.value
+            return result
 
     def call(self, call: Call[T]) -> T:
         """Send one script call and parse its reply (EVAL with the source on NOSCRIPT)."""

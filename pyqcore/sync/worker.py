@@ -104,7 +104,7 @@ class Handlers:
 
     def _finish(self, result: Any) -> Any:
         """What a handler returned, awaited on this slot's loop if it is awaitable."""
-        if not inspect.isawaitable(result):
+        if result is None or not inspect.isawaitable(result):
             return result
         if self._loop is None:
             self._loop = asyncio.new_event_loop()

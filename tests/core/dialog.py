@@ -3,10 +3,11 @@ what it returns. The replies are the Lua scripts' documented replies (their head
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pyqcore.core.calls import Call
-from pyqcore.core.effects import Command, Flow, Steps
+from pyqcore.core.effects import Command, Flow
 from pyqcore.job import encode_record
 from pyqcore.serializer import MSGPACK
 
@@ -75,3 +76,31 @@ def announced(partitions: int = 1) -> list[Any]:
     """Replies to the announcement round (SADD, [HSETNX], HGET)."""
     recorded = None if partitions == 1 else str(partitions).encode()
     return [1, recorded] if partitions == 1 else [1, 1, recorded]
+
+
+class Steps:
+    """A flow stepped one effect at a time: ``effect`` is what it asks for while
+    ``running``; ``send`` answers it, ``throw`` says performing it raised."""
+
+    __slots__ = ("_flow", "effect", "result", "running")
+
+    def __init__(self, flow: Flow[Any]) -> None:
+        self._flow = flow
+        self.running = True
+        self.result: Any = None
+        self.effect: Any = None
+        self._resume(flow.send, None)
+
+    def send(self, value: Any) -> None:
+        """Hand the flow the result of ``effect``."""
+        self._resume(self._flow.send, value)
+
+    def throw(self, error: BaseException) -> None:
+        """Raise ``error`` inside the flow, where it yielded ``effect``."""
+        self._resume(self._flow.throw, error)
+
+    def _resume(self, resume: Callable[[Any], Any], value: Any) -> None:
+        try:
+            self.effect = resume(value)
+        except StopIteration as done:
+            self.running, self.result, self.effect = False, done.value, None

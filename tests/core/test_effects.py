@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from pyqcore.core.driving import Driving
-from pyqcore.core.effects import Block, Command, Flow, Pause, Steps, flow_of
+from pyqcore.core.effects import Block, Command, Flow, Pause, flow_of
 from pyqcore.core.queue import QueueCore
 from pyqcore.settings import QueueSettings
+from tests.core.dialog import Steps
 
 
 def test_steps_send_results_in_and_throw_errors_in_where_the_flow_yielded() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError
 
 from pyqcore.core.calls import Call
@@ -69,8 +69,13 @@ class AsyncDriver(Driving):
         return results
 
     async def command(self, command: Command) -> Any:
-        """Send one plain command and parse its reply."""
-        return command.parse(await self.client.execute_command(*command.args, **command.options))
+        """Send one plain command and parse its reply. On a cluster, a ``target_nodes`` node
+        flag ("primaries", ...) is resolved to its nodes here (see ``nodes_of``)."""
+        options = command.options
+        target = options.get("target_nodes")
+        if isinstance(self.client, RedisCluster) and isinstance(target, str):
+            options = {**options, "target_nodes": await nodes_of(self.client, target)}
+        return command.parse(await self.client.execute_command(*command.args, **options))
 
     async def block(self, block: Block) -> Any:
         """BLPOP on the wake lists."""
@@ -87,3 +92,21 @@ class AsyncDriver(Driving):
         with contextlib.suppress(asyncio.TimeoutError):  # TimeoutError itself from 3.11 on
             await asyncio.wait_for(pause.until.wait(), pause.seconds)
         return pause.until.is_set()
+
+
+async def nodes_of(client: RedisCluster, flag: str) -> list[ClusterNode]:
+    """The nodes a node flag names. redis.asyncio's RedisCluster (redis-py 8.1) honours a flag
+    as ``target_nodes`` only until the client is initialized; once it has served a command it
+    routes a keyless command (CONFIG GET) by its keys anyway, and raises RedisClusterException
+    ("Missing key"): so the first call of a queue on an already used cluster client failed."""
+    await client.initialize()  # a no-op once initialized
+    nodes: dict[str, Callable[[], list[ClusterNode]]] = {
+        RedisCluster.PRIMARIES: client.get_primaries,
+        RedisCluster.REPLICAS: client.get_replicas,
+        RedisCluster.ALL_NODES: client.get_nodes,
+        RedisCluster.RANDOM: lambda: [client.get_random_node()],
+        RedisCluster.DEFAULT_NODE: lambda: [client.get_default_node()],
+    }
+    if flag not in nodes:
+        raise ValueError(f"{flag!r} is not a node flag of RedisCluster ({sorted(nodes)})")
+    return nodes[flag]()

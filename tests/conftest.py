@@ -7,6 +7,13 @@ module opts in with ``pytestmark = BOTH_BACKENDS``; the ``client`` fixture then 
 a ``redis.Redis`` or a ``RedisCluster``. The helpers below read state across every primary, so
 an assertion about "the whole database" holds on both.
 
+They also run on both drivers: with ``pytestmark = BOTH_DRIVERS_AND_BACKENDS`` a test that
+builds its objects from the ``api`` fixture (``api.BaseQueue(client, ...)``,
+``api.QueueManager``, ``api.Worker``, the ``manager`` fixture) runs once on the sync API and
+once on ``pyqcore.asyncio``, driven from the test's sync code through a blocking view on an
+event loop of its own (``tests.support.drivers``). Assertions about Redis state use ``client``,
+the sync client, on both.
+
 Every redis-server the session starts (through ``tests.support``) is registered; a server
 still running when the session ends is killed, and fails the run (``pytest_sessionfinish``).
 """
@@ -28,9 +35,13 @@ from pyqcore import QueueManager
 from pyqcore.asyncio.driver import AsyncClient
 from pyqcore.sync.driver import Client
 from tests.support import LocalRedis, LocalRedisCluster, reap_leftover_servers
+from tests.support.drivers import Api, Harness, asyncio_api, sync_api
 
 BACKENDS = ("single", "cluster")
 BOTH_BACKENDS = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+DRIVERS = ("sync", "asyncio")
+BOTH_DRIVERS = pytest.mark.parametrize("driver", DRIVERS, indirect=True)
+BOTH_DRIVERS_AND_BACKENDS = [BOTH_DRIVERS, BOTH_BACKENDS]
 
 
 class FakeClock:
@@ -117,8 +128,31 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def manager(client: Client, clock: FakeClock) -> QueueManager:
-    return QueueManager(client, clock=clock)
+def driver(request: pytest.FixtureRequest) -> str:
+    """"sync", unless the module parametrizes ``driver`` (see BOTH_DRIVERS)."""
+    name: str = getattr(request, "param", "sync")
+    return name
+
+
+@pytest.fixture
+def api(driver: str) -> Iterator[Api]:
+    """The driver's ``BaseQueue``, ``QueueManager`` and ``Worker``, called as the sync API is.
+    On asyncio: on an event loop of this test's own, closed (what still runs on it cancelled)
+    at teardown."""
+    if driver == "sync":
+        yield sync_api()
+        return
+    harness = Harness()
+    try:
+        yield asyncio_api(harness)
+    finally:
+        harness.close()
+
+
+@pytest.fixture
+def manager(api: Api, client: Client, clock: FakeClock) -> QueueManager:
+    """A manager of the test's driver on ``client``, on the fake clock."""
+    return api.QueueManager(client, clock=clock)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own teardown of what is still set up

@@ -1,4 +1,6 @@
-"""The worker loop: outcomes, stop conditions, concurrency, heartbeats, wake-ups, signals."""
+"""The worker loop: outcomes, stop conditions, concurrency, heartbeats, wake-ups, signals; on
+the sync and the asyncio driver (``api``: a plain ``def`` handler runs in the sync worker's
+slot thread, and in a thread of the asyncio worker's loop), one server and a cluster."""
 
 from __future__ import annotations
 
@@ -18,14 +20,14 @@ from pyqcore import (
     ConfigurationError,
     Job,
     NonRetryableError,
-    Worker,
     WorkerReport,
 )
 from pyqcore.core.calls import text
 from pyqcore.sync.driver import Client
-from tests.conftest import BOTH_BACKENDS, Backend, FakeClock, primaries
+from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend, FakeClock, primaries
+from tests.support.drivers import Api, in_thread
 
-pytestmark = BOTH_BACKENDS
+pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,9 +40,15 @@ def wait_for(condition: object, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_burst_processes_everything_then_returns(client: Client) -> None:
+def blocked_on_blpop(client: Client) -> bool:
+    """Whether some connection of the deployment is blocked in BLPOP (an idle worker)."""
+    return any(c.get("cmd") == "blpop" and "b" in c.get("flags", "")
+               for node in primaries(client) for c in node.client_list())
+
+
+def test_burst_processes_everything_then_returns(api: Api, client: Client) -> None:
     seen: list[int] = []
-    queue = BaseQueue(client, name="w", handler=lambda job: seen.append(job.payload))
+    queue = api.BaseQueue(client, name="w", handler=lambda job: seen.append(job.payload))
     queue.add_batch(range(100))
     report = queue.process(concurrency=4, burst=True)
     assert sorted(seen) == list(range(100))
@@ -48,15 +56,15 @@ def test_burst_processes_everything_then_returns(client: Client) -> None:
     assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
 
 
-def test_failures_retry_then_die_and_the_worker_carries_on(client: Client) -> None:
+def test_failures_retry_then_die_and_the_worker_carries_on(api: Api, client: Client) -> None:
     def handler(job: Job) -> None:
         if job.payload == "bad":
             raise ValueError("always fails")
         if job.payload == "fatal":
             raise NonRetryableError("do not retry")
 
-    queue = BaseQueue(client, name="w", handler=handler, max_retries=2,
-                      backoff=Backoff.fixed(0))
+    queue = api.BaseQueue(client, name="w", handler=handler, max_retries=2,
+                          backoff=Backoff.fixed(0))
     queue.add_batch(["ok", "bad", "fatal", "ok"])
     report = queue.process(burst=True)
     assert report == WorkerReport(delivered=6, acked=2, retried=2, dead=2)
@@ -64,7 +72,7 @@ def test_failures_retry_then_die_and_the_worker_carries_on(client: Client) -> No
 
 
 def test_a_batch_handler_gets_whole_batches_and_its_failures_are_per_job(
-    client: Client,
+    api: Api, client: Client,
 ) -> None:
     batches: list[list[int]] = []
 
@@ -73,7 +81,7 @@ def test_a_batch_handler_gets_whole_batches_and_its_failures_are_per_job(
         return {job.id: (NonRetryableError("no") if job.payload == 13 else ValueError("again"))
                 for job in jobs if job.payload in (7, 13) and job.attempt == 1}
 
-    queue = BaseQueue(client, name="w", batch_handler=handle, backoff=Backoff.fixed(0))
+    queue = api.BaseQueue(client, name="w", batch_handler=handle, backoff=Backoff.fixed(0))
     queue.add_batch(range(50))
     report = queue.process(burst=True, prefetch=20)
     assert report == WorkerReport(delivered=51, acked=49, retried=1, dead=1)
@@ -82,8 +90,8 @@ def test_a_batch_handler_gets_whole_batches_and_its_failures_are_per_job(
     assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 1}
 
 
-def test_a_batch_handler_that_raises_fails_every_job_of_the_batch(client: Client) -> None:
-    class Flaky(BaseQueue):
+def test_a_batch_handler_that_raises_fails_every_job_of_the_batch(api: Api, client: Client) -> None:
+    class Flaky(api.BaseQueue):  # type: ignore[name-defined,misc]
         name = "w"
         max_retries = 1
         backoff = Backoff.fixed(0)
@@ -100,18 +108,18 @@ def test_a_batch_handler_that_raises_fails_every_job_of_the_batch(client: Client
     assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 1}
 
 
-def test_handler_and_batch_handler_are_exclusive(client: Client) -> None:
+def test_handler_and_batch_handler_are_exclusive(api: Api, client: Client) -> None:
     with pytest.raises(ConfigurationError, match="not both"):
-        BaseQueue(client, name="w", handler=print, batch_handler=lambda jobs: None)
-    assert not BaseQueue(client, name="w", handler=print).handles_batches
+        api.BaseQueue(client, name="w", handler=print, batch_handler=lambda jobs: None)
+    assert not api.BaseQueue(client, name="w", handler=print).handles_batches
 
 
-def test_max_jobs_counts_deliveries_whatever_their_outcome(client: Client) -> None:
+def test_max_jobs_counts_deliveries_whatever_their_outcome(api: Api, client: Client) -> None:
     def handler(job: Job) -> None:
         if job.payload % 2:
             raise RuntimeError("odd")
 
-    queue = BaseQueue(client, name="w", handler=handler, backoff=Backoff.fixed(60))
+    queue = api.BaseQueue(client, name="w", handler=handler, backoff=Backoff.fixed(60))
     queue.add_batch(range(10))
     report = queue.process(concurrency=3, max_jobs=5, idle_wait=0.05)
     assert report.delivered == 5
@@ -119,9 +127,9 @@ def test_max_jobs_counts_deliveries_whatever_their_outcome(client: Client) -> No
     assert queue.counts()["ready"] == 5
 
 
-def test_corrupt_record_is_buried_and_the_rest_processed(client: Client) -> None:
+def test_corrupt_record_is_buried_and_the_rest_processed(api: Api, client: Client) -> None:
     seen: list[str] = []
-    queue = BaseQueue(client, name="w", handler=lambda job: seen.append(job.payload))
+    queue = api.BaseQueue(client, name="w", handler=lambda job: seen.append(job.payload))
     ids = queue.add_batch(["a", "b", "c"])
     client.hset(queue.keys.key("jobs"), ids[1], b"\x93\x01")  # a truncated array
     report = queue.process(burst=True)
@@ -129,56 +137,70 @@ def test_corrupt_record_is_buried_and_the_rest_processed(client: Client) -> None
     assert (report.acked, report.dead) == (2, 1)
 
 
-def test_handlers_run_concurrently(client: Client) -> None:
+def test_handlers_run_concurrently(api: Api, client: Client) -> None:
     barrier = threading.Barrier(4, timeout=10)
-    queue = BaseQueue(client, name="w", handler=lambda job: barrier.wait())
+    queue = api.BaseQueue(client, name="w", handler=lambda job: barrier.wait())
     queue.add_batch(range(4))
     report = queue.process(concurrency=4, burst=True)
     assert report.acked == 4  # a serial worker would break the barrier (BrokenBarrierError)
 
 
-def test_a_blocked_worker_wakes_on_add_without_polling(client: Client) -> None:
+def test_a_blocked_worker_wakes_on_add_and_stops_on_request(api: Api, client: Client) -> None:
     done = threading.Event()
-    queue = BaseQueue(client, name="w", handler=lambda job: done.set())
-    worker = threading.Thread(
-        target=queue.process,
-        kwargs={"max_jobs": 1, "idle_wait": 30.0, "install_signal_handlers": False})
-    worker.start()
-    wait_for(lambda: any(c.get("cmd") == "blpop"
-                         for node in primaries(client) for c in node.client_list()))
+    queue = api.BaseQueue(client, name="w", handler=lambda job: done.set())
+    worker = api.Worker(queue, idle_wait=30.0)
+    running = in_thread(worker.run, install_signal_handlers=False)
+    wait_for(lambda: blocked_on_blpop(client))
+    assert not done.is_set()
     queue.add("wake up")
-    assert done.wait(5), "the worker slept through the add"
-    worker.join(5)
-    assert not worker.is_alive()
+    assert done.wait(5), "the worker slept through the add"  # woken by its marker, not a poll
+    wait_for(lambda: blocked_on_blpop(client) and queue.counts()["leased"] == 0)  # idle again
+    worker.stop.set()
+    queue.add("after stop")  # wakes the blocked slot, which now stops instead
+    assert running.result(10) == WorkerReport(delivered=1, acked=1)
+    assert queue.counts() == {"ready": 1, "delayed": 0, "leased": 0, "dead": 0}
 
 
-def test_heartbeat_keeps_a_long_job_from_being_redelivered(client: Client) -> None:
-    attempts: list[int] = []
+def test_heartbeat_keeps_a_long_job_from_being_redelivered(api: Api, client: Client) -> None:
+    """A job held for several visibility timeouts stays leased: the worker's heartbeat (a
+    thread of the sync worker, a task of the asyncio one) keeps moving its deadline on, and a
+    second worker reserving all along never reclaims it."""
+    held: list[Job] = []
+    finish = threading.Event()
 
     def long_job(job: Job) -> None:
-        attempts.append(job.attempt)
-        time.sleep(1.2)  # the work itself: four visibility timeouts long
+        held.append(job)
+        assert finish.wait(10)  # the work itself: until the test has seen enough renewals
 
-    queue = BaseQueue(client, name="w", visibility_timeout=0.3, handler=long_job)
+    visibility = 0.3
+    queue = api.BaseQueue(client, name="w", visibility_timeout=visibility, handler=long_job)
     queue.add("long")
-    thief = BaseQueue(client, name="w", visibility_timeout=0.3)
-    worker = threading.Thread(target=queue.process,
-                              kwargs={"max_jobs": 1, "install_signal_handlers": False})
-    worker.start()
-    wait_for(lambda: attempts)
-    stolen = []
-    deadline = time.monotonic() + 10
-    while worker.is_alive() and time.monotonic() < deadline:
-        stolen += thief.reserve()  # would reclaim the job if its lease lapsed
-        time.sleep(0.05)
-    assert not worker.is_alive()
-    assert attempts == [1]
+    thief = api.BaseQueue(client, name="w", visibility_timeout=visibility)
+    running = in_thread(queue.process, max_jobs=1, install_signal_handlers=False)
+    wait_for(lambda: held)
+    [job] = held
+    lease = (queue.keys.key("leased"), f"{job.token}:{job.id}")
+    started = time.monotonic()
+    deadlines = {client.zscore(*lease)}
+    stolen: list[Job] = []
+    try:
+        while (time.monotonic() - started < 3 * visibility or len(deadlines) < 3) and not (
+                stolen or None in deadlines):
+            assert time.monotonic() - started < 10, f"renewed {len(deadlines) - 1}x in 10 s"
+            stolen += thief.reserve()  # would reclaim the job if its lease lapsed
+            deadlines.add(client.zscore(*lease))
+            time.sleep(0.02)
+    finally:
+        finish.set()
+    assert None not in deadlines  # leased all along, under the first delivery's token
+    assert running.result(10) == WorkerReport(delivered=1, acked=1)
+    assert [j.attempt for j in held] == [1]
     assert stolen == []
     assert queue.stats()["completed"] == 1
 
 
-def test_delayed_job_wakes_a_sleeping_worker_when_due(client: Client) -> None:
-    queue = BaseQueue(client, name="w", handler=lambda job: None)
+def test_delayed_job_wakes_a_sleeping_worker_when_due(api: Api, client: Client) -> None:
+    queue = api.BaseQueue(client, name="w", handler=lambda job: None)
     queue.add("soon", delay=0.3)
     started = time.monotonic()
     report = queue.process(max_jobs=1, idle_wait=30.0, install_signal_handlers=False)
@@ -186,10 +208,13 @@ def test_delayed_job_wakes_a_sleeping_worker_when_due(client: Client) -> None:
     assert time.monotonic() - started < 5  # woke at the due time, not after idle_wait
 
 
-def start_worker(backend: Backend, visibility_timeout: float) -> subprocess.Popen[str]:
+def start_worker(backend: Backend, visibility_timeout: float, driver: str
+                 ) -> subprocess.Popen[str]:
+    """A worker process of ``driver`` (see tests/worker_process.py): a signal goes to a
+    process, so these tests run their worker there and watch Redis from here."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.worker_process", backend.server.url,
-         str(visibility_timeout), backend.name],
+         str(visibility_timeout), backend.name, driver],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
 
@@ -203,11 +228,11 @@ def wait_started(client: Client, count: int) -> list[str]:
 
 
 def test_sigterm_finishes_in_flight_jobs_and_returns_unstarted_ones(
-    backend: Backend, client: Client
+    api: Api, backend: Backend, client: Client
 ) -> None:
-    queue = BaseQueue(client, name="signals")
+    queue = BaseQueue(client, name="signals")  # the test's view; the worker is the process's
     queue.add_batch(range(5))
-    worker = start_worker(backend, visibility_timeout=30)
+    worker = start_worker(backend, visibility_timeout=30, driver=api.name)
     in_flight = wait_started(client, 2)
     worker.send_signal(signal.SIGTERM)
     for job_id in in_flight:
@@ -221,10 +246,10 @@ def test_sigterm_finishes_in_flight_jobs_and_returns_unstarted_ones(
     assert all(job.attempt == 1 for job in queue.reserve(count=3))
 
 
-def test_sigkilled_worker_loses_nothing(backend: Backend, client: Client) -> None:
-    queue = BaseQueue(client, name="signals")
+def test_sigkilled_worker_loses_nothing(api: Api, backend: Backend, client: Client) -> None:
+    queue = BaseQueue(client, name="signals")  # the test's view; the worker is the process's
     ids = queue.add_batch(range(6))
-    worker = start_worker(backend, visibility_timeout=5)
+    worker = start_worker(backend, visibility_timeout=5, driver=api.name)
     in_flight = wait_started(client, 2)
     worker.kill()
     worker.wait(10)
@@ -240,9 +265,11 @@ def test_sigkilled_worker_loses_nothing(backend: Backend, client: Client) -> Non
     assert (stats["added"], stats["completed"], stats["reclaimed"]) == (6, 6, 2)
 
 
-def test_blocking_waits_stay_below_the_socket_timeout(backend: Backend) -> None:
+def test_blocking_waits_stay_below_the_socket_timeout(api: Api, backend: Backend) -> None:
     """A BLPOP longer than the client's socket timeout would fail (and could take a wake-up
     marker down with its connection) instead of waking: the worker caps its waits."""
-    queue = BaseQueue(backend.client(socket_timeout=0.5), name="w", handler=lambda job: None)
-    assert Worker(queue, idle_wait=30.0).idle_wait == pytest.approx(0.4)
-    assert Worker(queue, idle_wait=0.1).idle_wait == pytest.approx(0.1)
+    timing_out = backend.client(socket_timeout=0.5)
+    queue = api.BaseQueue(timing_out, name="w", handler=lambda job: None)
+    assert api.Worker(queue, idle_wait=30.0).idle_wait == pytest.approx(0.4)
+    assert api.Worker(queue, idle_wait=0.1).idle_wait == pytest.approx(0.1)
+    timing_out.close()

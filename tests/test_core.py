@@ -1,18 +1,22 @@
-"""pyqcore.core against a real Redis: the calls it builds and the replies it parses."""
+"""pyqcore.core against a real Redis: the calls it builds and the replies it parses, sent by
+either driver (``api.driver_for``), to one server and a cluster."""
 
 from __future__ import annotations
 
 from pyqcore.core.calls import QueueCalls
 from pyqcore.settings import QueueSettings
-from pyqcore.sync.driver import Client, SyncDriver
-from tests.conftest import FakeClock
+from pyqcore.sync.driver import Client
+from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
+from tests.support.drivers import Api
+
+pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
 
 def test_a_reservation_names_the_next_event_only_when_it_has_no_job(
-    client: Client, clock: FakeClock
+    api: Api, client: Client, clock: FakeClock
 ) -> None:
     calls = QueueCalls(QueueSettings(name="events", clock=clock))
-    run = SyncDriver(client).run
+    run = api.driver_for(client).run
     now = clock.now
     run(calls.add(["later"], [None], 5.0, [None])[0])
     run(calls.add(["now"], [None], 0.0, [None])[0])

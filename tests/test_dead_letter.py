@@ -1,12 +1,14 @@
-"""DeadLetterQueue: listing, age-based purge and redrive, the redrive bound, manual requeue."""
+"""DeadLetterQueue: listing, age-based purge and redrive, the redrive bound, manual requeue; on
+the sync and the asyncio driver (``manager``, ``api``), one server and a cluster."""
 
 from __future__ import annotations
 
 from pyqcore import BaseQueue, DeadLetterReport, QueueManager
 from pyqcore.sync.driver import Client
-from tests.conftest import BOTH_BACKENDS, FakeClock
+from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
+from tests.support.drivers import Api
 
-pytestmark = BOTH_BACKENDS
+pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
 HOUR = 3600.0
 
@@ -33,7 +35,7 @@ def test_items_carry_payload_context_and_error(manager: QueueManager, clock: Fak
     assert manager.dead_letter_queue.count() == 1
 
 
-def test_old_items_are_purged_and_young_ones_redriven(manager: QueueManager,
+def test_old_items_are_purged_and_young_ones_redriven(manager: QueueManager, client: Client,
                                                       clock: FakeClock) -> None:
     queue = manager.register("orders")
     old = kill(queue, "old")
@@ -45,13 +47,13 @@ def test_old_items_are_purged_and_young_ones_redriven(manager: QueueManager,
     assert queue.counts() == {"ready": 1, "delayed": 0, "leased": 0, "dead": 0}
     [job] = queue.reserve()
     assert (job.id, job.payload, job.attempt) == (young, "young", 1)
-    assert manager.client.hexists(queue.keys.key("jobs"), old) == 0
+    assert client.hexists(queue.keys.key("jobs"), old) == 0
 
 
 def test_a_poison_job_is_redriven_at_most_max_redrives_times(
-    client: Client, clock: FakeClock
+    api: Api, client: Client, clock: FakeClock
 ) -> None:
-    manager = QueueManager(client, clock=clock, max_redrives=2)
+    manager = api.QueueManager(client, clock=clock, max_redrives=2)
     queue = manager.register("orders")
     job_id = kill(queue, "poison")
     dlq = manager.dead_letter_queue
@@ -67,9 +69,9 @@ def test_a_poison_job_is_redriven_at_most_max_redrives_times(
     assert dlq.reprocess_item(item) is False  # no longer dead
 
 
-def test_kept_back_items_do_not_block_younger_ones(client: Client,
+def test_kept_back_items_do_not_block_younger_ones(api: Api, client: Client,
                                                    clock: FakeClock) -> None:
-    manager = QueueManager(client, clock=clock, max_redrives=0)
+    manager = api.QueueManager(client, clock=clock, max_redrives=0)
     queue = manager.register("orders")
     stuck = [kill(queue, i) for i in range(3)]
     manager.dead_letter_queue.max_redrives = 1
@@ -83,32 +85,32 @@ def test_kept_back_items_do_not_block_younger_ones(client: Client,
     assert [j.id for j in queue.reserve()] == [fresh]
 
 
-def test_dlq_works_on_queues_it_only_knows_by_name(client: Client,
+def test_dlq_works_on_queues_it_only_knows_by_name(api: Api, client: Client,
                                                    clock: FakeClock) -> None:
-    producer = QueueManager(client, clock=clock)
+    producer = api.QueueManager(client, clock=clock)
     kill(producer.register("billing"), "invoice")
-    operator = QueueManager(client, clock=clock)  # registers nothing
+    operator = api.QueueManager(client, clock=clock)  # registers nothing
     [item] = operator.dead_letter_queue.items()
     assert (item.queue, item.payload) == ("billing", "invoice")
     assert operator.dead_letter_queue.requeue("billing") == 1
     assert producer.get_queue("billing").counts()["ready"] == 1
 
 
-def test_undecodable_record_is_listed_raw(manager: QueueManager) -> None:
+def test_undecodable_record_is_listed_raw(manager: QueueManager, client: Client) -> None:
     queue = manager.register("orders")
     job_id = queue.add("x")
-    manager.client.hset(queue.keys.key("jobs"), job_id, b"\xff\xfe garbage")
+    client.hset(queue.keys.key("jobs"), job_id, b"\xff\xfe garbage")
     assert queue.reserve() == []
     [item] = manager.dead_letter_queue.items()
     assert item.payload is None and item.record == b"\xff\xfe garbage"
     assert item.error is not None and item.error.type == "DeserializationError"
 
 
-def test_purge_by_ids_and_everything(manager: QueueManager) -> None:
+def test_purge_by_ids_and_everything(manager: QueueManager, client: Client) -> None:
     queue = manager.register("orders")
     a, b, c = (kill(queue, n) for n in "abc")
     dlq = manager.dead_letter_queue
     assert dlq.purge("orders", ids=[a, "not-dead"]) == 1
     assert dlq.purge() == 2
     assert dlq.count() == 0
-    assert manager.client.hlen(queue.keys.key("jobs")) == 0, (b, c)
+    assert client.hlen(queue.keys.key("jobs")) == 0, (b, c)

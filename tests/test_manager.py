@@ -1,22 +1,24 @@
-"""QueueManager: registration in its three forms, lookup, running all queues, monitoring."""
+"""QueueManager: registration in its three forms, lookup, running all queues, monitoring; on
+the sync and the asyncio driver (``manager``, ``api``), one server and a cluster."""
 
 from __future__ import annotations
 
 import pytest
 
-from pyqcore import BaseQueue, ConfigurationError, Job, QueueManager
+from pyqcore import ConfigurationError, Job, QueueManager
 from pyqcore.errors import UnknownQueueError
 from pyqcore.sync.driver import Client
-from tests.conftest import BOTH_BACKENDS, FakeClock
+from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
+from tests.support.drivers import Api
 
-pytestmark = BOTH_BACKENDS
+pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
 
-def test_register_as_decorator_class_and_handler(manager: QueueManager) -> None:
+def test_register_as_decorator_class_and_handler(api: Api, manager: QueueManager) -> None:
     handled: list[str] = []
 
     @manager.register
-    class Emails(BaseQueue):
+    class Emails(api.BaseQueue):  # type: ignore[name-defined,misc]
         name = "emails"
         max_retries = 5
 
@@ -57,11 +59,11 @@ def test_process_all_queues_needs_a_handler(manager: QueueManager) -> None:
 
 
 def test_monitor_queue_sizes_sees_queues_of_other_processes(
-    client: Client, clock: FakeClock
+    api: Api, client: Client, clock: FakeClock
 ) -> None:
-    elsewhere = QueueManager(client, clock=clock)
+    elsewhere = api.QueueManager(client, clock=clock)
     elsewhere.register("remote").add_batch(range(3))
-    here = QueueManager(client, clock=clock)
+    here = api.QueueManager(client, clock=clock)
     here.register("local").add("x", delay=60)
     sizes = here.monitor_queue_sizes()
     assert sizes == {

@@ -519,9 +519,24 @@ cdef object _read_key(Reader* r, int depth):
     if at < r.end and (at[0] & 0xE0) == 0xA0:
         return _read_fixstr_key(r, at, at[0] & 0x1F)
     key = _unpack(r, depth)
-    if type(key) is list or type(key) is dict:
-        raise DeserializationError(f"unhashable map key (array or map) at offset {at - r.base}")
+    if type(key) is list:
+        return _array_key(key, at - r.base)
+    if type(key) is dict:
+        raise DeserializationError(f"unhashable map key (a map) at offset {at - r.base}")
     return key
+
+
+cdef tuple _array_key(list items, Py_ssize_t pos):
+    """An array used as a map key, as the tuple it was encoded from (inner arrays too): the
+    encoder takes tuple keys, so the decoder gives them back."""
+    key = []
+    for item in items:
+        if type(item) is list:
+            item = _array_key(item, pos)
+        elif type(item) is dict:
+            raise DeserializationError(f"unhashable map key (a map in an array) at offset {pos}")
+        key.append(item)
+    return tuple(key)
 
 
 cdef object _read_fixstr_key(Reader* r, const unsigned char* at, Py_ssize_t n):

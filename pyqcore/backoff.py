@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pyqcore.checks import MAX_DELAY, check_seconds
 from pyqcore.errors import ConfigurationError
 
 
@@ -21,14 +22,17 @@ class Backoff:
     jitter: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.base >= 0:
-            raise ConfigurationError(f"backoff base must be >= 0 seconds, got {self.base}")
-        if not self.factor >= 1:
-            raise ConfigurationError(f"backoff factor must be >= 1, got {self.factor}")
-        if self.cap is not None and not self.cap >= self.base:
-            raise ConfigurationError(f"backoff cap {self.cap} is below its base {self.base}")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigurationError(f"backoff jitter must be in [0, 1], got {self.jitter}")
+        check_seconds("backoff base", self.base, high=MAX_DELAY, zero=True)
+        if self.cap is not None:
+            check_seconds("backoff cap", self.cap, high=MAX_DELAY, zero=True)
+            if not self.cap >= self.base:
+                raise ConfigurationError(f"backoff cap {self.cap} is below its base {self.base}")
+        for name, value, low, high in (("factor", self.factor, 1, 1000),
+                                       ("jitter", self.jitter, 0, 1)):
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not low <= value <= high:
+                raise ConfigurationError(f"backoff {name} must be a number in [{low}, {high}], "
+                                         f"got {value!r}")
 
     @classmethod
     def fixed(cls, seconds: float) -> Backoff:
@@ -46,8 +50,7 @@ class Backoff:
         """Seconds to wait before retry number ``retry`` (>= 1)."""
         exponent = min(max(retry, 1) - 1, 64)  # 2**64 s is far past any cap; avoids overflow
         delay = self.base * self.factor**exponent
-        if self.cap is not None:
-            delay = min(delay, self.cap)
+        delay = min(delay, MAX_DELAY if self.cap is None else self.cap)
         if self.jitter:
             delay *= 1 + self.jitter * (2 * (rng or random).random() - 1)
         return max(delay, 0.0)

@@ -94,8 +94,12 @@ def encode_record(
     """Serialize one job record, or raise SerializationError / PayloadTooLargeError."""
     try:
         record = serializer.dumps([payload, context, now_ms])
-    except SerializationError:
-        raise
+    except SerializationError as exc:  # its path is in the record: say payload or context
+        message = str(exc)
+        for index, part in (("$[0]", "payload: $"), ("$[1]", "context: $")):
+            if message.startswith(index):
+                message = part + message[len(index):]
+        raise type(exc)(message) from None
     except Exception as exc:  # a plug-in serializer's own error type
         raise SerializationError(f"cannot serialize job: {exc}") from exc
     if len(record) > max_bytes:
@@ -109,9 +113,20 @@ def encode_records(
     serializer: Serializer, payloads: Sequence[Any], contexts: Sequence[Any], now_ms: int,
     max_bytes: int,
 ) -> list[bytes]:
-    """Serialize job records, all before any write: any failure raises."""
-    return [encode_record(serializer, p, c, now_ms, max_bytes)
-            for p, c in zip(payloads, contexts, strict=True)]
+    """Serialize job records, all before any write: any failure raises, naming the job's
+    position in the batch when there are several."""
+    try:
+        return [encode_record(serializer, p, c, now_ms, max_bytes)
+                for p, c in zip(payloads, contexts, strict=True)]
+    except SerializationError as exc:
+        if len(payloads) == 1:
+            raise
+        for i, (payload, context) in enumerate(zip(payloads, contexts, strict=True)):
+            try:
+                encode_record(serializer, payload, context, now_ms, max_bytes)
+            except SerializationError:
+                raise type(exc)(f"job {i} of the batch of {len(payloads)}: {exc}") from None
+        raise  # it failed once and not again: a value that changed meanwhile
 
 
 def decode_record(serializer: Serializer, record: bytes) -> tuple[Any, Any, int]:

@@ -77,6 +77,10 @@ class QueueApi:
     ) -> None:
         self.driver = driver
         self.client = driver.client
+        unknown = sorted(set(options) - set(QueueOptions.__annotations__))
+        if unknown:
+            raise ConfigurationError(f"unknown queue option(s) {', '.join(unknown)}; the "
+                                     f"options are {', '.join(QueueOptions.__annotations__)}")
         if handler is not None and batch_handler is not None:
             raise ConfigurationError("pass handler= or batch_handler=, not both")
         for function in (handler, batch_handler):

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from pyqcore.checks import MAX_DELAY, check_seconds
 from pyqcore.codes import Code, Outcome
 from pyqcore.errors import ConfigurationError, DeserializationError, LeaseLostError, ScriptError
 from pyqcore.job import ErrorInfo, Job, decode_record, encode_record, encode_records
 from pyqcore.keys import QueueKeys
 from pyqcore.scripts import Script, load_scripts
-from pyqcore.settings import QueueSettings
+from pyqcore.settings import MAX_BATCH, MAX_VISIBILITY_TIMEOUT, QueueSettings
 
 T = TypeVar("T")
 Arg = str | bytes | int
@@ -28,9 +29,9 @@ MAX_JOB_ID = 1024  # bytes
 
 
 def _ms(seconds: float) -> int:
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-        raise ConfigurationError(f"a lease length must be a number of seconds > 0, got {seconds!r}")
-    return max(1, round(seconds * 1000))
+    """A lease length in ms, from seconds in (0, MAX_VISIBILITY_TIMEOUT]."""
+    return max(1, round(check_seconds("a lease length", seconds, high=MAX_VISIBILITY_TIMEOUT)
+                        * 1000))
 
 
 def lease_token() -> str:
@@ -41,8 +42,7 @@ def lease_token() -> str:
 
 def _due_ms(delay: float, now_ms: int) -> int:
     """The enqueue script's due time for a delay in seconds: 0 (ready now) or a time in ms."""
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
-        raise ConfigurationError(f"delay must be a number of seconds >= 0, got {delay!r}")
+    delay = check_seconds("delay", delay, high=MAX_DELAY, zero=True)
     return now_ms + round(delay * 1000) if delay > 0 else 0
 
 
@@ -210,8 +210,8 @@ class QueueCalls:
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
         """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""
         s = self.settings
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ConfigurationError(f"count must be an int >= 0, got {count!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_BATCH:
+            raise ConfigurationError(f"count must be an int from 0 to {MAX_BATCH}, got {count!r}")
         visibility = s.visibility_ms if visibility_timeout is None else _ms(visibility_timeout)
         return self.reserve(s.now_ms(), count, visibility_ms=visibility,
                             max_attempts=s.max_attempts, sweep_limit=SWEEP_LIMIT,

@@ -40,6 +40,10 @@ class Partitions:
     def route(self, job_ids: Sequence[str | None], keys: Sequence[str | None]) -> list[int]:
         """The partition of each new job: by ``partition_key``, else by custom job id (so an
         idempotent add always lands where its id lives), else round robin."""
+        for key in keys:
+            if key is not None and (not isinstance(key, str) or not key):
+                raise ConfigurationError(f"partition_key must be a non-empty str or None, got "
+                                         f"{key!r:.80}")
         n = len(self.parts)
         if n == 1:
             return [0] * len(job_ids)
@@ -57,6 +61,7 @@ class Partitions:
         """Enqueue calls for every partition a job goes to (each encodes its records before
         anything is sent), and, per call, the positions of its jobs in the caller's order."""
         if len(self.parts) == 1:
+            self.route(job_ids, keys)  # checks the keys
             calls = self.parts[0].add(payloads, contexts, delay, job_ids)
             step = self.parts[0].settings.batch_size
             return calls, [list(range(i, min(i + step, len(payloads))))
@@ -77,7 +82,7 @@ class Partitions:
         self, payload: Any, context: Any, delay: float, job_id: str | None, key: str | None
     ) -> Call[str]:
         """The enqueue call of one job, in the partition ``route`` gives it."""
-        part = self.parts[0] if len(self.parts) == 1 else self.parts[self.route([job_id], [key])[0]]
+        part = self.parts[self.route([job_id], [key])[0]]
         return part.add_one(payload, context, delay, job_id)
 
     def reading_order(self) -> list[QueueCalls]:

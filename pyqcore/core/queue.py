@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from pyqcore.checks import MAX_LOCK_TTL, check_seconds
 from pyqcore.codes import Outcome
 from pyqcore.core.calls import (
     Call,
@@ -172,6 +173,10 @@ class QueueCore:
         """Record a failed delivery: retry after the backoff while attempts remain (and
         ``retry``), else move the job to the dead-letter queue. Raises LeaseLostError if the
         lease is stale."""
+        if not isinstance(error, BaseException | ErrorInfo):
+            raise ConfigurationError(f"fail needs the exception (or an ErrorInfo) the job "
+                                     f"failed with, got {error!r:.80}")
+        [job] = as_job_list(job)
         info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
         failed = yield self.partitions.of(job).failure(job, info, retry)
         outcome: Outcome = failed.outcome
@@ -218,8 +223,11 @@ class QueueCore:
         """Take the item lock ``item`` for at most ``ttl`` seconds, waiting up to ``wait``
         seconds for another holder; returns the lock's token (LockNotAcquiredError after
         ``wait``)."""
-        key, waiting = self.keys.lock(item), LockWait(item, wait)
-        ttl_ms = max(1, round(ttl * 1000))
+        if not isinstance(item, str) or not item:
+            raise ConfigurationError(f"a lock's item must be a non-empty str, got {item!r:.80}")
+        ttl_ms = max(1, round(check_seconds("lock ttl", ttl, high=MAX_LOCK_TTL) * 1000))
+        key = self.keys.lock(item)
+        waiting = LockWait(item, check_seconds("lock wait", wait, high=MAX_LOCK_TTL, zero=True))
         while (remaining := (yield lock_call(key, waiting.token, ttl_ms))) is not None:
             yield Pause(waiting.pause(remaining))
         return waiting.token
@@ -285,8 +293,17 @@ def in_caller_order(chunks: Iterable[list[str]], positions: Iterable[list[int]],
 
 
 def as_job_list(jobs: Job | Iterable[Job]) -> list[Job]:
-    """One job or many, as a list."""
-    return [jobs] if isinstance(jobs, Job) else list(jobs)
+    """One job or many, as a list; ConfigurationError for anything that is not a leased Job
+    (an id, say: settling needs the lease token the Job carries)."""
+    if isinstance(jobs, Job):
+        return [jobs]
+    listed = list(jobs) if isinstance(jobs, Iterable) and not isinstance(jobs, str | bytes) \
+        else [jobs]
+    for job in listed:
+        if not isinstance(job, Job):
+            raise ConfigurationError(f"expected leased Jobs (from reserve or a handler), got "
+                                     f"{job!r:.80}")
+    return listed
 
 
 def pairs(jobs: list[Job]) -> list[tuple[str, str]]:

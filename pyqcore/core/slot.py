@@ -30,12 +30,14 @@ from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainErro
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pyqcore.checks import check_seconds
 from pyqcore.codes import Outcome
 from pyqcore.core.calls import Call, Reservation, Settled
 from pyqcore.core.effects import Batch, Block, Flag, Flow, Pause, flow_of
 from pyqcore.core.queue import QueueCore
 from pyqcore.errors import ConfigurationError, LeaseLostError, NonRetryableError
 from pyqcore.job import Job
+from pyqcore.settings import MAX_BATCH
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -145,13 +147,14 @@ class WorkerOptions(TypedDict, total=False):
 def check_options(concurrency: int, prefetch: int, max_jobs: int | None,
                   idle_wait: float) -> None:
     """Refuse worker options that cannot work, with a ConfigurationError naming them."""
-    for name, value, low in (("concurrency", concurrency, 1), ("prefetch", prefetch, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigurationError(f"{name} must be an int >= {low}, got {value!r}")
-    if max_jobs is not None and (not isinstance(max_jobs, int) or max_jobs < 0):
+    for name, value, high in (("concurrency", concurrency, 10_000),
+                              ("prefetch", prefetch, MAX_BATCH)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise ConfigurationError(f"{name} must be an int from 1 to {high}, got {value!r}")
+    if max_jobs is not None and (isinstance(max_jobs, bool) or not isinstance(max_jobs, int)
+                                 or max_jobs < 0):
         raise ConfigurationError(f"max_jobs must be an int >= 0 or None, got {max_jobs!r}")
-    if isinstance(idle_wait, bool) or not isinstance(idle_wait, int | float) or not idle_wait > 0:
-        raise ConfigurationError(f"idle_wait must be > 0 seconds, got {idle_wait!r}")
+    check_seconds("idle_wait", idle_wait, high=24 * 3600.0)
 
 
 @dataclass

@@ -357,10 +357,23 @@ def _read_map(buf: bytes, pos: int, start: int, n: int, depth: int) -> tuple[dic
     for _ in range(n):
         key_pos = start
         key, start = _unpack(buf, start, depth)
-        if type(key) is list or type(key) is dict:
-            raise DeserializationError(f"unhashable map key (array or map) at offset {key_pos}")
+        if type(key) is list:
+            key = _array_key(key, key_pos)
+        elif type(key) is dict:
+            raise DeserializationError(f"unhashable map key (a map) at offset {key_pos}")
         result[key], start = _unpack(buf, start, depth)
     return result, start
+
+
+def _array_key(items: list[Any], pos: int) -> tuple[Any, ...]:
+    """An array used as a map key, as the tuple it was encoded from (inner arrays too): the
+    encoder takes tuple keys, so the decoder gives them back."""
+    key: list[Any] = []
+    for item in items:
+        if type(item) is dict:
+            raise DeserializationError(f"unhashable map key (a map in an array) at offset {pos}")
+        key.append(_array_key(item, pos) if type(item) is list else item)
+    return tuple(key)
 
 
 def _truncated(pos: int) -> DeserializationError:

@@ -134,7 +134,9 @@ def check(data: bytes, decode: list[Decoder]) -> None:
     assert all(o == outcomes[0] for o in outcomes), outcomes
     if outcomes[0][0] == "value":
         value = loads(data)
-        assert canon(msgpack.unpackb(data, raw=False, strict_map_key=False)) == canon(value)
+        # use_list=False: arrays as tuples, so an array map key is hashable there too
+        reference = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=False)
+        assert canon(reference) == canon(value)
         assert canon(loads(dumps(value))) == canon(value)
 
 

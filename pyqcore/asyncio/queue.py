@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pyqcore.api.operation import Awaiting
 from pyqcore.api.queue import QueueApi, QueueOptions, default_handler
 from pyqcore.asyncio.driver import AsyncClient, AsyncDriver
-from pyqcore.asyncio.worker import Worker, call_handler
+from pyqcore.asyncio.worker import Worker, awaitable
 from pyqcore.core.slot import WorkerOptions, WorkerReport
 from pyqcore.job import Job
 
@@ -41,17 +41,23 @@ class BaseQueue(QueueApi, Awaiting):
     ) -> None:
         super().__init__(AsyncDriver(client), handler=handler, batch_handler=batch_handler,
                          **options)
+        self._handler: Callable[[Job], Awaitable[Any]] | None = None  # handler=, awaitable
+        self._batch_handler: Callable[[list[Job]], Awaitable[Any]] | None = None
 
     @default_handler
     async def process_job(self, job: Job) -> Any:
         """Handle one job; override this (or pass ``handler=``). Raising fails the delivery;
         ``NonRetryableError`` sends the job straight to the dead-letter queue."""
-        return await call_handler(self.given_handler(), job)
+        if self._handler is None:
+            self._handler = awaitable(self.given_handler())
+        return await self._handler(job)
 
     @default_handler
     async def process_jobs(self, jobs: list[Job]) -> Any:
         """Handle a whole leased batch in one call (see ``pyqcore.BaseQueue.process_jobs``)."""
-        return await call_handler(self.given_handler(batches=True), jobs)
+        if self._batch_handler is None:
+            self._batch_handler = awaitable(self.given_handler(batches=True))
+        return await self._batch_handler(jobs)
 
     async def process(self, concurrency: int = 1, *, install_signal_handlers: bool = True,
                       **options: Unpack[WorkerOptions]) -> WorkerReport:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.api.queue import is_coroutine_function
@@ -41,6 +41,8 @@ class Worker(WorkerBase):
         self._finished = asyncio.Event()
         super().__init__(queue, concurrency=concurrency, stop=self.stop,
                          finished=self._finished, **options)
+        self._run_job = awaitable(queue.process_job)
+        self._run_batch = awaitable(queue.process_jobs)
 
     async def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
         """Process until stopped (each slot a task); returns the report."""
@@ -62,25 +64,30 @@ class Worker(WorkerBase):
         kind = type(effect)
         if kind is Job:
             try:
-                await call_handler(self.queue.process_job, effect)
+                await self._run_job(effect)
             except Exception as exc:  # the job failed (the worker carries on)
                 return exc
             return None
         if kind is Batch:
             try:
-                return await call_handler(self.queue.process_jobs, effect.jobs)
+                return await self._run_batch(effect.jobs)
             except Exception as exc:  # every job of the batch failed
                 return exc
         return await self.queue.driver.perform(effect)
 
 
-async def call_handler(handler: Callable[..., Any], argument: Any) -> Any:
-    """Await an ``async def`` handler; run a plain one in a thread, so it cannot block the
-    loop (awaiting what it returns, should that be a coroutine)."""
+def awaitable(handler: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
+    """``handler`` as a coroutine function: an ``async def`` as it is; a plain one run in a
+    thread, so it cannot block the loop (what it returns is awaited if it is a coroutine).
+    Decided once per handler, not per job."""
     if is_coroutine_function(handler):
-        return await handler(argument)
-    result = await asyncio.to_thread(handler, argument)
-    return await result if asyncio.iscoroutine(result) else result
+        return handler
+
+    async def in_thread(argument: Any) -> Any:
+        result = await asyncio.to_thread(handler, argument)
+        return await result if asyncio.iscoroutine(result) else result
+
+    return in_thread
 
 
 @contextlib.contextmanager

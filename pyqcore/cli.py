@@ -1,164 +1,656 @@
-"""The ``pyqcore`` command: stats, the dead-letter queue, script contracts, workers, the demo.
+"""The ``pyqcore`` command: stats, top, the dead-letter queue, script contracts, workers, the
+benchmark and the demo. Built on click (commands, options, prompts) and rich (tables, the
+live ``top`` view, progress bars).
 
 Connects to ``--url``, else PYQCORE_REDIS_URL, else REDIS_URL, else redis://localhost:6379/0.
+Every error is one line on stderr, ``pyqcore: <what went wrong>``, with a non-zero exit
+status (2 for a wrong command line, 1 otherwise, 130 when interrupted); set
+PYQCORE_DEBUG=1 to get the traceback of an unexpected one.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import logging
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import click
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+from rich import box
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
-from pyqcore.core.calls import text
-from pyqcore.errors import ConfigurationError, PyqcoreError
-from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
+from pyqcore.core.calls import QueueCalls, text
+from pyqcore.core.dead_letters import CHUNK
+from pyqcore.errors import PyqcoreError, UnknownQueueError
+from pyqcore.keys import DEFAULT_PREFIX, QueueKeys, partitions_key
 from pyqcore.scripts import load_scripts, lua_dir
 from pyqcore.sync.driver import Client
 from pyqcore.sync.manager import QueueManager
+from pyqcore.sync.queue import BaseQueue
+from pyqcore.sync.supervisor import load_manager, run_processes, serve
+
+DEFAULT_URL = "redis://localhost:6379/0"
+CONNECT_TIMEOUT = 5.0  # seconds to reach Redis before giving up (a URL option overrides it)
+PROGRESS_MIN = CHUNK  # jobs from which requeue and purge show a progress bar (on a terminal)
+WIDE = 200  # columns of a table printed to a pipe or a file (nothing to fit it to)
+STATES = ("ready", "delayed", "leased", "dead")
+COUNTERS = ("added", "completed", "retried", "dead", "reclaimed", "redriven", "purged",
+            "orphaned")
 
 
-def _url(args: argparse.Namespace) -> str:
-    return str(args.url or os.environ.get("PYQCORE_REDIS_URL") or os.environ.get("REDIS_URL")
-               or "redis://localhost:6379/0")
+# -- errors: one line each -----------------------------------------------------------------
 
 
-def _manager(args: argparse.Namespace) -> QueueManager:
-    client: Client = (redis.RedisCluster.from_url(_url(args)) if args.cluster
-                      else redis.Redis.from_url(_url(args)))
-    return QueueManager(client, prefix=args.prefix)
+class CliError(click.ClickException):
+    """An error to report as ``pyqcore: <message>``, exit status 1."""
+
+    exit_code = 1
 
 
-def cmd_stats(args: argparse.Namespace) -> None:
-    """Counts per state and counters of every known queue."""
-    manager = _manager(args)
-    sizes = manager.monitor_queue_sizes(process_dead_letters=False)
-    if not sizes:
-        print(f"no queues under prefix {args.prefix!r}")
-    for name, counts in sizes.items():
-        raw = manager.client.hgetall(QueueKeys(args.prefix, name).key("stats"))
-        counters = " ".join(f"{text(k)}={int(v)}" for k, v in sorted(raw.items()))
-        print(f"{name}: " + " ".join(f"{k}={v}" for k, v in counts.items()) + f"  [{counters}]")
+def one_line(message: str) -> str:
+    """``message`` with its line breaks (and the spaces around them) made single spaces."""
+    return re.sub(r"\s*\n\s*", " ", message.strip()) or "unknown error"
 
 
-def cmd_dlq(args: argparse.Namespace) -> None:
-    """List, requeue or purge dead jobs."""
-    dlq = _manager(args).dead_letter_queue
-    if args.dlq_command == "list":
-        for item in dlq.items(queue=args.queue, limit=args.limit):
-            error = f"{item.error.type}: {item.error.message}" if item.error else "-"
-            shown = repr(item.payload) if item.record is None else f"<raw {item.record!r:.60}>"
-            print(f"{item.queue}/{item.job_id}  died={item.failed_at:.3f}  "
-                  f"attempts={item.attempts}  redrives={item.redrives}  {error}  {shown:.120}")
-    elif args.dlq_command == "requeue":
-        print(f"requeued {dlq.requeue(args.queue, args.ids or None)} jobs")
-    else:
-        print(f"purged {dlq.purge(args.queue, max_age=args.older_than, ids=args.ids or None)} "
-              "jobs")
+def safe_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable URL>"
 
 
-def cmd_scripts(args: argparse.Namespace) -> None:
-    """Each script's SHA, contract and a ready redis-cli line."""
-    keys = QueueKeys(args.prefix, args.queue)
+REDIS_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
+    # (the first that matches wins: AuthenticationError and TimeoutError are ConnectionErrors)
+    (redis.AuthenticationError, "Redis{where} refused the credentials: {exc}"),
+    (redis.TimeoutError, "Redis{where} did not answer in time: {exc}"),
+    (redis.ConnectionError, "cannot connect to Redis{where}: {exc}"),
+    (redis.ResponseError, "Redis{where} replied with an error: {exc}"),
+    (redis.RedisError, "Redis{where}: {name}: {exc}"),
+    (RedisClusterException, "Redis Cluster{where}: {name}: {exc}"),
+)
+
+
+def describe(exc: BaseException, url: str | None) -> str:
+    """What went wrong, in one line, for an exception a command raised."""
+    if isinstance(exc, PyqcoreError):
+        return str(exc)
+    where = f" at {safe_url(url)}" if url else ""
+    for kind, template in REDIS_ERRORS:
+        if isinstance(exc, kind):
+            return template.format(where=where, exc=exc, name=type(exc).__name__)
+    return f"unexpected {type(exc).__name__}: {exc} (PYQCORE_DEBUG=1 shows the traceback)"
+
+
+class PyqcoreGroup(click.Group):
+    """The command group, reporting every error as one line (see the module docstring)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (KeyboardInterrupt, EOFError):
+            raise
+        except Exception as exc:
+            if os.environ.get("PYQCORE_DEBUG"):
+                raise
+            state = ctx.obj if isinstance(ctx.obj, State) else None
+            raise CliError(describe(exc, state.url if state else None)) from exc
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any
+             ) -> Any:
+        """Run the command; the exit status is returned (``standalone_mode=False``, as
+        ``pyqcore.cli.main`` does) or exited with, after printing any error as one line."""
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                  **extra)
+        except SystemExit as exc:  # bench passes on its script's status
+            code = (exc.code or 0) if isinstance(exc.code, int | None) else \
+                _fail(str(exc.code), 1)
+        except Exception as exc:
+            if os.environ.get("PYQCORE_DEBUG") and not isinstance(
+                    exc, click.ClickException | click.Abort):
+                raise  # an unexpected error raised before a command ran
+            code = _fail(*failure(exc))
+        else:
+            code = result if isinstance(result, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def failure(exc: Exception) -> tuple[str, int]:
+    """The message and exit status of an error that reached the top."""
+    if isinstance(exc, click.UsageError):
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return exc.format_message() + hint, exc.exit_code
+    if isinstance(exc, click.ClickException):
+        return exc.format_message(), exc.exit_code
+    if isinstance(exc, click.Abort):  # Ctrl-C, or end of input at a prompt
+        return "interrupted", 130
+    return describe(exc, None), 1
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"pyqcore: {one_line(message)}", err=True)
+    return code
+
+
+# -- connecting ---------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """The global options, and the manager made from them on first use."""
+
+    url: str
+    prefix: str
+    cluster: bool
+    _manager: QueueManager | None = field(default=None, repr=False)
+
+    def manager(self) -> QueueManager:
+        if self._manager is None:
+            try:
+                client: Client = (
+                    RedisCluster.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT)
+                    if self.cluster else
+                    redis.Redis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT))
+            except ValueError as exc:  # redis-py's word for a URL it cannot parse
+                raise CliError(f"invalid Redis URL {safe_url(self.url)!r}: {exc}") from exc
+            self._manager = QueueManager(client, prefix=self.prefix)
+        return self._manager
+
+    def known_queues(self) -> list[str]:
+        return self.manager().known_queue_names()
+
+    def check_queue(self, name: str) -> None:
+        """UnknownQueueError, listing the known queues, unless ``name`` is one of them."""
+        known = self.known_queues()
+        if name not in known:
+            raise UnknownQueueError(f"unknown queue {name!r} under prefix {self.prefix!r} "
+                                    f"(known: {', '.join(known) or 'none'})")
+
+    def queue_views(self) -> dict[str, BaseQueue]:
+        """A queue object for every known queue, with its recorded partition count: its
+        ``counts()`` and ``stats()`` sum over the partitions."""
+        manager = self.manager()
+        names = manager.known_queue_names()
+        raw = manager.client.hgetall(partitions_key(self.prefix))
+        recorded = {text(k): int(v) for k, v in raw.items()}
+        return {name: BaseQueue(manager.client, name=name, prefix=self.prefix,
+                                partitions=recorded.get(name, 1)) for name in names}
+
+    def parts_of(self, name: str) -> list[QueueCalls]:
+        """The script calls of each partition of queue ``name``."""
+        manager = self.manager()
+        parts: list[QueueCalls] = manager.driver.run(manager.core.registry.parts_of(name))
+        return parts
+
+
+def console() -> Console:
+    """A console on stdout; one printed to a pipe or a file is wide (nothing to fit)."""
+    out = Console(highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(highlight=False, width=WIDE)
+    return out
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+@click.group(cls=PyqcoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", metavar="URL",
+              help="Redis URL (default: $PYQCORE_REDIS_URL, else $REDIS_URL, else "
+                   f"{DEFAULT_URL}).")
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Key prefix.")
+@click.option("--cluster", is_flag=True, help="The URL names a node of a Redis Cluster.")
+@click.version_option(package_name="pyqcore", prog_name="pyqcore")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, prefix: str, cluster: bool) -> None:
+    """A Redis job queue whose every state transition is one Lua script: inspect queues,
+    manage the dead-letter queue, run workers."""
+    url = (url or os.environ.get("PYQCORE_REDIS_URL") or os.environ.get("REDIS_URL")
+           or DEFAULT_URL)
+    ctx.obj = State(url=url, prefix=prefix, cluster=cluster)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+# -- stats and top --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--queue", "queues", multiple=True, metavar="QUEUE",
+              help="Only this queue (repeatable).")
+@pass_state
+def stats(state: State, queues: tuple[str, ...]) -> None:
+    """Show jobs per state and the counters of every queue.
+
+    A partitioned queue's counts and counters are summed over its partitions."""
+    for name in queues:
+        state.check_queue(name)
+    views = state.queue_views()
+    if queues:
+        views = {name: view for name, view in views.items() if name in queues}
+    out = console()
+    if not views:
+        out.print(f"no queues under prefix {state.prefix!r}")
+        return
+    rows = {name: (view.partitions, view.counts(), view.stats()) for name, view in views.items()}
+    counters = list(COUNTERS) + sorted({k for _, _, s in rows.values() for k in s} -
+                                       set(COUNTERS))
+    table = Table(box=box.SIMPLE_HEAD, title=f"pyqcore queues under prefix {state.prefix!r}",
+                  title_justify="left")
+    table.add_column("queue", no_wrap=True)
+    table.add_column("parts", justify="right")
+    for column in STATES:
+        table.add_column(column, justify="right", style="bold")
+    for column in counters:  # the counter of jobs that died is "died": "dead" is a state
+        table.add_column("died" if column == "dead" else column, justify="right")
+    for name, (partitions, counts, counted) in rows.items():
+        table.add_row(Text(name), str(partitions), *(str(counts.get(s, 0)) for s in STATES),
+                      *(str(counted.get(c, 0)) for c in counters))
+    out.print(table)
+
+
+@dataclass
+class Rates:
+    """Each queue's ``completed`` counter over the last ``window`` seconds."""
+
+    window: float
+    seen: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+
+    def add(self, name: str, at: float, completed: int) -> None:
+        samples = self.seen.setdefault(name, deque())
+        samples.append((at, completed))
+        while len(samples) > 2 and at - samples[1][0] >= self.window:
+            samples.popleft()
+
+    def rate(self, name: str) -> float | None:
+        samples = self.seen.get(name)
+        if not samples or len(samples) < 2:
+            return None
+        (t0, c0), (t1, c1) = samples[0], samples[-1]
+        return max(0, c1 - c0) / (t1 - t0) if t1 > t0 else None
+
+
+def _top_frame(state: State, rates: Rates, error: str | None = None) -> RenderableType:
+    views = state.queue_views()
+    now = time.monotonic()
+    rows = []
+    for name, view in views.items():
+        counts, counted = view.counts(), view.stats()
+        rates.add(name, now, counted.get("completed", 0))
+        rows.append((name, counts, counted))
+    table = Table(box=box.SIMPLE_HEAD, title_justify="left",
+                  title=f"pyqcore top · {safe_url(state.url)} · prefix {state.prefix!r} · "
+                        f"{datetime.now():%H:%M:%S}",
+                  caption=error or f"completed/s over the last {rates.window:g} s · Ctrl-C quits",
+                  caption_justify="left")
+    table.add_column("queue", no_wrap=True)
+    for column in STATES:
+        table.add_column(column, justify="right")
+    table.add_column("completed/s", justify="right", style="bold")
+    table.add_column("completed", justify="right")
+    for name, counts, counted in rows:
+        rate = rates.rate(name)
+        table.add_row(Text(name), *(str(counts.get(s, 0)) for s in STATES),
+                      "-" if rate is None else f"{rate:,.1f}", str(counted.get("completed", 0)))
+    if not rows:
+        table.add_row(Text(f"(no queues under prefix {state.prefix!r})"), *[""] * 6)
+    return table
+
+
+@cli.command()
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--window", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds the completed rate is measured over.")
+@click.option("--once", is_flag=True,
+              help="Print one frame (two samples an interval apart, for the rate) and exit.")
+@pass_state
+def top(state: State, interval: float, window: float, once: bool) -> None:
+    """Watch every queue live: states and completions per second.
+
+    Refreshed every --interval seconds until Ctrl-C; the completed rate is measured over the
+    last --window seconds."""
+    rates = Rates(window)
+    out = console()
+    _top_frame(state, rates)  # the first sample; an error here is the command's error
+    if once:
+        time.sleep(interval)
+        out.print(_top_frame(state, rates))
+        return
+    try:
+        with Live(_top_frame(state, rates), console=out, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                try:
+                    frame = _top_frame(state, rates)
+                except (redis.RedisError, RedisClusterException) as exc:  # shown, then retried
+                    frame = Text(f"{datetime.now():%H:%M:%S} {describe(exc, state.url)}; "
+                                 "retrying", style="red")
+                live.update(frame, refresh=True)
+    except KeyboardInterrupt:  # the way to quit
+        return
+
+
+# -- the dead-letter queue ------------------------------------------------------------------
+
+
+@cli.group()
+def dlq() -> None:
+    """List, requeue or purge dead jobs (those that failed for good)."""
+
+
+@dlq.command("list")
+@click.option("--queue", metavar="QUEUE", help="Only this queue (default: every known queue).")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
+@pass_state
+def dlq_list(state: State, queue: str | None, limit: int) -> None:
+    """Show dead jobs, oldest first (per queue)."""
+    if queue is not None:
+        state.check_queue(queue)
+    items = state.manager().dead_letter_queue.items(queue=queue, limit=limit)
+    out = console()
+    if not items:
+        out.print("no dead jobs" + (f" in queue {queue!r}" if queue else ""))
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("queue", "id", "died", "attempts", "redrives", "error", "payload"):
+        table.add_column(column, justify="right" if column in ("attempts", "redrives") else
+                         "left", overflow="fold")
+    for item in items:
+        error = f"{item.error.type}: {item.error.message}" if item.error else "-"
+        shown = repr(item.payload) if item.record is None else f"<raw {item.record!r:.60}>"
+        table.add_row(Text(item.queue), Text(item.job_id),
+                      f"{datetime.fromtimestamp(item.failed_at):%Y-%m-%d %H:%M:%S}",
+                      str(item.attempts), str(item.redrives), Text(_clip(error, 120)),
+                      Text(_clip(shown, 120)))
+    out.print(table)
+
+
+def _clip(value: str, width: int) -> str:
+    value = one_line(value)
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def stdout_is_terminal() -> bool:
+    """Whether stdout is a terminal (rich alone would also say so when FORCE_COLOR is set)."""
+    try:
+        return sys.stdout.isatty()
+    except ValueError:  # closed
+        return False
+
+
+@contextmanager
+def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A function to advance a progress bar of ``total`` jobs: shown while inside, when
+    stdout is a terminal, for ``PROGRESS_MIN`` jobs or more."""
+    if total < PROGRESS_MIN or not stdout_is_terminal():
+        yield lambda n: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(force_terminal=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _selected(state: State, queue: str | None, ids: tuple[str, ...], everything: bool,
+              command: str) -> list[str]:
+    """The queues a requeue or a purge acts on; an error for no or contradictory selectors."""
+    if everything and (queue is not None or ids):
+        raise click.UsageError("--all selects every queue: give it without --queue or ids")
+    if ids and queue is None:
+        raise click.UsageError("job ids need the --queue they belong to")
+    if queue is None and not everything:
+        raise click.UsageError(f"dlq {command} needs a selector: --queue QUEUE (and job ids), "
+                               "or --all for every known queue")
+    if queue is not None:
+        state.check_queue(queue)
+        return [queue]
+    return state.known_queues()
+
+
+def _dead_ids(client: Client, parts: list[QueueCalls], ids: list[str]) -> int:
+    """How many of ``ids`` are dead in any partition."""
+    dead = 0
+    for part in parts:
+        for i in range(0, len(ids), CHUNK):
+            dead += sum(s is not None for s in client.zmscore(part.keys.key("dead"),
+                                                              ids[i : i + CHUNK]))
+    return dead
+
+
+@dlq.command("requeue")
+@click.option("--queue", metavar="QUEUE", help="The queue whose dead jobs go back.")
+@click.option("--all", "everything", is_flag=True, help="Every known queue's dead jobs.")
+@click.argument("ids", nargs=-1)
+@pass_state
+def dlq_requeue(state: State, queue: str | None, ids: tuple[str, ...], everything: bool) -> None:
+    """Send dead jobs back to their queue.
+
+    IDS of --queue, every dead job of --queue, or (--all) of every queue, with their attempts
+    reset. An operator's requeue ignores the redrive bound."""
+    names = _selected(state, queue, ids, everything, "requeue")
+    wanted = list(dict.fromkeys(ids))
+    client, driver = state.manager().client, state.manager().driver
+    plan = [(name, state.parts_of(name)) for name in names]
+    total = sum(_dead_ids(client, parts, wanted) if wanted else
+                sum(client.zcard(p.keys.key("dead")) for p in parts) for _, parts in plan)
+    moved = 0
+    with progress("requeueing", total) as advance:
+        for _, parts in plan:
+            for part in parts:
+                if wanted:
+                    for i in range(0, len(wanted), CHUNK):
+                        n = driver.run(part.redrive(-1, ids=wanted[i : i + CHUNK])).redriven
+                        moved += n
+                        advance(n)
+                    continue
+                while True:  # as DeadLetters.requeue: bounded calls until a short one
+                    r = driver.run(part.redrive(-1, 0, 0, CHUNK))
+                    moved += r.redriven
+                    advance(r.redriven)
+                    if r.examined < CHUNK:
+                        break
+    click.echo(f"requeued {plural(moved, 'job')}")
+
+
+@dlq.command("purge")
+@click.option("--queue", metavar="QUEUE", help="The queue whose dead jobs are deleted.")
+@click.option("--all", "everything", is_flag=True, help="Every known queue's dead jobs.")
+@click.option("--older-than", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="Only jobs dead for longer than this (default: all).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.argument("ids", nargs=-1)
+@pass_state
+def dlq_purge(state: State, queue: str | None, ids: tuple[str, ...],  # noqa: PLR0917
+              everything: bool, older_than: float, yes: bool) -> None:
+    """Delete dead jobs for good.
+
+    IDS of --queue, every dead job of --queue, or (--all) of every queue; with --older-than,
+    only those dead for longer. Asks first, showing how many, unless --yes."""
+    names = _selected(state, queue, ids, everything, "purge")
+    if ids and older_than:
+        raise click.UsageError("--older-than selects by age: give it without job ids")
+    wanted = list(dict.fromkeys(ids))
+    client, driver = state.manager().client, state.manager().driver
+    # As DeadLetters.purge: jobs that died before the cutoff (all of them for 0).
+    cutoff = int(time.time() * 1000) - round(older_than * 1000) + (1 if older_than == 0 else 0)
+    plan = [(name, state.parts_of(name)) for name in names]
+    total = sum(_dead_ids(client, parts, wanted) if wanted else
+                sum(client.zcount(p.keys.key("dead"), "-inf", f"({cutoff}") for p in parts)
+                for _, parts in plan)
+    what = f"queue {queue!r}" if queue is not None else \
+        f"{plural(len(names), 'queue')} under prefix {state.prefix!r}"
+    age = f" dead for more than {older_than:g} s" if older_than else ""
+    if total == 0:
+        click.echo(f"nothing to purge: no jobs{age or ' dead'} in {what}")
+        return
+    if not yes:
+        try:
+            confirmed = click.confirm(f"Purge {plural(total, 'dead job')}{age} of {what} for "
+                                      "good?", default=False, err=True)
+        except click.Abort:  # end of input (or Ctrl-C) at the prompt
+            click.echo(err=True)  # end the prompt's line
+            raise CliError("no answer: nothing purged (--yes purges without asking)") from None
+        if not sys.stdin.isatty():  # the answer was not echoed: end the prompt's line
+            click.echo(err=True)
+        if not confirmed:
+            raise CliError("not confirmed: nothing purged")
+    purged = 0
+    with progress("purging", total) as advance:
+        for _, parts in plan:
+            for part in parts:
+                if wanted:
+                    for i in range(0, len(wanted), CHUNK):
+                        n = driver.run(part.purge(ids=wanted[i : i + CHUNK]))
+                        purged += n
+                        advance(n)
+                    continue
+                while True:  # as DeadLetters.purge: bounded calls until a short one
+                    n = driver.run(part.purge(cutoff, CHUNK))
+                    purged += n
+                    advance(n)
+                    if n < CHUNK:
+                        break
+    click.echo(f"purged {plural(purged, 'job')}")
+
+
+# -- scripts, worker, bench, demo -----------------------------------------------------------
+
+
+@cli.command()
+@click.option("--queue", default="myqueue", show_default=True,
+              help="The queue named in the example keys.")
+@pass_state
+def scripts(state: State, queue: str) -> None:
+    """Print each Lua script's SHA, contract and a redis-cli line."""
+    keys = QueueKeys(state.prefix, queue)
     folder = lua_dir()
     for name, script in sorted(load_scripts().items()):
         parts = [keys.lock("ITEM") if p == "lock" else keys.key(p) for p in script.key_parts]
-        print(f"== {name}  sha1 {script.sha}")
-        print(script.header)
-        print(f"  $ redis-cli --eval {Path(str(folder)) / (name + '.lua')} "
-              + " ".join(parts) + " , ARGV...\n")
+        click.echo(f"== {name}  sha1 {script.sha}")
+        click.echo(script.header)
+        click.echo(f"  $ redis-cli --eval {Path(str(folder)) / (name + '.lua')} "
+                   + " ".join(parts) + " , ARGV...\n")
 
 
-def cmd_worker(args: argparse.Namespace) -> None:
-    """Run the queues of ``module:attribute`` (a QueueManager) until SIGTERM/SIGINT."""
-    module_name, _, attribute = args.app.partition(":")
-    sys.path.insert(0, os.getcwd())
-    manager = getattr(importlib.import_module(module_name), attribute or "manager")
-    if not isinstance(manager, QueueManager):
-        raise ConfigurationError(f"{args.app} is not a pyqcore.QueueManager")
-    if args.queue:
-        for name in args.queue:
-            report = manager.get_queue(name).process(concurrency=args.concurrency,
-                                                     burst=args.burst)
-            print(f"{name}: {report}")
+@contextmanager
+def worker_logging(level: str) -> Iterator[None]:
+    """While inside, pyqcore's log records go to stderr at ``level`` (unless the app set up
+    logging itself: then it decides)."""
+    logger = logging.getLogger("pyqcore")
+    configured = logging.getLogger().handlers or any(
+        not isinstance(h, logging.NullHandler) for h in logger.handlers)
+    if configured:
+        yield
         return
-    for name, report in manager.process_all_queues(concurrency=args.concurrency,
-                                                   burst=args.burst).items():
-        print(f"{name}: {report}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s pyqcore[%(process)d] %(levelname)s %(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    """The benchmark suite against the peers (a source checkout's bench/run.py)."""
+@cli.command()
+@click.argument("app")
+@click.option("--queue", "queues", multiple=True, metavar="QUEUE",
+              help="Only this queue (repeatable; default: every registered queue with a "
+                   "handler).")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1),
+              help="Slot threads per queue (default: one per core, divided among --processes).")
+@click.option("--processes", "-p", type=click.IntRange(min=1),
+              help="Run N worker processes under a supervisor that restarts any that dies "
+                   "(default: this one process).")
+@click.option("--burst", is_flag=True, help="Stop when nothing is ready.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+@click.option("--parent-pid", type=int, hidden=True)  # set by the supervisor for its children
+def worker(app: str, queues: tuple[str, ...], concurrency: int | None,  # noqa: PLR0917
+           processes: int | None, burst: bool, log_level: str, parent_pid: int | None) -> int:
+    """Run the queues of APP until SIGTERM/SIGINT.
+
+    APP is a QueueManager as module:attribute (e.g. myapp.jobs:manager). On SIGTERM/SIGINT
+    in-flight jobs finish and unstarted ones go back to their queue. With --processes N, N
+    worker processes run under a supervisor that restarts one that dies and forwards
+    SIGTERM/SIGINT to all of them; a second signal kills them at once."""
+    with worker_logging(log_level):
+        if processes is not None:
+            return run_processes(app, processes, queues=queues, concurrency=concurrency,
+                                 burst=burst)
+        manager = load_manager(app)
+        reports = serve(manager, queues, concurrency=concurrency, burst=burst, app=app,
+                        parent_pid=parent_pid)
+    for name, report in reports.items():
+        click.echo(f"{name}: {report}")
+    return 0
+
+
+@cli.command(context_settings={"ignore_unknown_options": True,
+                               "allow_interspersed_args": False})
+@click.argument("bench_args", nargs=-1, type=click.UNPROCESSED)
+def bench(bench_args: tuple[str, ...]) -> int:
+    """Run the benchmark suite against the peers.
+
+    It is a source checkout's bench/run.py; every argument goes to it."""
     for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
         script = root / "bench" / "run.py"
         if script.exists():
-            raise SystemExit(subprocess.call([sys.executable, str(script), *args.bench_args]))
-    raise ConfigurationError("the benchmark suite ships with the source, not the wheel: run "
-                             "`pyqcore bench` (or `make bench`) in a pyqcore checkout")
+            return subprocess.call([sys.executable, str(script), *bench_args])
+    raise CliError("the benchmark suite ships with the source, not the wheel: run "
+                   "`pyqcore bench` (or `make bench`) in a pyqcore checkout")
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    """The demo (a throwaway local Redis unless a URL is configured)."""
-    from pyqcore import demo  # noqa: PLC0415 - only this command needs it
+@cli.command()
+@click.option("--jobs", type=click.IntRange(min=1), default=10_000, show_default=True)
+def demo(jobs: int) -> None:
+    """Run the demo.
 
-    demo.run(jobs=args.jobs)
+    It uses a throwaway local redis-server unless PYQCORE_REDIS_URL or REDIS_URL is set
+    (then it touches only keys under pyqcore-demo:)."""
+    from pyqcore import demo as demo_module  # noqa: PLC0415 - only this command needs it
 
-
-def parser() -> argparse.ArgumentParser:
-    """The command line."""
-    p = argparse.ArgumentParser(prog="pyqcore", description=__doc__)
-    p.add_argument("--url", help="Redis URL (default: $PYQCORE_REDIS_URL, $REDIS_URL, localhost)")
-    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
-    p.add_argument("--cluster", action="store_true", help="the URL names a Redis Cluster node")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("stats", help=cmd_stats.__doc__).set_defaults(func=cmd_stats)
-
-    dlq = sub.add_parser("dlq", help=cmd_dlq.__doc__)
-    dlq.set_defaults(func=cmd_dlq)
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    listing = dlq_sub.add_parser("list", help="show dead jobs, oldest first")
-    listing.add_argument("--queue")
-    listing.add_argument("--limit", type=int, default=50)
-    requeue = dlq_sub.add_parser("requeue", help="send dead jobs back to their queue")
-    requeue.add_argument("queue")
-    requeue.add_argument("ids", nargs="*", help="job ids (default: all dead jobs of the queue)")
-    purge = dlq_sub.add_parser("purge", help="delete dead jobs for good")
-    purge.add_argument("--queue")
-    purge.add_argument("--older-than", type=float, default=0.0, metavar="SECONDS")
-    purge.add_argument("ids", nargs="*", help="job ids (needs --queue)")
-
-    scripts = sub.add_parser("scripts", help=cmd_scripts.__doc__)
-    scripts.add_argument("--queue", default="myqueue", help="queue for the example keys")
-    scripts.set_defaults(func=cmd_scripts)
-
-    worker = sub.add_parser("worker", help=cmd_worker.__doc__)
-    worker.add_argument("app", help="module:attribute of a QueueManager, e.g. myapp.jobs:manager")
-    worker.add_argument("--queue", action="append", help="only this queue (repeatable)")
-    worker.add_argument("--concurrency", type=int, default=8)
-    worker.add_argument("--burst", action="store_true", help="stop when nothing is ready")
-    worker.set_defaults(func=cmd_worker)
-
-    bench = sub.add_parser("bench", help=cmd_bench.__doc__)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to bench/run.py")
-    bench.set_defaults(func=cmd_bench)
-
-    demo = sub.add_parser("demo", help=cmd_demo.__doc__)
-    demo.add_argument("--jobs", type=int, default=10_000)
-    demo.set_defaults(func=cmd_demo)
-    return p
+    demo_module.run(jobs=jobs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pyqcore`` command."""
-    args = parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (PyqcoreError, redis.RedisError) as exc:
-        print(f"pyqcore: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    """Entry point of the ``pyqcore`` command; returns the exit status."""
+    code: int = cli.main(args=list(argv) if argv is not None else None, prog_name="pyqcore",
+                         standalone_mode=False)
+    return code

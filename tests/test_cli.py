@@ -1,52 +1,396 @@
-"""The pyqcore command against a real Redis: stats, dlq list/requeue/purge, scripts."""
+"""The pyqcore command against real Redis servers (the session's, never 6379): in-process
+through click's CliRunner, and as a subprocess where the exit status and stderr matter."""
 
 from __future__ import annotations
 
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import pytest
 import redis
+from click.testing import CliRunner, Result
 
-from pyqcore import QueueManager
-from pyqcore.cli import main
-from tests.support import LocalRedis, LocalRedisCluster
+from pyqcore import BaseQueue, QueueManager
+from pyqcore.cli import Rates, cli, main
+from pyqcore.sync import supervisor
+from pyqcore.sync.driver import Client
+from pyqcore.sync.worker import Worker
+from tests.support import LocalRedis, LocalRedisCluster, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The app that the `worker` tests run (`tests.test_cli:app`): a manager on the server named
+# by PYQCORE_CLI_TEST_URL (set by the subprocess tests; in-process tests replace `app`).
+app = QueueManager(redis.Redis.from_url(os.environ.get("PYQCORE_CLI_TEST_URL",
+                                                       "redis://127.0.0.1:1/0")))
+app.register("mail", handler=lambda job: None)
+app.register("idle", handler=lambda job: None)
+no_handlers = QueueManager(redis.Redis.from_url("redis://127.0.0.1:1/0"))
+no_handlers.register("mail")
 
 
-def run(capsys: pytest.CaptureFixture[str], server: LocalRedis, *args: str) -> str:
-    assert main(["--url", server.url, *args]) == 0
-    return capsys.readouterr().out
+def invoke(server: LocalRedis | LocalRedisCluster, *args: str, input: str | None = None
+           ) -> Result:
+    """Run ``pyqcore --url <server> ARGS`` in-process."""
+    return CliRunner().invoke(cli, ["--url", server.url, *args], input=input)
 
 
-def test_stats_and_dead_letter_commands(redis_server: LocalRedis, client: redis.Redis,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def ok(server: LocalRedis | LocalRedisCluster, *args: str) -> str:
+    result = invoke(server, *args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def one_error_line(stderr: str) -> str:
+    """The error a failed command printed: exactly one line, ``pyqcore: ...``."""
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("pyqcore: "), stderr
+    return lines[0]
+
+
+def bury(queue: BaseQueue, count: int) -> list[str]:
+    """Add ``count`` jobs to ``queue`` and fail each for good; their ids."""
+    queue.add_batch([f"p{i}" for i in range(count)])
+    ids: list[str] = []
+    while jobs := queue.reserve(count=100):
+        for job in jobs:
+            queue.fail(job, ValueError(f"bad {job.payload}"), retry=False)
+            ids.append(job.id)
+    return ids
+
+
+def row(output: str, name: str) -> list[str]:
+    """The cells of table row ``name``."""
+    for line in output.splitlines():
+        cells = line.split()
+        if cells and cells[0] == name:
+            return cells[1:]
+    raise AssertionError(f"no row {name!r} in:\n{output}")
+
+
+# -- stats and top --------------------------------------------------------------------------
+
+
+def test_stats_sums_counts_and_counters_over_partitions(
+        redis_server: LocalRedis, client: Client) -> None:
+    queue = QueueManager(client).register("mail", partitions=3)
+    queue.add_batch([f"p{i}" for i in range(7)])
+    acked = 0
+    while acked < 4:  # a reserve reads one partition: walk them until 4 are done
+        jobs = queue.reserve(count=4 - acked)
+        acked += queue.ack(jobs)
+    (doomed,) = queue.reserve(count=1)
+    queue.fail(doomed, ValueError("x"), retry=False)
+    QueueManager(client).register("thumbs").add("x")
+    out = ok(redis_server, "stats")
+    header = next(line.split() for line in out.splitlines() if line.split()[:1] == ["queue"])
+    assert header == ["queue", "parts", "ready", "delayed", "leased", "dead", "added",
+                      "completed", "retried", "died", "reclaimed", "redriven", "purged",
+                      "orphaned"]
+    # parts ready delayed leased dead | added completed retried died ...
+    assert row(out, "mail")[:9] == ["3", "2", "0", "0", "1", "7", "4", "0", "1"]
+    assert row(out, "thumbs")[:7] == ["1", "1", "0", "0", "0", "1", "0"]
+    only = ok(redis_server, "stats", "--queue", "thumbs")
+    assert "thumbs" in only and "mail" not in only
+
+
+def test_stats_with_no_queues(redis_server: LocalRedis, client: Client) -> None:
+    assert ok(redis_server, "stats") == "no queues under prefix 'pyqcore'\n"
+
+
+def test_stats_on_a_cluster(redis_cluster: LocalRedisCluster) -> None:
+    client = redis_cluster.client()
+    client.flushall()
+    QueueManager(client).register("mail", partitions=4).add_batch(["a", "b", "c"])
+    out = ok(redis_cluster, "--cluster", "stats")
+    assert row(out, "mail")[:2] == ["4", "3"]
+    client.flushall()
+    client.close()
+
+
+def test_top_once_shows_every_queue(redis_server: LocalRedis, client: Client) -> None:
+    manager = QueueManager(client)
+    manager.register("mail").add_batch(["a", "b"])
+    manager.register("thumbs", partitions=2).add("x")
+    out = ok(redis_server, "top", "--once", "--interval", "0.05")
+    assert "pyqcore top" in out and "completed/s" in out
+    assert row(out, "mail") == ["2", "0", "0", "0", "0.0", "0"]
+    assert row(out, "thumbs") == ["1", "0", "0", "0", "0.0", "0"]
+
+
+def test_the_completed_rate_is_measured_over_the_window() -> None:
+    rates = Rates(window=10.0)
+    assert rates.rate("mail") is None
+    rates.add("mail", 100.0, 0)
+    assert rates.rate("mail") is None  # one sample: no rate yet
+    for second in range(1, 21):
+        rates.add("mail", 100.0 + second, second * 50)
+    assert rates.rate("mail") == pytest.approx(50.0)
+    rates.add("mail", 121.0, 1000)  # nothing completed in the last second
+    assert rates.rate("mail") == pytest.approx((1000 - 550) / 10)
+    assert len(rates.seen["mail"]) <= 12  # older samples are dropped
+
+
+# -- the dead-letter queue ------------------------------------------------------------------
+
+
+def test_dlq_list_requeue_and_purge(redis_server: LocalRedis, client: Client) -> None:
     queue = QueueManager(client).register("mail")
-    queue.add_batch(["a", "b"])
-    for job in queue.reserve(count=2):
-        queue.fail(job, ValueError(f"bad {job.payload}"), retry=False)
-    assert "mail: ready=0 delayed=0 leased=0 dead=2" in run(capsys, redis_server, "stats")
-    listing = run(capsys, redis_server, "dlq", "list")
-    assert "mail/1" in listing and "ValueError: bad a" in listing
-    assert run(capsys, redis_server, "dlq", "requeue", "mail", "1") == "requeued 1 jobs\n"
-    assert run(capsys, redis_server, "dlq", "purge", "--queue", "mail") == "purged 1 jobs\n"
-    assert queue.counts() == {"ready": 1, "delayed": 0, "leased": 0, "dead": 0}
+    bury(queue, 3)
+    listing = ok(redis_server, "dlq", "list")
+    assert row(listing, "mail")[0] == "1" and "ValueError: bad p0" in listing
+    assert len(re.findall(r"^\s*mail\s", listing, re.MULTILINE)) == 3
+    assert ok(redis_server, "dlq", "requeue", "--queue", "mail", "1") == "requeued 1 job\n"
+    assert ok(redis_server, "dlq", "purge", "--queue", "mail", "2", "--yes") == \
+        "purged 1 job\n"
+    assert queue.counts() == {"ready": 1, "delayed": 0, "leased": 0, "dead": 1}
+    assert ok(redis_server, "dlq", "requeue", "--all") == "requeued 1 job\n"
+    assert queue.counts()["ready"] == 2
+    assert ok(redis_server, "dlq", "list", "--queue", "mail") == "no dead jobs in queue 'mail'\n"
 
 
-def test_scripts_prints_contracts_and_redis_cli_lines(
-    redis_server: LocalRedis, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = run(capsys, redis_server, "scripts", "--queue", "mail")
+def test_dlq_list_shows_payloads_as_text_not_markup(redis_server: LocalRedis,
+                                                     client: Client) -> None:
+    queue = QueueManager(client).register("mail")
+    queue.add({"tags": "[bold]x[/bold]"})
+    (job,) = queue.reserve()
+    queue.fail(job, ValueError("[red]boom"), retry=False)
+    out = ok(redis_server, "dlq", "list")
+    assert "[bold]x[/bold]" in out and "ValueError: [red]boom" in out
+
+
+def test_purge_without_a_selector_is_refused(redis_server: LocalRedis, client: Client) -> None:
+    queue = QueueManager(client).register("mail")
+    bury(queue, 2)
+    for args in ([], ["--yes"], ["--older-than", "0"], ["1", "2"], ["--all", "--queue", "mail"]):
+        result = invoke(redis_server, "dlq", "purge", *args)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        one_error_line(result.stderr)
+    assert "needs a selector" in invoke(redis_server, "dlq", "purge", "--yes").stderr
+    assert queue.counts()["dead"] == 2
+
+
+def test_purge_asks_first_and_does_nothing_on_no(redis_server: LocalRedis,
+                                                  client: Client) -> None:
+    queue = QueueManager(client).register("mail")
+    bury(queue, 2)
+    refused = invoke(redis_server, "dlq", "purge", "--queue", "mail", input="n\n")
+    assert refused.exit_code == 1
+    assert "Purge 2 dead jobs of queue 'mail' for good? [y/N]" in refused.stderr
+    assert refused.stderr.splitlines()[-1] == "pyqcore: not confirmed: nothing purged"
+    assert queue.counts()["dead"] == 2
+    no_answer = invoke(redis_server, "dlq", "purge", "--all")  # end of input: no
+    assert no_answer.exit_code == 1 and queue.counts()["dead"] == 2
+    assert "Purge 2 dead jobs of 1 queue under prefix 'pyqcore'" in no_answer.stderr
+    confirmed = invoke(redis_server, "dlq", "purge", "--queue", "mail", input="y\n")
+    assert confirmed.exit_code == 0 and confirmed.stdout == "purged 2 jobs\n"
+    assert queue.counts()["dead"] == 0
+    assert ok(redis_server, "dlq", "purge", "--all") == \
+        "nothing to purge: no jobs dead in 1 queue under prefix 'pyqcore'\n"
+
+
+def test_purge_by_age_counts_and_deletes_only_the_older(redis_server: LocalRedis,
+                                                        client: Client) -> None:
+    queue = QueueManager(client).register("mail")  # real clock: the CLI's cutoff is now
+    bury(queue, 2)
+    assert ok(redis_server, "dlq", "purge", "--all", "--older-than", "3600") == \
+        "nothing to purge: no jobs dead for more than 3600 s in 1 queue under prefix " \
+        "'pyqcore'\n"
+    asked = invoke(redis_server, "dlq", "purge", "--all", "--older-than", "0.001", input="n")
+    assert "Purge 2 dead jobs dead for more than 0.001 s" in asked.stderr
+    assert ok(redis_server, "dlq", "purge", "--all", "--older-than", "0.001", "--yes") == \
+        "purged 2 jobs\n"
+
+
+def test_requeue_and_purge_of_a_partitioned_queue(redis_server: LocalRedis,
+                                                  client: Client) -> None:
+    queue = QueueManager(client).register("mail", partitions=3)
+    ids = bury(queue, 9)
+    assert queue.counts()["dead"] == 9
+    asked = invoke(redis_server, "dlq", "purge", "--queue", "mail", ids[0], ids[4], "nope",
+                   input="n")
+    assert "Purge 2 dead jobs" in asked.stderr
+    assert ok(redis_server, "dlq", "purge", "--queue", "mail", ids[0], ids[4], "-y") == \
+        "purged 2 jobs\n"
+    assert ok(redis_server, "dlq", "requeue", "--queue", "mail") == "requeued 7 jobs\n"
+    assert queue.counts() == {"ready": 7, "delayed": 0, "leased": 0, "dead": 0}
+
+
+@pytest.mark.parametrize("args", [["dlq", "list", "--queue", "nosuch"],
+                                  ["dlq", "requeue", "--queue", "nosuch"],
+                                  ["dlq", "purge", "--queue", "nosuch", "--yes"],
+                                  ["stats", "--queue", "nosuch"]])
+def test_unknown_queues_are_an_error_listing_the_known_ones(
+        redis_server: LocalRedis, client: Client, args: list[str]) -> None:
+    manager = QueueManager(client)
+    bury(manager.register("mail"), 1)
+    manager.register("thumbs", partitions=2).add("x")
+    result = invoke(redis_server, *args)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert one_error_line(result.stderr) == \
+        "pyqcore: unknown queue 'nosuch' under prefix 'pyqcore' (known: mail, thumbs)"
+    assert manager.dead_letter_queue.count() == 1
+
+
+def test_a_long_purge_shows_a_progress_bar_on_a_terminal_only(
+        redis_server: LocalRedis, client: Client) -> None:
+    queue = QueueManager(client).register("mail")
+    bury(queue, 1200)  # > PROGRESS_MIN: two purge calls
+    command = [sys.executable, "-m", "pyqcore", "--url", redis_server.url, "dlq", "purge",
+               "--queue", "mail", "--yes"]
+    master, terminal = pty.openpty()
+    with subprocess.Popen(command, stdout=terminal, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, cwd=ROOT) as proc:
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other end closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"purging" in shown and b"1200/1200" in shown and b"purged 1200 jobs" in shown
+    bury(queue, 1200)
+    piped = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+    assert piped.stdout == "purged 1200 jobs\n" and piped.stderr == ""
+
+
+# -- errors: one line, no traceback ---------------------------------------------------------
+
+
+def run_cli(*args: str, url: str | None = None, input: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """``python -m pyqcore ARGS`` as a subprocess (stdin closed unless ``input``)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYQCORE_REDIS_URL", "REDIS_URL", "PYQCORE_DEBUG")}
+    env["PYTHONPATH"] = str(ROOT)
+    if url is not None:
+        env["PYQCORE_CLI_TEST_URL"] = url
+    return subprocess.run([sys.executable, "-m", "pyqcore", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, input=input or "", timeout=60,
+                          check=False)
+
+
+def test_each_error_is_one_line_with_a_non_zero_status(redis_server: LocalRedis,
+                                                       client: Client) -> None:
+    QueueManager(client).register("mail").add("x")
+    url = redis_server.url
+    host_port = url.removeprefix("redis://").split("/")[0]
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    cases = {
+        ("--url", "foo://x", "stats"): "pyqcore: invalid Redis URL 'foo://x'",
+        ("--url", unreachable, "stats"): f"pyqcore: cannot connect to Redis at {unreachable}",
+        ("--url", f"redis://nobody:secret@{host_port}/0", "stats"):
+            f"pyqcore: Redis at redis://nobody:***@{host_port}/0 refused the credentials",
+        ("worker", "nosuch:app"): "pyqcore: cannot import 'nosuch' (from 'nosuch:app')",
+        ("worker", "os:path"): "pyqcore: os:path is a module, not a pyqcore.QueueManager",
+        ("worker", "tests.test_cli:nothing"):
+            "pyqcore: module 'tests.test_cli' has no attribute 'nothing'",
+        ("worker", "tests.test_cli:no_handlers", "--burst"):
+            "pyqcore: no queue registered by tests.test_cli:no_handlers has a handler",
+        ("--url", url, "--prefix", "a b", "stats"): "pyqcore: prefix 'a b' may not contain",
+        ("--url", url, "dlq", "list", "--queue", "nosuch"):
+            "pyqcore: unknown queue 'nosuch' under prefix 'pyqcore' (known: mail)",
+        ("worker", "tests.test_cli:app", "--queue", "nosuch", "--burst"):
+            "pyqcore: unknown queue 'nosuch' (known: idle, mail)",
+        ("worker", "tests.test_cli:app", "--queue", "mail", "--processes", "0"):
+            "pyqcore: Invalid value for '--processes' / '-p'",
+        ("--url", url, "dlq", "purge"): "pyqcore: dlq purge needs a selector",
+        ("--url", url, "nosuch"): "pyqcore: No such command 'nosuch'",
+    }
+    for args, expected in cases.items():
+        done = run_cli(*args, url=url)
+        assert done.returncode != 0, args
+        assert one_error_line(done.stderr).startswith(expected), (args, done.stderr)
+        assert secret_free(done.stderr)
+
+
+def secret_free(text: str) -> bool:
+    return "secret" not in text
+
+
+def test_main_returns_the_exit_status(redis_server: LocalRedis, client: Client,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--url", "foo://x", "stats"]) == 1  # an error
+    assert main(["stats", "--bogus"]) == 2  # a wrong command line
+    assert main(["--help"]) == 0
+    assert main(["--url", redis_server.url, "stats"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "pyqcore: invalid Redis URL 'foo://x': Redis URL must specify one of the following "
+        "schemes (redis://, rediss://, unix://)",
+        "pyqcore: No such option '--bogus'. (see 'pyqcore stats --help')"]
+
+
+def test_purge_in_a_subprocess_reads_the_answer_from_stdin(redis_server: LocalRedis,
+                                                           client: Client) -> None:
+    queue = QueueManager(client).register("mail")
+    bury(queue, 3)
+    refused = run_cli("--url", redis_server.url, "dlq", "purge", "--queue", "mail", input="n\n")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.startswith("Purge 3 dead jobs of queue 'mail' for good? [y/N]")
+    assert refused.stderr.splitlines()[-1] == "pyqcore: not confirmed: nothing purged"
+    closed = run_cli("--url", redis_server.url, "dlq", "purge", "--queue", "mail")
+    assert closed.returncode == 1 and "Traceback" not in closed.stderr
+    assert closed.stderr.splitlines()[-1] == \
+        "pyqcore: no answer: nothing purged (--yes purges without asking)"
+    assert queue.counts()["dead"] == 3
+
+
+# -- scripts and worker ---------------------------------------------------------------------
+
+
+def test_scripts_prints_contracts_and_redis_cli_lines(redis_server: LocalRedis) -> None:
+    out = ok(redis_server, "scripts", "--queue", "mail")
     assert "== reserve  sha1" in out
     assert "redis-cli --eval" in out and "pyqcore:{mail}:ready" in out
 
 
-def test_errors_are_reported_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--url", "redis://127.0.0.1:1/0", "stats"]) == 1
-    assert "ConnectionError" in capsys.readouterr().err
+def test_worker_burst_runs_the_named_queues(client: Client,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    done: list[str] = []
+    manager = QueueManager(client)
+    manager.register("mail", handler=lambda job: done.append(f"mail {job.payload}"))
+    manager.register("thumbs", handler=lambda job: done.append(f"thumbs {job.payload}"))
+    manager.register("idle", handler=lambda job: done.append("idle"))
+    manager.get_queue("mail").add_batch(["a", "b"])
+    manager.get_queue("thumbs").add("c")
+    manager.get_queue("idle").add("never")
+    monkeypatch.setattr(sys.modules[__name__], "app", manager)
+    result = CliRunner().invoke(cli, ["worker", "tests.test_cli:app", "--queue", "mail",
+                                      "--queue", "thumbs", "--burst", "-c", "2"])
+    assert result.exit_code == 0, result.output
+    assert sorted(done) == ["mail a", "mail b", "thumbs c"]
+    assert "mail: WorkerReport(delivered=2, acked=2" in result.stdout
+    assert manager.get_queue("idle").counts()["ready"] == 1
 
 
-def test_stats_on_a_cluster(redis_cluster: LocalRedisCluster,
-                            capsys: pytest.CaptureFixture[str]) -> None:
-    client = redis_cluster.client()
-    QueueManager(client).register("mail").add("x")
-    assert main(["--url", redis_cluster.url, "--cluster", "stats"]) == 0
-    assert "mail: ready=1" in capsys.readouterr().out
-    client.delete("pyqcore:{mail}:ready", "pyqcore:{mail}:jobs", "pyqcore:{mail}:stats",
-                  "pyqcore:queues")
+def test_worker_concurrency_defaults_to_one_slot_per_core(client: Client,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    slots: list[int] = []
+
+    class Recording(Worker):
+        def __init__(self, queue: Any, **options: Any) -> None:
+            slots.append(options["concurrency"])
+            super().__init__(queue, **options)
+
+    manager = QueueManager(client)
+    manager.register("mail", handler=lambda job: None).add("x")
+    monkeypatch.setattr(supervisor, "Worker", Recording)
+    monkeypatch.setattr(sys.modules[__name__], "app", manager)
+    result = CliRunner().invoke(cli, ["worker", "tests.test_cli:app", "--burst"])
+    assert result.exit_code == 0, result.output
+    assert slots == [os.cpu_count() or 1]
+    assert supervisor.default_concurrency(processes=2) == max(1, (os.cpu_count() or 1) // 2)

@@ -58,3 +58,15 @@ def test_no_import_cycles() -> None:
     for module in sorted(graph):
         if module not in state:
             assert visit(module, [module]) is None
+
+
+def test_the_wheel_lists_every_package() -> None:
+    """setuptools ships only the packages pyproject.toml names: a new subpackage left out
+    would be missing from the installed wheel."""
+    import tomllib  # noqa: PLC0415 - only this test reads it (3.11+, the suite's Python)
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    packages = {".".join(p.parent.relative_to(PACKAGE.parent).parts)
+                for p in PACKAGE.rglob("__init__.py")}
+    assert packages <= listed, sorted(packages - listed)

@@ -92,12 +92,14 @@ class LocalRedis:
         stdout and stderr (config errors) go to its log. RuntimeError if it already runs."""
         if self.running:
             raise RuntimeError(f"redis-server already runs on port {self.port}")
-        log = self.dir / "redis.log"
-        args = [redis_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+        with (self.dir / "redis.log").open("ab") as output:
+            self.process = subprocess.Popen(self.command(), stdout=output, stderr=output)
+
+    def command(self) -> list[str]:
+        """The command line: no persistence unless ``extra`` asks."""
+        return [redis_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-                "--logfile", str(log), *self.extra]
-        with log.open("ab") as output:
-            self.process = subprocess.Popen(args, stdout=output, stderr=output)
+                "--logfile", str(self.dir / "redis.log"), *self.extra]
 
     def wait_ready(self) -> None:
         """Wait until the launched server answers PING; RuntimeError with its log if it exits

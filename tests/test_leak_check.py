@@ -1,12 +1,18 @@
-"""The session's leak check (``pytest_sessionfinish`` in tests/conftest.py) bites: a pytest run
-whose tests leave redis-servers running fails, names them, and kills them."""
+"""No redis-server outlives the tests: the session's leak check (``pytest_sessionfinish`` in
+tests/conftest.py) fails a run whose tests leave servers running, names them and kills them;
+and a test process killed outright takes its servers with it (parent-death signal)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from tests.support import SETPRIV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +50,30 @@ def test_a_run_that_leaves_servers_running_fails_and_names_them(tmp_path: Path) 
     assert len(pids) == 2, out
     for pid in pids:  # killed (and reaped by the session that started them)
         assert not Path(f"/proc/{pid}").exists(), pid
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (absent, or a zombie no one has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(SETPRIV is None, reason="setpriv (util-linux) is missing")
+def test_a_killed_test_process_takes_its_server_with_it() -> None:
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import time; from tests.support import LocalRedis; "
+         "server = LocalRedis().start(); print(server.process.pid, flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert starter.stdout is not None
+        pid = int(starter.stdout.readline())
+        assert not gone(pid)
+    finally:
+        starter.kill()  # no clean-up of its own can run
+        starter.wait()
+    deadline = time.monotonic() + 10
+    while not gone(pid):
+        assert time.monotonic() < deadline, f"redis-server {pid} outlived the killed process"
+        time.sleep(0.02)

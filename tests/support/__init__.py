@@ -2,6 +2,7 @@
 (``tests.support.servers``), and the session's check that none is left running."""
 
 from tests.support.servers import (
+    SETPRIV,
     LocalRedis,
     LocalRedisCluster,
     free_port,
@@ -12,5 +13,5 @@ from tests.support.servers import (
     wait_until,
 )
 
-__all__ = ["LocalRedis", "LocalRedisCluster", "free_port", "free_ports", "reap_leftover_servers",
-           "redis_binary", "tls_unsupported", "wait_until"]
+__all__ = ["SETPRIV", "LocalRedis", "LocalRedisCluster", "free_port", "free_ports",
+           "reap_leftover_servers", "redis_binary", "tls_unsupported", "wait_until"]

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from functools import partial
@@ -32,8 +33,8 @@ from pyqcore import local_redis
 from pyqcore.errors import ConfigurationError
 from pyqcore.local_redis import free_port, redis_binary, wait_until
 
-__all__ = ["LocalRedis", "LocalRedisCluster", "free_port", "free_ports", "reap_leftover_servers",
-           "redis_binary", "tls_unsupported", "wait_until"]
+__all__ = ["SETPRIV", "LocalRedis", "LocalRedisCluster", "free_port", "free_ports",
+           "reap_leftover_servers", "redis_binary", "tls_unsupported", "wait_until"]
 
 # Every redis-server process a LocalRedis of this process launched, with its LocalRedis.
 _LAUNCHED: list[tuple[subprocess.Popen[bytes], LocalRedis]] = []
@@ -49,9 +50,24 @@ def free_ports(count: int) -> list[int]:
         return [int(s.getsockname()[1]) for s in sockets]
 
 
+# Linux's util-linux (Essential in Debian): sets the parent-death signal, then runs the command.
+SETPRIV = shutil.which("setpriv")
+
+
 class LocalRedis(local_redis.LocalRedis):
     """The package's throwaway redis-server (``pyqcore.local_redis``), whose every launched
-    process is registered for ``reap_leftover_servers``."""
+    process is registered for ``reap_leftover_servers``, and dies with the process that
+    started it."""
+
+    def command(self) -> list[str]:
+        """The server's command line, run under ``setpriv --pdeathsig KILL`` when launched from
+        the main thread: if the test process dies without cleaning up (SIGKILL, a timeout's
+        SIGTERM), the kernel kills the server too. Not from another thread: the signal fires
+        when the launching thread ends, which would kill a server still in use."""
+        command = super().command()
+        if SETPRIV and threading.current_thread() is threading.main_thread():
+            return [SETPRIV, "--pdeathsig", "KILL", "--", *command]
+        return command
 
     def launch(self) -> None:
         super().launch()

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyqcore import BaseQueue
 from pyqcore.core.calls import text
-from tests.reliability.accounting import Account, Ledger, check_dir
+from tests.reliability.accounting import Account, Ledger, Outage, check_dir, offsets
 from tests.reliability.worker_proc import LedgerQueue
 from tests.support import LocalRedis
 
@@ -46,6 +47,7 @@ class Scenario:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     producers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     crashed: set[str] = field(default_factory=set)
+    outages: list[Outage] = field(default_factory=list)  # when Redis or connections failed
     kills: int = 0
     restarts: int = 0
     _serial: int = 0
@@ -103,12 +105,23 @@ class Scenario:
             self.start_worker()
         return victim
 
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """Record the block as an outage (for the account: the leases open during it may run
+        twice), placed by how far every ledger had been written at its start and end."""
+        start = offsets(self.ledger_dir)
+        try:
+            yield
+        finally:
+            self.outages.append(Outage(start, offsets(self.ledger_dir)))
+
     def restart_redis(self, down: float = 0.0) -> None:
         """SIGKILL redis-server, stay down ``down`` seconds, start it again (same port, dir)."""
-        self.server.stop(kill=True)
-        if down:
-            time.sleep(down)  # the outage itself, not a synchronisation
-        self.server.start()
+        with self.outage():
+            self.server.stop(kill=True)
+            if down:
+                time.sleep(down)  # the outage itself, not a synchronisation
+            self.server.start()
         self.restarts += 1
 
     def wait_producers(self, timeout: float) -> None:
@@ -156,5 +169,5 @@ class Scenario:
             client.close()
 
     def account(self) -> Account:
-        """Check the ledgers."""
-        return check_dir(self.ledger_dir, self.crashed)
+        """Check the ledgers (duplicates judged per job against the kills and outages)."""
+        return check_dir(self.ledger_dir, self.crashed, self.outages)

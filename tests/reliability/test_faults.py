@@ -32,28 +32,29 @@ def fault_loop(scenario: Scenario, fault: object, min_faults: int, gap: tuple[fl
     return done
 
 
-def finish(scenario: Scenario, *, duplicates_allowed: int = 0) -> None:
+def finish(scenario: Scenario) -> None:
     """Stop the workers gracefully, reclaim what is left, and check the account (and that no
-    process logged a traceback: outages are warnings, never crashes)."""
+    process logged a traceback: outages are warnings, never crashes). A job may have run twice
+    only if its own lease was open at a kill or an outage, or its add was retried."""
     scenario.wait_producers(30)
     scenario.stop_workers()
     counts = scenario.drain()
     assert counts["ready"] == counts["delayed"] == counts["leased"] == 0, counts
     account = scenario.account()
-    print(f"kills={scenario.kills} restarts={scenario.restarts} {account.summary()}")
+    print(f"kills={scenario.kills} restarts={scenario.restarts} outages="
+          f"{len(scenario.outages)} {account.summary()}")
     assert account.enqueued == PRODUCERS * JOBS_PER_PRODUCER
     assert not account.lost, sorted(account.lost)[:20]
     assert not account.unexpected, sorted(account.unexpected)[:20]
-    if account.duplicated:  # show why: every ledger line of a few of them
+    if account.unexplained:  # show why: every ledger line of a few of them
         events = read_history(scenario.ledger_dir)
-        for job_id in sorted(account.duplicated)[:3]:
+        for job_id in sorted(account.unexplained)[:3]:
             print(job_id, [f"{e.writer}:{e.event}:{e.detail}" for e in events
                            if e.job_id == job_id])
     for writer, log in scenario.errors().items():
         print(f"--- {writer} stderr (last lines):", *log.splitlines()[-6:], sep="\n")
     assert not scenario.errors(), sorted(scenario.errors())
-    bound = account.in_flight_at_crashes + duplicates_allowed
-    assert len(account.duplicated) <= bound, (sorted(account.duplicated), bound)
+    assert not account.unexplained, sorted(account.unexplained)[:20]
 
 
 def start_load(scenario: Scenario, workers: int = 3) -> None:
@@ -148,8 +149,8 @@ def test_redis_killed_and_restarted_under_load_loses_no_acknowledged_enqueue(
     queue = BaseQueue(scenario.server.client(), name=scenario.queue)
     wait_until(lambda: queue.counts()["ready"] == 0, 20, "the workers to drain the queue")
     assert all(scenario.workers[w].poll() is None for w in workers)
-    # a lost ack (given up on during the outage) means one more run of that job
-    finish(scenario, duplicates_allowed=scenario.restarts * 3 * scenario.concurrency)
+    # a job whose lease was open at a restart may run again: the account knows which
+    finish(scenario)
 
 
 def kill_clients(client: redis.Redis) -> None:
@@ -161,14 +162,19 @@ def test_connections_killed_mid_run_leave_no_job_leased(scenario: Scenario) -> N
     scenario.visibility_timeout = 1.0
     start_load(scenario, workers=2)
     client = scenario.server.client()
-    kills = fault_loop(scenario, lambda: kill_clients(client), min_faults=5, gap=(0.05, 0.3))
+
+    def kill() -> None:
+        with scenario.outage():
+            kill_clients(client)
+
+    fault_loop(scenario, kill, min_faults=5, gap=(0.05, 0.3))
     scenario.wait_producers(30)
     queue = BaseQueue(client, name=scenario.queue)
     # with the real clock: the live workers reclaim every lease a lost reply left behind
     wait_until(lambda: queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0},
                15, "every job to be acked")
     assert all(p.poll() is None for p in scenario.workers.values()), "a worker died"
-    finish(scenario, duplicates_allowed=kills * 2 * scenario.concurrency)
+    finish(scenario)
     client.close()
 
 

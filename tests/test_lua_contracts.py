@@ -1,0 +1,289 @@
+"""Each script against its header, called directly: the replies it documents (refused ids,
+skipped duplicates, due times, scan counters), the order it puts jobs in, the bounds of one
+call (sweep and purge limits, scan offsets), argument checks, and item locks' ttl and holder.
+Some of this is invisible through the queue's API today (it reads a count, not the ids), but
+it is the scripts' contract: a caller may rely on it."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+import redis
+
+from pyqcore import BaseQueue
+from pyqcore.codes import Code
+from pyqcore.keys import QueueKeys
+from pyqcore.scripts import load_scripts
+
+SCRIPTS = load_scripts()
+NOW = 1_800_000_000_000
+T1, T2, T3 = "1" * 16, "2" * 16, "3" * 16
+VIS = 30_000
+
+
+class Queue:
+    """The scripts of one queue, called with their header's KEYS and the given ARGV."""
+
+    def __init__(self, client: redis.Redis, name: str = "c", partition: int | None = None):
+        self.client = client
+        self.keys = QueueKeys("pyqcore", name, partition)
+
+    def __call__(self, script: str, *args: str | int) -> Any:
+        s = SCRIPTS[script]
+        keys = self.keys.keys(s.key_parts)
+        return self.client.eval(s.source, len(keys), *keys, *args)
+
+    def key(self, part: str) -> str:
+        return self.keys.key(part)
+
+    def add(self, *ids: str, due: int = 0) -> Any:
+        return self("enqueue", due, "", len(ids), *(f"record {i}" for i in ids), *ids)
+
+    def reserve(self, count: int, token: str = T1, *, now: int = NOW, sweep: int = 1000,
+                vis: int = VIS, max_attempts: int = 4) -> Any:
+        return self("reserve", now, count, vis, max_attempts, sweep, token)
+
+    def bury(self, job_id: str, token: str, now: int = NOW) -> Any:
+        return self("fail", now, job_id, token, 4, 0, '{"type": "E"}', 0)
+
+    def ready(self) -> list[bytes]:
+        return cast(list[bytes], self.client.lrange(self.key("ready"), 0, -1))
+
+    def snapshot(self) -> dict[bytes, Any]:
+        return {k: self.client.dump(k) for k in sorted(cast(list[bytes], self.client.keys("*")))}
+
+
+@pytest.fixture
+def q(client: redis.Redis) -> Queue:
+    return Queue(client)
+
+
+def dead(q: Queue, *died: tuple[str, int]) -> None:
+    """Jobs buried at the given times (ms)."""
+    for job_id, at in died:
+        q.add(job_id)
+        q.reserve(1, T1, now=at)
+        assert q.bury(job_id, T1, now=at)[1] == b"dead"
+
+
+# -- settling: ack, release, extend -------------------------------------------------------------
+
+@pytest.mark.parametrize("script", ["ack", "release"])
+def test_a_settling_reply_names_the_refused_ids(q: Queue, script: str) -> None:
+    q.add("a", "b")
+    q.reserve(2, T1)
+    reply = q(script, "a", T1, "b", T2, "nope", T1)
+    assert reply == [Code.OK, 1, b"b", b"nope"]
+
+
+@pytest.mark.parametrize("script", ["ack", "release"])
+def test_a_pair_without_its_token_is_a_bad_argument(q: Queue, script: str) -> None:
+    q.add("a", "b")
+    q.reserve(2, T1)
+    before = q.snapshot()
+    reply = q(script, "a", T1, "b")
+    assert reply[0] == Code.BAD_ARGUMENT
+    assert q.snapshot() == before
+
+
+def test_extend_needs_a_pair_and_renews_only_held_leases(q: Queue) -> None:
+    q.add("a")
+    q.reserve(1, T1)
+    before = q.snapshot()
+    assert q("extend", NOW, 5000)[0] == Code.BAD_ARGUMENT
+    assert q.snapshot() == before
+    assert q("extend", NOW + 1, 5000, "a", T1, "a", T2) == [Code.OK, NOW + 5001, 1, b"a"]
+    assert q.client.zscore(q.key("leased"), f"{T1}:a") == NOW + 5001
+
+
+# -- reserve: order, bounds, housekeeping -------------------------------------------------------
+
+def test_due_jobs_go_to_the_back_of_ready(q: Queue) -> None:
+    q.add("early")
+    q.add("due", due=NOW)
+    reply = q.reserve(2)
+    assert reply[4::3] == [b"early", b"due"]
+
+
+def test_one_reserve_promotes_and_reclaims_at_most_sweep_limit_jobs(q: Queue) -> None:
+    q.add("d1", "d2", "d3", due=NOW - 10)
+    reply = q.reserve(0, sweep=2)
+    assert reply == [Code.OK, T1.encode(), NOW + VIS, NOW - 10]  # d3 is still due
+    assert q.ready() == [b"d1", b"d2"]
+    assert q.client.zcard(q.key("delayed")) == 1
+    q.reserve(3, T2)  # d3 promoted, then all three leased
+    later = NOW + VIS
+    assert q.reserve(0, T3, now=later, sweep=2)[:2] == [Code.OK, T3.encode()]
+    assert q.client.zcount(q.key("leased"), "-inf", "(inf") == 1
+    assert q.ready() == [b"d1", b"d2"]
+    assert q.client.hget(q.key("stats"), "reclaimed") == b"2"
+
+
+def test_reclaimed_jobs_go_to_the_front_of_ready_in_their_order(q: Queue) -> None:
+    q.add("a", "b")
+    q.reserve(2, T1)
+    q.add("waiting")
+    reply = q.reserve(3, T2, now=NOW + VIS)
+    assert reply[4::3] == [b"a", b"b", b"waiting"]
+    assert reply[6::3] == [2, 2, 1]  # the expired delivery counted
+    assert q.client.hget(q.key("stats"), "reclaimed") == b"2"
+
+
+def test_a_housekeeping_reserve_leases_nothing_and_wakes_nobody(q: Queue) -> None:
+    q.add("a", "b")
+    q.client.delete(q.key("wake"))
+    before = q.snapshot()
+    assert q.reserve(0) == [Code.OK, T1.encode(), NOW + VIS, -1]
+    assert q.snapshot() == before
+
+
+def test_integer_arguments_are_integers(q: Queue) -> None:
+    q.add("a")
+    before = q.snapshot()
+    for bad in ("1.5", "1e3", "0x10", " 7"):
+        reply = q("reserve", NOW, bad, VIS, 4, 1000, T1)
+        assert reply[0] == Code.BAD_ARGUMENT, bad
+    assert q.snapshot() == before
+
+
+# -- enqueue: ids and the reply -----------------------------------------------------------------
+
+def test_enqueue_reports_the_duplicates_it_skipped(q: Queue) -> None:
+    assert q.add("x") == [Code.OK, b""]
+    assert q.add("x") == [Code.OK, b"", 1]
+    assert q("enqueue", 0, "", 3, "r1", "r2", "r3", "x", "y", "y") == [Code.OK, b"", 1, 3]
+    assert q.ready() == [b"x", b"y"]
+
+
+def test_automatic_ids_step_around_every_taken_suffix(client: redis.Redis) -> None:
+    queue = BaseQueue(client, name="c")
+    queue.add("three", job_id="3")
+    queue.add("three again", job_id="3~1")
+    assert queue.add_batch(["a", "b", "c"]) == ["3~2", "4", "5"]
+    assert [j.payload for j in queue.reserve(count=5)] == ["three", "three again", "a", "b", "c"]
+
+
+def test_a_partitions_automatic_ids_carry_its_prefix(client: redis.Redis) -> None:
+    part = Queue(client, "c", partition=3)
+    assert part("enqueue", 0, "3-", 1, "record") == [Code.OK, b"3-1"]
+    assert part("enqueue", 0, "3-", 2, "r", "r") == [Code.OK, b"3-2,3-3"]
+
+
+# -- fail -----------------------------------------------------------------------------------------
+
+def test_a_retry_without_backoff_goes_to_the_back_of_ready(q: Queue) -> None:
+    q.add("failing")
+    q.reserve(1)
+    q.add("waiting")
+    assert q("fail", NOW, "failing", T1, 4, 0, "{}", 1) == [Code.OK, b"retry", NOW]
+    assert q.ready() == [b"waiting", b"failing"]
+    assert q.client.zcard(q.key("delayed")) == 0
+
+
+def test_a_retry_reply_says_when_it_is_due(q: Queue) -> None:
+    q.add("failing")
+    q.reserve(1)
+    assert q("fail", NOW, "failing", T1, 4, 5000, "{}", 1) == [Code.OK, b"retry", NOW + 5000]
+    assert q.client.zscore(q.key("delayed"), "failing") == NOW + 5000
+
+
+def test_fail_needs_an_id(q: Queue) -> None:
+    q.add("a")
+    q.reserve(1)
+    before = q.snapshot()
+    assert q("fail", NOW, "", T1, 4, 0, "{}", 1)[0] == Code.BAD_ARGUMENT
+    assert q.snapshot() == before
+
+
+# -- the dead-letter scripts ----------------------------------------------------------------------
+
+def test_redriven_jobs_go_to_the_back_of_ready(q: Queue) -> None:
+    dead(q, ("gone", NOW))
+    q.add("waiting")
+    assert q("redrive", 3, 0, 0, 1000) == [Code.OK, 1, 0, 0, 1]
+    assert q.ready() == [b"waiting", b"gone"]
+    assert q.client.hget(q.key("stats"), "redriven") == b"1"
+
+
+def test_a_redrive_scan_counts_what_it_examined_from_its_offset_and_age(q: Queue) -> None:
+    dead(q, ("old", NOW - 5000), ("kept1", NOW), ("kept2", NOW + 1), ("young", NOW + 2))
+    for job_id in ("kept1", "kept2"):
+        q.client.hset(q.key("meta"), job_id, "1:2")  # redriven twice already
+    # max 2 redrives, died at or after NOW: old is too old, kept1 and kept2 stay back
+    assert q("redrive", 2, NOW, 0, 1000) == [Code.OK, 1, 2, 0, 3]
+    assert q.ready() == [b"young"]
+    assert q.reserve(1, T2)[4] == b"young" and q("ack", "young", T2) == [Code.OK, 1]
+    dead(q, ("late", NOW + 3))
+    assert q("redrive", 2, NOW, 2, 1000) == [Code.OK, 1, 0, 0, 1]  # offset: past the kept
+    assert q.ready() == [b"late"]
+    assert q.client.zscore(q.key("dead"), "old") is not None
+
+
+def test_redrive_by_ids_counts_those_not_dead_and_moves_none_of_them(q: Queue) -> None:
+    dead(q, ("gone", NOW))
+    q.add("alive")
+    assert q("redrive", -1, 0, 0, 1000, "gone", "alive", "never") == [Code.OK, 1, 0, 2, 1]
+    assert q.ready() == [b"alive", b"gone"]
+
+
+def test_purge_by_age_spares_the_cutoff_and_stops_at_its_limit(q: Queue) -> None:
+    dead(q, ("a", NOW), ("b", NOW + 1), ("c", NOW + 2), ("d", NOW + 3))
+    assert q("purge", NOW, 1000) == [Code.OK, 0]  # died at NOW: not before it
+    assert q("purge", NOW + 3, 2) == [Code.OK, 2]
+    assert q("purge", NOW + 3, 2) == [Code.OK, 1]
+    assert q.client.zrange(q.key("dead"), 0, -1) == [b"d"]
+    assert q.client.hget(q.key("stats"), "purged") == b"3"
+
+
+def test_purge_by_ids_spares_jobs_that_are_not_dead(q: Queue) -> None:
+    dead(q, ("gone", NOW))
+    q.add("alive")
+    assert q("purge", 0, 1000, "alive", "gone") == [Code.OK, 1]
+    assert q.client.hget(q.key("jobs"), "alive") == b"record alive"
+    assert q.ready() == [b"alive"]
+
+
+def test_peek_dead_pages_oldest_first_and_lists_only_dead_ids(q: Queue) -> None:
+    dead(q, ("a", NOW), ("b", NOW + 1), ("c", NOW + 2))
+    q.add("alive")
+
+    def ids(reply: list[Any]) -> list[bytes]:
+        assert reply[0] == Code.OK
+        return reply[1::5]
+
+    assert ids(q("peek_dead", 0, 2)) == [b"a", b"b"]
+    assert ids(q("peek_dead", 1, 1)) == [b"b"]
+    assert ids(q("peek_dead", 2, 10)) == [b"c"]
+    assert ids(q("peek_dead", 0, 10, "c", "alive", "a")) == [b"c", b"a"]
+
+
+# -- item locks -----------------------------------------------------------------------------------
+
+def lock(q: Queue, token: str, ttl_ms: int) -> Any:
+    s = SCRIPTS["lock"]
+    return q.client.eval(s.source, 1, q.keys.lock("item"), token, ttl_ms)
+
+
+def unlock(q: Queue, token: str) -> Any:
+    s = SCRIPTS["unlock"]
+    return q.client.eval(s.source, 1, q.keys.lock("item"), token)
+
+
+def test_a_lock_expires_after_its_ttl_and_its_holder_extends_it(q: Queue) -> None:
+    key = q.keys.lock("item")
+    assert lock(q, "holder", 1000) == [Code.OK]
+    assert 0 < q.client.pttl(key) <= 1000
+    assert lock(q, "holder", 60_000) == [Code.OK]  # a refresh by the holder
+    assert 1000 < q.client.pttl(key) <= 60_000
+    code, remaining = lock(q, "other", 10)
+    assert code == Code.LOCKED and 59_000 < remaining <= 60_000
+
+
+def test_only_the_holder_unlocks(q: Queue) -> None:
+    assert lock(q, "holder", 60_000) == [Code.OK]
+    assert unlock(q, "other") == [Code.OK, 0]
+    assert q.client.get(q.keys.lock("item")) == b"holder"
+    assert unlock(q, "holder") == [Code.OK, 1]
+    assert q.client.exists(q.keys.lock("item")) == 0
+    assert unlock(q, "holder") == [Code.OK, 0]

@@ -1,0 +1,290 @@
+"""The decisions inside the core flows, without Redis: how a slot sizes its batches, rides out
+errors (heartbeat, BLPOP, settling calls), stops a batch slot, counts lost leases and buried
+records; how a reserve walks partitions; how replies and routes combine over partitions; how
+the dead-letter flows page, merge, scan and force."""
+
+from __future__ import annotations
+
+import threading
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from pyqcore.core.calls import Settled
+from pyqcore.core.dead_letters import CHUNK, DeadLetters
+from pyqcore.core.effects import Block, Pause
+from pyqcore.core.manager import ManagerCore
+from pyqcore.core.partitions import Partitions, merge_settled
+from pyqcore.core.queue import QueueCore
+from pyqcore.core.registry import Registry
+from pyqcore.core.slot import (
+    Budget,
+    Crew,
+    Held,
+    Retrying,
+    SlotPlan,
+    WorkerReport,
+    backoff,
+    heartbeat_loop,
+    sleep_timeout,
+    slot_loop,
+)
+from pyqcore.errors import LeaseLostError
+from pyqcore.job import Job
+from pyqcore.settings import QueueSettings
+from tests.core.dialog import Dialog, names, record, reserved
+
+NOW = 1_800_000_000.0
+NOW_MS = int(NOW * 1000)
+
+
+def queue_core(partitions: int = 1) -> QueueCore:
+    queue = QueueCore(QueueSettings(name="q", clock=lambda: NOW, visibility_timeout=30,
+                                    partitions=partitions), cluster=False)
+    queue.announced = True
+    return queue
+
+
+def crew_of(*, burst: bool = True, prefetch: int = 100, batches: bool = False,
+            max_jobs: int | None = None) -> tuple[Crew, threading.Event]:
+    """A crew, and its stop flag."""
+    stop = threading.Event()
+    return Crew("q", stop, threading.Event(), burst, prefetch, Budget(max_jobs),
+                idle_wait=1.0, visibility_timeout=30.0, batches=batches), stop
+
+
+def leased(*ids: str) -> list[object]:
+    return reserved([(i, record(f"payload {i}"), 1) for i in ids])
+
+
+def job(job_id: str) -> Job:
+    return Job(job_id, "q", None, None, 1, NOW, "ab" * 8, NOW + 30, 0)
+
+
+# -- batch sizing -----------------------------------------------------------------------------
+
+def sizes_after(runs: list[tuple[int, float]], prefetch: int = 100) -> list[int]:
+    """The batch sizes a slot claims after batches that ran ``(jobs, seconds)``."""
+    plan = SlotPlan(crew_of(prefetch=prefetch)[0])
+    sizes = []
+    for ran, elapsed in runs:
+        plan.batch_ran([], ran, elapsed)
+        assert plan.claim() or plan.wanted == 0
+        sizes.append(plan.wanted)
+    return sizes
+
+
+def test_slow_jobs_are_leased_one_at_a_time_and_never_none() -> None:
+    assert sizes_after([(1, 0.001), (2, 0.002), (4, 2.0), (1, 5.0)]) == [2, 4, 1, 1]
+
+
+def test_batches_aim_at_a_tenth_of_a_second_of_work() -> None:
+    fast = [(size, 0.0001) for size in (1, 2, 4, 8, 16, 32)]
+    assert sizes_after([*fast, (64, 0.2)]) == [2, 4, 8, 16, 32, 64, 32]  # 0.1 s: 32 jobs
+    assert sizes_after([*fast, (64, 0.001)], prefetch=50)[-1] == 50
+
+
+def test_the_budget_grants_no_more_than_max_jobs() -> None:
+    budget = Budget(5)
+    assert (budget.claim(3), budget.claim(3), budget.claim(3)) == (3, 2, 0)
+    budget.give_back(2)
+    assert budget.claim(10) == 2
+    assert Budget(None).claim(7) == 7
+
+
+# -- riding out errors ------------------------------------------------------------------------
+
+def test_the_heartbeat_outlives_a_failed_extend() -> None:
+    queue, (crew, _) = queue_core(), crew_of()
+    seconds = [0.0]
+    crew.held = Held(clock=lambda: seconds[0])
+    crew.held.add([job("1")])
+    flow = Dialog(heartbeat_loop(queue, crew))
+    for _ in range(2):
+        seconds[0] += 10.0
+        flow.answer(False)
+        assert names(flow.round()) == ["extend"]
+        flow.fail(ResponseError("WRONGTYPE"))  # not transient: logged, and the loop goes on
+        assert flow.effect == Pause(10.0, crew.finished)
+    flow.answer(True)
+    assert flow.result is None
+
+
+def test_a_failing_blpop_pauses_before_the_slot_tries_again() -> None:
+    queue, (crew, _) = queue_core(), crew_of(burst=False)
+    flow = Dialog(slot_loop(queue, crew))
+    flow.answer([reserved([])])
+    assert isinstance(flow.effect, Block)
+    flow.fail(RedisConnectionError("reset"))
+    pause: object = flow.effect
+    assert pause == Pause(0.5, crew.stop)
+
+
+def test_a_settling_call_is_retried_for_a_visibility_timeout_and_at_least_three_times() -> None:
+    error = RedisConnectionError("down")
+    patient = Retrying("q", 3600.0)
+    assert all(patient.delay(error) is not None for _ in range(20))
+    hasty = Retrying("q", 0.0)  # its lease is long gone: give up, but not before 3 tries
+    assert [hasty.delay(error) is None for _ in range(3)] == [False, False, True]
+
+
+def test_waits_are_bounded_both_ways() -> None:
+    assert [backoff(n, cap=1.0) for n in (1, 2, 3, 4, 40)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    assert sleep_timeout(30.0, NOW_MS - 5000, NOW_MS) == 0.01  # never 0: BLPOP 0 is for ever
+    assert sleep_timeout(30.0, None, NOW_MS) == 30.0
+    assert sleep_timeout(30.0, NOW_MS + 2500, NOW_MS) == 2.5
+
+
+# -- stopping, failing, burying ---------------------------------------------------------------
+
+def test_a_stopping_batch_slot_releases_its_batch_unrun() -> None:
+    queue, (crew, stop) = queue_core(), crew_of(batches=True)
+    flow = Dialog(slot_loop(queue, crew))
+    assert names(flow.round()) == ["reserve"]
+    stop.set()  # while the lease is on its way
+    flow.answer([leased("1", "2")])
+    [release] = flow.round()
+    assert release.script.name == "release" and release.args[::2] == ["1", "2"]
+    flow.answer([[0, 2]])
+    assert flow.result is None
+    assert crew.tally.snapshot() == WorkerReport(delivered=2, released=2)
+
+
+def test_a_failure_refused_for_a_lost_lease_is_counted() -> None:
+    queue, (crew, _) = queue_core(), crew_of()
+    flow = Dialog(slot_loop(queue, crew))
+    flow.answer([leased("1")])
+    flow.answer(RuntimeError("handler failed"))
+    assert flow.script().script.name == "fail"
+    flow.fail(LeaseLostError("job 1 is not leased under token abab"))
+    assert names(flow.round()) == ["reserve"]  # nothing to ack
+    flow.answer([reserved([])])
+    assert crew.tally.snapshot() == WorkerReport(delivered=1, lease_lost=1)
+
+
+def test_a_slot_that_only_buried_a_corrupt_record_reserves_again_at_once() -> None:
+    queue, (crew, _) = queue_core(), crew_of()  # burst: stops only when nothing is ready
+    flow = Dialog(slot_loop(queue, crew))
+    flow.answer([reserved([("1", b"\xc1 corrupt", 1)])])
+    assert flow.script().script.name == "fail"  # buried
+    flow.answer([0, b"dead", NOW_MS])
+    assert names(flow.round()) == ["reserve"]
+    flow.answer([leased("2")])
+    assert isinstance(flow.effect, Job) and flow.effect.id == "2"
+
+
+# -- partitions -------------------------------------------------------------------------------
+
+def test_a_partition_with_only_corrupt_records_is_buried_before_the_walk_goes_on() -> None:
+    queue = queue_core(2)
+    flow = Dialog(queue.reserve(5))
+    first = flow.script()
+    flow.answer(reserved([("0-1", b"\xc1", 1)], token="cd" * 8))
+    bury = flow.script()
+    assert bury.script.name == "fail" and bury.args[1:3] == ["0-1", "cd" * 8]
+    assert bury.keys[0].split(":")[1] == first.keys[0].split(":")[1]  # in its own partition
+    flow.answer([0, b"dead", NOW_MS])
+    assert flow.result == []
+
+
+def test_an_idle_reservation_names_the_soonest_event_of_every_partition() -> None:
+    queue = queue_core(3)
+    flow = Dialog(queue.ack_and_reserve([], 5))
+    flow.answer([reserved([], next_event_ms=NOW_MS + 5000)])
+    flow.answer(reserved([], next_event_ms=NOW_MS + 9000))
+    flow.answer(reserved([]))
+    settled, reservation = flow.result
+    assert settled is None and reservation.next_event_ms == NOW_MS + 5000
+
+
+def test_settling_over_partitions_adds_up_every_partition() -> None:
+    merged = merge_settled([Settled(1, []), Settled(2, ["x"]), Settled(0, ["y"])])
+    assert (merged.count, merged.refused) == (3, ["x", "y"])
+
+
+def test_jobs_without_a_key_are_spread_round_robin_even_one_at_a_time() -> None:
+    parts = Partitions(QueueSettings(name="q", partitions=4))
+    assert [parts.route([None], [None])[0] for _ in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert parts.route([None] * 3, [None] * 3) == [0, 1, 2]
+
+
+def test_each_reserve_starts_one_partition_further_along() -> None:
+    parts = Partitions(QueueSettings(name="q", partitions=3))
+    starts = [parts.reading_order()[0].partition for _ in range(4)]
+    assert starts == [0, 1, 2, 0]
+
+
+# -- the dead-letter flows ----------------------------------------------------------------------
+
+def dead_letters(partitions: int = 1, queues: tuple[str, ...] = ("q",)) -> DeadLetters:
+    registry = Registry("pyqcore", lambda: NOW)
+    for name in queues:
+        registry.add(QueueCore(QueueSettings(name=name, partitions=partitions), cluster=False))
+    return DeadLetters(registry, max_redrives=2)
+
+
+def rows(*pairs: tuple[str, int]) -> list[object]:
+    """peek_dead's reply: {0, id, died_ms, record, meta, error, ...}."""
+    flat: list[object] = [0]
+    for job_id, died in pairs:
+        flat += [job_id.encode(), died, record(job_id), b"1:0", b'{"type": "E", "message": "m"}']
+    return flat
+
+
+def test_partitions_are_merged_by_time_whichever_partition_comes_first() -> None:
+    flow = Dialog(dead_letters(2).items("q", limit=4))
+    flow.answer(rows(("0-a", 30), ("0-b", 40)))
+    flow.answer(rows(("1-a", 10), ("1-b", 20)))
+    assert [i.job_id for i in flow.result] == ["1-a", "1-b", "0-a", "0-b"]
+
+
+def test_a_partition_is_read_past_its_first_page_when_merging() -> None:
+    flow = Dialog(dead_letters(2).items("q", limit=CHUNK + 20, offset=5))
+    assert flow.script().args[:2] == [0, CHUNK]
+    flow.answer(rows(*((f"0-{i}", i) for i in range(CHUNK))))
+    flow.answer(rows(("1-a", 5_000)))
+    second = flow.script()
+    assert second.args[:2] == [CHUNK, CHUNK]  # partition 0 again, from where it stopped
+    flow.answer(rows(*((f"0-{i}", i) for i in range(CHUNK, CHUNK + 30))))
+    items = flow.result
+    assert len(items) == CHUNK + 20
+    assert [i.job_id for i in items[:2]] == ["0-5", "0-6"]  # the offset, over the merge
+
+
+def test_a_listing_over_several_queues_stops_at_its_limit() -> None:
+    flow = Dialog(dead_letters(queues=("a", "b")).items(limit=3))
+    flow.answer([b"a", b"b"])  # SMEMBERS of the registry
+    assert flow.script().args[:2] == [0, 3]
+    flow.answer(rows(("a-1", 1), ("a-2", 2)))
+    assert flow.script().args[:2] == [0, 1]  # only what the limit leaves
+    flow.answer(rows(("b-1", 3)))
+    assert [i.job_id for i in flow.result] == ["a-1", "a-2", "b-1"]
+
+
+def test_a_redrive_scan_goes_on_past_a_full_batch_of_kept_back_jobs() -> None:
+    flow = Dialog(dead_letters().requeue("q", force=False))
+    first = flow.script()
+    assert first.script.name == "redrive" and first.args[:4] == [2, 0, 0, CHUNK]
+    flow.answer([0, 0, CHUNK, 0, CHUNK])  # a whole batch kept back at the limit
+    second = flow.script()
+    assert second.args[:4] == [2, 0, CHUNK, CHUNK]  # past the kept-back ones
+    flow.answer([0, 4, 0, 0, 4])
+    assert flow.result == 4
+
+
+def test_an_operators_requeue_is_forced_unless_told_otherwise() -> None:
+    flow = Dialog(dead_letters().requeue("q", ["1", "2"]))
+    call = flow.script()
+    assert call.args[0] == -1 and call.args[4:] == ["1", "2"]
+    flow.answer([0, 2, 0, 0, 2])
+    assert flow.result == 2
+
+
+def test_monitoring_processes_the_dead_letter_queue_first_unless_told_not_to() -> None:
+    dlq = dead_letters()
+    flow = Dialog(ManagerCore(dlq.registry, dlq).monitor_queue_sizes())
+    flow.answer([b"q"])
+    assert flow.script().script.name == "purge"
+    flow = Dialog(ManagerCore(dlq.registry, dlq).monitor_queue_sizes(process_dead_letters=False))
+    flow.answer([b"q"])
+    assert names(flow.round()) == ["counts"]

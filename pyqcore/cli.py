@@ -1,6 +1,7 @@
 """The ``pyqcore`` command: stats, top, the dead-letter queue, script contracts, workers, the
-benchmark and the demo. Built on click (commands, options, prompts) and rich (tables, the
-live ``top`` view, progress bars).
+web dashboard, the benchmark and the demo. Built on click (commands, options, prompts) and rich
+(tables, the live ``top`` view, progress bars); ``pyqcore web`` on the optional Starlette and
+uvicorn (the ``pyqcore[web]`` extra).
 
 Connects to ``--url``, else PYQCORE_REDIS_URL, else REDIS_URL, else redis://localhost:6379/0.
 Every error is one line on stderr, ``pyqcore: <what went wrong>``, with a non-zero exit
@@ -329,6 +330,32 @@ def _top_frame(state: State, rates: Rates, error: str | None = None) -> Renderab
 
 
 @cli.command()
+@pass_state
+def workers(state: State) -> None:
+    """Show the running workers (sync and asyncio, any host) and the jobs they hold.
+
+    Every worker beats its presence every 5 s; one silent for three beats is not shown."""
+    found = state.manager().workers()
+    out = console()
+    if not found:
+        out.print(f"no workers under prefix {state.prefix!r}")
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"pyqcore workers under prefix {state.prefix!r}",
+                  title_justify="left")
+    for column, justify in (("worker", "left"), ("driver", "left"), ("queues", "left"),
+                            ("slots", "right"), ("up", "right"), ("done", "right"),
+                            ("failed", "right"), ("held", "right"), ("oldest held", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    now = time.time()
+    for w in found:
+        oldest = ", ".join(f"{job_id} ({age:.0f}s)" for job_id, age in w.oldest[:3])
+        table.add_row(Text(w.id), w.driver, Text(",".join(w.queues)), str(w.slots),
+                      f"{now - w.started_at:.0f}s", str(w.done), str(w.failed), str(w.held),
+                      Text(oldest or "-"))
+    out.print(table)
+
+
+@cli.command()
 @click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds between refreshes.")
 @click.option("--window", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
@@ -635,6 +662,43 @@ def bench(bench_args: tuple[str, ...]) -> int:
             return subprocess.call([sys.executable, str(script), *bench_args])
     raise CliError("the benchmark suite ships with the source, not the wheel: run "
                    "`pyqcore bench` (or `make bench`) in a pyqcore checkout")
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--read-only", is_flag=True,
+              help="Hide and refuse requeue and purge: a dashboard to look only.")
+@click.option("--token", metavar="TOKEN", envvar="PYQCORE_WEB_TOKEN",
+              help="Requeue and purge ask for this token (default: $PYQCORE_WEB_TOKEN).")
+@pass_state
+def web(state: State, host: str, port: int, read_only: bool, token: str | None) -> None:
+    """Serve the web dashboard: queues, workers, dead letters.
+
+    Needs the pyqcore[web] extra (Starlette, uvicorn). Listens on 127.0.0.1 unless --host
+    says otherwise; anyone who reaches it can requeue and purge dead jobs unless --read-only,
+    or --token (then confirming asks for the token)."""
+    try:
+        import uvicorn  # noqa: PLC0415 - an optional extra, only this command needs it
+
+        from pyqcore.web import create_app  # noqa: PLC0415
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("uvicorn", "starlette", "anyio"):
+            raise
+        raise CliError("the web dashboard needs pyqcore[web] "
+                       "(pip install 'pyqcore[web]')") from None
+    state.known_queues()  # reach Redis now: an error is one line, not a page per request
+    if host not in LOOPBACK and not read_only and not token:
+        click.echo(f"pyqcore: warning: listening on {host} with requeue and purge open to "
+                   "anyone who reaches it (--token or --read-only closes them)", err=True)
+    app = create_app(state.manager(), read_only=read_only, token=token)
+    click.echo(f"pyqcore web: http://{'[' + host + ']' if ':' in host else host}:{port}/ "
+               f"(Redis {safe_url(state.url)}, prefix {state.prefix!r}"
+               f"{', read-only' if read_only else ''}{', token required' if token else ''})")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @cli.command()

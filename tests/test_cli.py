@@ -394,3 +394,11 @@ def test_worker_concurrency_defaults_to_one_slot_per_core(client: Client,
     assert result.exit_code == 0, result.output
     assert slots == [os.cpu_count() or 1]
     assert supervisor.default_concurrency(processes=2) == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_workers_lists_the_running_workers(redis_server: LocalRedis, client: Client) -> None:
+    assert "no workers" in ok(redis_server, "workers")
+    worker = Worker(BaseQueue(client, name="mail", handler=print), concurrency=2)
+    worker.queue.driver.run(worker.presence.beat())
+    [line] = [line for line in ok(redis_server, "workers").splitlines() if "mail" in line]
+    assert worker.presence.id in line and " sync " in f" {line} " and " 2 " in line

@@ -93,7 +93,7 @@ class ManagerApi(Generic[C, Q, D]):
         """The registered queues by name."""
         return dict(self._queues)
 
-    def workers(self, stop: Any, **options: Unpack[AllWorkerOptions]) -> dict[str, Any]:
+    def workers_for_all(self, stop: Any, **options: Unpack[AllWorkerOptions]) -> dict[str, Any]:
         """A worker (of ``worker_class``) for every registered queue that has a handler, all
         stopped by ``stop``; ConfigurationError if none has one."""
         workers = {name: self.worker_class(q, stop=stop, **options)
@@ -103,4 +103,5 @@ class ManagerApi(Generic[C, Q, D]):
         return workers
 
     known_queue_names = operation(ManagerCore.known_queue_names)
+    workers = operation(ManagerCore.workers)
     monitor_queue_sizes = operation(ManagerCore.monitor_queue_sizes)

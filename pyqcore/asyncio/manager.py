@@ -33,7 +33,7 @@ class QueueManager(ManagerApi[AsyncClient, BaseQueue, DeadLetterQueue], Awaiting
         """Run a worker for every registered queue that has a handler, as tasks on this loop
         (see ``pyqcore.QueueManager.process_all_queues``)."""
         stop = stop or asyncio.Event()
-        workers = self.workers(stop, **options)
+        workers = self.workers_for_all(stop, **options)
         with stop_on_signals(stop, install_signal_handlers):
             reports = await asyncio.gather(*(w.run(install_signal_handlers=False)
                                              for w in workers.values()))

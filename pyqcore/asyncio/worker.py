@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 from pyqcore.api.queue import is_coroutine_function
 from pyqcore.asyncio.driver import AsyncDriver
 from pyqcore.core.effects import Batch
+from pyqcore.core.presence import presence_loop
 from pyqcore.core.slot import (
-    WorkerBase,
     WorkerOptions,
     WorkerReport,
     heartbeat_loop,
-    may_install_signal_handlers,
     slot_loop,
 )
+from pyqcore.core.worker import WorkerBase, may_install_signal_handlers
 from pyqcore.job import Job
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class Worker(WorkerBase):
         self.stop = stop or asyncio.Event()
         self._finished = asyncio.Event()
         super().__init__(queue, concurrency=concurrency, stop=self.stop,
-                         finished=self._finished, **options)
+                         finished=self._finished, driver="asyncio", **options)
         self._run_job = awaitable(queue.process_job)
         self._run_batch = awaitable(queue.process_jobs)
 
@@ -49,13 +49,14 @@ class Worker(WorkerBase):
         driver: AsyncDriver = self.queue.driver
         with stop_on_signals(self.stop, install_signal_handlers):
             heartbeat = asyncio.create_task(driver.run(heartbeat_loop(self.core, self.crew)))
+            presence = asyncio.create_task(driver.run(presence_loop(self.presence)))
             try:
                 await asyncio.gather(*(driver.drive(slot_loop(self.core, self.crew),
                                                     self._perform)
                                        for _ in range(self.concurrency)))
             finally:
                 self._finished.set()
-                await heartbeat
+                await asyncio.gather(heartbeat, presence)
         return self.report
 
     async def _perform(self, effect: Any) -> Any:

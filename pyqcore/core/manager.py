@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pyqcore.core.dead_letters import DeadLetters
 from pyqcore.core.effects import Flow
+from pyqcore.core.presence import WorkerInfo, list_workers
 from pyqcore.core.queue import sum_counts
 from pyqcore.core.registry import Registry
 
@@ -19,6 +20,12 @@ class ManagerCore:
     def known_queue_names(self) -> Flow[list[str]]:
         """Registered queues plus every queue any process announced under this prefix."""
         return (yield from self.registry.known_queue_names())
+
+    def workers(self) -> Flow[list[WorkerInfo]]:
+        """The running workers of this prefix, sync and asyncio, in any process, as their last
+        beats described them (a worker gone for three beats is not listed)."""
+        now_ms = int(self.registry.clock() * 1000)
+        return (yield from list_workers(self.registry.prefix, now_ms))
 
     def monitor_queue_sizes(
         self, *, process_dead_letters: bool = True, max_age: float = 4 * 3600

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict, TypeVar
 
 from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -111,6 +111,7 @@ class Held:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._jobs: dict[tuple[str, str], tuple[Job, float]] = {}
+        self._leased_at: dict[tuple[str, str], float] = {}  # for the worker registry
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -119,11 +120,23 @@ class Held:
         with self._lock:
             for job in jobs:
                 self._jobs[job.id, job.token] = (job, now)
+                self._leased_at[job.id, job.token] = now
 
     def remove(self, jobs: list[Job]) -> None:
         with self._lock:
             for job in jobs:
                 self._jobs.pop((job.id, job.token), None)
+                self._leased_at.pop((job.id, job.token), None)
+
+    def oldest(self, limit: int) -> list[tuple[str, float]]:
+        """Up to ``limit`` held jobs, the longest held first: (id, seconds held)."""
+        now = self._clock()
+        with self._lock:
+            since = sorted((at, key[0]) for key, at in self._leased_at.items())[:limit]
+        return [(job_id, now - at) for at, job_id in since]
+
+    def __len__(self) -> int:
+        return len(self._jobs)
 
     def due(self, age: float) -> list[Job]:
         """Jobs whose lease was renewed ``age`` seconds ago or more; marks them renewed now."""
@@ -335,33 +348,6 @@ def sleep_timeout(idle_wait: float, next_event_ms: int | None, now_ms: int) -> f
     if next_event_ms is not None:
         timeout = min(timeout, (next_event_ms - now_ms) / 1000.0)
     return max(timeout, 0.01)
-
-
-class WorkerBase:
-    """What a worker is apart from how it runs (threads or tasks): its queue and the crew its
-    slots share. ``queue`` is a ``BaseQueue`` of either driver."""
-
-    def __init__(self, queue: Any, *, concurrency: int, stop: Flag, finished: Flag,
-                 **options: Unpack[WorkerOptions]) -> None:
-        if not queue.has_handler:
-            raise queue.missing_handler()
-        self.queue = queue
-        self.core: QueueCore = queue.core
-        self.concurrency = concurrency
-        self.crew = Crew.of(queue.core, batches=queue.handles_batches, stop=stop,
-                            finished=finished, concurrency=concurrency,
-                            longest_block=queue.driver.longest_block(), **options)
-        self.idle_wait = self.crew.idle_wait  # capped below the client's socket timeout
-
-    @property
-    def report(self) -> WorkerReport:
-        """What this worker has done so far."""
-        return self.crew.tally.snapshot()
-
-
-def may_install_signal_handlers(install: bool) -> bool:
-    """Signal handlers can only be installed from the main thread (and only when asked)."""
-    return install and threading.current_thread() is threading.main_thread()
 
 
 # -- the flows -----------------------------------------------------------------------------------

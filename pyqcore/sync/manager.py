@@ -34,7 +34,7 @@ class QueueManager(ManagerApi[Client, BaseQueue, DeadLetterQueue], Blocking):
         """Run a worker for every registered queue that has a handler, each in its own thread,
         until SIGTERM/SIGINT (or ``stop`` is set, or each is drained in ``burst`` mode)."""
         stop = stop or threading.Event()
-        workers = self.workers(stop, **options)
+        workers = self.workers_for_all(stop, **options)
         reports: dict[str, WorkerReport] = {}
 
         def run(name: str, worker: Worker) -> Callable[[], None]:

@@ -57,7 +57,8 @@ from typing import Any
 
 import redis
 
-from pyqcore.core.slot import WorkerReport, may_install_signal_handlers
+from pyqcore.core.slot import WorkerReport
+from pyqcore.core.worker import may_install_signal_handlers
 from pyqcore.errors import ConfigurationError, UnknownQueueError
 from pyqcore.sync.manager import QueueManager
 from pyqcore.sync.worker import Worker, stop_on_signals

@@ -18,15 +18,15 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.core.effects import Batch
+from pyqcore.core.presence import presence_loop
 from pyqcore.core.slot import (
     DEFAULT_PREFETCH,
-    WorkerBase,
     WorkerOptions,
     WorkerReport,
     heartbeat_loop,
-    may_install_signal_handlers,
     slot_loop,
 )
+from pyqcore.core.worker import WorkerBase, may_install_signal_handlers
 from pyqcore.job import Job
 from pyqcore.sync.driver import SyncDriver
 
@@ -46,17 +46,21 @@ class Worker(WorkerBase):
         self.stop = stop or threading.Event()
         self._finished = threading.Event()
         super().__init__(queue, concurrency=concurrency, stop=self.stop,
-                         finished=self._finished, **options)
+                         finished=self._finished, driver="sync", **options)
 
     def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
         """Process until stopped; returns the report. Re-raises nothing a job raised."""
         name = self.queue.name
         heartbeat = threading.Thread(target=self._drive_heartbeat, daemon=True,
                                      name=f"pyqcore-heartbeat-{name}")
+        presence = threading.Thread(target=self.queue.driver.run, daemon=True,
+                                    args=(presence_loop(self.presence),),
+                                    name=f"pyqcore-presence-{name}")
         slots = [threading.Thread(target=self._drive_slot, name=f"pyqcore-{name}-{i}")
                  for i in range(1, self.concurrency)]
         with stop_on_signals(self.stop, install_signal_handlers):
             heartbeat.start()
+            presence.start()
             for slot in slots:
                 slot.start()
             try:
@@ -66,6 +70,7 @@ class Worker(WorkerBase):
                     slot.join()
                 self._finished.set()
                 heartbeat.join()
+                presence.join()
         return self.report
 
     def _drive_slot(self) -> None:

@@ -28,8 +28,10 @@ from tests.support import LocalRedis, free_port, tls_unsupported, wait_until
 ACL_USERNAME = "pyqcore"
 ACL_PASSWORD = "test-only-secret"
 
-# What pyqcore itself sends, outside scripts.
-CLIENT_COMMANDS = ("evalsha", "eval", "sadd", "smembers", "hget", "hsetnx", "hgetall", "blpop")
+# What pyqcore itself sends, outside scripts (the registry, the wake lists, the worker
+# registry's beats: HSET, PEXPIRE, ZADD, ZREMRANGEBYSCORE, and DEL + ZREM on leaving).
+CLIENT_COMMANDS = ("evalsha", "eval", "sadd", "smembers", "hget", "hsetnx", "hgetall", "blpop",
+                   "hset", "pexpire", "zadd", "zremrangebyscore", "del", "zrem")
 # What pyqcore's Lua scripts call (Redis checks each redis.call against the caller's ACL).
 SCRIPT_COMMANDS = ("del", "get", "set", "hdel", "hexists", "hget", "hincrby", "hlen", "hmget",
                    "hset", "llen", "lpop", "lpush", "rpush", "pexpire", "pttl", "zadd", "zcard",

@@ -44,7 +44,7 @@ from pyqcore.api.dead_letter import DeadLetterApi
 from pyqcore.api.manager import ManagerApi
 from pyqcore.api.queue import QueueApi
 from pyqcore.asyncio.driver import AsyncClient, AsyncDriver
-from pyqcore.core.slot import WorkerBase
+from pyqcore.core.worker import WorkerBase
 from pyqcore.sync.driver import Client, SyncDriver
 
 T = TypeVar("T")

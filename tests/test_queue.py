@@ -16,6 +16,7 @@ from pyqcore import (
     ConfigurationError,
     EvictionPolicyWarning,
     LeaseLostError,
+    NonRetryableError,
     Outcome,
     SerializationError,
 )
@@ -420,3 +421,13 @@ def test_a_queue_of_either_driver_serves_one_queue_with_a_sync_one(
     [taken] = sync.reserve()
     assert queue.ack([*jobs, taken]) == 3
     assert [j.payload for j in sync.reserve(count=5)] == [f"from {api.name}"]
+
+
+def test_failing_by_hand_with_a_non_retryable_error_buries_the_job(api: Api,
+                                                                   client: Client) -> None:
+    """As a handler raising NonRetryableError does: straight to the DLQ, attempts left."""
+    queue = api.BaseQueue(client, name="q", max_retries=5)
+    queue.add("x")
+    [job] = queue.reserve()
+    assert queue.fail(job, NonRetryableError("bad input")) == Outcome.DEAD
+    assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 1}

@@ -104,4 +104,5 @@ class ManagerApi(Generic[C, Q, D]):
 
     known_queue_names = operation(ManagerCore.known_queue_names)
     workers = operation(ManagerCore.workers)
+    snapshot = operation(ManagerCore.snapshot)
     monitor_queue_sizes = operation(ManagerCore.monitor_queue_sizes)

@@ -3,11 +3,27 @@ sizes (after a pass of dead-letter processing, as the seed system's monitor did)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+from pyqcore.core.calls import QueueCalls, text
 from pyqcore.core.dead_letters import DeadLetters
-from pyqcore.core.effects import Flow
+from pyqcore.core.effects import Command, Flow
 from pyqcore.core.presence import WorkerInfo, list_workers
 from pyqcore.core.queue import sum_counts
 from pyqcore.core.registry import Registry
+from pyqcore.errors import DeserializationError
+from pyqcore.job import decode_record
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """One queue at one moment, summed over its partitions: jobs per state, its counters, and
+    how long the oldest ready job has waited (None when nothing is ready)."""
+
+    counts: dict[str, int]
+    stats: dict[str, int]
+    oldest_ready_age: float | None  # seconds
 
 
 class ManagerCore:
@@ -27,6 +43,37 @@ class ManagerCore:
         now_ms = int(self.registry.clock() * 1000)
         return (yield from list_workers(self.registry.prefix, now_ms))
 
+    def snapshot(self) -> Flow[dict[str, QueueSnapshot]]:
+        """Every known queue's counts, counters and oldest ready job's age, in two round trips
+        (for metrics and dashboards; read-only)."""
+        names = yield from self.registry.known_queue_names()
+        parts = {}
+        for name in names:
+            parts[name] = yield from self.registry.parts_of(name)
+        every = [part for name in names for part in parts[name]]
+        if not every:
+            return {}
+        first = yield [*(p.counts() for p in every),
+                       *(Command(("HGETALL", p.keys.key("stats")), _int_map) for p in every),
+                       *(Command(("LINDEX", p.keys.key("ready"), 0)) for p in every)]
+        counts, stats, heads = (first[: len(every)], first[len(every): 2 * len(every)],
+                                first[2 * len(every):])
+        waiting = [(i, head) for i, head in enumerate(heads) if head is not None]
+        records = (yield [Command(("HGET", every[i].keys.key("jobs"), head))
+                          for i, head in waiting]) if waiting else []
+        enqueued = {i: ms for (i, _), record in zip(waiting, records, strict=True)
+                    if (ms := _enqueued_ms(every[i], record)) is not None}
+        now_ms = int(self.registry.clock() * 1000)
+        result, at = {}, 0
+        for name in names:
+            n = len(parts[name])
+            heads_ms = [enqueued[i] for i in range(at, at + n) if i in enqueued]
+            result[name] = QueueSnapshot(
+                sum_counts(counts[at: at + n]), sum_counts(stats[at: at + n]),
+                (now_ms - min(heads_ms)) / 1000 if heads_ms else None)
+            at += n
+        return result
+
     def monitor_queue_sizes(
         self, *, process_dead_letters: bool = True, max_age: float = 4 * 3600
     ) -> Flow[dict[str, dict[str, int]]]:
@@ -41,3 +88,17 @@ class ManagerCore:
         calls = [part.counts() for name in names for part in parts[name]]
         replies = iter((yield calls) if calls else [])
         return {name: sum_counts(next(replies) for _ in parts[name]) for name in names}
+
+
+def _int_map(raw: dict[Any, Any]) -> dict[str, int]:
+    return {text(k): int(v) for k, v in raw.items()}
+
+
+def _enqueued_ms(part: QueueCalls, record: bytes | None) -> int | None:
+    """When a ready job was added, from its record (None if it is gone or undecodable)."""
+    if record is None:
+        return None
+    try:
+        return decode_record(part.serializer, record)[2]
+    except DeserializationError:
+        return None

@@ -28,7 +28,7 @@ from pyqcore.core.calls import (
 )
 from pyqcore.core.effects import Command, Flow, Pause
 from pyqcore.core.partitions import Partitions, merge_settled
-from pyqcore.errors import ConfigurationError, LockNotAcquiredError
+from pyqcore.errors import ConfigurationError, LockNotAcquiredError, NonRetryableError
 from pyqcore.health import warn_if_evicting
 from pyqcore.job import ErrorInfo, Job
 from pyqcore.keys import QueueKeys, partitions_key, registry_key
@@ -171,13 +171,14 @@ class QueueCore:
     def fail(self, job: Job, error: BaseException | ErrorInfo, *, retry: bool = True
              ) -> Flow[Outcome]:
         """Record a failed delivery: retry after the backoff while attempts remain (and
-        ``retry``), else move the job to the dead-letter queue. Raises LeaseLostError if the
-        lease is stale."""
+        ``retry``, and the error is not a ``NonRetryableError``), else move the job to the
+        dead-letter queue. Raises LeaseLostError if the lease is stale."""
         if not isinstance(error, BaseException | ErrorInfo):
             raise ConfigurationError(f"fail needs the exception (or an ErrorInfo) the job "
                                      f"failed with, got {error!r:.80}")
         [job] = as_job_list(job)
         info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
+        retry = retry and not isinstance(error, NonRetryableError)
         failed = yield self.partitions.of(job).failure(job, info, retry)
         outcome: Outcome = failed.outcome
         return outcome

@@ -65,3 +65,10 @@ redis-server:
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info pyqcore/serializer/*.so ext/*.c
+
+# Mutation testing (tests/mutants): each mutant of lua/ and pyqcore/core/ in a scratch copy under
+# build/mutants/, against the fast behavioural tests; prints killed / survived and the kill rates
+# (results in build/mutants/results.txt). MUTANTS_ARGS="-k wake --jobs 1" picks and tunes.
+.PHONY: mutants
+mutants: $(STAMP) redis-server
+	$(PY) -m tests.mutants $(MUTANTS_ARGS)

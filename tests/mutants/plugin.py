@@ -1,0 +1,18 @@
+"""A pytest plugin for the mutant runs (``-p tests.mutants.plugin``): the single-server
+backend only. Tests parametrized over ``backend`` keep their "single" case; both drivers stay."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        (dropped if params.get("backend") == "cluster" else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -330,6 +330,33 @@ def _top_frame(state: State, rates: Rates, error: str | None = None) -> Renderab
 
 
 @cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=9108, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@pass_state
+def metrics(state: State, port: int, host: str) -> None:
+    """Serve Prometheus metrics of every queue and the workers alive, until Ctrl-C.
+
+    Each scrape reads Redis afresh; needs the extra: pip install 'pyqcore[metrics]'."""
+    try:
+        from prometheus_client import start_http_server  # noqa: PLC0415 - an optional extra
+        from prometheus_client.core import CollectorRegistry  # noqa: PLC0415
+
+        from pyqcore.metrics import QueueCollector  # noqa: PLC0415
+    except ImportError as exc:
+        raise CliError("the metrics exporter needs pyqcore[metrics] "
+                       "(pip install 'pyqcore[metrics]')") from exc
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(state.manager()))
+    start_http_server(port, addr=host, registry=registry)
+    console().print(f"serving metrics on http://{host}:{port}/metrics (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return
+
+
+@cli.command()
 @pass_state
 def workers(state: State) -> None:
     """Show the running workers (sync and asyncio, any host) and the jobs they hold.

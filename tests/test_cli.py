@@ -8,6 +8,7 @@ import pty
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -402,3 +403,33 @@ def test_workers_lists_the_running_workers(redis_server: LocalRedis, client: Cli
     worker.queue.driver.run(worker.presence.beat())
     [line] = [line for line in ok(redis_server, "workers").splitlines() if "mail" in line]
     assert worker.presence.id in line and " sync " in f" {line} " and " 2 " in line
+
+
+def test_metrics_serves_the_queues_to_prometheus(redis_server: LocalRedis,
+                                                 client: Client) -> None:
+    import urllib.request  # noqa: PLC0415 - only this test fetches over HTTP
+
+    from tests.support import free_port  # noqa: PLC0415
+
+    BaseQueue(client, name="mail").add_batch(range(3))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-m", "pyqcore", "--url", redis_server.url,
+                               "metrics", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None, server.communicate()
+                assert time.monotonic() < deadline, "the exporter did not come up"
+                time.sleep(0.05)
+        assert 'pyqcore_jobs{queue="mail",state="ready"} 3.0' in body
+        assert 'pyqcore_jobs_added_total{queue="mail"} 3.0' in body
+    finally:
+        server.terminate()
+        server.wait(10)

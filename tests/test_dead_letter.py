@@ -114,3 +114,17 @@ def test_purge_by_ids_and_everything(manager: QueueManager, client: Client) -> N
     assert dlq.purge() == 2
     assert dlq.count() == 0
     assert client.hlen(queue.keys.key("jobs")) == 0, (b, c)
+
+
+def test_a_dead_job_is_found_by_its_id_in_any_partition(api: Api, client: Client) -> None:
+    manager = api.QueueManager(client)
+    queue = manager.register("parts", partitions=3, max_retries=0)
+    ids = queue.add_batch(["a", "b", "c"])
+    for job in queue.reserve(count=3) + queue.reserve(count=3) + queue.reserve(count=3):
+        queue.fail(job, ValueError(f"bad {job.payload}"))
+    dlq = manager.dead_letter_queue
+    for job_id in ids:
+        item = dlq.get("parts", job_id)
+        assert item is not None and item.job_id == job_id
+        assert item.error is not None and item.error.message == f"bad {item.payload}"
+    assert dlq.get("parts", "nope") is None

@@ -28,6 +28,7 @@ class DeadLetterApi:
         self.core.max_redrives = value
 
     items = operation(DeadLetters.items)
+    get = operation(DeadLetters.get)
     count = operation(DeadLetters.count)
     process_dead_letter_queue = operation(DeadLetters.process_dead_letter_queue)
     reprocess_item = operation(DeadLetters.reprocess_item)

@@ -71,6 +71,16 @@ class DeadLetters:
             found += [_item(name, part, row) for part, row in rows]
         return found
 
+    def get(self, queue: str, job_id: str) -> Flow[DeadLetterItem | None]:
+        """Dead job ``job_id`` of ``queue``, or None if it is not dead (one round trip over
+        the queue's partitions)."""
+        parts = yield from self.registry.parts_of(queue)
+        found = yield [part.peek_dead(0, 1, ids=[job_id]) for part in parts]
+        for part, rows in zip(parts, found, strict=True):
+            if rows:
+                return _item(queue, part, rows[0])
+        return None
+
     def count(self, queue: str | None = None) -> Flow[int]:
         """How many jobs are dead, in one queue or in all known queues."""
         calls = []

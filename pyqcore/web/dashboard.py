@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyqcore.core.calls import text
-from pyqcore.core.dead_letters import CHUNK, _item
+from pyqcore.core.dead_letters import CHUNK
 from pyqcore.errors import UnknownQueueError
 from pyqcore.job import DeadLetterItem
 from pyqcore.keys import partitions_key
@@ -208,14 +208,8 @@ class Dashboard:
                         search=search, examined=examined, truncated=truncated)
 
     def dead_item(self, queue: str, job_id: str) -> DeadLetterItem | None:
-        """Dead job ``job_id`` of ``queue`` (looked up by id in each partition), or None if
-        it is not dead. (The DLQ's public API pages; it has no lookup by id yet.)"""
-        driver = self.manager.driver
-        for part in driver.run(self.manager.core.registry.parts_of(queue)):
-            rows = driver.run(part.peek_dead(0, 1, ids=[job_id]))
-            if rows:
-                return _item(queue, part, rows[0])
-        return None
+        """Dead job ``job_id`` of ``queue``, or None if it is not dead."""
+        return self.manager.dead_letter_queue.get(queue, job_id)
 
     def requeue(self, queue: str, ids: list[str] | None) -> int:
         """Send ``ids`` (None: every dead job) of ``queue`` back to ready; how many went."""

@@ -276,6 +276,7 @@ if ids then
   call_chunked('ZADD', leased, lease) -- PIN is set again each time: one ZADD, no extra call
   if #orphans > 0 then -- ids whose record is gone: nothing to deliver, drop their history
     call_chunked('HDEL', meta, orphans)
+    call_chunked('HDEL', errors, orphans)
     redis.call('HINCRBY', stats, 'orphaned', string.format('%d', #orphans))
   end
   -- More ready work than this worker took: pass the wake-up on to another blocked worker.

@@ -10,7 +10,7 @@ from typing import cast
 
 import pytest
 
-from pyqcore import Backoff, BaseQueue, Job, QueueManager
+from pyqcore import Backoff, BaseQueue, Job, NonRetryableError, Outcome, QueueManager
 from pyqcore.core.calls import text
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
@@ -106,6 +106,17 @@ def test_a_job_leaves_nothing_behind_through_retries_and_its_ack(
     assert states["delayed"].keys() == {"2"} and not states["leased"]
 
 
+def test_a_job_failed_by_hand_with_a_non_retryable_error_is_buried(
+    api: Api, client: Client, clock: FakeClock
+) -> None:
+    queue = make(api, client, clock, max_retries=5)
+    job_id = queue.add("bounce")
+    [job] = queue.reserve()
+    assert queue.fail(job, NonRetryableError("mailbox does not exist")) is Outcome.DEAD
+    assert assert_consistent(client, queue)["dead"].keys() == {job_id}
+    assert meta(client, queue, job_id) == "1:0"
+
+
 def test_a_dead_job_redriven_then_purged_leaves_nothing_behind(
     api: Api, client: Client, clock: FakeClock
 ) -> None:
@@ -169,8 +180,6 @@ def test_an_orphan_is_dropped_with_its_history(api: Api, client: Client,
     assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
 
 
-@pytest.mark.xfail(strict=True, reason="reserve.lua drops an orphan's history but keeps its "
-                   "last error in the errors hash for ever (a leak; reported, not fixed here)")
 def test_an_orphan_is_dropped_with_its_error(api: Api, client: Client,
                                              clock: FakeClock) -> None:
     queue = make(api, client, clock)

@@ -4,6 +4,7 @@ the sync and the asyncio driver (``api``)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from redis.crc import key_slot
@@ -121,15 +122,26 @@ def test_a_different_partition_count_for_a_known_queue_is_refused(api: Api, clie
         api.BaseQueue(client, name="big", partitions=0)
 
 
-def test_an_idle_worker_wakes_for_a_job_in_any_partition(api: Api, client: Client) -> None:
+def test_an_idle_worker_wakes_for_a_job_in_any_partition(api: Api, backend: Backend,
+                                                         client: Client) -> None:
     """One server: the worker blocks on every partition's wake list at once. A cluster cannot
     BLPOP across slots, so there it blocks on one partition at a time, for idle_wait each."""
     done = threading.Event()
-    queue = api.BaseQueue(client, name="big", partitions=4, handler=lambda job: done.set())
-    worker = threading.Thread(target=queue.process, kwargs={
-        "max_jobs": 1, "idle_wait": 0.5, "install_signal_handlers": False})
+    # On one server a long idle_wait (and no socket timeout to cap it) leaves the add's wake
+    # as the only way to wake the worker within the test's 5 s.
+    patient = backend.client(socket_timeout=None)
+    queue = api.BaseQueue(patient, name="big", partitions=4, handler=lambda job: done.set())
+    worker = threading.Thread(target=queue.process, daemon=True, kwargs={
+        "max_jobs": 1, "idle_wait": 0.5 if backend.is_cluster else 60.0,
+        "install_signal_handlers": False})
     worker.start()
+    deadline = time.monotonic() + 10
+    while not any(c.get("cmd") == "blpop" and "b" in c.get("flags", "")
+                  for node in primaries(patient) for c in node.client_list()):
+        assert time.monotonic() < deadline, "the worker never went idle"
+        time.sleep(0.01)
     queue.add("wake up", partition_key="somewhere")
     assert done.wait(5)
     worker.join(5)
     assert not worker.is_alive()
+    patient.close()

@@ -145,9 +145,11 @@ def test_handlers_run_concurrently(api: Api, client: Client) -> None:
     assert report.acked == 4  # a serial worker would break the barrier (BrokenBarrierError)
 
 
-def test_a_blocked_worker_wakes_on_add_and_stops_on_request(api: Api, client: Client) -> None:
+def test_a_blocked_worker_wakes_on_add_and_stops_on_request(api: Api, backend: Backend,
+                                                            client: Client) -> None:
     done = threading.Event()
-    queue = api.BaseQueue(client, name="w", handler=lambda job: done.set())
+    patient = backend.client(socket_timeout=None)  # nothing caps idle_wait: only a wake wakes
+    queue = api.BaseQueue(patient, name="w", handler=lambda job: done.set())
     worker = api.Worker(queue, idle_wait=30.0)
     running = in_thread(worker.run, install_signal_handlers=False)
     wait_for(lambda: blocked_on_blpop(client))
@@ -199,13 +201,20 @@ def test_heartbeat_keeps_a_long_job_from_being_redelivered(api: Api, client: Cli
     assert queue.stats()["completed"] == 1
 
 
-def test_delayed_job_wakes_a_sleeping_worker_when_due(api: Api, client: Client) -> None:
-    queue = api.BaseQueue(client, name="w", handler=lambda job: None)
+def test_delayed_job_wakes_a_sleeping_worker_when_due(api: Api, backend: Backend,
+                                                      client: Client) -> None:
+    """A worker asleep with a long idle_wait is woken by a delayed add, and then sleeps only
+    until the job is due. (The client has no socket timeout, so nothing caps the wait: a
+    worker not woken would sleep the whole minute.)"""
+    patient = backend.client(socket_timeout=None)
+    done = threading.Event()
+    queue = api.BaseQueue(patient, name="w", handler=lambda job: done.set())
+    running = in_thread(queue.process, max_jobs=1, idle_wait=60.0, install_signal_handlers=False)
+    wait_for(lambda: blocked_on_blpop(patient))
     queue.add("soon", delay=0.3)
-    started = time.monotonic()
-    report = queue.process(max_jobs=1, idle_wait=30.0, install_signal_handlers=False)
-    assert report.acked == 1
-    assert time.monotonic() - started < 5  # woke at the due time, not after idle_wait
+    assert done.wait(5), "the delayed add did not wake the sleeping worker"
+    assert running.result(10).acked == 1
+    patient.close()
 
 
 def start_worker(backend: Backend, visibility_timeout: float, driver: str

@@ -35,7 +35,7 @@ from pyqcore.codes import Outcome
 from pyqcore.core.calls import Call, Reservation, Settled
 from pyqcore.core.effects import Batch, Block, Flag, Flow, Pause, flow_of
 from pyqcore.core.queue import QueueCore
-from pyqcore.errors import ConfigurationError, LeaseLostError, NonRetryableError
+from pyqcore.errors import ConfigurationError, LeaseLostError
 from pyqcore.job import Job
 from pyqcore.settings import MAX_BATCH
 
@@ -231,10 +231,6 @@ def split_batch(
     return done, failures
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Whether a handler's exception leaves the job its remaining attempts."""
-    return not isinstance(exc, NonRetryableError)
-
 
 class Step(NamedTuple):
     """What a slot does after a round trip."""
@@ -421,10 +417,9 @@ def _release(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[None]:
 
 
 def _fail(core: QueueCore, crew: Crew, job: Job, exc: Exception) -> Flow[None]:
-    retry = is_retryable(exc)
     outcome = None
-    try:
-        outcome = yield from _retrying(crew, lambda: core.fail(job, exc, retry=retry), None)
+    try:  # QueueCore.fail buries a NonRetryableError at once, retries anything else
+        outcome = yield from _retrying(crew, lambda: core.fail(job, exc), None)
     except LeaseLostError:
         crew.tally.add(lease_lost=1)
     except Exception:  # the delivery still counts: the job is redelivered after its lease

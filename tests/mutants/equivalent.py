@@ -10,14 +10,6 @@ EQUIVALENT: dict[str, str] = {
         "_run_one_by_one returns i == 0 and _run_whole_batch returns 0 only on a stop, and a "
         "step runs a batch only when it has jobs. Once stopping, SlotPlan.claim asks for 0 "
         "jobs, so the size this mutant resets to 1 is never used again."),
-    "everything-retryable": (
-        "the slot's retry decision is made again, the same way, by QueueCore.fail (since "
-        "838a05b: retry = retry and not isinstance(error, NonRetryableError)), on the same "
-        "exception: a NonRetryableError is buried whatever the slot passes, and any other "
-        "error keeps its attempts either way."),
-    "fail-drops-the-retry-decision": (
-        "as everything-retryable: the slot passing retry=True for every failure changes "
-        "nothing, since QueueCore.fail turns it to False for a NonRetryableError itself."),
     "heartbeat-renewal-not-marked": (
         "Held.due is only called by heartbeat_loop, once per tick, and the ticks are Pause "
         "(interval) apart, measured after the renewal's mark was taken: a lease renewed at "

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyqcore.api.manager import AllWorkerOptions, ManagerApi
@@ -13,7 +12,7 @@ from pyqcore.core.slot import WorkerReport
 from pyqcore.sync.dead_letter import DeadLetterQueue
 from pyqcore.sync.driver import Client, SyncDriver
 from pyqcore.sync.queue import BaseQueue
-from pyqcore.sync.worker import Worker, stop_on_signals
+from pyqcore.sync.worker import Worker, run_in_threads, stop_on_signals
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -35,16 +34,5 @@ class QueueManager(ManagerApi[Client, BaseQueue, DeadLetterQueue], Blocking):
         until SIGTERM/SIGINT (or ``stop`` is set, or each is drained in ``burst`` mode)."""
         stop = stop or threading.Event()
         workers = self.workers_for_all(stop, **options)
-        reports: dict[str, WorkerReport] = {}
-
-        def run(name: str, worker: Worker) -> Callable[[], None]:
-            return lambda: reports.__setitem__(name, worker.run(install_signal_handlers=False))
-
-        threads = [threading.Thread(target=run(n, w), name=f"pyqcore-worker-{n}")
-                   for n, w in workers.items()]
         with stop_on_signals(stop, install_signal_handlers):
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        return reports
+            return run_in_threads(workers)

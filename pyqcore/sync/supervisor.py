@@ -49,7 +49,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -61,7 +61,7 @@ from pyqcore.core.slot import WorkerReport
 from pyqcore.core.worker import may_install_signal_handlers
 from pyqcore.errors import ConfigurationError, UnknownQueueError
 from pyqcore.sync.manager import QueueManager
-from pyqcore.sync.worker import Worker, stop_on_signals
+from pyqcore.sync.worker import Worker, run_in_threads, stop_on_signals
 
 log = logging.getLogger("pyqcore.supervisor")
 
@@ -154,13 +154,6 @@ def serve(manager: QueueManager, queues: Sequence[str] = (), *,
     options: dict[str, Any] = {"concurrency": concurrency or default_concurrency(),
                                "burst": burst}
     workers = {name: Worker(manager.get_queue(name), stop=stop, **options) for name in names}
-    reports: dict[str, WorkerReport] = {}
-
-    def run(name: str, worker: Worker) -> Callable[[], None]:
-        return lambda: reports.__setitem__(name, worker.run(install_signal_handlers=False))
-
-    threads = [threading.Thread(target=run(n, w), name=f"pyqcore-worker-{n}")
-               for n, w in workers.items()]
     with stop_on_signals(stop, install_signal_handlers):
         if may_install_signal_handlers(install_signal_handlers):
             # A supervisor starts its children with these blocked (see the module docstring).
@@ -168,11 +161,7 @@ def serve(manager: QueueManager, queues: Sequence[str] = (), *,
         if parent_pid is not None:
             threading.Thread(target=_watch_parent, args=(parent_pid, stop), daemon=True,
                              name="pyqcore-parent-watch").start()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    return reports
+        return run_in_threads(workers)
 
 
 def _watch_parent(parent_pid: int, stop: threading.Event) -> None:

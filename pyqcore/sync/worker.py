@@ -12,7 +12,7 @@ import inspect
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from pyqcore.sync.driver import SyncDriver
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["DEFAULT_PREFETCH", "Worker", "WorkerReport", "stop_on_signals"]
+__all__ = ["DEFAULT_PREFETCH", "Worker", "WorkerReport", "run_in_threads", "stop_on_signals"]
 
 log = logging.getLogger("pyqcore")
 
@@ -125,6 +125,23 @@ class Handlers:
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+def run_in_threads(workers: Mapping[str, Worker]) -> dict[str, WorkerReport]:
+    """Run each worker in a thread of its own until every one has returned; their reports by
+    name. Signals are the caller's to handle (each runs with install_signal_handlers=False)."""
+    reports: dict[str, WorkerReport] = {}
+
+    def run(name: str, worker: Worker) -> Callable[[], None]:
+        return lambda: reports.__setitem__(name, worker.run(install_signal_handlers=False))
+
+    threads = [threading.Thread(target=run(n, w), name=f"pyqcore-worker-{n}")
+               for n, w in workers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return reports
 
 
 @contextmanager

@@ -7,9 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pyqcore.core.calls import Call
+from pyqcore.core.dead_letters import DeadLetters
 from pyqcore.core.effects import Command, Flow
+from pyqcore.core.queue import QueueCore
+from pyqcore.core.registry import Registry
 from pyqcore.job import encode_record
 from pyqcore.serializer import MSGPACK
+from pyqcore.settings import QueueSettings
 
 
 class Dialog:
@@ -104,3 +108,20 @@ class Steps:
             self.effect = resume(value)
         except StopIteration as done:
             self.running, self.result, self.effect = False, done.value, None
+
+
+def dead_letters(partitions: int = 1, queues: tuple[str, ...] = ("q",), *,
+                 now: float = 1_800_000_000.0) -> DeadLetters:
+    """The DLQ flows over registered queues named ``queues``, redrive bound 2."""
+    registry = Registry("pyqcore", lambda: now)
+    for name in queues:
+        registry.add(QueueCore(QueueSettings(name=name, partitions=partitions), cluster=False))
+    return DeadLetters(registry, max_redrives=2)
+
+
+def dead_rows(*pairs: tuple[str, int]) -> list[object]:
+    """peek_dead's reply: {0, id, died_ms, record, meta, error, ...}."""
+    flat: list[object] = [0]
+    for job_id, died in pairs:
+        flat += [job_id.encode(), died, record(job_id), b"1:0", b'{"type": "E", "message": "m"}']
+    return flat

@@ -5,44 +5,31 @@ from __future__ import annotations
 
 import pytest
 
-from pyqcore.core.dead_letters import CHUNK, DeadLetters
-from pyqcore.core.queue import QueueCore
-from pyqcore.core.registry import Registry
+from pyqcore.core.dead_letters import CHUNK
 from pyqcore.errors import ConfigurationError
-from pyqcore.settings import QueueSettings
-from tests.core.dialog import Dialog, names, record
+from tests.core.dialog import Dialog, dead_letters, dead_rows, names
 
 NOW = 1_800_000_000.0
 
 
-def dead_letters(partitions: int = 1) -> DeadLetters:
-    registry = Registry("pyqcore", lambda: NOW)
-    registry.add(QueueCore(QueueSettings(name="q", partitions=partitions), cluster=False))
-    return DeadLetters(registry, max_redrives=2)
 
 
-def rows(*pairs: tuple[str, int]) -> list[object]:
-    """peek_dead's reply: {0, id, died_ms, record, meta, error, ...}."""
-    flat: list[object] = [0]
-    for job_id, died in pairs:
-        flat += [job_id.encode(), died, record(job_id), b"1:0", b'{"type": "E", "message": "m"}']
-    return flat
 
 
 def test_one_partition_pages_on_the_server_from_the_offset() -> None:
     flow = Dialog(dead_letters().items("q", limit=3, offset=11_900))
     call = flow.script()
     assert call.script.name == "peek_dead" and call.args[:2] == [11_900, 3]
-    flow.answer(rows(("a", 1), ("b", 2), ("c", 3)))
+    flow.answer(dead_rows(("a", 1), ("b", 2), ("c", 3)))
     assert [i.job_id for i in flow.result] == ["a", "b", "c"]
 
 
 def test_a_long_page_is_read_in_chunks_and_stops_at_a_short_one() -> None:
     flow = Dialog(dead_letters().items("q", limit=CHUNK + 10))
     assert flow.script().args[:2] == [0, CHUNK]
-    flow.answer(rows(*((f"j{i}", i) for i in range(CHUNK))))
+    flow.answer(dead_rows(*((f"j{i}", i) for i in range(CHUNK))))
     assert flow.script().args[:2] == [CHUNK, 10]
-    flow.answer(rows(("last", CHUNK)))
+    flow.answer(dead_rows(("last", CHUNK)))
     assert len(flow.result) == CHUNK + 1
 
 
@@ -50,9 +37,9 @@ def test_partitions_are_merged_by_the_time_each_job_died() -> None:
     flow = Dialog(dead_letters(2).items("q", limit=3, offset=1))
     first = flow.script()
     assert first.args[:2] == [0, 4]  # offset + limit rows of each partition at most
-    flow.answer(rows(("0-a", 10), ("0-b", 40)))
+    flow.answer(dead_rows(("0-a", 10), ("0-b", 40)))
     flow.script()
-    flow.answer(rows(("1-a", 20), ("1-b", 30), ("1-c", 50)))
+    flow.answer(dead_rows(("1-a", 20), ("1-b", 30), ("1-c", 50)))
     assert [(i.job_id, i.partition) for i in flow.result] == [
         ("1-a", 1), ("1-b", 1), ("0-b", 0)]
 

@@ -11,12 +11,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from pyqcore.core.calls import Settled
-from pyqcore.core.dead_letters import CHUNK, DeadLetters
+from pyqcore.core.dead_letters import CHUNK
 from pyqcore.core.effects import Block, Pause
 from pyqcore.core.manager import ManagerCore
 from pyqcore.core.partitions import Partitions, merge_settled
 from pyqcore.core.queue import QueueCore
-from pyqcore.core.registry import Registry
 from pyqcore.core.slot import (
     Budget,
     Crew,
@@ -32,7 +31,7 @@ from pyqcore.core.slot import (
 from pyqcore.errors import LeaseLostError
 from pyqcore.job import Job
 from pyqcore.settings import QueueSettings
-from tests.core.dialog import Dialog, names, record, reserved
+from tests.core.dialog import Dialog, dead_letters, dead_rows, names, record, reserved
 
 NOW = 1_800_000_000.0
 NOW_MS = int(NOW * 1000)
@@ -216,36 +215,25 @@ def test_each_reserve_starts_one_partition_further_along() -> None:
 
 # -- the dead-letter flows ----------------------------------------------------------------------
 
-def dead_letters(partitions: int = 1, queues: tuple[str, ...] = ("q",)) -> DeadLetters:
-    registry = Registry("pyqcore", lambda: NOW)
-    for name in queues:
-        registry.add(QueueCore(QueueSettings(name=name, partitions=partitions), cluster=False))
-    return DeadLetters(registry, max_redrives=2)
 
 
-def rows(*pairs: tuple[str, int]) -> list[object]:
-    """peek_dead's reply: {0, id, died_ms, record, meta, error, ...}."""
-    flat: list[object] = [0]
-    for job_id, died in pairs:
-        flat += [job_id.encode(), died, record(job_id), b"1:0", b'{"type": "E", "message": "m"}']
-    return flat
 
 
 def test_partitions_are_merged_by_time_whichever_partition_comes_first() -> None:
     flow = Dialog(dead_letters(2).items("q", limit=4))
-    flow.answer(rows(("0-a", 30), ("0-b", 40)))
-    flow.answer(rows(("1-a", 10), ("1-b", 20)))
+    flow.answer(dead_rows(("0-a", 30), ("0-b", 40)))
+    flow.answer(dead_rows(("1-a", 10), ("1-b", 20)))
     assert [i.job_id for i in flow.result] == ["1-a", "1-b", "0-a", "0-b"]
 
 
 def test_a_partition_is_read_past_its_first_page_when_merging() -> None:
     flow = Dialog(dead_letters(2).items("q", limit=CHUNK + 20, offset=5))
     assert flow.script().args[:2] == [0, CHUNK]
-    flow.answer(rows(*((f"0-{i}", i) for i in range(CHUNK))))
-    flow.answer(rows(("1-a", 5_000)))
+    flow.answer(dead_rows(*((f"0-{i}", i) for i in range(CHUNK))))
+    flow.answer(dead_rows(("1-a", 5_000)))
     second = flow.script()
     assert second.args[:2] == [CHUNK, CHUNK]  # partition 0 again, from where it stopped
-    flow.answer(rows(*((f"0-{i}", i) for i in range(CHUNK, CHUNK + 30))))
+    flow.answer(dead_rows(*((f"0-{i}", i) for i in range(CHUNK, CHUNK + 30))))
     items = flow.result
     assert len(items) == CHUNK + 20
     assert [i.job_id for i in items[:2]] == ["0-5", "0-6"]  # the offset, over the merge
@@ -255,9 +243,9 @@ def test_a_listing_over_several_queues_stops_at_its_limit() -> None:
     flow = Dialog(dead_letters(queues=("a", "b")).items(limit=3))
     flow.answer([b"a", b"b"])  # SMEMBERS of the registry
     assert flow.script().args[:2] == [0, 3]
-    flow.answer(rows(("a-1", 1), ("a-2", 2)))
+    flow.answer(dead_rows(("a-1", 1), ("a-2", 2)))
     assert flow.script().args[:2] == [0, 1]  # only what the limit leaves
-    flow.answer(rows(("b-1", 3)))
+    flow.answer(dead_rows(("b-1", 3)))
     assert [i.job_id for i in flow.result] == ["a-1", "a-2", "b-1"]
 
 

@@ -11,6 +11,7 @@ PYQCORE_DEBUG=1 to get the traceback of an unexpected one.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -39,9 +40,11 @@ from rich.text import Text
 
 from pyqcore.core.calls import QueueCalls, text
 from pyqcore.core.dead_letters import CHUNK
-from pyqcore.errors import PyqcoreError, UnknownQueueError
+from pyqcore.errors import DeserializationError, PyqcoreError, UnknownQueueError
+from pyqcore.job import decode_record, encode_record
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys, partitions_key
 from pyqcore.scripts import load_scripts, lua_dir
+from pyqcore.serializer import MSGPACK
 from pyqcore.sync.driver import Client
 from pyqcore.sync.manager import QueueManager
 from pyqcore.sync.queue import BaseQueue
@@ -617,6 +620,45 @@ def scripts(state: State, queue: str) -> None:
         click.echo(script.header)
         click.echo(f"  $ redis-cli --eval {Path(str(folder)) / (name + '.lua')} "
                    + " ".join(parts) + " , ARGV...\n")
+
+
+@cli.command()
+@click.argument("payload", required=False)
+@click.option("--context", metavar="JSON", help="The job's context (JSON), default null.")
+@click.option("--decode", is_flag=True,
+              help="Read a stored record on stdin (e.g. redis-cli --raw HGET ...) and print it.")
+def record(payload: str | None, context: str | None, decode: bool) -> None:
+    """Write a job record for redis-cli to add, or read one that redis-cli fetched.
+
+    A record is MessagePack [payload, context, enqueued_ms], binary (its timestamp holds NUL
+    bytes a shell argument cannot carry), so it goes through a pipe: PAYLOAD (JSON, or any
+    other text as a string) is written to stdout for `redis-cli -x`, which sends stdin as the
+    last argument. With --decode, stdin is a stored record, printed as JSON."""
+    if decode:
+        data = sys.stdin.buffer.read()
+        try:
+            value, ctx, enqueued_ms = decode_record(MSGPACK, data)
+        except DeserializationError:
+            if not data.endswith(b"\n"):  # redis-cli --raw ends its output with a newline
+                raise
+            value, ctx, enqueued_ms = decode_record(MSGPACK, data[:-1])
+        click.echo(json.dumps({"payload": value, "context": ctx,
+                               "enqueued_at": enqueued_ms / 1000}, default=repr))
+        return
+    if payload is None:
+        raise click.UsageError("give the PAYLOAD to encode, or --decode")
+    data = encode_record(MSGPACK, _json_or_text(payload),
+                         None if context is None else _json_or_text(context),
+                         int(time.time() * 1000), 512 * 1024 * 1024)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 @contextmanager

@@ -3,6 +3,7 @@ through click's CliRunner, and as a subprocess where the exit status and stderr 
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -433,3 +434,34 @@ def test_metrics_serves_the_queues_to_prometheus(redis_server: LocalRedis,
     finally:
         server.terminate()
         server.wait(10)
+
+
+def readme_block(containing: str) -> str:
+    """The README's ```sh block that contains ``containing``."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```sh\n")[1:]]
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+def test_the_readmes_redis_cli_lines_add_a_job_a_worker_runs(redis_server: LocalRedis,
+                                                             client: Client,
+                                                             tmp_path: Path) -> None:
+    """The README's lines as written, with the real redis-cli (a shim on PATH points it at
+    the test's server) and the pyqcore command; then a Python worker gets the job."""
+    shim = tmp_path / "redis-cli"
+    real = subprocess.run(["bash", "-c", "command -v redis-cli"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    shim.write_text(f'#!/bin/sh\nexec {real} -p {redis_server.port} "$@"\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "PATH": f"{tmp_path}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c",
+                          readme_block("pyqcore record")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    decoded = json.loads(out.strip().splitlines()[-1])
+    assert decoded["payload"] == {"to": "a@example.com"} and decoded["context"] is None
+    seen: list[object] = []
+    queue = BaseQueue(client, name="demo", handler=lambda job: seen.append(job.payload))
+    assert queue.process(burst=True, install_signal_handlers=False).acked == 1
+    assert seen == [{"to": "a@example.com"}]

@@ -25,7 +25,7 @@ An operation that is a single script call may be a bare ``Call`` instead of a fl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from pyqcore.core.calls import Call
@@ -75,7 +75,6 @@ class Batch(NamedTuple):
     jobs: list[Job]
 
 
-Effect = Call[Any] | Command | Sequence[Call[Any] | Command] | Block | Pause | Job | Batch
 Flow = Generator[Any, Any, T]
 """A generator that yields effects and returns the operation's result (typed by T)."""
 

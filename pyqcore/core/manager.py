@@ -4,13 +4,12 @@ sizes (after a pass of dead-letter processing, as the seed system's monitor did)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from pyqcore.core.calls import QueueCalls, text
+from pyqcore.core.calls import QueueCalls
 from pyqcore.core.dead_letters import DeadLetters
 from pyqcore.core.effects import Command, Flow
 from pyqcore.core.presence import WorkerInfo, list_workers
-from pyqcore.core.queue import sum_counts
+from pyqcore.core.queue import int_map, sum_counts
 from pyqcore.core.registry import Registry
 from pyqcore.errors import DeserializationError
 from pyqcore.job import decode_record
@@ -18,9 +17,11 @@ from pyqcore.job import decode_record
 
 @dataclass(frozen=True, slots=True)
 class QueueSnapshot:
-    """One queue at one moment, summed over its partitions: jobs per state, its counters, and
-    how long the oldest ready job has waited (None when nothing is ready)."""
+    """One queue at one moment, summed over its partitions: how many partitions, jobs per
+    state, its counters, and how long the oldest ready job has waited (None when nothing is
+    ready)."""
 
+    partitions: int
     counts: dict[str, int]
     stats: dict[str, int]
     oldest_ready_age: float | None  # seconds
@@ -54,7 +55,7 @@ class ManagerCore:
         if not every:
             return {}
         first = yield [*(p.counts() for p in every),
-                       *(Command(("HGETALL", p.keys.key("stats")), _int_map) for p in every),
+                       *(Command(("HGETALL", p.keys.key("stats")), int_map) for p in every),
                        *(Command(("LINDEX", p.keys.key("ready"), 0)) for p in every)]
         counts, stats, heads = (first[: len(every)], first[len(every): 2 * len(every)],
                                 first[2 * len(every):])
@@ -69,7 +70,7 @@ class ManagerCore:
             n = len(parts[name])
             heads_ms = [enqueued[i] for i in range(at, at + n) if i in enqueued]
             result[name] = QueueSnapshot(
-                sum_counts(counts[at: at + n]), sum_counts(stats[at: at + n]),
+                n, sum_counts(counts[at: at + n]), sum_counts(stats[at: at + n]),
                 (now_ms - min(heads_ms)) / 1000 if heads_ms else None)
             at += n
         return result
@@ -89,9 +90,6 @@ class ManagerCore:
         replies = iter((yield calls) if calls else [])
         return {name: sum_counts(next(replies) for _ in parts[name]) for name in names}
 
-
-def _int_map(raw: dict[Any, Any]) -> dict[str, int]:
-    return {text(k): int(v) for k, v in raw.items()}
 
 
 def _enqueued_ms(part: QueueCalls, record: bytes | None) -> int | None:

@@ -214,7 +214,7 @@ class QueueCore:
     def stats(self) -> Flow[dict[str, int]]:
         """The queue's counters (summed over partitions): added, completed, retried, dead,
         redriven, purged, ..."""
-        commands = [Command(("HGETALL", p.keys.key("stats")), _int_map)
+        commands = [Command(("HGETALL", p.keys.key("stats")), int_map)
                     for p in self.partitions.parts]
         return sum_counts((yield commands))
 
@@ -238,7 +238,8 @@ class QueueCore:
         return unlock_call(self.keys.lock(item), token)
 
 
-def _int_map(raw: dict[Any, Any]) -> dict[str, int]:
+def int_map(raw: dict[Any, Any]) -> dict[str, int]:
+    """An HGETALL reply of counters as {name: int}."""
     return {text(k): int(v) for k, v in raw.items()}
 
 

@@ -14,8 +14,7 @@ Routes:
 ``GET /``                   queues: counts and counters of every known queue, the rate chart
 ``GET /partials/queues``    the part of that page that refreshes itself (polled by its JS)
 ``GET /api/queues``         the same as JSON (counts, counters, the sampled rates)
-``GET /workers``            the running workers (``manager.workers()``), if the manager has a
-                            worker registry
+``GET /workers``            the running workers (``manager.workers()``)
 ``GET /dlq``                dead jobs; ``?queue=`` and ``?q=`` (error text) search them,
                             ``?offset=`` pages
 ``GET /dlq/{queue}/{id}``   one dead job: payload, context, error and traceback, attempts

@@ -9,22 +9,16 @@ dead-letter queue is the manager's.
 
 from __future__ import annotations
 
-import inspect
-import itertools
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from pyqcore.core.calls import text
 from pyqcore.core.dead_letters import CHUNK
+from pyqcore.core.presence import WorkerInfo
 from pyqcore.errors import UnknownQueueError
 from pyqcore.job import DeadLetterItem
-from pyqcore.keys import partitions_key
+from pyqcore.rates import Rates
 from pyqcore.sync.manager import QueueManager
-from pyqcore.sync.queue import BaseQueue
 
 STATES = ("ready", "delayed", "leased", "dead")
 COUNTERS = ("added", "completed", "retried", "dead", "reclaimed", "redriven", "purged",
@@ -56,35 +50,6 @@ class DeadPage:
     truncated: bool = False  # the search stopped after SEARCH_LIMIT dead jobs
 
 
-@dataclass
-class Rates:
-    """Each queue's ``completed`` counter, sampled over the last ``window`` seconds."""
-
-    window: float
-    samples: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, at: float, completed: dict[str, int]) -> None:
-        with self.lock:
-            for name, value in completed.items():
-                kept = self.samples.setdefault(name, deque())
-                kept.append((at, value))
-                while len(kept) > 2 and at - kept[1][0] >= self.window:
-                    kept.popleft()
-
-    def series(self, now: float) -> dict[str, list[tuple[float, float]]]:
-        """Per queue: (seconds before ``now``, completed per second since the sample before),
-        oldest first; a counter that went down (a reset) counts as 0."""
-        with self.lock:
-            found: dict[str, list[tuple[float, float]]] = {}
-            for name, kept in self.samples.items():
-                points = list(kept)
-                found[name] = [(now - t1, max(0, c1 - c0) / (t1 - t0))
-                               for (t0, c0), (t1, c1) in itertools.pairwise(points)
-                               if t1 > t0]
-            return found
-
-
 class Dashboard:
     """The queues, dead jobs and workers of one ``QueueManager``'s prefix."""
 
@@ -94,7 +59,6 @@ class Dashboard:
         self.prefix = manager.prefix
         self.rates = Rates(window)
         self.clock = clock
-        self._views: dict[tuple[str, int], BaseQueue] = {}
 
     # -- queues ---------------------------------------------------------------------------------
 
@@ -107,35 +71,16 @@ class Dashboard:
         if name not in self.known():
             raise UnknownQueueError(f"unknown queue {name!r} under prefix {self.prefix!r}")
 
-    def views(self) -> dict[str, BaseQueue]:
-        """A queue object per known queue: the registered one, else one with the partition
-        count recorded for it (1 if none)."""
-        names = self.known()
-        raw = self.manager.client.hgetall(partitions_key(self.prefix))
-        recorded = {text(k): int(v) for k, v in raw.items()}
-        registered = self.manager.queues
-        found: dict[str, BaseQueue] = {}
-        for name in names:
-            if name in registered:
-                found[name] = registered[name]
-                continue
-            key = (name, recorded.get(name, 1))
-            if key not in self._views:
-                self._views[key] = BaseQueue(self.manager.client, name=name,
-                                             prefix=self.prefix, partitions=key[1])
-            found[name] = self._views[key]
-        return found
-
     def queues(self) -> list[QueueRow]:
-        """Every known queue with its counts and counters, by name."""
-        return [QueueRow(name, view.partitions, view.counts(), view.stats())
-                for name, view in self.views().items()]
+        """Every known queue with its counts and counters (summed over its partitions), by
+        name: ``manager.snapshot()``, two round trips for them all."""
+        return [QueueRow(name, view.partitions, view.counts, view.stats)
+                for name, view in sorted(self.manager.snapshot().items())]
 
     def sample(self) -> None:
         """Record every queue's ``completed`` counter now (for the rate chart)."""
-        completed = {name: view.stats().get("completed", 0)
-                     for name, view in self.views().items()}
-        self.rates.add(self.clock(), completed)
+        self.rates.add(self.clock(), {name: view.stats.get("completed", 0)
+                                      for name, view in self.manager.snapshot().items()})
 
     def series(self) -> dict[str, list[tuple[float, float]]]:
         """Completed per second of each queue over the window (see ``Rates.series``)."""
@@ -143,17 +88,9 @@ class Dashboard:
 
     # -- workers --------------------------------------------------------------------------------
 
-    def workers(self) -> list[Any] | None:
-        """What ``manager.workers()`` returns (the running workers), or None if this version
-        of the manager has no worker registry (no such method taking no arguments)."""
-        method = getattr(self.manager, "workers", None)
-        if method is None or not callable(method):
-            return None
-        try:
-            inspect.signature(method).bind()
-        except (TypeError, ValueError):  # e.g. an older workers(stop) that builds workers
-            return None
-        return list(method())
+    def workers(self) -> list[WorkerInfo]:
+        """The running workers (``manager.workers()``)."""
+        return self.manager.workers()
 
     # -- the dead-letter queue ------------------------------------------------------------------
 

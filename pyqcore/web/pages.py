@@ -11,11 +11,12 @@ import html
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from pyqcore.core.presence import WorkerInfo
 from pyqcore.job import DeadLetterItem
 from pyqcore.web.dashboard import COUNTERS, STATES, DeadPage, QueueRow
 
@@ -307,20 +308,12 @@ def _cell(name: str, value: Any) -> Html:
     return h("<td>{}</td>", value)
 
 
-def _record(worker: Any) -> dict[str, Any]:
-    if is_dataclass(worker) and not isinstance(worker, type):
-        return {f.name: getattr(worker, f.name) for f in fields(worker)}
-    if isinstance(worker, dict):
-        return {str(k): v for k, v in worker.items()}
-    return {k: v for k, v in vars(worker).items() if not k.startswith("_")}
+def _record(worker: WorkerInfo) -> dict[str, Any]:
+    return {f.name: getattr(worker, f.name) for f in fields(worker)}
 
 
-def workers_page(workers: list[Any] | None, *, prefix: str, read_only: bool) -> Html:
-    if workers is None:
-        body = Html('<h1>Workers</h1><p class="warn" id="no-registry">no worker registry: this '
-                    "version of pyqcore's QueueManager has no <code>workers()</code> to list "
-                    "running workers.</p>")
-    elif not workers:
+def workers_page(workers: list[WorkerInfo], *, prefix: str, read_only: bool) -> Html:
+    if not workers:
         body = Html('<h1>Workers</h1><p class="muted" id="no-workers">no running workers.</p>')
     else:
         records = [_record(w) for w in workers]

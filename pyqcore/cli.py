@@ -18,7 +18,6 @@ import re
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,16 +37,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from pyqcore.core.calls import QueueCalls, text
+from pyqcore.core.calls import QueueCalls
 from pyqcore.core.dead_letters import CHUNK
 from pyqcore.errors import DeserializationError, PyqcoreError, UnknownQueueError
 from pyqcore.job import decode_record, encode_record
-from pyqcore.keys import DEFAULT_PREFIX, QueueKeys, partitions_key
+from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
+from pyqcore.rates import Rates
 from pyqcore.scripts import load_scripts, lua_dir
 from pyqcore.serializer import MSGPACK
 from pyqcore.sync.driver import Client
 from pyqcore.sync.manager import QueueManager
-from pyqcore.sync.queue import BaseQueue
 from pyqcore.sync.supervisor import load_manager, run_processes, serve
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -199,16 +198,6 @@ class State:
             raise UnknownQueueError(f"unknown queue {name!r} under prefix {self.prefix!r} "
                                     f"(known: {', '.join(known) or 'none'})")
 
-    def queue_views(self) -> dict[str, BaseQueue]:
-        """A queue object for every known queue, with its recorded partition count: its
-        ``counts()`` and ``stats()`` sum over the partitions."""
-        manager = self.manager()
-        names = manager.known_queue_names()
-        raw = manager.client.hgetall(partitions_key(self.prefix))
-        recorded = {text(k): int(v) for k, v in raw.items()}
-        return {name: BaseQueue(manager.client, name=name, prefix=self.prefix,
-                                partitions=recorded.get(name, 1)) for name in names}
-
     def parts_of(self, name: str) -> list[QueueCalls]:
         """The script calls of each partition of queue ``name``."""
         manager = self.manager()
@@ -260,14 +249,14 @@ def stats(state: State, queues: tuple[str, ...]) -> None:
     A partitioned queue's counts and counters are summed over its partitions."""
     for name in queues:
         state.check_queue(name)
-    views = state.queue_views()
+    snapshot = state.manager().snapshot()
     if queues:
-        views = {name: view for name, view in views.items() if name in queues}
+        snapshot = {name: view for name, view in snapshot.items() if name in queues}
     out = console()
-    if not views:
+    if not snapshot:
         out.print(f"no queues under prefix {state.prefix!r}")
         return
-    rows = {name: (view.partitions, view.counts(), view.stats()) for name, view in views.items()}
+    rows = {name: (view.partitions, view.counts, view.stats) for name, view in snapshot.items()}
     counters = list(COUNTERS) + sorted({k for _, _, s in rows.values() for k in s} -
                                        set(COUNTERS))
     table = Table(box=box.SIMPLE_HEAD, title=f"pyqcore queues under prefix {state.prefix!r}",
@@ -284,35 +273,11 @@ def stats(state: State, queues: tuple[str, ...]) -> None:
     out.print(table)
 
 
-@dataclass
-class Rates:
-    """Each queue's ``completed`` counter over the last ``window`` seconds."""
-
-    window: float
-    seen: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
-
-    def add(self, name: str, at: float, completed: int) -> None:
-        samples = self.seen.setdefault(name, deque())
-        samples.append((at, completed))
-        while len(samples) > 2 and at - samples[1][0] >= self.window:
-            samples.popleft()
-
-    def rate(self, name: str) -> float | None:
-        samples = self.seen.get(name)
-        if not samples or len(samples) < 2:
-            return None
-        (t0, c0), (t1, c1) = samples[0], samples[-1]
-        return max(0, c1 - c0) / (t1 - t0) if t1 > t0 else None
-
-
 def _top_frame(state: State, rates: Rates, error: str | None = None) -> RenderableType:
-    views = state.queue_views()
-    now = time.monotonic()
-    rows = []
-    for name, view in views.items():
-        counts, counted = view.counts(), view.stats()
-        rates.add(name, now, counted.get("completed", 0))
-        rows.append((name, counts, counted))
+    snapshot = state.manager().snapshot()
+    rates.add(time.monotonic(), {name: view.stats.get("completed", 0)
+                                 for name, view in snapshot.items()})
+    rows = [(name, view.counts, view.stats) for name, view in snapshot.items()]
     table = Table(box=box.SIMPLE_HEAD, title_justify="left",
                   title=f"pyqcore top · {safe_url(state.url)} · prefix {state.prefix!r} · "
                         f"{datetime.now():%H:%M:%S}",
@@ -519,26 +484,13 @@ def dlq_requeue(state: State, queue: str | None, ids: tuple[str, ...], everythin
     reset. An operator's requeue ignores the redrive bound."""
     names = _selected(state, queue, ids, everything, "requeue")
     wanted = list(dict.fromkeys(ids))
-    client, driver = state.manager().client, state.manager().driver
+    client = state.manager().client
     plan = [(name, state.parts_of(name)) for name in names]
     total = sum(_dead_ids(client, parts, wanted) if wanted else
                 sum(client.zcard(p.keys.key("dead")) for p in parts) for _, parts in plan)
-    moved = 0
+    dlq = state.manager().dead_letter_queue
     with progress("requeueing", total) as advance:
-        for _, parts in plan:
-            for part in parts:
-                if wanted:
-                    for i in range(0, len(wanted), CHUNK):
-                        n = driver.run(part.redrive(-1, ids=wanted[i : i + CHUNK])).redriven
-                        moved += n
-                        advance(n)
-                    continue
-                while True:  # as DeadLetters.requeue: bounded calls until a short one
-                    r = driver.run(part.redrive(-1, 0, 0, CHUNK))
-                    moved += r.redriven
-                    advance(r.redriven)
-                    if r.examined < CHUNK:
-                        break
+        moved = sum(dlq.requeue(name, wanted or None, on_progress=advance) for name in names)
     click.echo(f"requeued {plural(moved, 'job')}")
 
 
@@ -560,9 +512,8 @@ def dlq_purge(state: State, queue: str | None, ids: tuple[str, ...],  # noqa: PL
     if ids and older_than:
         raise click.UsageError("--older-than selects by age: give it without job ids")
     wanted = list(dict.fromkeys(ids))
-    client, driver = state.manager().client, state.manager().driver
-    # As DeadLetters.purge: jobs that died before the cutoff (all of them for 0).
-    cutoff = int(time.time() * 1000) - round(older_than * 1000) + (1 if older_than == 0 else 0)
+    client, dlq = state.manager().client, state.manager().dead_letter_queue
+    cutoff = dlq.core.cutoff_ms(older_than)  # what purge(max_age=...) will delete
     plan = [(name, state.parts_of(name)) for name in names]
     total = sum(_dead_ids(client, parts, wanted) if wanted else
                 sum(client.zcount(p.keys.key("dead"), "-inf", f"({cutoff}") for p in parts)
@@ -584,22 +535,9 @@ def dlq_purge(state: State, queue: str | None, ids: tuple[str, ...],  # noqa: PL
             click.echo(err=True)
         if not confirmed:
             raise CliError("not confirmed: nothing purged")
-    purged = 0
     with progress("purging", total) as advance:
-        for _, parts in plan:
-            for part in parts:
-                if wanted:
-                    for i in range(0, len(wanted), CHUNK):
-                        n = driver.run(part.purge(ids=wanted[i : i + CHUNK]))
-                        purged += n
-                        advance(n)
-                    continue
-                while True:  # as DeadLetters.purge: bounded calls until a short one
-                    n = driver.run(part.purge(cutoff, CHUNK))
-                    purged += n
-                    advance(n)
-                    if n < CHUNK:
-                        break
+        purged = sum(dlq.purge(name, ids=wanted, on_progress=advance) if wanted else
+                     dlq.purge(name, max_age=older_than, on_progress=advance) for name in names)
     click.echo(f"purged {plural(purged, 'job')}")
 
 

@@ -18,7 +18,8 @@ import redis
 from click.testing import CliRunner, Result
 
 from pyqcore import BaseQueue, QueueManager
-from pyqcore.cli import Rates, cli, main
+from pyqcore.cli import cli, main
+from pyqcore.rates import Rates
 from pyqcore.sync import supervisor
 from pyqcore.sync.driver import Client
 from pyqcore.sync.worker import Worker
@@ -130,14 +131,14 @@ def test_top_once_shows_every_queue(redis_server: LocalRedis, client: Client) ->
 def test_the_completed_rate_is_measured_over_the_window() -> None:
     rates = Rates(window=10.0)
     assert rates.rate("mail") is None
-    rates.add("mail", 100.0, 0)
+    rates.add(100.0, {"mail": 0})
     assert rates.rate("mail") is None  # one sample: no rate yet
     for second in range(1, 21):
-        rates.add("mail", 100.0 + second, second * 50)
+        rates.add(100.0 + second, {"mail": second * 50})
     assert rates.rate("mail") == pytest.approx(50.0)
-    rates.add("mail", 121.0, 1000)  # nothing completed in the last second
+    rates.add(121.0, {"mail": 1000})  # nothing completed in the last second
     assert rates.rate("mail") == pytest.approx((1000 - 550) / 10)
-    assert len(rates.seen["mail"]) <= 12  # older samples are dropped
+    assert len(rates.samples["mail"]) <= 12  # older samples are dropped
 
 
 # -- the dead-letter queue ------------------------------------------------------------------

@@ -11,7 +11,7 @@ steps.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,11 @@ from pyqcore.errors import ConfigurationError, DeserializationError
 from pyqcore.job import DeadLetterItem, ErrorInfo, decode_record
 
 CHUNK = 1000  # most dead jobs one purge, redrive or peek_dead call handles
+Progress = Callable[[int], None]  # told how many jobs each bounded call moved
+
+
+def _ignore(moved: int) -> None:
+    """No progress report wanted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,34 +117,47 @@ class DeadLetters:
         redriven: Redriven = yield parts[item.partition].redrive(limit, ids=[item.job_id])
         return redriven.redriven == 1
 
-    def requeue(self, queue: str, ids: list[str] | None = None, *, force: bool = True
-                ) -> Flow[int]:
+    def requeue(self, queue: str, ids: list[str] | None = None, *, force: bool = True,
+                on_progress: Progress | None = None) -> Flow[int]:
         """Redrive ``ids`` (or every dead job) of ``queue``; an operator's requeue ignores the
-        redrive limit unless ``force`` is False. Returns how many went back to ready."""
+        redrive limit unless ``force`` is False. Returns how many went back to ready;
+        ``on_progress`` hears how many each bounded call moved (a progress bar)."""
         limit = -1 if force else self.max_redrives
+        told = on_progress or _ignore
         moved = 0
         for part in (yield from self.registry.parts_of(queue)):
             if ids is None:
-                moved += (yield from _redrive_scan(part, limit, 0))[0]
+                moved += (yield from _redrive_scan(part, limit, 0, told))[0]
                 continue
             for chunk in _chunks(ids):  # an id that is not dead here is skipped
-                moved += (yield part.redrive(limit, ids=chunk)).redriven
+                n = (yield part.redrive(limit, ids=chunk)).redriven
+                told(n)
+                moved += n
         return moved
 
     def purge(self, queue: str | None = None, *, max_age: float = 0.0,
-              ids: list[str] | None = None) -> Flow[int]:
-        """Delete dead jobs for good: ``ids`` of ``queue``, or those older than ``max_age``."""
+              ids: list[str] | None = None, on_progress: Progress | None = None) -> Flow[int]:
+        """Delete dead jobs for good: ``ids`` of ``queue``, or those older than ``max_age``;
+        ``on_progress`` hears how many each round trip deleted (a progress bar)."""
+        told = on_progress or _ignore
         if ids is not None:
             if queue is None:
                 raise ConfigurationError("purging by ids needs the queue they belong to")
             parts = yield from self.registry.parts_of(queue)
-            return sum((yield [part.purge(ids=chunk) for part in parts for chunk in _chunks(ids)]))
-        cutoff = self._now_ms() - _age_ms(max_age) + (1 if max_age == 0 else 0)
+            purged = sum((yield [part.purge(ids=chunk) for part in parts
+                                 for chunk in _chunks(ids)]))
+            told(purged)
+            return purged
+        cutoff = self.cutoff_ms(max_age)
         total = 0
         for name in (yield from self.registry.names(queue)):
             for part in (yield from self.registry.parts_of(name)):
-                total += yield from _purge_older(part, cutoff)
+                total += yield from _purge_older(part, cutoff, told)
         return total
+
+    def cutoff_ms(self, max_age: float) -> int:
+        """The death time before which ``purge(max_age=...)`` deletes: every dead job for 0."""
+        return self._now_ms() - _age_ms(max_age) + (1 if max_age == 0 else 0)
 
 
 def _age_ms(max_age: float) -> int:
@@ -195,21 +213,25 @@ def _oldest(parts: list[QueueCalls], offset: int, limit: int
     return merged[offset:]
 
 
-def _redrive_scan(part: QueueCalls, limit: int, min_died_ms: int) -> Flow[tuple[int, int]]:
+def _redrive_scan(part: QueueCalls, limit: int, min_died_ms: int,
+                  told: Progress | None = None) -> Flow[tuple[int, int]]:
     """Redrive every dead job of a partition that died at or after ``min_died_ms``, in
     bounded batches; returns (redriven, kept back at their limit)."""
     moved = kept = 0
     while True:
         r = yield part.redrive(limit, min_died_ms, kept, CHUNK)
+        (told or _ignore)(r.redriven)
         moved, kept = moved + r.redriven, kept + r.kept_back
         if r.examined < CHUNK:
             return moved, kept
 
 
-def _purge_older(part: QueueCalls, before_ms: int) -> Flow[int]:
+def _purge_older(part: QueueCalls, before_ms: int, told: Progress | None = None
+                 ) -> Flow[int]:
     total = 0
     while True:
         purged: int = yield part.purge(before_ms, CHUNK)
+        (told or _ignore)(purged)
         total += purged
         if purged < CHUNK:
             return total

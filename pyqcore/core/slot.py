@@ -19,6 +19,7 @@ a job whose ack is lost is redelivered after its lease (at-least-once, never los
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -111,7 +112,7 @@ class Held:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._jobs: dict[tuple[str, str], tuple[Job, float]] = {}
-        self._leased_at: dict[tuple[str, str], float] = {}  # for the worker registry
+        self._leased_at: dict[tuple[str, str], float] = {}  # in lease order: the registry's
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -129,11 +130,12 @@ class Held:
                 self._leased_at.pop((job.id, job.token), None)
 
     def oldest(self, limit: int) -> list[tuple[str, float]]:
-        """Up to ``limit`` held jobs, the longest held first: (id, seconds held)."""
+        """Up to ``limit`` held jobs, the longest held first: (id, seconds held). A dict keeps
+        insertion order, and a lease is inserted once, when taken: no sort needed."""
         now = self._clock()
         with self._lock:
-            since = sorted((at, key[0]) for key, at in self._leased_at.items())[:limit]
-        return [(job_id, now - at) for at, job_id in since]
+            first = list(itertools.islice(self._leased_at.items(), limit))
+        return [(job_id, now - at) for (job_id, _), at in first]
 
     def __len__(self) -> int:
         return len(self._jobs)

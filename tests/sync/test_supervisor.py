@@ -273,7 +273,8 @@ def test_children_stop_by_themselves_when_the_supervisor_is_killed(
     supervised.start(2)
     wait_for(lambda: len(supervised.children()) == 2, 20, "two workers")
     children = supervised.children()
-    time.sleep(1.0)  # past their start-up
+    # Past their start-up: each worker is running once it is in the worker registry.
+    wait_for(lambda: len(QueueManager(client).workers()) == 2, 20, "two registered workers")
     supervised.signal(signal.SIGKILL)
     supervised.wait()
     wait_for(lambda: not any(alive(pid) for pid in children), 15,
@@ -312,18 +313,20 @@ def test_a_child_that_exits_cleanly_is_not_restarted(caplog: pytest.LogCaptureFi
     assert sum("started (pid" in r.getMessage() for r in caplog.records) == 3
 
 
-def test_a_second_stop_kills_the_children(token: str) -> None:
-    stubborn = Supervisor([sys.executable, "-c", "import signal, time; "
+def test_a_second_stop_kills_the_children(token: str, tmp_path: Path) -> None:
+    stubborn = Supervisor([sys.executable, "-c", "import os, signal, sys, time; "
                            "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
                            "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM}); "
-                           "time.sleep(60)"], 2, poll_interval=0.01)
+                           "open(os.path.join(sys.argv[1], str(os.getpid())), 'w').close(); "
+                           "time.sleep(60)", str(tmp_path)], 2, poll_interval=0.01)
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(
         stubborn.run(install_signal_handlers=False)))
     runner.start()
     try:
         wait_for(lambda: len(stubborn.pids()) == 2, 10, "two children")
-        time.sleep(0.5)  # they ignore SIGTERM by now
+        # Each child marks a file once it ignores SIGTERM.
+        wait_for(lambda: len(list(tmp_path.iterdir())) == 2, 10, "children ignoring SIGTERM")
         stubborn.stop()
         time.sleep(0.3)
         assert len(stubborn.pids()) == 2  # still running their "jobs"

@@ -35,9 +35,10 @@ lua: $(STAMP)
 	$(PY) -c "from pathlib import Path; from pyqcore.scripts import sync_includes; \
 	print(*(f'updated {p}' for p in sync_includes(Path('lua'))), sep='\n')"
 
-# A longer fuzz run of the decoder (CI runs a few seconds of it).
-fuzz: $(STAMP)
+# A longer fuzz run of the decoder and of every script's ARGV (CI runs a few seconds of each).
+fuzz: $(STAMP) redis-server
 	PYQCORE_FUZZ_SECONDS=$${SECONDS_TO_FUZZ:-300} $(PY) -m pytest -q tests/serializer/test_fuzz.py
+	PYQCORE_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(PY) -m pytest -q tests/test_scripts_fuzz.py
 
 # Kill workers and restart redis-server under load for SOAK_SECONDS, then account for every job.
 soak: $(STAMP) redis-server

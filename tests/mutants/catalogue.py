@@ -22,6 +22,7 @@ SCRIPTS = "tests/test_scripts.py"
 WORKER = "tests/test_worker.py"
 DLQ = "tests/test_dead_letter.py"
 PARTITIONS = "tests/test_partitions.py"
+FUZZ = "tests/test_scripts_fuzz.py"
 
 
 class CatalogueError(Exception):
@@ -155,10 +156,15 @@ LUA_INCLUDES = [
          "  if not v or v > max then\n",
          "negative times, counts and lease lengths are accepted", SCRIPTS),
     _inc("args", "arg-int-accepts-fractions",
-         "local v = s and string.match(s, '^%-?%d+$') and tonumber(s)",
+         "local v = s and (s == '0' or string.match(s, '^%-?[1-9]%d*$')) and tonumber(s)",
          "local v = s and tonumber(s)",
          "fractional or exponent numbers pass as integers (and are printf'd back wrongly)",
          SCRIPTS, CONTRACTS),
+    _inc("args", "arg-int-accepts-leading-zeros",
+         "(s == '0' or string.match(s, '^%-?[1-9]%d*$'))",
+         "string.match(s, '^%-?%d+$')",
+         "\"01\" passes the check, then Redis refuses it (LPOP, LIMIT, HINCRBY): a Lua error "
+         "after reserve's promotions and reclaims were written", FUZZ),
     _inc("arg_token", "arg-token-any-shape",
          "  if not (s and #s == TOKEN_LENGTH and string.match(s, '^%x+$')) then\n",
          "  if not s then\n",

@@ -34,6 +34,7 @@ SUBSET = (
     "tests/core",
     "tests/test_scripts.py",
     "tests/test_lua_contracts.py",
+    "tests/test_scripts_fuzz.py",
     "tests/test_state_after_each_transition.py",
     "tests/test_queue.py",
     "tests/test_core.py",

@@ -8,6 +8,7 @@ A driver subclasses ``Driving`` and defines, blocking or ``async``, one method p
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,8 +52,25 @@ class Driving:
         """How long a blocking call may wait on this client: below its socket timeout
         (redis-py 8 defaults it to 5 s), or the BLPOP would outlive the socket and fail instead
         of waking."""
-        timeout = self.client.get_connection_kwargs().get("socket_timeout")
+        kwargs = self.client.get_connection_kwargs()
+        timeout = (kwargs["socket_timeout"] if "socket_timeout" in kwargs
+                   else default_socket_timeout(self.client))
         return 0.8 * timeout if timeout else float("inf")
+
+
+def default_socket_timeout(client: Any) -> float | None:
+    """The socket timeout of a client whose options do not set one: its connections' default.
+    (A pool made by Sentinel's ``master_for`` passes none unless asked, and redis-py 8's
+    connections then time out after 5 s, where redis-py 5 waited forever.)"""
+    connection_class: type = getattr(getattr(client, "connection_pool", None),
+                                     "connection_class", object)
+    for klass in connection_class.__mro__:  # the first __init__ naming it, past the **kwargs
+        init = vars(klass).get("__init__")
+        parameter = inspect.signature(init).parameters.get("socket_timeout") if init else None
+        if parameter is not None:
+            default = parameter.default
+            return float(default) if isinstance(default, int | float) else None
+    return None
 
 
 def require_bytes_client(client: Any) -> None:

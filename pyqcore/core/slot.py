@@ -325,14 +325,6 @@ class Retrying:
         return backoff(self._attempt, cap=1.0)
 
 
-def longest_block(client: object) -> float:
-    """How long a blocking call may wait on this client: below its socket timeout (redis-py 8
-    defaults it to 5 s), or the BLPOP would outlive the socket and fail instead of waking."""
-    get_kwargs = getattr(client, "get_connection_kwargs", None)
-    timeout = get_kwargs().get("socket_timeout") if get_kwargs else None
-    return 0.8 * timeout if timeout else float("inf")
-
-
 def backoff(failures: int, *, cap: float) -> float:
     """Seconds to wait after ``failures`` consecutive transient errors: 0.1, 0.2, 0.4, ...
     up to ``cap`` (the exponent is bounded, so a long outage never overflows a float)."""

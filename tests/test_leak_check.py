@@ -1,6 +1,7 @@
-"""No redis-server outlives the tests: the session's leak check (``pytest_sessionfinish`` in
-tests/conftest.py) fails a run whose tests leave servers running, names them and kills them;
-and a test process killed outright takes its servers with it (parent-death signal)."""
+"""No redis-server (nor redis-sentinel) outlives the tests: the session's leak check
+(``pytest_sessionfinish`` in tests/conftest.py) fails a run whose tests leave servers running,
+names them and kills them; and a test process killed outright takes its servers with it
+(parent-death signal)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LEAKY_TESTS = '''
 from pyqcore import local_redis
 from tests.support import LocalRedis
+from tests.support.sentinels import LocalSentinelGroup
 
 
 def test_forgets_its_server() -> None:
@@ -27,6 +29,10 @@ def test_forgets_its_server() -> None:
 
 def test_forgets_a_server_of_the_package_class() -> None:
     local_redis.LocalRedis().start()
+
+
+def test_forgets_a_sentinel_group() -> None:
+    LocalSentinelGroup(replicas=0, sentinels=1).start()
 '''
 
 
@@ -41,13 +47,14 @@ def test_a_run_that_leaves_servers_running_fails_and_names_them(tmp_path: Path) 
                          check=False)
     out = run.stdout + run.stderr
     assert run.returncode == 1, out  # both tests passed: the leak check failed the run
-    assert "2 passed" in out, out
-    assert "2 redis-server process(es) this session started were still running" in out, out
+    assert "3 passed" in out, out
+    assert "4 Redis process(es) this session started were still running" in out, out
     assert "LocalRedis on port" in out and "(args: --maxmemory 10mb)" in out, out
     assert "a redis-server started without tests.support.LocalRedis" in out, out
+    assert "LocalServer on port" in out and "LocalSentinel on port" in out, out
     pids = [int(line.split("pid ")[1].split(":")[0]) for line in out.splitlines()
             if line.strip().startswith("pid ")]
-    assert len(pids) == 2, out
+    assert len(pids) == 4, out
     for pid in pids:  # killed (and reaped by the session that started them)
         assert not Path(f"/proc/{pid}").exists(), pid
 

@@ -1,5 +1,6 @@
 """What the tests and the benchmarks share: throwaway Redis servers and clusters
-(``tests.support.servers``), and the session's check that none is left running."""
+(``tests.support.servers``), Sentinel groups (``tests.support.sentinels``), and the session's
+check that none is left running."""
 
 from tests.support.servers import (
     SETPRIV,

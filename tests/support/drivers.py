@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.sentinel
 from redis.cluster import RedisCluster
 
 import pyqcore
@@ -141,14 +143,24 @@ async def _wind_down() -> None:
 async def async_twin(client: Client) -> AsyncClient:
     """A ``redis.asyncio`` client of the deployment ``client`` talks to, with its connection
     options (socket timeout, decode_responses, credentials, ...): a ``RedisCluster`` for a
-    cluster client. It has served a PING, as an application's client usually has before its
-    first queue (a used cluster client routes some commands differently from a fresh one)."""
+    cluster client, a client of the same sentinels' primary for a Sentinel-managed one. It has
+    served a PING, as an application's client usually has before its first queue (a used
+    cluster client routes some commands differently from a fresh one)."""
     kwargs = client.get_connection_kwargs()
     options = {name: kwargs[name] for name in PORTABLE_OPTIONS if name in kwargs}
     twin: AsyncClient
+    pool = getattr(client, "connection_pool", None)
     if isinstance(client, RedisCluster):
         node = client.get_default_node()  # type: ignore[no-untyped-call]
         twin = redis.asyncio.cluster.RedisCluster(host=node.host, port=node.port, **options)
+    elif isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        manager = pool.sentinel_manager
+        sentinels = [(s.get_connection_kwargs()["host"], s.get_connection_kwargs()["port"])
+                     for s in manager.sentinels]
+        twin = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            sentinels, min_other_sentinels=manager.min_other_sentinels,
+            sentinel_kwargs=manager.sentinel_kwargs,
+        ).master_for(pool.service_name, db=kwargs.get("db", 0), **options)
     else:
         twin = redis.asyncio.Redis(host=kwargs["host"], port=kwargs["port"],
                                    db=kwargs.get("db", 0), **options)
@@ -240,7 +252,15 @@ class Harness:
 
 
 async def _close_all(clients: list[AsyncClient]) -> None:
-    await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
+    await asyncio.gather(*(_close(client) for client in clients), return_exceptions=True)
+
+
+async def _close(client: AsyncClient) -> None:
+    """Close ``client``, and the connections to the sentinels of a Sentinel-managed one."""
+    await client.aclose()
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool):
+        await pool.sentinel_manager.aclose()
 
 
 class Blocking:

@@ -34,8 +34,11 @@ from pyqcore.errors import ConfigurationError
 from pyqcore.local_redis import free_port, redis_binary, wait_until
 
 __all__ = ["SETPRIV", "LocalRedis", "LocalRedisCluster", "free_port", "free_ports",
-           "reap_leftover_servers", "redis_binary", "tls_unsupported", "wait_until"]
+           "reap_leftover_servers", "redis_binary", "replica_in_sync", "tls_unsupported",
+           "wait_until", "with_pdeathsig"]
 
+# The process names (comm) of the servers the tests start.
+SERVER_NAMES = ("redis-server", "redis-sentinel")
 # Every redis-server process a LocalRedis of this process launched, with its LocalRedis.
 _LAUNCHED: list[tuple[subprocess.Popen[bytes], LocalRedis]] = []
 
@@ -54,20 +57,24 @@ def free_ports(count: int) -> list[int]:
 SETPRIV = shutil.which("setpriv")
 
 
+def with_pdeathsig(command: list[str]) -> list[str]:
+    """``command`` run under ``setpriv --pdeathsig KILL`` when launched from the main thread: if
+    the test process dies without cleaning up (SIGKILL, a timeout's SIGTERM), the kernel kills
+    the server too. Not from another thread: the signal fires when the launching thread ends,
+    which would kill a server still in use."""
+    if SETPRIV and threading.current_thread() is threading.main_thread():
+        return [SETPRIV, "--pdeathsig", "KILL", "--", *command]
+    return command
+
+
 class LocalRedis(local_redis.LocalRedis):
     """The package's throwaway redis-server (``pyqcore.local_redis``), whose every launched
     process is registered for ``reap_leftover_servers``, and dies with the process that
     started it."""
 
     def command(self) -> list[str]:
-        """The server's command line, run under ``setpriv --pdeathsig KILL`` when launched from
-        the main thread: if the test process dies without cleaning up (SIGKILL, a timeout's
-        SIGTERM), the kernel kills the server too. Not from another thread: the signal fires
-        when the launching thread ends, which would kill a server still in use."""
-        command = super().command()
-        if SETPRIV and threading.current_thread() is threading.main_thread():
-            return [SETPRIV, "--pdeathsig", "KILL", "--", *command]
-        return command
+        """The server's command line, under ``with_pdeathsig``."""
+        return with_pdeathsig(super().command())
 
     def launch(self) -> None:
         super().launch()
@@ -75,9 +82,9 @@ class LocalRedis(local_redis.LocalRedis):
         _LAUNCHED.append((self.process, self))
 
 
-def _redis_server_children() -> Iterator[int]:
-    """The pids of the running redis-server processes whose parent is this process (Linux
-    /proc; none elsewhere)."""
+def _redis_server_children() -> Iterator[tuple[int, str]]:
+    """The pid and name of each running redis-server and redis-sentinel process whose parent is
+    this process (Linux /proc; none elsewhere)."""
     me = str(os.getpid())
     for entry in Path("/proc").glob("[0-9]*"):
         try:
@@ -85,15 +92,15 @@ def _redis_server_children() -> Iterator[int]:
             name = (entry / "comm").read_text().strip()
         except OSError:  # gone meanwhile
             continue
-        if fields[1] == me and fields[0] != "Z" and name.startswith("redis-server"):
-            yield int(entry.name)
+        if fields[1] == me and fields[0] != "Z" and name.startswith(SERVER_NAMES):
+            yield int(entry.name), name
 
 
 def reap_leftover_servers() -> list[str]:
-    """Kill (SIGKILL) every redis-server this process started that still runs: those a
-    ``LocalRedis`` launched (their directory is deleted too), and any other child redis-server
-    (e.g. one started with the package's class directly). Returns a description of each; an
-    empty list if none was left."""
+    """Kill (SIGKILL) every redis-server (or redis-sentinel) this process started that still
+    runs: those a ``LocalRedis`` launched (their directory is deleted too), and any other child
+    redis-server or redis-sentinel (e.g. one started with the package's class directly).
+    Returns a description of each; an empty list if none was left."""
     leftovers = []
     for process, server in _LAUNCHED:
         if process.poll() is None:
@@ -103,11 +110,11 @@ def reap_leftover_servers() -> list[str]:
             leftovers.append(f"pid {process.pid}: {type(server).__name__} on port {server.port}"
                              f" (args: {' '.join(server.extra) or '-'})")
     _LAUNCHED.clear()
-    for pid in _redis_server_children():
+    for pid, name in _redis_server_children():
         os.kill(pid, signal.SIGKILL)
         with suppress(ChildProcessError):  # reaped by its Popen meanwhile
             os.waitpid(pid, 0)
-        leftovers.append(f"pid {pid}: a redis-server started without tests.support.LocalRedis")
+        leftovers.append(f"pid {pid}: a {name} started without tests.support.LocalRedis")
     return leftovers
 
 
@@ -333,7 +340,7 @@ class LocalRedisCluster:
                    "the replicas did not join their primaries", self.nodes[0])
         for node in self.nodes:
             if "slave" in _cluster_nodes(node)[node.port]["flags"]:
-                wait_until(partial(_replica_in_sync, node), self.startup_timeout,
+                wait_until(partial(replica_in_sync, node), self.startup_timeout,
                            "a replica did not sync with its primary", node)
 
     def __enter__(self) -> LocalRedisCluster:
@@ -381,7 +388,7 @@ def _slot_owner(nodes: dict[int, dict[str, Any]], slot: int) -> int | None:
     return None
 
 
-def _replica_in_sync(node: LocalRedis) -> bool:
+def replica_in_sync(node: LocalRedis) -> bool:
     """Whether replica ``node``'s link to its primary is up (``master_link_status:up``)."""
     probe = node.client(socket_timeout=1.0)
     try:

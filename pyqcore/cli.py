@@ -44,6 +44,7 @@ from pyqcore.job import decode_record, encode_record
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
 from pyqcore.rates import Rates
 from pyqcore.scripts import load_scripts, lua_dir
+from pyqcore.sentinel import is_sentinel_url, sentinel_client
 from pyqcore.serializer import MSGPACK
 from pyqcore.sync.driver import Client
 from pyqcore.sync.manager import QueueManager
@@ -73,17 +74,17 @@ def one_line(message: str) -> str:
 
 
 def safe_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
+    """``url`` with its password (if any) replaced by ``***`` (the hosts are kept as written: a
+    Sentinel URL lists several), and so is every ``password`` option (``sentinel_password``)."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
     except ValueError:
         return "<unparsable URL>"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, has_password, _ = userinfo.partition(":")
+    netloc = f"{user}:***{at}{hosts}" if has_password else parts.netloc
+    query = re.sub(r"((?:^|&)[^=&]*password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 REDIS_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
@@ -178,15 +179,23 @@ class State:
 
     def manager(self) -> QueueManager:
         if self._manager is None:
-            try:
-                client: Client = (
-                    RedisCluster.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT)
-                    if self.cluster else
-                    redis.Redis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT))
-            except ValueError as exc:  # redis-py's word for a URL it cannot parse
-                raise CliError(f"invalid Redis URL {safe_url(self.url)!r}: {exc}") from exc
-            self._manager = QueueManager(client, prefix=self.prefix)
+            self._manager = QueueManager(self.client(), prefix=self.prefix)
         return self._manager
+
+    def client(self) -> Client:
+        """A client of ``url``: a Redis Cluster's with ``--cluster``, the primary of a
+        ``redis+sentinel://`` URL's sentinels, else a plain server's."""
+        if self.cluster and is_sentinel_url(self.url):
+            raise click.UsageError("--cluster is for a Redis Cluster node's URL, not a "
+                                   "redis+sentinel:// one")
+        try:
+            if self.cluster:
+                return RedisCluster.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT)
+            if is_sentinel_url(self.url):
+                return sentinel_client(self.url, socket_connect_timeout=CONNECT_TIMEOUT)
+            return redis.Redis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT)
+        except ValueError as exc:  # redis-py's word for a URL it cannot parse (and pyqcore's)
+            raise CliError(f"invalid Redis URL {safe_url(self.url)!r}: {exc}") from exc
 
     def known_queues(self) -> list[str]:
         return self.manager().known_queue_names()

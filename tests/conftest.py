@@ -14,13 +14,16 @@ once on ``pyqcore.asyncio``, driven from the test's sync code through a blocking
 event loop of its own (``tests.support.drivers``). Assertions about Redis state use ``client``,
 the sync client, on both.
 
-Every redis-server the session starts (through ``tests.support``) is registered; a server
-still running when the session ends is killed, and fails the run (``pytest_sessionfinish``).
+Every redis-server and redis-sentinel the session starts (through ``tests.support``) is
+registered; one still running when the session ends is killed, and fails the run
+(``pytest_sessionfinish``).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +37,17 @@ from redis.cluster import RedisCluster
 from pyqcore import QueueManager
 from pyqcore.asyncio.driver import AsyncClient
 from pyqcore.sync.driver import Client
+from tests.reliability.failover import Records
 from tests.support import LocalRedis, LocalRedisCluster, reap_leftover_servers
 from tests.support.drivers import Api, Harness, asyncio_api, sync_api
+from tests.support.sentinels import LocalSentinelGroup
 
 BACKENDS = ("single", "cluster")
 BOTH_BACKENDS = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 DRIVERS = ("sync", "asyncio")
 BOTH_DRIVERS = pytest.mark.parametrize("driver", DRIVERS, indirect=True)
 BOTH_DRIVERS_AND_BACKENDS = [BOTH_DRIVERS, BOTH_BACKENDS]
+ON_SENTINEL = pytest.mark.parametrize("backend", ["sentinel"], indirect=True)
 
 
 class FakeClock:
@@ -59,10 +65,11 @@ class FakeClock:
 
 @dataclass(frozen=True)
 class Backend:
-    """The deployment a test runs on: ``name`` is "single" or "cluster"."""
+    """The deployment a test runs on: ``name`` is "single", "cluster" or "sentinel" (a primary
+    with a replica, reached through three sentinels: ``tests/sentinel``)."""
 
     name: str
-    server: LocalRedis | LocalRedisCluster
+    server: LocalRedis | LocalRedisCluster | LocalSentinelGroup
 
     @property
     def is_cluster(self) -> bool:
@@ -73,9 +80,12 @@ class Backend:
         return self.server.client(**kwargs)
 
     def async_client(self) -> AsyncClient:
-        """A new redis.asyncio client of the deployment (its RedisCluster on the cluster)."""
+        """A new redis.asyncio client of the deployment (its RedisCluster on the cluster, a
+        Sentinel-managed one on the Sentinel group)."""
         if isinstance(self.server, LocalRedisCluster):
             return redis.asyncio.cluster.RedisCluster.from_url(self.server.url)
+        if isinstance(self.server, LocalSentinelGroup):
+            return self.server.async_client()
         return redis.asyncio.Redis.from_url(self.server.url)
 
 
@@ -106,12 +116,21 @@ def redis_cluster() -> Iterator[LocalRedisCluster]:
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def sentinel_group() -> Iterator[LocalSentinelGroup]:
+    """A primary, its replica and three sentinels, for the tests that do not kill any."""
+    with LocalSentinelGroup() as group:
+        yield group
+
+
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> Backend:
-    """The single server, unless the module parametrizes ``backend`` (see BOTH_BACKENDS)."""
+    """The single server, unless the module parametrizes ``backend`` (see BOTH_BACKENDS, and
+    ON_SENTINEL)."""
     name = getattr(request, "param", "single")
-    server = request.getfixturevalue("redis_cluster" if name == "cluster" else "redis_server")
-    return Backend(name, server)
+    fixtures = {"single": "redis_server", "cluster": "redis_cluster",
+                "sentinel": "sentinel_group"}
+    return Backend(name, request.getfixturevalue(fixtures[name]))
 
 
 @pytest.fixture
@@ -155,19 +174,45 @@ def manager(api: Api, client: Client, clock: FakeClock) -> QueueManager:
     return api.QueueManager(client, clock=clock)
 
 
+@pytest.fixture
+def pyqcore_log() -> Iterator[Records]:
+    """pyqcore's warnings and errors during the test."""
+    handler = Records()
+    logger = logging.getLogger("pyqcore")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture
+def thread_crashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Exceptions that kill any thread (e.g. a worker's slot thread), as text."""
+    crashes: list[str] = []
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread else "?"
+        crashes.append(f"{name}: {args.exc_type.__name__}: {args.exc_value}")
+
+    monkeypatch.setattr(threading, "excepthook", hook)
+    return crashes
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own teardown of what is still set up
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Fail the run if a redis-server this session started is still running (after killing
-    it): a fixture or a test that forgot to stop its server, or a start that failed half-way."""
+    """Fail the run if a redis-server (or redis-sentinel) this session started is still running
+    (after killing it): a fixture or a test that forgot to stop its server, or a start that
+    failed half-way."""
     leftovers = reap_leftover_servers()
     if not leftovers:
         return
-    lines = [f"{len(leftovers)} redis-server process(es) this session started were still "
+    lines = [f"{len(leftovers)} Redis process(es) this session started were still "
              "running at its end (now killed):", *(f"  {what}" for what in leftovers)]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.ensure_newline()
-        reporter.write_sep("=", "redis-server left running", red=True, bold=True)
+        reporter.write_sep("=", "Redis left running", red=True, bold=True)
         for line in lines:
             reporter.write_line(line, red=True)
     else:

@@ -5,6 +5,8 @@ Every party appends what it did to its own ledger file, one event a line, ``<eve
 
 - ``attempt`` a producer is about to add the job (custom id, so the id is known beforehand);
 - ``enqueued`` the add returned: an *acknowledged* enqueue;
+- ``replicated`` a ``WAIT`` after the add confirmed that a replica holds it (the failover
+  tests: such a job survives the primary's death; ``check`` itself ignores the event);
 - ``delivered`` a worker's handler got the job (detail: the lease token);
 - ``executed`` the handler finished the job;
 - ``acking`` a worker is about to send the ack (detail: the token);
@@ -45,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-EVENTS = frozenset({"attempt", "enqueued", "delivered", "executed", "acking", "acked", "ack?",
-                    "ack-refused", "dead"})
+EVENTS = frozenset({"attempt", "enqueued", "replicated", "delivered", "executed", "acking",
+                    "acked", "ack?", "ack-refused", "dead"})
 
 
 class Ledger:

@@ -58,13 +58,14 @@ $(STAMP): pyproject.toml setup.py ext/_cmsgpack.pyx
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# (redis-sentinel: the Sentinel tests' three sentinels)
 redis-server:
-	@{ command -v redis-server && command -v redis-cli; } >/dev/null || { \
+	@{ command -v redis-server && command -v redis-cli && command -v redis-sentinel; } >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing redis-server from Debian's packages"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; \
+	    echo "installing redis-server and redis-sentinel from Debian's packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools redis-sentinel >/dev/null; \
 	  else \
-	    echo "redis-server is missing: install it with 'sudo apt-get install redis-server'" >&2; exit 1; \
+	    echo "redis-server or redis-sentinel is missing: install them with 'sudo apt-get install redis-server redis-sentinel'" >&2; exit 1; \
 	  fi; }
 
 clean:

@@ -644,9 +644,15 @@ def worker_logging(level: str) -> Iterator[None]:
 @click.option("--burst", is_flag=True, help="Stop when nothing is ready.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="Serve the worker metrics (job run time, wait; pyqcore[metrics]) on PORT "
+                   "(with --processes N: PORT to PORT+N-1, one per process).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the worker metrics listen on.")
 @click.option("--parent-pid", type=int, hidden=True)  # set by the supervisor for its children
 def worker(app: str, queues: tuple[str, ...], concurrency: int | None,  # noqa: PLR0917
-           processes: int | None, burst: bool, log_level: str, parent_pid: int | None) -> int:
+           processes: int | None, burst: bool, log_level: str, metrics_port: int | None,
+           metrics_host: str, parent_pid: int | None) -> int:
     """Run the queues of APP until SIGTERM/SIGINT.
 
     APP is a QueueManager as module:attribute (e.g. myapp.jobs:manager). On SIGTERM/SIGINT
@@ -656,10 +662,12 @@ def worker(app: str, queues: tuple[str, ...], concurrency: int | None,  # noqa: 
     with worker_logging(log_level):
         if processes is not None:
             return run_processes(app, processes, queues=queues, concurrency=concurrency,
-                                 burst=burst)
+                                 burst=burst, metrics_port=metrics_port,
+                                 metrics_host=metrics_host)
         manager = load_manager(app)
         reports = serve(manager, queues, concurrency=concurrency, burst=burst, app=app,
-                        parent_pid=parent_pid)
+                        parent_pid=parent_pid, metrics_port=metrics_port,
+                        metrics_host=metrics_host)
     for name, report in reports.items():
         click.echo(f"{name}: {report}")
     return 0

@@ -45,6 +45,7 @@ class QueueSettings:
     prefix: str = DEFAULT_PREFIX
     clock: Clock = time.time
     rng: random.Random = field(default_factory=random.Random)
+    tracing: bool = False  # OpenTelemetry: trace context in each job, a span per run
 
     def __post_init__(self) -> None:
         validate_name("queue name", self.name)
@@ -55,6 +56,8 @@ class QueueSettings:
         _number("max_payload_bytes", self.max_payload_bytes, 1, 512 * 1024 * 1024, integer=True)
         _number("batch_size", self.batch_size, 1, MAX_BATCH, integer=True)
         _number("partitions", self.partitions, 1, MAX_PARTITIONS, integer=True)
+        if not isinstance(self.tracing, bool):
+            raise ConfigurationError(f"tracing must be True or False, got {self.tracing!r}")
         if not isinstance(self.backoff, Backoff):
             raise ConfigurationError(f"backoff must be a pyqcore.Backoff, got {self.backoff!r}")
         if not (callable(getattr(self.serializer, "dumps", None))

@@ -22,6 +22,8 @@ from pyqcore.settings import Clock
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from pyqcore.worker_metrics import WorkerMetrics
+
 
 class AllWorkerOptions(TypedDict, total=False):
     """How ``process_all_queues`` runs each queue's worker."""
@@ -29,6 +31,9 @@ class AllWorkerOptions(TypedDict, total=False):
     concurrency: int
     burst: bool
     idle_wait: float
+    metrics: bool | WorkerMetrics  # see pyqcore.core.slot.WorkerOptions
+    metrics_port: int | None  # one endpoint for all the queues' workers
+    metrics_host: str
 
 
 C = TypeVar("C")

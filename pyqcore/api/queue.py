@@ -55,6 +55,7 @@ class QueueOptions(TypedDict, total=False):
     prefix: str
     clock: Clock
     rng: random.Random | None
+    tracing: bool | None
 
 
 class QueueApi:
@@ -68,6 +69,7 @@ class QueueApi:
     max_payload_bytes: int = 512 * 1024  # largest encoded job record accepted by add
     batch_size: int = 1000  # most jobs per enqueue script call
     partitions: int = 1  # hash tags (so cluster slots) the queue is spread over
+    tracing: bool = False  # OpenTelemetry (pyqcore[otel]): trace context in jobs, run spans
 
     core: QueueCore
 
@@ -105,12 +107,13 @@ class QueueApi:
             prefix=options.get("prefix", DEFAULT_PREFIX),
             clock=options.get("clock", time.time),
             rng=options.get("rng") or random.Random(),
+            tracing=given("tracing"),
         )
         self.settings = s
         self.name, self.max_retries, self.backoff = s.name, s.max_retries, s.backoff
         self.visibility_timeout, self.serializer = s.visibility_timeout, s.serializer
         self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
-        self.partitions = s.partitions
+        self.partitions, self.tracing = s.partitions, s.tracing
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
         self.core = QueueCore(s, cluster=driver.cluster)
         self.core.check_eviction = first_use(driver.client)

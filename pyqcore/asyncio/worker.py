@@ -47,7 +47,7 @@ class Worker(WorkerBase):
     async def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
         """Process until stopped (each slot a task); returns the report."""
         driver: AsyncDriver = self.queue.driver
-        with stop_on_signals(self.stop, install_signal_handlers):
+        with stop_on_signals(self.stop, install_signal_handlers), self.serving_metrics():
             heartbeat = asyncio.create_task(driver.run(heartbeat_loop(self.core, self.crew)))
             presence = asyncio.create_task(driver.run(presence_loop(self.presence)))
             try:

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyqcore.checks import MAX_LOCK_TTL, check_seconds
 from pyqcore.codes import Outcome
@@ -34,6 +34,9 @@ from pyqcore.job import ErrorInfo, Job
 from pyqcore.keys import QueueKeys, partitions_key, registry_key
 from pyqcore.settings import QueueSettings
 
+if TYPE_CHECKING:
+    from pyqcore.tracing import Tracing
+
 log = logging.getLogger("pyqcore")
 
 
@@ -49,6 +52,7 @@ class QueueCore:
         self.keys = QueueKeys(settings.prefix, settings.name)  # the logical queue's own keys
         self.announced = False
         self.check_eviction = False  # with the announcement (set for a client's first queue)
+        self.tracing = tracing_of(settings)  # None unless tracing=True
 
     # -- the registry --------------------------------------------------------------------------
 
@@ -86,6 +90,8 @@ class QueueCore:
         """Add one job; returns its id. With ``job_id`` the add is idempotent: if a job with
         that id exists, nothing changes. ``delay`` (seconds) schedules it for later. On a
         partitioned queue, jobs with the same ``partition_key`` share a partition (and FIFO)."""
+        if self.tracing is not None:
+            context = self.tracing.inject(context)
         call = self.partitions.add_one(payload, context, delay, job_id, partition_key)
         return call if self.announced else self._after_announce(call)
 
@@ -102,6 +108,14 @@ class QueueCore:
         sent in one round trip; returns their ids in order. Every payload is encoded before
         anything is written, so one unserializable payload writes nothing. Each call of the
         round trip is atomic."""
+        if self.tracing is not None:  # now: the caller's context, wherever the flow runs
+            context = self.tracing.inject(context)
+        return self._add_batch(payloads, context, delay, job_ids, partition_keys)
+
+    def _add_batch(
+        self, payloads: Iterable[Any], context: Any, delay: float,
+        job_ids: Sequence[str | None] | None, partition_keys: Sequence[str | None] | None,
+    ) -> Flow[list[str]]:
         payloads, ids, keys = batch_arguments(payloads, job_ids, partition_keys)
         calls, positions = self.partitions.add(payloads, [context] * len(payloads), delay, ids,
                                                keys)
@@ -320,3 +334,15 @@ def sum_counts(per_part: Iterable[dict[str, int]]) -> dict[str, int]:
         for key, value in counts.items():
             total[key] = total.get(key, 0) + value
     return total
+
+
+def tracing_of(settings: QueueSettings) -> Tracing | None:
+    """A queue's tracing (``pyqcore.tracing``, imported only then), or None when it is off."""
+    if not settings.tracing:
+        return None
+    try:
+        from pyqcore.tracing import Tracing  # noqa: PLC0415 - the optional extra pyqcore[otel]
+    except ImportError as exc:
+        raise ConfigurationError("tracing=True needs the OpenTelemetry extra: pip install "
+                                 "'pyqcore[otel]'") from exc
+    return Tracing(settings.name, settings.partitions > 1)

@@ -35,6 +35,7 @@ from pyqcore.checks import check_seconds
 from pyqcore.codes import Outcome
 from pyqcore.core.calls import Call, Reservation, Settled
 from pyqcore.core.effects import Batch, Block, Flag, Flow, Pause, flow_of
+from pyqcore.core.hooks import RunObserver
 from pyqcore.core.queue import QueueCore
 from pyqcore.errors import ConfigurationError, LeaseLostError
 from pyqcore.job import Job
@@ -42,6 +43,8 @@ from pyqcore.settings import MAX_BATCH
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from pyqcore.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("pyqcore")
 
@@ -157,6 +160,9 @@ class WorkerOptions(TypedDict, total=False):
     burst: bool  # stop when nothing is ready
     idle_wait: float  # longest single wait for work, in seconds (to notice a stop request)
     prefetch: int  # most jobs one slot leases at once
+    metrics: bool | WorkerMetrics  # record run time, wait and outcomes (pyqcore[metrics])
+    metrics_port: int | None  # ... and serve them on this port while running
+    metrics_host: str  # the address that listens (127.0.0.1 by default)
 
 
 def check_options(concurrency: int, prefetch: int, max_jobs: int | None,
@@ -188,10 +194,12 @@ class Crew:
     batches: bool  # the queue handles whole batches (process_jobs)
     tally: Tally = field(default_factory=Tally)
     held: Held = field(default_factory=Held)
+    hooks: RunObserver | None = None  # metrics and tracing around each run (pyqcore.core.hooks)
 
     @classmethod
     def of(cls, core: QueueCore, *, batches: bool, stop: Flag, finished: Flag,
-           longest_block: float, concurrency: int, **options: Unpack[WorkerOptions]) -> Crew:
+           longest_block: float, concurrency: int, hooks: RunObserver | None = None,
+           **options: Unpack[WorkerOptions]) -> Crew:
         """The crew of a worker with these options (ConfigurationError for ones that cannot
         work). ``longest_block`` is the longest wait the client's socket timeout allows."""
         prefetch = options.get("prefetch", DEFAULT_PREFETCH)
@@ -200,7 +208,7 @@ class Crew:
         check_options(concurrency, prefetch, max_jobs, idle_wait)
         return cls(core.name, stop, finished, options.get("burst", False), prefetch,
                    Budget(max_jobs), min(idle_wait, longest_block),
-                   core.settings.visibility_timeout, batches)
+                   core.settings.visibility_timeout, batches, hooks=hooks)
 
     def record_failure(self, job: Job, exc: BaseException, outcome: Outcome | None) -> None:
         """Count and log a failed delivery once ``fail`` answered (None: it could not)."""
@@ -371,11 +379,17 @@ def _run_one_by_one(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[tuple[
     """Run a leased batch a job at a time; returns the jobs to ack and how many ran. On a stop
     request the jobs not started yet are released."""
     done: list[Job] = []
+    hooks = crew.hooks
     for i, job in enumerate(jobs):
         if crew.stop.is_set():
             yield from _release(core, crew, jobs[i:])
             return done, i
-        error = yield job  # the driver runs the handler; None, or what it raised
+        if hooks is None:  # all that metrics and tracing cost when they are off
+            error = yield job  # the driver runs the handler; None, or what it raised
+        else:
+            handle = hooks.start((job,))
+            error = yield job
+            hooks.end(handle, (job,), {} if error is None else {job.id: error})
         if error is None:
             done.append(job)
         else:
@@ -390,10 +404,14 @@ def _run_whole_batch(core: QueueCore, crew: Crew, jobs: list[Job]
     if crew.stop.is_set():
         yield from _release(core, crew, jobs)
         return [], 0
+    hooks = crew.hooks
+    handle = None if hooks is None else hooks.start(jobs)
     outcome = yield Batch(jobs)
     failed: dict[str, BaseException] = (
         dict.fromkeys((job.id for job in jobs), outcome) if isinstance(outcome, BaseException)
         else dict(outcome or {}))
+    if hooks is not None:
+        hooks.end(handle, jobs, failed)
     done, failures = split_batch(crew.queue_name, jobs, failed)
     for job, error in failures:
         yield from _fail(core, crew, job, error)

@@ -1,18 +1,26 @@
 """What a worker is apart from how it runs (threads or tasks), shared by the sync and asyncio
-``Worker``: its queue, the crew its slots share, and its entry in the worker registry."""
+``Worker``: its queue, the crew its slots share, its entry in the worker registry, and what
+observes its runs (worker metrics, tracing: ``pyqcore.core.hooks``)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.core.effects import Flag
+from pyqcore.core.hooks import RunObserver, combined
 from pyqcore.core.presence import Presence
 from pyqcore.core.queue import QueueCore
 from pyqcore.core.slot import Crew, WorkerOptions, WorkerReport
+from pyqcore.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from typing_extensions import Unpack
+
+    from pyqcore.worker_metrics import WorkerMetrics
 
 
 class WorkerBase:
@@ -26,9 +34,19 @@ class WorkerBase:
         self.queue = queue
         self.core: QueueCore = queue.core
         self.concurrency = concurrency
+        self.metrics = worker_metrics(options.get("metrics", False),
+                                      options.get("metrics_port"))
+        self.metrics_port = options.get("metrics_port")
+        self.metrics_host = options.get("metrics_host", "127.0.0.1")
+        observers: list[RunObserver] = []
+        if self.metrics is not None:
+            observers.append(self.metrics.observer(self.core.name, self.core.settings.clock))
+        if self.core.tracing is not None:
+            observers.append(self.core.tracing)
         self.crew = Crew.of(queue.core, batches=queue.handles_batches, stop=stop,
                             finished=finished, concurrency=concurrency,
-                            longest_block=queue.driver.longest_block(), **options)
+                            longest_block=queue.driver.longest_block(),
+                            hooks=combined(observers), **options)
         self.idle_wait = self.crew.idle_wait  # capped below the client's socket timeout
         self.presence = Presence(queue.core, self.crew, driver=driver, slots=concurrency,
                                  clock=queue.core.settings.clock)
@@ -37,6 +55,38 @@ class WorkerBase:
     def report(self) -> WorkerReport:
         """What this worker has done so far."""
         return self.crew.tally.snapshot()
+
+    @contextlib.contextmanager
+    def serving_metrics(self) -> Iterator[None]:
+        """While inside, the worker metrics are served on ``metrics_port`` (if given)."""
+        if self.metrics is None or self.metrics_port is None:
+            yield
+            return
+        from pyqcore.worker_metrics import serving  # noqa: PLC0415 - the optional extra
+
+        with serving(self.metrics.registry, self.metrics_port, self.metrics_host):
+            yield
+
+
+def worker_metrics(metrics: Any, port: int | None) -> WorkerMetrics | None:
+    """The metrics a worker records into: None when off, the process's default ones for
+    ``True`` (or a ``metrics_port``), or the ``WorkerMetrics`` given."""
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 1 <= port <= 65535):
+        raise ConfigurationError(f"metrics_port must be an int from 1 to 65535, got {port!r}")
+    if metrics is False and port is None:
+        return None
+    try:
+        from pyqcore.worker_metrics import WorkerMetrics, default_metrics  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigurationError("worker metrics need the Prometheus extra: pip install "
+                                 "'pyqcore[metrics]'") from exc
+    if isinstance(metrics, WorkerMetrics):
+        return metrics
+    if not isinstance(metrics, bool):
+        raise ConfigurationError(f"metrics must be True, False or a WorkerMetrics, got "
+                                 f"{metrics!r}")
+    return default_metrics()
 
 
 def may_install_signal_handlers(install: bool) -> bool:

@@ -49,7 +49,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -145,14 +145,18 @@ def default_concurrency(processes: int = 1) -> int:
 def serve(manager: QueueManager, queues: Sequence[str] = (), *,
           concurrency: int | None = None, burst: bool = False, app: str = "the app",
           parent_pid: int | None = None, install_signal_handlers: bool = True,
-          stop: threading.Event | None = None) -> dict[str, WorkerReport]:
+          stop: threading.Event | None = None, metrics_port: int | None = None,
+          metrics_host: str = "127.0.0.1") -> dict[str, WorkerReport]:
     """Run a worker for each of ``queues`` (default: every registered queue with a handler),
     each in its own thread, until SIGTERM/SIGINT, ``stop``, or (``burst``) until drained.
-    With ``parent_pid``, also stop (gracefully) when that process is no longer the parent."""
+    With ``parent_pid``, also stop (gracefully) when that process is no longer the parent.
+    With ``metrics_port``, their worker metrics are served there (``pyqcore.worker_metrics``)."""
     names = select_queues(manager, queues, app)
     stop = stop or threading.Event()
     options: dict[str, Any] = {"concurrency": concurrency or default_concurrency(),
                                "burst": burst}
+    if metrics_port is not None:
+        options.update(metrics_port=metrics_port, metrics_host=metrics_host)
     workers = {name: Worker(manager.get_queue(name), stop=stop, **options) for name in names}
     with stop_on_signals(stop, install_signal_handlers):
         if may_install_signal_handlers(install_signal_handlers):
@@ -177,13 +181,15 @@ def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
 def run_processes(app: str, processes: int, *, queues: Sequence[str] = (),
                   concurrency: int | None = None, burst: bool = False,
                   restart_delay: float = 0.5, max_restart_delay: float = 30.0,
-                  stable_after: float = 10.0, install_signal_handlers: bool = True) -> int:
+                  stable_after: float = 10.0, install_signal_handlers: bool = True,
+                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     """Run ``processes`` worker processes of ``app`` (``module:attribute`` of a QueueManager)
     until SIGTERM/SIGINT (or, with ``burst``, until each has drained its queues), restarting
     any that dies; returns the exit status (0: every child stopped cleanly). ``queues``,
     ``concurrency`` and ``burst`` are each child's ``pyqcore worker`` options; concurrency
-    defaults to the cores divided among the processes. The app is imported here first, so a
-    wrong name fails at once rather than in a restart loop."""
+    defaults to the cores divided among the processes. With ``metrics_port`` P, child i
+    (from 1) serves its worker metrics on port P + i - 1. The app is imported here first, so
+    a wrong name fails at once rather than in a restart loop."""
     if isinstance(processes, bool) or not isinstance(processes, int) or not processes >= 1:
         raise ConfigurationError(f"processes must be an int >= 1, got {processes!r}")
     if concurrency is not None and (isinstance(concurrency, bool) or
@@ -197,8 +203,15 @@ def run_processes(app: str, processes: int, *, queues: Sequence[str] = (),
         command.append("--burst")
     for name in queues:
         command += ["--queue", name]
+    if metrics_port is not None:
+        if not 1 <= metrics_port <= 65536 - processes:
+            raise ConfigurationError(f"metrics ports {metrics_port} to "
+                                     f"{metrics_port + processes - 1} are not all valid ports")
+        command += ["--metrics-host", metrics_host]
     supervisor = Supervisor(command, processes, restart_delay=restart_delay,
                             max_restart_delay=max_restart_delay, stable_after=stable_after)
+    if metrics_port is not None:
+        supervisor.child_args = lambda number: ["--metrics-port", str(metrics_port + number - 1)]
     return supervisor.run(install_signal_handlers=install_signal_handlers)
 
 
@@ -222,6 +235,7 @@ class Supervisor:
                  max_restart_delay: float = 30.0, stable_after: float = 10.0,
                  poll_interval: float = 0.1) -> None:
         self.command = list(command)
+        self.child_args: Callable[[int], list[str]] = lambda number: []  # per child number
         self.children = [Child(i) for i in range(1, processes + 1)]
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
@@ -266,7 +280,8 @@ class Supervisor:
         child.restart_at = None
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:  # the child inherits the blocked mask through fork and exec (module docstring)
-            child.process = subprocess.Popen(self.command, start_new_session=True)
+            child.process = subprocess.Popen([*self.command, *self.child_args(child.number)],
+                                             start_new_session=True)
         except OSError as exc:
             log.error("worker %d could not start: %s", child.number, exc)
             child.process, child.status = None, 127

@@ -58,7 +58,7 @@ class Worker(WorkerBase):
                                     name=f"pyqcore-presence-{name}")
         slots = [threading.Thread(target=self._drive_slot, name=f"pyqcore-{name}-{i}")
                  for i in range(1, self.concurrency)]
-        with stop_on_signals(self.stop, install_signal_handlers):
+        with stop_on_signals(self.stop, install_signal_handlers), self.serving_metrics():
             heartbeat.start()
             presence.start()
             for slot in slots:

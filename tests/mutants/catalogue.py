@@ -729,6 +729,16 @@ LUA = [*LUA_INCLUDES, *ACK, *RESERVE, *ENQUEUE, *EXTEND, *FAIL, *RELEASE, *REDRI
        *PEEK_DEAD, *COUNTS, *LOCKS]
 
 SLOT = [
+    _py("slot", "run-hook-hides-the-error",
+        "hooks.end(handle, (job,), {} if error is None else {job.id: error})",
+        "hooks.end(handle, (job,), {})",
+        "a failed run counts as done in the worker metrics and its span has no error",
+        "tests/test_worker_metrics.py", "tests/test_tracing.py"),
+    _py("slot", "batch-hook-hides-the-failures",
+        "        hooks.end(handle, jobs, failed)\n",
+        "        hooks.end(handle, jobs, {})\n",
+        "a batch handler's failures count as done in the worker metrics",
+        "tests/test_worker_metrics.py", "tests/test_tracing.py"),
     _py("slot", "batch-size-past-prefetch",
         "self._size = max(1, min(ideal, 2 * self._size, self.crew.prefetch))",
         "self._size = max(1, min(ideal, 2 * self._size))",
@@ -874,6 +884,12 @@ SLOT = [
 ]
 
 QUEUE_FLOWS = [
+    _py("queue", "add-batch-drops-the-trace-context",
+        "        if self.tracing is not None:  # now: the caller's context, wherever the flow"
+        " runs\n            context = self.tracing.inject(context)\n",
+        "",
+        "jobs added in a batch lose the producer's trace: their run spans start new traces",
+        "tests/test_tracing.py"),
     _py("queue", "reserve-walks-one-partition",
         "        for part in others:\n",
         "        for part in others[:0]:\n",

@@ -9,6 +9,7 @@ fails the test if there were any.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -26,7 +27,7 @@ import redis
 from pyqcore import ConfigurationError, Job, QueueManager
 from pyqcore.core.calls import text
 from pyqcore.sync.supervisor import Supervisor, default_concurrency, run_processes
-from tests.support import LocalRedis
+from tests.support import LocalRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.sync.test_supervisor:manager"
@@ -353,3 +354,46 @@ def test_default_concurrency_shares_the_cores_among_the_processes() -> None:
     assert default_concurrency() == cores
     assert default_concurrency(cores) == 1
     assert default_concurrency(cores * 4) == 1
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports nothing listens on now."""
+    import socket  # noqa: PLC0415
+
+    while True:
+        first = free_port()
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+
+
+def test_each_process_serves_its_worker_metrics_on_a_port_of_its_own(
+        supervised: Supervised, client: redis.Redis) -> None:
+    import urllib.request  # noqa: PLC0415
+
+    queue = QueueManager(client).register("work")
+    queue.add_batch([{"sleep": 0.0}] * 20)
+    port = consecutive_free_ports(2)
+    supervised.start(2, "--metrics-port", str(port))
+
+    def waits_counted() -> float:
+        total = 0.0
+        for each in (port, port + 1):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{each}/metrics", timeout=2) as r:
+                    body = r.read().decode()
+            except OSError:
+                return -1.0  # not serving yet
+            [line] = [line for line in body.splitlines() if line.startswith(
+                'pyqcore_worker_job_wait_seconds_count{queue="work"}')]
+            total += float(line.split()[-1])
+        return total
+
+    wait_for(lambda: waits_counted() == 20, 30, "both processes' metrics to count 20 jobs")
+    supervised.signal(signal.SIGTERM)
+    assert supervised.wait() == 0, supervised.output

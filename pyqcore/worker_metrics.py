@@ -55,10 +55,10 @@ class QueueMetrics:
 
     def __init__(self, metrics: WorkerMetrics, queue: str, clock: Callable[[], float],
                  timer: Callable[[], float] = time.perf_counter) -> None:
-        self._run = metrics.run_seconds.labels(queue)
-        self._wait = metrics.wait_seconds.labels(queue)
-        self._done = metrics.jobs.labels(queue, "done")
-        self._failed = metrics.jobs.labels(queue, "failed")
+        self._run = metrics.run_seconds.labels(queue).observe
+        self._wait = metrics.wait_seconds.labels(queue).observe
+        self._done = metrics.jobs.labels(queue, "done").inc
+        self._failed = metrics.jobs.labels(queue, "failed").inc
         self._clock = clock  # wall time, to compare with when a job was added
         self._timer = timer  # for run times
 
@@ -66,20 +66,19 @@ class QueueMetrics:
         now = self._clock()
         for job in jobs:
             if job.attempt == 1:  # a retry's wait would be its backoff
-                self._wait.observe(max(0.0, now - job.enqueued_at))
+                self._wait(max(0.0, now - job.enqueued_at))
         return self._timer()
 
     def end(self, handle: object, jobs: Sequence[Job],
             failed: Mapping[str, BaseException]) -> None:
-        assert isinstance(handle, float)
-        share = (self._timer() - handle) / len(jobs)
-        failures = sum(1 for job in jobs if job.id in failed) if failed else 0
+        share = (self._timer() - handle) / len(jobs)  # type: ignore[operator]
+        failures = sum(job.id in failed for job in jobs) if failed else 0
         for _ in jobs:
-            self._run.observe(share)
+            self._run(share)
         if failures:
-            self._failed.inc(failures)
+            self._failed(failures)
         if failures < len(jobs):
-            self._done.inc(len(jobs) - failures)
+            self._done(len(jobs) - failures)
 
 
 _default: WorkerMetrics | None = None

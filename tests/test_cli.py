@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import redis
 from click.testing import CliRunner, Result
@@ -466,3 +467,18 @@ def test_the_readmes_redis_cli_lines_add_a_job_a_worker_runs(redis_server: Local
     queue = BaseQueue(client, name="demo", handler=lambda job: seen.append(job.payload))
     assert queue.process(burst=True, install_signal_handlers=False).acked == 1
     assert seen == [{"to": "a@example.com"}]
+
+
+def test_the_readme_s_command_table_names_every_command() -> None:
+    """README, "The command line": a row for every command (a group's by its subcommands),
+    and no row for a command that does not exist."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### The command line", 1)[1].split("| command | what it does |")[1]
+    rows = table.split("\n\n", 1)[0].splitlines()[2:]
+    named = {re.match(r"[a-z]+(?: [a-z]+)*", cell.split("`")[1]).group()  # type: ignore[union-attr]
+             for row in rows for cell in row.split("|")[1].split(", ")}
+    commands = set()
+    for name, command in cli.commands.items():
+        group = command.commands if isinstance(command, click.Group) else {}
+        commands |= {f"{name} {sub}" for sub in group} or {name}
+    assert named == commands

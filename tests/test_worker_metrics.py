@@ -244,3 +244,40 @@ def scrape_until(process: subprocess.Popen[Any], port: int, wanted: str) -> str:
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, f"no {wanted!r} on :{port} in time"
         time.sleep(0.05)
+
+
+def test_the_workers_of_one_process_share_one_endpoint_until_the_last_stops(
+        client: Client) -> None:
+    from pyqcore import QueueManager  # noqa: PLC0415
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow(job: Job) -> None:
+        started.set()
+        assert release.wait(30)
+
+    manager = QueueManager(client)
+    manager.register("slow", handler=slow).add("x")
+    manager.register("quick", handler=lambda job: None).add_batch(range(3))
+    port = free_port()
+    running = in_thread(manager.process_all_queues, burst=True, metrics_port=port,
+                        install_signal_handlers=False)
+
+    def page() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            body: str = r.read().decode()
+        return body
+
+    assert started.wait(30)
+    deadline = time.monotonic() + 30
+    while any(t.name == "pyqcore-worker-quick" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the drained queue's worker did not stop"
+        time.sleep(0.05)
+    body = page()  # still served: the "slow" queue's worker runs on
+    assert 'pyqcore_worker_jobs_total{outcome="done",queue="quick"} 3.0' in body
+    assert 'pyqcore_worker_job_wait_seconds_count{queue="slow"} 1.0' in body
+    assert not running.done()
+    release.set()
+    assert running.result(30)["slow"].acked == 1
+    with pytest.raises(OSError):
+        page()

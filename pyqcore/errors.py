@@ -38,6 +38,13 @@ class ScriptError(PyqcoreError):
     """A Lua script refused its arguments (it wrote nothing) or replied in an unexpected shape."""
 
 
+class AddInterruptedError(PyqcoreError):
+    """The script call that carried this add together with other callers' adds (see
+    ``pyqcore.core.coalesce``) was interrupted: its sender was cancelled while the call was in
+    flight, so the job may or may not be stored. Adding it again with the same ``job_id`` is
+    safe."""
+
+
 class LockNotAcquiredError(PyqcoreError):
     """``queue.lock(key)`` could not get the lock before its timeout."""
 

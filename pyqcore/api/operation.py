@@ -71,9 +71,16 @@ class operation(Generic[P, T_co]):
         if obj is None:
             return self
         flow = self.flow
-
-        def bound(*args: Any, **kwargs: Any) -> Any:
-            return obj.driver.run(flow(obj.core, *args, **kwargs))
+        bound: Callable[..., Any]
+        if isinstance(obj, Awaiting):
+            # The flow is built inside the coroutine, so what it checks (a payload, say)
+            # raises at ``await``, not at the call: ``gather(*(q.add(p) for p in ps))`` then
+            # fails only the bad one, instead of stopping half-way with the others unsent.
+            async def bound(*args: Any, **kwargs: Any) -> Any:
+                return await obj.driver.run(flow(obj.core, *args, **kwargs))
+        else:
+            def bound(*args: Any, **kwargs: Any) -> Any:
+                return obj.driver.run(flow(obj.core, *args, **kwargs))
 
         bound.__name__ = self.__name__
         bound.__qualname__ = f"{owner.__qualname__}.{self.__name__}"

@@ -115,7 +115,7 @@ class QueueApi:
         self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
         self.partitions, self.tracing = s.partitions, s.tracing
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
-        self.core = QueueCore(s, cluster=driver.cluster)
+        self.core = QueueCore(s, cluster=driver.cluster, new_waiter=driver.new_waiter)
         self.core.check_eviction = first_use(driver.client)
 
     def __repr__(self) -> str:

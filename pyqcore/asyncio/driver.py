@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio
@@ -15,22 +15,38 @@ from redis.exceptions import NoScriptError
 
 from pyqcore.core.calls import Call
 from pyqcore.core.driving import Driving, command_of, eval_args, parse_replies
-from pyqcore.core.effects import Block, Command, Flow, Pause
+from pyqcore.core.effects import Block, Command, Flow, Pause, Turn
 
 T = TypeVar("T")
 AsyncClient = redis.asyncio.Redis | RedisCluster
+
+
+class FutureWaiter:
+    """The asyncio driver's waiting primitive (``pyqcore.core.effects.Waiter``): a future of
+    the running loop, which ``wake`` resolves (unless its task gave up waiting)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 class AsyncDriver(Driving):
     """Runs flows on a redis.asyncio client; every method is a coroutine."""
 
     client: AsyncClient
+    new_waiter = FutureWaiter
 
-    async def run(self, operation: Call[T] | Flow[T]) -> T:
-        """Perform an operation's effects until it returns; its result."""
+    def run(self, operation: Call[T] | Flow[T]) -> Coroutine[Any, Any, T]:
+        """Perform an operation's effects until it returns: the coroutine of its result.
+        (Not itself a coroutine: one layer less for every operation.)"""
         if type(operation) is Call:
-            return await self.call(operation)
-        return await self.drive(operation, self.perform)  # type: ignore[arg-type]
+            return self.call(operation)
+        return self.drive(operation, self.perform)  # type: ignore[arg-type]
 
     @staticmethod
     async def drive(flow: Flow[T], perform: Callable[[Any], Awaitable[Any]]) -> T:
@@ -42,7 +58,7 @@ class AsyncDriver(Driving):
             while True:
                 try:
                     value = await perform(effect)
-                except Exception as exc:
+                except BaseException as exc:  # a cancellation too, so the flow can clean up
                     effect = flow.throw(exc)
                 else:
                     effect = send(value)
@@ -80,6 +96,14 @@ class AsyncDriver(Driving):
     async def block(self, block: Block) -> Any:
         """BLPOP on the wake lists."""
         return await self.client.blpop(block.keys, block.timeout)
+
+    @staticmethod
+    def turn(turn: Turn) -> asyncio.Future[None]:
+        """What to await until another task wakes the waiter (a coalesced add's turn): its
+        future itself, one coroutine less per waiting add."""
+        if not isinstance(turn.waiter, FutureWaiter):
+            raise TypeError(f"the asyncio driver waits on a FutureWaiter, not {turn.waiter!r}")
+        return turn.waiter.future
 
     @staticmethod
     async def pause(pause: Pause) -> bool:

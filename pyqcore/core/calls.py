@@ -42,6 +42,8 @@ def lease_token() -> str:
 
 def _due_ms(delay: float, now_ms: int) -> int:
     """The enqueue script's due time for a delay in seconds: 0 (ready now) or a time in ms."""
+    if type(delay) is float and delay == 0.0:  # the default, checked cheaply (one add's path)
+        return 0
     delay = check_seconds("delay", delay, high=MAX_DELAY, zero=True)
     return now_ms + round(delay * 1000) if delay > 0 else 0
 
@@ -72,6 +74,11 @@ class Call(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Call({self.script.name}, keys={list(self.keys)!r}, args={list(self.args)!r:.200})"
+
+
+# One job to add, checked and encoded: (due_ms, record, job_id): when it is due (0: ready
+# now), its record, and its custom id ("" to be numbered). A plain tuple: one is built per add.
+NewJob = tuple[int, bytes, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,22 +196,27 @@ class QueueCalls:
         return [self.enqueue(ids[i : i + step], records[i : i + step], due)
                 for i in range(0, len(records), step)]
 
-    def add_one(self, payload: Any, context: Any, delay: float, job_id: str | None) -> Call[str]:
-        """``add`` of a single job, built without the lists a batch needs: the same enqueue
-        call, parsed to the job's id."""
+    def add_one(self, payload: Any, context: Any, delay: float, job_id: str | None) -> NewJob:
+        """``add`` of a single job, checked and encoded, ready to be sent alone or with others
+        (``enqueue_jobs``)."""
         s = self.settings
         now = s.now_ms()
-        due = _due_ms(delay, now)
-        record = encode_record(s.serializer, payload, context, now, s.max_payload_bytes)
-        given = _job_id(job_id)
+        return (_due_ms(delay, now),
+                encode_record(s.serializer, payload, context, now, s.max_payload_bytes),
+                _job_id(job_id))
 
-        def parse(reply: Any) -> str:
-            reply = checked(reply)
-            return given or text(reply[1])
+    def enqueue_jobs(self, jobs: Sequence[NewJob]) -> Call[list[str]]:
+        """One enqueue call of jobs that share a due time (at most ``batch_size``): parses to
+        their ids in order. One job is built without the lists a batch needs."""
+        if len(jobs) > 1:
+            return self.enqueue([j[2] for j in jobs], [j[1] for j in jobs], jobs[0][0])
+        due_ms, record, given = jobs[0]
 
-        args: list[Arg] = [due, self._id_prefix, 1, record]
-        if given:
-            args.append(given)
+        def parse(reply: Any) -> list[str]:
+            return [given or text(checked(reply)[1])]
+
+        args: list[Arg] = [due_ms, self._id_prefix, 1, record, given] if given else \
+            [due_ms, self._id_prefix, 1, record]
         return self._call("enqueue", args, parse)
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:

@@ -2,7 +2,8 @@
 call sends, reading a pipeline's replies, and which driver method performs which effect.
 
 A driver subclasses ``Driving`` and defines, blocking or ``async``, one method per effect:
-``call`` (a script), ``call_all`` (a round trip), ``command``, ``block`` and ``pause``;
+``call`` (a script), ``call_all`` (a round trip), ``command``, ``block``, ``pause`` and
+``turn`` (waiting on its own ``new_waiter``, for coalesced adds);
 ``perform`` picks the method for an effect (and returns its result, or its coroutine).
 """
 
@@ -17,10 +18,11 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from pyqcore.core.calls import Call
-from pyqcore.core.effects import Block, Command, Pause
+from pyqcore.core.effects import Block, Command, Pause, Turn
 from pyqcore.errors import ConfigurationError
 
-_METHODS = {Call: "call", list: "call_all", Command: "command", Block: "block", Pause: "pause"}
+_METHODS = {Call: "call", list: "call_all", Command: "command", Block: "block", Pause: "pause",
+            Turn: "turn"}
 
 
 class Driving:
@@ -30,13 +32,14 @@ class Driving:
         require_bytes_client(client)
         self.client = client
         self.cluster = isinstance(client, RedisCluster | AsyncRedisCluster)
+        self._performers = {kind: getattr(self, name, None) for kind, name in _METHODS.items()}
 
     def perform(self, effect: Any) -> Any:
         """Perform one effect (see the table in ``pyqcore.core.effects``)."""
-        method = _METHODS.get(type(effect))
+        method = self._performers.get(type(effect))
         if method is None:
             raise TypeError(f"{type(self).__name__} cannot perform {effect!r}")
-        return getattr(self, method)(effect)
+        return method(effect)
 
     def pipeline_of(self, calls: Sequence[Call[Any] | Command]) -> Any:
         """A non-transactional pipeline holding ``calls``. On a cluster it sends each call to

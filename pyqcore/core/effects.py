@@ -16,6 +16,7 @@ yielded                performed as                                             
 ``Pause``              sleep ``seconds``, or less if the ``until`` flag gets set      the flag
 ``Job``                run the queue's handler on that job                            its error
 ``Batch``              run the queue's batch handler on those jobs                    see Batch
+``Turn``               wait until another flow wakes the waiter (coalesced adds)      None
 =====================  =============================================================  =========
 
 A driver (``pyqcore.sync.driver``, ``pyqcore.asyncio.driver``) is that table and nothing else:
@@ -66,6 +67,20 @@ class Pause(NamedTuple):
 
     seconds: float
     until: Flag | None = None
+
+
+class Waiter(Protocol):
+    """A driver's waiting primitive (a lock a thread blocks on, a future a task awaits),
+    woken once by another caller's flow (``pyqcore.core.coalesce``)."""
+
+    def wake(self) -> None: ...
+
+
+class Turn(NamedTuple):
+    """Wait until ``waiter`` is woken: by the flow that sent this caller's item along with its
+    own, or that hands this caller the next call to send. Sends back None."""
+
+    waiter: Waiter
 
 
 class Batch(NamedTuple):

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pyqcore.core.calls import Call, QueueCalls, Settled
+from pyqcore.core.calls import Call, NewJob, QueueCalls, Settled
 from pyqcore.errors import ConfigurationError
 from pyqcore.job import Job
 from pyqcore.settings import QueueSettings
@@ -80,10 +80,12 @@ class Partitions:
 
     def add_one(
         self, payload: Any, context: Any, delay: float, job_id: str | None, key: str | None
-    ) -> Call[str]:
-        """The enqueue call of one job, in the partition ``route`` gives it."""
-        part = self.parts[self.route([job_id], [key])[0]]
-        return part.add_one(payload, context, delay, job_id)
+    ) -> tuple[int, NewJob]:
+        """One job, checked and encoded, and the partition ``route`` gives it."""
+        if key is None and len(self.parts) == 1:
+            return 0, self.parts[0].add_one(payload, context, delay, job_id)
+        p = self.route([job_id], [key])[0]
+        return p, self.parts[p].add_one(payload, context, delay, job_id)
 
     def reading_order(self) -> list[QueueCalls]:
         """All partitions, starting one further along at every call, so none is starved."""

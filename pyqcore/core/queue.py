@@ -13,12 +13,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.checks import MAX_LOCK_TTL, check_seconds
 from pyqcore.codes import Outcome
 from pyqcore.core.calls import (
     Call,
+    NewJob,
     QueueCalls,
     Reservation,
     Settled,
@@ -26,7 +29,8 @@ from pyqcore.core.calls import (
     text,
     unlock_call,
 )
-from pyqcore.core.effects import Command, Flow, Pause
+from pyqcore.core.coalesce import Coalescer, Flag
+from pyqcore.core.effects import Command, Flow, Pause, Waiter
 from pyqcore.core.partitions import Partitions, merge_settled
 from pyqcore.errors import ConfigurationError, LockNotAcquiredError, NonRetryableError
 from pyqcore.health import warn_if_evicting
@@ -39,16 +43,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyqcore")
 
+due_of = itemgetter(0)  # a NewJob's due time: only jobs due alike share an enqueue call
+
 
 class QueueCore:
     """The flows of one queue (over all its partitions), for one kind of client: on a cluster
     an idle worker blocks on one partition's wake list at a time."""
 
-    def __init__(self, settings: QueueSettings, *, cluster: bool) -> None:
+    def __init__(self, settings: QueueSettings, *, cluster: bool,
+                 new_waiter: Callable[[], Waiter] = Flag) -> None:
         self.settings = settings
         self.name = settings.name
         self.cluster = cluster
         self.partitions = Partitions(settings)
+        # Concurrent adds share calls, per partition (see pyqcore.core.coalesce); a driver
+        # gives its waiting primitive, flows driven by hand (tests) a Flag.
+        self._adds = [Coalescer(partial(self._enqueue, part), new_waiter,
+                                limit=settings.batch_size, key=due_of)
+                      for part in self.partitions.parts]
         self.keys = QueueKeys(settings.prefix, settings.name)  # the logical queue's own keys
         self.announced = False
         self.check_eviction = False  # with the announcement (set for a client's first queue)
@@ -86,13 +98,21 @@ class QueueCore:
     def add(
         self, payload: Any, *, context: Any = None, delay: float = 0.0,
         job_id: str | None = None, partition_key: str | None = None,
-    ) -> Call[str] | Flow[str]:
+    ) -> Flow[str]:
         """Add one job; returns its id. With ``job_id`` the add is idempotent: if a job with
         that id exists, nothing changes. ``delay`` (seconds) schedules it for later. On a
-        partitioned queue, jobs with the same ``partition_key`` share a partition (and FIFO)."""
+        partitioned queue, jobs with the same ``partition_key`` share a partition (and FIFO).
+        Concurrent adds (tasks, threads) on one queue object share script calls: the adds
+        that arrive while one is in flight go together in the next (``pyqcore.core.coalesce``);
+        each is checked and encoded first, so a bad one fails only its caller."""
         if self.tracing is not None:
             context = self.tracing.inject(context)
-        call = self.partitions.add_one(payload, context, delay, job_id, partition_key)
+        partition, job = self.partitions.add_one(payload, context, delay, job_id, partition_key)
+        return self._adds[partition].submit(job)
+
+    def _enqueue(self, part: QueueCalls, jobs: list[NewJob]) -> Call[list[str]] | Flow[list[str]]:
+        """One enqueue call of jobs for ``part`` (after announcing the queue, the first time)."""
+        call = part.enqueue_jobs(jobs)
         return call if self.announced else self._after_announce(call)
 
     def _after_announce(self, call: Call[Any]) -> Flow[Any]:

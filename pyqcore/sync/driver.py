@@ -21,16 +21,34 @@ from redis.exceptions import NoScriptError
 
 from pyqcore.core.calls import Call
 from pyqcore.core.driving import Driving, command_of, eval_args, parse_replies
-from pyqcore.core.effects import Block, Command, Flow, Pause
+from pyqcore.core.effects import Block, Command, Flow, Pause, Turn
 
 T = TypeVar("T")
 Client = redis.Redis | RedisCluster
+
+
+class ThreadWaiter:
+    """The sync driver's waiting primitive (``pyqcore.core.effects.Waiter``): a lock taken at
+    birth, which ``wait`` blocks on until another thread's ``wake`` releases it."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def wake(self) -> None:
+        self._lock.release()
+
+    def wait(self) -> None:
+        self._lock.acquire()
 
 
 class SyncDriver(Driving):
     """Runs flows on a redis-py client (standalone or cluster), blocking."""
 
     client: Client
+    new_waiter = ThreadWaiter
 
     def run(self, operation: Call[T] | Flow[T]) -> T:
         """Perform an operation's effects until it returns; its result."""
@@ -48,7 +66,7 @@ class SyncDriver(Driving):
             while True:
                 try:
                     value = perform(effect)
-                except Exception as exc:
+                except BaseException as exc:  # an interrupt too, so the flow can clean up
                     effect = flow.throw(exc)
                 else:
                     effect = send(value)
@@ -82,6 +100,13 @@ class SyncDriver(Driving):
     def block(self, block: Block) -> Any:
         """BLPOP on the wake lists."""
         return self.client.blpop(block.keys, block.timeout)
+
+    @staticmethod
+    def turn(turn: Turn) -> None:
+        """Block until another thread wakes the waiter (a coalesced add's turn)."""
+        if not isinstance(turn.waiter, ThreadWaiter):
+            raise TypeError(f"the sync driver waits on a ThreadWaiter, not {turn.waiter!r}")
+        turn.waiter.wait()
 
     @staticmethod
     def pause(pause: Pause) -> bool:

@@ -1054,6 +1054,43 @@ DEAD_LETTER_FLOWS = [
         "tests/test_manager.py"),
 ]
 
-CORE = [*SLOT, *QUEUE_FLOWS, *DEAD_LETTER_FLOWS]
+COALESCED = "tests/test_coalesced_adds.py"
+COALESCE = [
+    _py("coalesce", "coalesce-never-waits",
+        "            lone = not self._busy\n",
+        "            lone = True\n",
+        "concurrent adds each take a connection: a gather of 1,000 runs out of them",
+        "tests/core/test_coalesce.py", COALESCED),
+    _py("queue", "coalesce-ignores-the-delay",
+        "limit=settings.batch_size, key=due_of)",
+        "limit=settings.batch_size, key=lambda job: 0)",
+        "a delayed add rides in a call of ready ones (and is ready at once)",
+        "tests/core/test_coalesce.py", COALESCED),
+    _py("coalesce", "coalesce-ignores-the-limit",
+        "        if len(group) <= self._limit:\n",
+        "        if True:\n",
+        "a merged call carries more than batch_size jobs", "tests/core/test_coalesce.py"),
+    _py("coalesce", "coalesce-merged-error-reaches-the-leader-only",
+        "            for e in batch:\n                e.error = exc\n",
+        "            for e in batch[:1]:\n                e.error = exc\n",
+        "the others carried by a failed call are told their add succeeded",
+        "tests/core/test_coalesce.py"),
+    _py("coalesce", "coalesce-interrupt-unreported",
+        "            for e in batch[1:]:\n                e.error = interrupted\n",
+        "",
+        "adds carried by an interrupted call are told they succeeded",
+        "tests/core/test_coalesce.py"),
+    _py("coalesce", "coalesce-leaver-still-sent",
+        "            if entry in group:\n",
+        "            if False:\n",
+        "a cancelled add waiting for its turn is sent anyway", "tests/core/test_coalesce.py"),
+    _py("coalesce", "coalesce-leaving-leader-drops-its-batch",
+        "            rest = batch[1:]\n",
+        "            rest = []\n",
+        "the adds a cancelled leader was to send wait for ever",
+        "tests/core/test_coalesce.py"),
+]
+
+CORE = [*SLOT, *QUEUE_FLOWS, *DEAD_LETTER_FLOWS, *COALESCE]
 
 ALL = [*LUA, *CORE]

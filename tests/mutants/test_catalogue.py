@@ -35,7 +35,8 @@ def test_every_script_and_include_and_core_module_has_mutants() -> None:
     mutated = {Path(m.path).stem for m in LUA}
     assert scripts <= mutated, sorted(scripts - mutated)
     assert includes <= mutated, sorted(includes - mutated)
-    flows = {"slot", "queue", "partitions", "calls", "dead_letters", "registry", "manager"}
+    flows = {"slot", "queue", "partitions", "calls", "dead_letters", "registry", "manager",
+             "coalesce"}
     assert flows <= {Path(m.path).stem for m in CORE}
 
 

@@ -392,3 +392,34 @@ def in_thread(function: Callable[..., T], *args: Any,
     threading.Thread(target=target, name=f"test-{getattr(function, '__name__', 'call')}",
                      daemon=True).start()
     return future
+
+
+def at_once(obj: Any, method: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+            ) -> list[Any]:
+    """``getattr(obj, method)(*args, **kwargs)`` for every (args, kwargs) of ``calls``, all
+    concurrently; their results in order, an exception in place of a result. On the asyncio
+    API (``obj`` a ``Blocking`` proxy) they are the tasks of one ``asyncio.gather`` on the
+    test's loop, as an application's concurrent requests are: every task starts before any
+    reply arrives. On the sync API each runs in a thread of its own, all started together."""
+    if isinstance(obj, Blocking):
+        target = object.__getattribute__(obj, "_target")
+        harness: Harness = object.__getattribute__(obj, "_harness")
+        bound = getattr(target, method)
+
+        async def gathered() -> list[Any]:
+            return await asyncio.gather(*(bound(*args, **kwargs) for args, kwargs in calls),
+                                        return_exceptions=True)
+
+        return harness.loop.run(gathered())
+    bound = getattr(obj, method)
+    start = threading.Barrier(len(calls))
+
+    def one(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        start.wait(CALL_TIMEOUT)
+        try:
+            return bound(*args, **kwargs)
+        except Exception as exc:  # handed back in place of the result
+            return exc
+
+    futures = [in_thread(one, args, kwargs) for args, kwargs in calls]
+    return [future.result(CALL_TIMEOUT) for future in futures]

@@ -1,0 +1,176 @@
+"""Coalesced adds without Redis (pyqcore.core.coalesce): several callers' add flows stepped by
+hand, interleaved as concurrent callers' are, with the enqueue script's documented replies."""
+
+from __future__ import annotations
+
+from asyncio import CancelledError
+
+import pytest
+
+from pyqcore.core.calls import Call
+from pyqcore.core.coalesce import Flag
+from pyqcore.core.effects import Turn
+from pyqcore.core.queue import QueueCore
+from pyqcore.errors import AddInterruptedError, ScriptError, SerializationError
+from pyqcore.job import decode_record
+from pyqcore.serializer import MSGPACK
+from pyqcore.settings import QueueSettings
+from tests.core.dialog import Dialog, announced
+
+NOW = 1_800_000_000.0
+
+
+def core(*, batch_size: int = 1000, announce: bool = False) -> QueueCore:
+    queue = QueueCore(QueueSettings(name="q", clock=lambda: NOW, batch_size=batch_size),
+                      cluster=False)
+    queue.announced = not announce
+    return queue
+
+
+def payloads(call: Call[object]) -> list[object]:
+    """The payloads an enqueue call carries: ARGV is due, prefix, n, n records[, n ids]."""
+    n = int(call.args[2])
+    return [decode_record(MSGPACK, r)[0] for r in call.args[3 : 3 + n]
+            if isinstance(r, bytes)]
+
+
+def ids_sent(call: Call[object]) -> list[object]:
+    n = int(call.args[2])
+    return list(call.args[3 + n :])
+
+
+def waiter(flow: Dialog) -> Flag:
+    """The waiter a flow waits on for its turn."""
+    assert isinstance(flow.effect, Turn), flow.effect
+    assert isinstance(flow.effect.waiter, Flag)
+    return flow.effect.waiter
+
+
+def test_a_lone_add_is_one_call_and_leaves_nothing_behind() -> None:
+    queue = core()
+    for n in (1, 2):
+        add = Dialog(queue.add(f"job {n}"))
+        assert payloads(add.script()) == [f"job {n}"] and add.script().args[2] == 1
+        add.answer([0, str(n).encode()])
+        assert add.result == str(n)
+
+
+def test_adds_arriving_while_one_is_in_flight_wait_and_go_together_next() -> None:
+    queue = core()
+    first = Dialog(queue.add("a"))
+    second, third = Dialog(queue.add("b")), Dialog(queue.add("c", job_id="mine"))
+    assert not waiter(second).woken and not waiter(third).woken
+    first.answer([0, b"1"])
+    assert first.result == "1"
+    assert waiter(second).woken and not waiter(third).woken  # the first waiter leads
+    second.answer(None)
+    merged = second.script()
+    assert payloads(merged) == ["b", "c"] and ids_sent(merged) == ["", "mine"]
+    second.answer([0, b"2"])
+    assert second.result == "2" and waiter(third).woken
+    third.answer(None)
+    assert third.result == "mine"
+    alone = Dialog(queue.add("d"))  # nothing in flight any more
+    assert payloads(alone.script()) == ["d"]
+
+
+def test_the_first_adds_announce_the_queue_once() -> None:
+    queue = core(announce=True)
+    first = Dialog(queue.add("a"))
+    assert isinstance(first.effect, list)  # the announcement round
+    second = Dialog(queue.add("b"))
+    waiter(second)
+    first.answer(announced())
+    first.answer([0, b"1"])
+    second.answer(None)
+    assert payloads(second.script()) == ["b"]  # no second announcement
+
+
+def test_a_bad_payload_fails_its_caller_before_it_joins() -> None:
+    queue = core()
+    first = Dialog(queue.add("a"))
+    with pytest.raises(SerializationError):
+        queue.add(object())
+    second = Dialog(queue.add("b"))
+    first.answer([0, b"1"])
+    second.answer(None)
+    assert payloads(second.script()) == ["b"]
+
+
+def test_a_failed_call_fails_exactly_the_adds_it_carried() -> None:
+    queue = core(batch_size=2)
+    first = Dialog(queue.add("a"))
+    waiting = [Dialog(queue.add(x)) for x in "bcd"]
+    first.answer([0, b"1"])
+    lead = waiting[0]
+    lead.answer(None)
+    assert payloads(lead.script()) == ["b", "c"]  # batch_size 2: "d" waits for the next call
+    with pytest.raises(ScriptError):
+        lead.fail(ScriptError("BAD_ARGUMENT: refused"))
+    with pytest.raises(ScriptError):
+        waiting[1].answer(None)
+    assert waiter(waiting[2]).woken  # the next call's leader
+    waiting[2].answer(None)
+    assert payloads(waiting[2].script()) == ["d"]
+    waiting[2].answer([0, b"2"])
+    assert waiting[2].result == "2"
+
+
+def test_only_adds_due_alike_share_a_call_in_order_of_arrival() -> None:
+    queue = core()
+    first = Dialog(queue.add("a"))
+    later, now_1, now_2 = (Dialog(queue.add("later", delay=60.0)), Dialog(queue.add("now")),
+                           Dialog(queue.add("now too")))
+    first.answer([0, b"1"])
+    later.answer(None)
+    assert payloads(later.script()) == ["later"]
+    assert later.script().args[0] == int(NOW * 1000) + 60_000
+    assert not waiter(now_1).woken
+    later.answer([0, b"2"])
+    now_1.answer(None)
+    assert payloads(now_1.script()) == ["now", "now too"]
+    now_1.answer([0, b"3,4"])
+    now_2.answer(None)
+    assert (now_1.result, now_2.result) == ("3", "4")
+
+
+def test_a_waiter_that_leaves_before_its_turn_is_not_sent() -> None:
+    queue = core()
+    first = Dialog(queue.add("a"))
+    gone, stays = Dialog(queue.add("gone")), Dialog(queue.add("stays"))
+    with pytest.raises(CancelledError):  # a cancelled task (or an interrupted thread)
+        gone.fail(CancelledError())
+    first.answer([0, b"1"])
+    stays.answer(None)
+    assert payloads(stays.script()) == ["stays"]
+
+
+def cancel_the_leader(queue: QueueCore, *, in_flight: bool) -> Dialog:
+    """Two adds wait behind a first one; the first of them, handed the lead, is cancelled
+    (before it sends its call, or while the call is in flight). Returns the other one."""
+    first = Dialog(queue.add("a"))
+    lead, other = Dialog(queue.add("b")), Dialog(queue.add("c"))
+    first.answer([0, b"1"])
+    assert waiter(lead).woken and not waiter(other).woken
+    if in_flight:
+        lead.answer(None)
+        assert payloads(lead.script()) == ["b", "c"]
+    with pytest.raises(CancelledError):
+        lead.fail(CancelledError())
+    assert waiter(other).woken
+    return other
+
+
+def test_a_leader_that_leaves_before_sending_passes_the_lead_on() -> None:
+    other = cancel_the_leader(core(), in_flight=False)
+    other.answer(None)
+    assert payloads(other.script()) == ["c"]
+
+
+def test_a_leader_interrupted_in_flight_tells_the_others_their_fate_is_unknown() -> None:
+    queue = core()
+    other = cancel_the_leader(queue, in_flight=True)
+    with pytest.raises(AddInterruptedError):
+        other.answer(None)
+    after = Dialog(queue.add("d"))  # the queue is not stuck
+    assert payloads(after.script()) == ["d"]

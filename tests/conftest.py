@@ -17,6 +17,13 @@ the sync client, on both.
 Every redis-server and redis-sentinel the session starts (through ``tests.support``) is
 registered; one still running when the session ends is killed, and fails the run
 (``pytest_sessionfinish``).
+
+After every passing test that used ``client``, the whole database is checked
+(``tests.support.invariants.database_problems``: each job in one state, nothing left of a
+finished job, counts equal to the keys' sizes, per queue and partition), once everything the
+test set up is torn down (workers stopped, event loops closed); a break fails the test at
+teardown, naming the stray keys. A test that leaves a queue inconsistent on purpose (it
+corrupts or deletes keys) says why with ``@pytest.mark.inconsistent_state("why")``.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
-from redis.cluster import RedisCluster
 
 from pyqcore import QueueManager
 from pyqcore.asyncio.driver import AsyncClient
@@ -40,6 +46,8 @@ from pyqcore.sync.driver import Client
 from tests.reliability.failover import Records
 from tests.support import LocalRedis, LocalRedisCluster, reap_leftover_servers
 from tests.support.drivers import Api, Harness, asyncio_api, sync_api
+from tests.support.invariants import database_problems
+from tests.support.invariants import primaries as _primaries
 from tests.support.sentinels import LocalSentinelGroup
 
 BACKENDS = ("single", "cluster")
@@ -89,14 +97,7 @@ class Backend:
         return redis.asyncio.Redis.from_url(self.server.url)
 
 
-def primaries(client: Client) -> list[redis.Redis]:
-    """A plain client per primary: the server itself, or every primary of the cluster (for
-    per-node commands such as KEYS, CONFIG and CLIENT LIST, which a cluster client would send
-    to a single default node)."""
-    if isinstance(client, RedisCluster):
-        nodes = client.get_primaries()  # type: ignore[no-untyped-call]
-        return [client.get_redis_connection(node) for node in nodes]
-    return [client]
+primaries = _primaries  # a plain client per primary; tests import it from here too
 
 
 def all_keys(client: Client) -> set[bytes | str]:
@@ -133,12 +134,58 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     return Backend(name, request.getfixturevalue(fixtures[name]))
 
 
+USED_BACKEND = pytest.StashKey[Backend]()  # the deployment a test's ``client`` talked to
+FAILED = pytest.StashKey[bool]()  # whether the test itself failed (or was skipped)
+
+
 @pytest.fixture
-def client(backend: Backend) -> Iterator[Client]:
+def client(backend: Backend, request: pytest.FixtureRequest) -> Iterator[Client]:
     conn = backend.client()
     conn.flushall()  # on a cluster: every primary (they are ours)
+    request.node.stash[USED_BACKEND] = backend
     yield conn
     conn.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    report: Any = yield
+    if report.when == "call":
+        item.stash[FAILED] = not report.passed
+    return report  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def checking_clients() -> Iterator[dict[str, Client]]:
+    """One client per backend for the database check, kept for the session (a new cluster
+    client costs ~20 ms of slot discovery, a few seconds over the suite)."""
+    clients: dict[str, Client] = {}
+    yield clients
+    for conn in clients.values():
+        conn.close()
+
+
+@pytest.fixture(autouse=True)
+def invariants_after_the_test(request: pytest.FixtureRequest,
+                              checking_clients: dict[str, Client]) -> Iterator[None]:
+    """The whole database's invariants after a passing test that used ``client`` (see the
+    module docstring). Autouse, so set up first and torn down last: after the test's workers
+    and event loops are gone, before the session's servers stop."""
+    yield
+    node = request.node
+    backend = node.stash.get(USED_BACKEND, None)
+    if backend is None or node.stash.get(FAILED, True):
+        return
+    if node.get_closest_marker("inconsistent_state"):
+        return
+    conn = checking_clients.get(backend.name)
+    if conn is None:
+        conn = checking_clients[backend.name] = backend.client()
+    problems = database_problems(conn)
+    if problems:
+        pytest.fail(f"{node.nodeid} left the database inconsistent ({backend.name}):\n  "
+                    + "\n  ".join(problems), pytrace=False)
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ import pytest
 
 from pyqcore import Backoff, BaseQueue, Job, Worker, WorkerReport
 from pyqcore.sync.driver import Client
-from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend, primaries
+from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend
 from tests.support.drivers import Api, in_thread
+from tests.support.invariants import primaries
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 

@@ -11,8 +11,9 @@ from redis.crc import key_slot
 
 from pyqcore import BaseQueue, ConfigurationError, Job
 from pyqcore.sync.driver import Client
-from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend, FakeClock, all_keys, primaries
+from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend, FakeClock, all_keys
 from tests.support.drivers import Api
+from tests.support.invariants import primaries
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 

@@ -22,8 +22,9 @@ from pyqcore import (
 )
 from pyqcore.errors import LockNotAcquiredError, PayloadTooLargeError, ScriptError
 from pyqcore.sync.driver import Client
-from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend, FakeClock, all_keys, primaries
+from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend, FakeClock, all_keys
 from tests.support.drivers import Api
+from tests.support.invariants import primaries
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 

@@ -15,64 +15,9 @@ from pyqcore.core.calls import text
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
 from tests.support.drivers import Api
+from tests.support.invariants import assert_consistent
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
-
-TOKEN_LENGTH = 16  # a lease member is "<16 hex>:<id>"
-
-
-def scored(client: Client, key: str) -> list[tuple[bytes, float]]:
-    return cast(list[tuple[bytes, float]], client.zrange(key, 0, -1, withscores=True))
-
-
-def fields(client: Client, key: str) -> set[str]:
-    return {text(k) for k in cast(list[bytes], client.hkeys(key))}
-
-
-def state_of(client: Client, queue: BaseQueue) -> dict[str, dict[str, float]]:
-    """Every job id of every partition by state (ready: its position), read from the keys."""
-    states: dict[str, dict[str, float]] = {"ready": {}, "delayed": {}, "leased": {}, "dead": {}}
-    for part in queue.core.partitions.parts:
-        key = part.keys.key
-        ready = [text(i) for i in cast(list[bytes], client.lrange(key("ready"), 0, -1))]
-        assert len(set(ready)) == len(ready), f"an id is ready twice: {ready}"
-        states["ready"].update((job_id, float(i)) for i, job_id in enumerate(ready))
-        for name in ("delayed", "dead"):
-            states[name].update((text(m), float(s)) for m, s in scored(client, key(name)))
-        for member, score in scored(client, key("leased")):
-            if score == float("inf"):
-                continue  # the pin member (reserve.lua), never a lease
-            assert score >= 0, f"a lease left at the settling mark: {member!r}"
-            job_id = text(member)[TOKEN_LENGTH + 1:]
-            assert job_id not in states["leased"], f"{job_id} is leased twice"
-            states["leased"][job_id] = float(score)
-    return states
-
-
-def assert_consistent(client: Client, queue: BaseQueue) -> dict[str, dict[str, float]]:
-    """The invariants of the queue's keys (see the module docstring); returns ``state_of``."""
-    states = state_of(client, queue)
-    records: set[str] = set()
-    history: set[str] = set()
-    errors: set[str] = set()
-    for part in queue.core.partitions.parts:
-        key = part.keys.key
-        records |= fields(client, key("jobs"))
-        history |= fields(client, key("meta"))
-        errors |= fields(client, key("errors"))
-        assert client.llen(key("wake")) <= 1, "more than one wake-up marker"
-    placed: dict[str, str] = {}
-    for state, ids in states.items():
-        for job_id in ids:
-            assert job_id not in placed, f"{job_id} is {placed[job_id]} and {state}"
-            placed[job_id] = state
-    assert records == set(placed), (
-        f"records without a state: {sorted(records - set(placed))}; "
-        f"states without a record: {sorted(set(placed) - records)}")
-    assert history <= records, f"history of jobs that are gone: {sorted(history - records)}"
-    assert errors <= records, f"errors of jobs that are gone: {sorted(errors - records)}"
-    assert queue.counts() == {state: len(ids) for state, ids in states.items()}
-    return states
 
 
 def make(api: Api, client: Client, clock: FakeClock, **options: object) -> BaseQueue:

@@ -24,8 +24,9 @@ from pyqcore import (
 )
 from pyqcore.core.calls import text
 from pyqcore.sync.driver import Client
-from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend, FakeClock, primaries
+from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend, FakeClock
 from tests.support.drivers import Api, in_thread
+from tests.support.invariants import primaries
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 

@@ -22,8 +22,9 @@ from pyqcore.core.calls import Call, QueueCalls, lock_call, unlock_call
 from pyqcore.keys import QueueKeys
 from pyqcore.scripts import load_scripts
 from pyqcore.settings import QueueSettings
-from tests.conftest import FakeClock, all_keys, primaries
+from tests.conftest import FakeClock, all_keys
 from tests.support import LocalRedisCluster
+from tests.support.invariants import primaries
 
 SCRIPTS = load_scripts()
 QUEUE_NAMES = ["emails", "q", "a:b", "tenant-7/jobs", "ünïcode", "x" * 200]

@@ -1,0 +1,180 @@
+"""The invariants of a queue's keys, read from Redis: each job in exactly one state (ready,
+delayed, leased, dead); nothing left behind for a job that is gone (no record, history,
+error or lease of an acked or purged job: the records are exactly the jobs in some state);
+counts.lua's answer equal to the keys' sizes; no lease left at the settling mark; at most one
+wake-up marker.
+
+``assert_consistent(client, queue)`` checks one queue object's partitions (the state-machine
+tests call it after each transition); ``database_problems(client)`` finds every queue in the
+deployment by its key names and checks them all (``tests/conftest.py`` runs it after every
+test that used the ``client`` fixture). Each queue (partition) is read in one MULTI, so a
+worker still settling cannot tear the snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+from redis.cluster import RedisCluster
+
+from pyqcore import BaseQueue
+from pyqcore.core.calls import text
+from pyqcore.scripts import load_scripts
+from pyqcore.sync.driver import Client
+
+TOKEN_LENGTH = 16  # a lease member is "<16 hex>:<id>" (lua/includes/lease.lua)
+STATES = ("ready", "delayed", "leased", "dead")
+PARTS = (*STATES, "jobs", "meta", "errors", "wake")
+# A queue's key: "<prefix>:{<queue or queue#i>}:<part>"; locks, stats and registry keys aside.
+QUEUE_KEY = re.compile(rb"^(?P<base>.+:\{[^{}]+\}):(?P<part>" + "|".join(PARTS).encode()
+                       + rb")$")
+COUNTS = load_scripts()["counts"]
+
+
+@dataclass
+class Partition:
+    """What one partition's keys hold, read at one instant."""
+
+    name: str  # "<prefix>:{<tag>}", how the messages name it
+    states: dict[str, dict[str, float]] = field(default_factory=dict)  # ready: its position
+    records: set[str] = field(default_factory=set)
+    history: set[str] = field(default_factory=set)
+    errors: set[str] = field(default_factory=set)
+    counted: dict[str, int] = field(default_factory=dict)  # counts.lua's answer
+    problems: list[str] = field(default_factory=list)
+
+    def check(self) -> list[str]:
+        """Every invariant this partition breaks, as readable lines naming the ids."""
+        found = list(self.problems)
+        placed: dict[str, str] = {}
+        for state, ids in self.states.items():
+            for job_id in ids:
+                if job_id in placed:
+                    found.append(f"{self.name}: job {job_id} is {placed[job_id]} and {state}")
+                placed[job_id] = state
+        if stray := sorted(self.records - set(placed)):
+            found.append(f"{self.name}:jobs: {len(stray)} records of jobs in no state "
+                         f"(finished jobs left behind?): {stray[:20]}")
+        if missing := sorted(set(placed) - self.records):
+            found.append(f"{self.name}: {len(missing)} jobs in a state without a record: "
+                         f"{[(i, placed[i]) for i in missing[:20]]}")
+        if stray := sorted(self.history - self.records):
+            found.append(f"{self.name}:meta: history of {len(stray)} jobs that are gone: "
+                         f"{stray[:20]}")
+        if stray := sorted(self.errors - self.records):
+            found.append(f"{self.name}:errors: errors of {len(stray)} jobs that are gone: "
+                         f"{stray[:20]}")
+        sizes = {state: len(ids) for state, ids in self.states.items()}
+        if self.counted != sizes:
+            found.append(f"{self.name}: counts.lua says {self.counted}, the keys hold {sizes}")
+        return found
+
+
+def read_partition(node: Any, base: str) -> Partition:
+    """One partition's keys (``base`` is "<prefix>:{<tag>}"), in one MULTI on ``node`` (the
+    server, or the cluster node that holds the tag)."""
+    key = {part: f"{base}:{part}" for part in PARTS}
+    pipe = node.pipeline(transaction=True)
+    pipe.lrange(key["ready"], 0, -1)
+    for name in ("delayed", "leased", "dead"):
+        pipe.zrange(key[name], 0, -1, withscores=True)
+    for name in ("jobs", "meta", "errors"):
+        pipe.hkeys(key[name])
+    pipe.llen(key["wake"])
+    keys = [key[p] for p in COUNTS.key_parts]
+    pipe.eval(COUNTS.source, len(keys), *keys)
+    found = Partition(base)
+    try:
+        ready, delayed, leased, dead, jobs, meta, errors, wake, counted = pipe.execute()
+    except redis.ResponseError as exc:  # e.g. WRONGTYPE: a key clobbered
+        found.problems.append(f"{base}: its keys cannot be read: {exc}")
+        return found
+    ids = [text(i) for i in ready]
+    if len(set(ids)) != len(ids):
+        found.problems.append(f"{base}:ready: an id is ready twice: {ids[:50]}")
+    leases: dict[str, float] = {}
+    for member, score in leased:
+        if score == float("inf"):
+            continue  # the pin member (reserve.lua), never a lease
+        job_id = text(member)[TOKEN_LENGTH + 1:]
+        if score < 0:
+            found.problems.append(f"{base}:leased: a lease left at the settling mark: "
+                                  f"{member!r}")
+        if job_id in leases:
+            found.problems.append(f"{base}:leased: job {job_id} is leased twice")
+        leases[job_id] = float(score)
+    found.states = {"ready": {job_id: float(i) for i, job_id in enumerate(ids)},
+                    "delayed": {text(m): float(s) for m, s in delayed},
+                    "leased": leases,
+                    "dead": {text(m): float(s) for m, s in dead}}
+    found.records = {text(k) for k in jobs}
+    found.history = {text(k) for k in meta}
+    found.errors = {text(k) for k in errors}
+    if wake > 1:
+        found.problems.append(f"{base}:wake: {wake} wake-up markers (at most one)")
+    found.counted = dict(zip(STATES, counted[1:5], strict=True))
+    return found
+
+
+def primaries(client: Client) -> list[redis.Redis]:
+    """A plain client per primary: the server itself, or every primary of the cluster."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_primaries()  # type: ignore[no-untyped-call]
+        return [client.get_redis_connection(node) for node in nodes]
+    return [client]
+
+
+def database_problems(client: Client) -> list[str]:
+    """Every invariant any queue in the deployment breaks (found by its keys' names)."""
+    found: list[str] = []
+    for node in primaries(client):
+        bases: set[str] = set()
+        for key in cast(list[bytes], node.keys("*:{*}:*")):
+            match = QUEUE_KEY.match(key if isinstance(key, bytes) else key.encode())
+            if match:
+                bases.add(match.group("base").decode(errors="replace"))
+        for base in sorted(bases):
+            found += read_partition(node, base).check()
+    return found
+
+
+def partitions_of(client: Client, queue: BaseQueue) -> list[Partition]:
+    """Each partition of ``queue``, read from the node that holds it."""
+    read = []
+    for part in queue.core.partitions.parts:
+        base = part.keys.key("x")[: -len(":x")]
+        node: Any = client
+        if isinstance(client, RedisCluster):
+            node = client.get_redis_connection(
+                client.get_node_from_key(part.keys.key("ready")))  # type: ignore[no-untyped-call]
+        read.append(read_partition(node, base))
+    return read
+
+
+def merged(parts: list[Partition]) -> dict[str, dict[str, float]]:
+    """The partitions' jobs by state (ready: the position in its partition; delayed: the due
+    time; leased: the deadline; dead: when it died, all in ms)."""
+    states: dict[str, dict[str, float]] = {state: {} for state in STATES}
+    for part in parts:
+        for state, ids in part.states.items():
+            states[state].update(ids)
+    return states
+
+
+def state_of(client: Client, queue: BaseQueue) -> dict[str, dict[str, float]]:
+    """Every job id of every partition of ``queue`` by state (see ``merged``)."""
+    return merged(partitions_of(client, queue))
+
+
+def assert_consistent(client: Client, queue: BaseQueue) -> dict[str, dict[str, float]]:
+    """The invariants of ``queue``'s keys (see the module docstring), and ``queue.counts()``
+    equal to the keys' sizes; returns ``state_of``."""
+    parts = partitions_of(client, queue)
+    problems = [line for part in parts for line in part.check()]
+    assert not problems, "\n".join(problems)
+    states = merged(parts)
+    assert queue.counts() == {state: len(ids) for state, ids in states.items()}
+    return states

@@ -8,7 +8,8 @@ KEYS
   4  stats    HASH  counters; field "added" also numbers the queue's automatic ids
   5  wake     LIST  marker that blocked workers wait on
 ARGV
-  1        due_ms     integer, ms  when the jobs become ready; 0 = ready now
+  1        delay_ms   integer, ms  how long from now (the server's clock) the jobs wait in
+                                   delayed; 0 = ready now (no clock read)
   2        id_prefix  string       put before numbered ids ("" = none; "3-" in partition 3)
   3        n          integer      how many jobs (>= 1)
   3+k      record     bytes        job k's serialized record, stored as is (k = 1..n)
@@ -22,7 +23,7 @@ REPLY
                            (1-based) of jobs whose custom id already existed: idempotent
                            add, that job was skipped and the existing one left untouched
 ERRORS
-  {1, message}  BAD_ARGUMENT: bad due_ms or n, or not n records and 0 or n ids; nothing
+  {1, message}  BAD_ARGUMENT: bad delay_ms or n, or not n records and 0 or n ids; nothing
                 written
 ]]
 -- @include codes
@@ -30,6 +31,18 @@ ERRORS
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
 -- @end codes
+-- @include clock
+-- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
+-- The queue's one clock is the Redis server's: now_ms() reads TIME, in milliseconds since the
+-- epoch. No script takes the time from its caller, so a client whose clock is off changes
+-- nothing. Redis >= 7 replicates a script's effects (the writes it made), never the script
+-- itself, so replicas and the AOF get the values computed here: reading the clock inside a
+-- script is deterministic for them. Read it only where time matters (a plain add never does).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- @end clock
 -- @include args
 -- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
 -- Argument checks. A script reads every ARGV entry it needs first, then returns
@@ -101,7 +114,7 @@ end
 -- @end wake
 
 local ready, delayed, jobs, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local due = arg_int(1, 'due_ms', 0)
+local delay = arg_int(1, 'delay_ms', 0)
 local id_prefix = ARGV[2] or ''
 local n = arg_int(3, 'n', 1)
 local with_ids = #ARGV == 3 + 2 * n
@@ -215,14 +228,15 @@ reply[2] = table.concat(numbered, ',')
 
 if #fresh > 0 then
   local should_wake
-  if due == 0 then
+  if delay == 0 then
     -- Only a ready list that was empty can have workers blocked on it; a longer one was
     -- non-empty at their last reserve, which passes the wake-up on while work remains.
     should_wake = call_chunked('RPUSH', ready, fresh) == #fresh
   else
-    local scored = {}
+    -- Formatted once: Redis would printf a Lua number argument for every job.
+    local due, scored = string.format('%d', now_ms() + delay), {}
     for i, id in ipairs(fresh) do
-      scored[2 * i - 1] = ARGV[1] -- due as given: a Lua number would be printf'd per job
+      scored[2 * i - 1] = due
       scored[2 * i] = id
     end
     call_chunked('ZADD', delayed, scored)

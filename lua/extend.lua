@@ -5,12 +5,13 @@ now + visibility, so a long job is not reclaimed while its worker is alive.
 KEYS
   1  leased  ZSET  "token:id" -> lease deadline (ms)
 ARGV
-  1     now_ms         integer, ms  current time
-  2     visibility_ms  integer, ms  new lease length from now, > 0
-  2k+1  id             string       job id (k = 1..N)
-  2k+2  token          16 hex       its lease token
+  1     visibility_ms  integer, ms  new lease length from now (the server's clock), > 0
+  2k    id             string       job id (k = 1..N)
+  2k+1  token          16 hex       its lease token
 REPLY
-  {0, deadline_ms, extended, lost_id...}  lost ids are no longer held under the token given
+  {0, deadline_ms, extended, lost_id...}  deadline_ms is the new lease deadline (the server's
+                                          clock); lost ids are no longer held under the token
+                                          given
 ERRORS
   {1, message}  BAD_ARGUMENT; nothing written
 ]]
@@ -19,6 +20,18 @@ ERRORS
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
 -- @end codes
+-- @include clock
+-- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
+-- The queue's one clock is the Redis server's: now_ms() reads TIME, in milliseconds since the
+-- epoch. No script takes the time from its caller, so a client whose clock is off changes
+-- nothing. Redis >= 7 replicates a script's effects (the writes it made), never the script
+-- itself, so replicas and the AOF get the values computed here: reading the clock inside a
+-- script is deterministic for them. Read it only where time matters (a plain add never does).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- @end clock
 -- @include args
 -- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
 -- Argument checks. A script reads every ARGV entry it needs first, then returns
@@ -115,23 +128,23 @@ end
 -- @end lease_pairs
 
 local leased = KEYS[1]
-local now = arg_int(1, 'now_ms', 0)
-local visibility = arg_int(2, 'visibility_ms', 1)
-if #ARGV < 4 or #ARGV % 2 ~= 0 then
-  bad = bad or 'ARGV[3..] must be (id, token) pairs, at least one'
+local visibility = arg_int(1, 'visibility_ms', 1)
+if #ARGV < 3 or #ARGV % 2 ~= 1 then
+  bad = bad or 'ARGV[2..] must be (id, token) pairs, at least one'
 end
 if bad then
   return {BAD_ARGUMENT, bad}
 end
 
-local deadline = now + visibility
-local ids, members, n = lease_pairs(3)
+local deadline = now_ms() + visibility
+local deadline_arg = string.format('%d', deadline) -- once: Redis would printf a number per job
+local ids, members, n = lease_pairs(2)
 local held = gather_chunked('ZMSCORE', leased, members)
 local renewed, reply, e = {}, {OK, deadline, 0}, 0
 for i = 1, n do
   if held[i] then
     e = e + 2
-    renewed[e - 1] = deadline
+    renewed[e - 1] = deadline_arg
     renewed[e] = members[i]
   else
     reply[#reply + 1] = ids[i]

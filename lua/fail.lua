@@ -12,17 +12,18 @@ KEYS
   7  stats    HASH  counters
   8  wake     LIST  marker that blocked workers wait on
 ARGV
-  1  now_ms        integer, ms  current time
-  2  id            string       job id
-  3  token         16 hex       the job's lease token
-  4  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
-  5  backoff_ms    integer, ms  wait before the retry; 0 = back of ready now
-  6  error         string       JSON {type, message, traceback}, stored as the job's last error
-  7  retryable     0 or 1       0 = dead now whatever the attempts left (any other value is
+  1  id            string       job id
+  2  token         16 hex       the job's lease token
+  3  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
+  4  backoff_ms    integer, ms  wait before the retry, from now (the server's clock); 0 = back
+                                of ready now
+  5  error         string       JSON {type, message, traceback}, stored as the job's last error
+  6  retryable     0 or 1       0 = dead now whatever the attempts left (any other value is
                                 a BAD_ARGUMENT)
 REPLY
-  {0, "retry", due_ms}  the job waits in delayed (or ready when backoff_ms is 0)
-  {0, "dead", now_ms}   the job is in the dead-letter queue
+  {0, "retry", due_ms}  the job waits in delayed until due_ms (or is back in ready, due now)
+  {0, "dead", died_ms}  the job is in the dead-letter queue since died_ms
+  (times on the server's clock)
 ERRORS
   {1, message}  BAD_ARGUMENT; nothing written
   {2, message}  LEASE_LOST: the token is not the job's current lease; nothing written
@@ -32,6 +33,18 @@ ERRORS
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
 -- @end codes
+-- @include clock
+-- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
+-- The queue's one clock is the Redis server's: now_ms() reads TIME, in milliseconds since the
+-- epoch. No script takes the time from its caller, so a client whose clock is off changes
+-- nothing. Redis >= 7 replicates a script's effects (the writes it made), never the script
+-- itself, so replicas and the AOF get the values computed here: reading the clock inside a
+-- script is deterministic for them. Read it only where time matters (a plain add never does).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- @end clock
 -- @include args
 -- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
 -- Argument checks. A script reads every ARGV entry it needs first, then returns
@@ -133,7 +146,7 @@ end
 -- generated from lua/includes/bury.lua by `make lua`: edit that file, not this block
 -- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
 -- The record stays in the jobs hash, so the job can be inspected and redriven under its own id.
--- now_arg is the time as it came in ARGV: a Lua number argument would be printf'd by Redis.
+-- now_arg is the time as a string: a Lua number argument would be printf'd by Redis.
 local function bury(dead_key, errors_key, stats_key, id, now_arg, error_json)
   redis.call('ZADD', dead_key, now_arg, id)
   redis.call('HSET', errors_key, id, error_json)
@@ -143,15 +156,14 @@ end
 
 local ready, delayed, leased, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local meta, errors, stats, wake_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local now = arg_int(1, 'now_ms', 0)
-local id = ARGV[2] or ''
-local token = arg_token(3, 'token')
-local max_attempts = arg_int(4, 'max_attempts', 1)
-local backoff = arg_int(5, 'backoff_ms', 0)
-local error_json = ARGV[6] or ''
-local retryable = arg_int(7, 'retryable', 0, 1)
+local id = ARGV[1] or ''
+local token = arg_token(2, 'token')
+local max_attempts = arg_int(3, 'max_attempts', 1)
+local backoff = arg_int(4, 'backoff_ms', 0)
+local error_json = ARGV[5] or ''
+local retryable = arg_int(6, 'retryable', 0, 1)
 if id == '' then
-  bad = bad or 'ARGV[2] id must not be empty'
+  bad = bad or 'ARGV[1] id must not be empty'
 end
 if bad then
   return {BAD_ARGUMENT, bad}
@@ -164,6 +176,7 @@ end
 local attempts, redrives = meta_get(redis.call('HGET', meta, id))
 attempts = attempts + 1 -- this delivery
 redis.call('HSET', meta, id, meta_put(attempts, redrives))
+local now = now_ms()
 
 if retryable == 1 and attempts < max_attempts then
   redis.call('HSET', errors, id, error_json)
@@ -176,5 +189,5 @@ if retryable == 1 and attempts < max_attempts then
   redis.call('ZADD', delayed, string.format('%d', now + backoff), id)
   return {OK, 'retry', now + backoff}
 end
-bury(dead, errors, stats, id, ARGV[1], error_json)
+bury(dead, errors, stats, id, string.format('%d', now), error_json)
 return {OK, 'dead', now}

@@ -1,6 +1,6 @@
 --[[
-purge: delete dead jobs for good (record, state and error): the ids given, or those that died
-before max_died_ms, at most limit per call.
+purge: delete dead jobs for good (record, state and error): the ids given, or those dead for
+longer than min_age_ms, at most limit per call.
 
 KEYS
   1  dead    ZSET  id -> time it died (ms)
@@ -9,7 +9,8 @@ KEYS
   4  errors  HASH  id -> last error (JSON)
   5  stats   HASH  counters
 ARGV
-  1    max_died_ms  integer, ms  with no ids: purge jobs that died before this time
+  1    min_age_ms   integer, ms  with no ids: purge jobs dead for longer than this (by the
+                                 server's clock); 0 = every dead job (no clock read)
   2    limit        integer      with no ids: most jobs purged, 1..10000 (MAX_BATCH in
                                  pyqcore/settings.py: bounds one call; checked even with ids)
   3..  id           string       optional: exactly these dead jobs (ids not dead are ignored;
@@ -24,6 +25,18 @@ ERRORS
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
 -- @end codes
+-- @include clock
+-- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
+-- The queue's one clock is the Redis server's: now_ms() reads TIME, in milliseconds since the
+-- epoch. No script takes the time from its caller, so a client whose clock is off changes
+-- nothing. Redis >= 7 replicates a script's effects (the writes it made), never the script
+-- itself, so replicas and the AOF get the values computed here: reading the clock inside a
+-- script is deterministic for them. Read it only where time matters (a plain add never does).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- @end clock
 -- @include args
 -- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
 -- Argument checks. A script reads every ARGV entry it needs first, then returns
@@ -67,7 +80,7 @@ end
 -- @end call_chunked
 
 local dead, jobs, meta, errors, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local max_died = arg_int(1, 'max_died_ms', 0)
+local min_age = arg_int(1, 'min_age_ms', 0)
 local limit = arg_int(2, 'limit', 1, 10000)
 if bad then
   return {BAD_ARGUMENT, bad}
@@ -84,8 +97,9 @@ if #ARGV > 2 then
     seen[id] = true
   end
 else
-  -- %d, not ..: Lua's .. prints a number with 14 digits (9.007199254741e+15).
-  ids = redis.call('ZRANGEBYSCORE', dead, '-inf', string.format('(%d', max_died), 'LIMIT', 0, limit)
+  -- %d, not ..: Lua's .. prints a large number with 14 digits (9.007199254741e+15).
+  local before = min_age == 0 and '+inf' or string.format('(%d', now_ms() - min_age)
+  ids = redis.call('ZRANGEBYSCORE', dead, '-inf', before, 'LIMIT', 0, limit)
 end
 if #ids > 0 then
   call_chunked('ZREM', dead, ids)

@@ -1,6 +1,6 @@
 --[[
 redrive: move dead jobs back to the back of ready under the same id, attempts reset to 0.
-Either the ids given, or the dead jobs that died at or after min_died_ms, in bounded batches.
+Either the ids given, or the dead jobs dead for at most max_age_ms, in bounded batches.
 A job already redriven max_redrives times stays dead, so a poison job cannot cycle forever.
 
 KEYS
@@ -12,7 +12,8 @@ KEYS
   6  wake    LIST  marker that blocked workers wait on
 ARGV
   1    max_redrives  integer      redrives allowed per job; -1 = no limit (an operator's requeue)
-  2    min_died_ms   integer, ms  with no ids: consider jobs that died at or after this time
+  2    max_age_ms    integer, ms  with no ids: consider jobs dead for at most this long (by
+                                  the server's clock); -1 = any age (no clock read)
   3    offset        integer      with no ids: skip this many candidates (those kept back so far)
   4    limit         integer      with no ids: most candidates examined, 1..10000 (MAX_BATCH
                                   in pyqcore/settings.py: bounds one call; checked even with ids)
@@ -22,7 +23,9 @@ REPLY
   {0, redriven, kept_back, not_dead, examined}
   kept_back = at their redrive limit; not_dead = ids given that are not in the dead set;
   a caller scanning by age is done when examined < limit, else calls again with
-  offset + kept_back.
+  offset + kept_back. (The oldest age considered moves on with the clock between calls: a
+  job kept back that ages out of it meanwhile makes the next call skip a candidate, which
+  stays dead for a later scan; a scan with max_age_ms -1 never moves.)
 ERRORS
   {1, message}  BAD_ARGUMENT (e.g. limit > 10000); nothing written
 ]]
@@ -31,6 +34,18 @@ ERRORS
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
 -- @end codes
+-- @include clock
+-- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
+-- The queue's one clock is the Redis server's: now_ms() reads TIME, in milliseconds since the
+-- epoch. No script takes the time from its caller, so a client whose clock is off changes
+-- nothing. Redis >= 7 replicates a script's effects (the writes it made), never the script
+-- itself, so replicas and the AOF get the values computed here: reading the clock inside a
+-- script is deterministic for them. Read it only where time matters (a plain add never does).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- @end clock
 -- @include args
 -- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
 -- Argument checks. A script reads every ARGV entry it needs first, then returns
@@ -137,7 +152,7 @@ end
 
 local ready, dead, meta, errors, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local max_redrives = arg_int(1, 'max_redrives', -1)
-local min_died = arg_int(2, 'min_died_ms', 0)
+local max_age = arg_int(2, 'max_age_ms', -1)
 local offset = arg_int(3, 'offset', 0)
 local limit = arg_int(4, 'limit', 1, 10000)
 if bad then
@@ -159,7 +174,9 @@ if #ARGV > 4 then
     end
   end
 else
-  candidates = redis.call('ZRANGEBYSCORE', dead, min_died, '+inf', 'LIMIT', offset, limit)
+  -- %d, not ..: Lua's .. prints a large number with 14 digits (9.007199254741e+15).
+  local since = max_age < 0 and '-inf' or string.format('%d', now_ms() - max_age)
+  candidates = redis.call('ZRANGEBYSCORE', dead, since, '+inf', 'LIMIT', offset, limit)
 end
 
 -- HMGET in slices: any number of ids given (or candidates) fits under Lua's unpack limit.

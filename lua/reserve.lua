@@ -14,21 +14,22 @@ KEYS
   8  stats    HASH  counters
   9  wake     LIST  marker that blocked workers wait on
 ARGV
-  1  now_ms        integer, ms  current time
-  2  count         integer      most jobs to lease (0 = housekeeping only)
-  3  visibility_ms integer, ms  lease length, > 0
-  4  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
-  5  sweep_limit   integer      most delayed promotions and most expired leases handled,
+  1  count         integer      most jobs to lease (0 = housekeeping only)
+  2  visibility_ms integer, ms  lease length, > 0
+  3  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
+  4  sweep_limit   integer      most delayed promotions and most expired leases handled,
                                 1..10000 (MAX_BATCH in pyqcore/settings.py: bounds one call)
-  6  token         16 hex       the lease token of this call's jobs: random, from the caller
+  5  token         16 hex       the lease token of this call's jobs: random, from the caller
                                 (a counter in Redis would repeat itself after a failover to
                                 a replica that had not seen its last values)
 REPLY
-  {0, token, deadline_ms, next_event_ms, id1, record1, attempt1, ...}
-  token is the lease token of every job in this reply; attempt is the delivery number (1 =
-  first); next_event_ms, in a reply with no job only (else -1), is the earliest due time of
-  a delayed job or lease deadline, -1 if none: a worker with nothing to do sleeps until
-  then. Ids whose record is missing are dropped (counted in stats as "orphaned").
+  {0, token, deadline_ms, wait_ms, id1, record1, attempt1, ...}
+  token is the lease token of every job in this reply; deadline_ms is their lease deadline
+  on the server's clock; attempt is the delivery number (1 = first); wait_ms, in a reply with
+  no job only (else -1), is how long from now (ms, >= 0) until the earliest due time of a
+  delayed job or lease deadline, -1 if none: a worker with nothing to do sleeps that long,
+  whatever its own clock says. Ids whose record is missing are dropped (counted in stats as
+  "orphaned").
 ERRORS
   {1, message}  BAD_ARGUMENT (e.g. sweep_limit > 10000); nothing written
 ]]
@@ -37,6 +38,18 @@ ERRORS
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
 -- @end codes
+-- @include clock
+-- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
+-- The queue's one clock is the Redis server's: now_ms() reads TIME, in milliseconds since the
+-- epoch. No script takes the time from its caller, so a client whose clock is off changes
+-- nothing. Redis >= 7 replicates a script's effects (the writes it made), never the script
+-- itself, so replicas and the AOF get the values computed here: reading the clock inside a
+-- script is deterministic for them. Read it only where time matters (a plain add never does).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- @end clock
 -- @include args
 -- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
 -- Argument checks. A script reads every ARGV entry it needs first, then returns
@@ -170,7 +183,7 @@ end
 -- generated from lua/includes/bury.lua by `make lua`: edit that file, not this block
 -- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
 -- The record stays in the jobs hash, so the job can be inspected and redriven under its own id.
--- now_arg is the time as it came in ARGV: a Lua number argument would be printf'd by Redis.
+-- now_arg is the time as a string: a Lua number argument would be printf'd by Redis.
 local function bury(dead_key, errors_key, stats_key, id, now_arg, error_json)
   redis.call('ZADD', dead_key, now_arg, id)
   redis.call('HSET', errors_key, id, error_json)
@@ -194,20 +207,20 @@ end
 
 local ready, delayed, leased, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local jobs, meta, errors, stats, wake_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local now = arg_int(1, 'now_ms', 0)
-local count = arg_int(2, 'count', 0)
-local visibility = arg_int(3, 'visibility_ms', 1)
-local max_attempts = arg_int(4, 'max_attempts', 1)
-local sweep = arg_int(5, 'sweep_limit', 1, 10000)
-local token = arg_token(6, 'token')
+local count = arg_int(1, 'count', 0)
+local visibility = arg_int(2, 'visibility_ms', 1)
+local max_attempts = arg_int(3, 'max_attempts', 1)
+local sweep = arg_int(4, 'sweep_limit', 1, 10000)
+local token = arg_token(5, 'token')
 if bad then
   return {BAD_ARGUMENT, bad}
 end
 
 -- Promote delayed jobs that are due, oldest due first, to the back of ready.
--- Numbers go to redis.call as the strings they came in: Redis formats a Lua number argument
--- with printf('%.17g'), a few thousand instructions each (callgrind).
-local now_arg, sweep_arg = ARGV[1], ARGV[5]
+-- Numbers go to redis.call as strings (formatted once, or as they came in): Redis formats a
+-- Lua number argument with printf('%.17g'), a few thousand instructions each (callgrind).
+local now = now_ms()
+local now_arg, sweep_arg = string.format('%d', now), ARGV[4]
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_arg, 'LIMIT', '0', sweep_arg)
 if #due > 0 then
   call_chunked('RPUSH', ready, due)
@@ -253,7 +266,7 @@ if #expired > 0 then
 end
 
 local reply = {OK, token, now + visibility, -1}
-local ids = count > 0 and redis.call('LPOP', ready, ARGV[2])
+local ids = count > 0 and redis.call('LPOP', ready, ARGV[1])
 if ids then
   local deadline = string.format('%d', now + visibility) -- formatted once, not per job
   local records = gather_chunked('HMGET', jobs, ids)
@@ -287,15 +300,16 @@ if ids then
   end
 end
 
--- For a worker given nothing to do: the next moment something becomes ready without an
--- enqueue. (A reply with jobs skips it: two ZRANGE WITHSCORES, each score printf'd and parsed
--- back, were a fifth of a one-job reserve.)
+-- For a worker given nothing to do: how long until something becomes ready without an
+-- enqueue, from now (so the worker needs no clock of its own to sleep). (A reply with jobs
+-- skips it: two ZRANGE WITHSCORES, each score printf'd and parsed back, were a fifth of a
+-- one-job reserve.)
 if #reply == 4 then
   local first_due = redis.call('ZRANGE', delayed, '0', '0', 'WITHSCORES')[2]
   local first_deadline = redis.call('ZRANGE', leased, '0', '0', 'WITHSCORES')[2] -- inf: only PIN
   local next_event = math.min(tonumber(first_due) or math.huge, tonumber(first_deadline) or math.huge)
   if next_event ~= math.huge then
-    reply[4] = next_event
+    reply[4] = math.max(0, next_event - now)
   end
 end
 return reply

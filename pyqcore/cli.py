@@ -522,11 +522,8 @@ def dlq_purge(state: State, queue: str | None, ids: tuple[str, ...],  # noqa: PL
         raise click.UsageError("--older-than selects by age: give it without job ids")
     wanted = list(dict.fromkeys(ids))
     client, dlq = state.manager().client, state.manager().dead_letter_queue
-    cutoff = dlq.core.cutoff_ms(older_than)  # what purge(max_age=...) will delete
-    plan = [(name, state.parts_of(name)) for name in names]
-    total = sum(_dead_ids(client, parts, wanted) if wanted else
-                sum(client.zcount(p.keys.key("dead"), "-inf", f"({cutoff}") for p in parts)
-                for _, parts in plan)
+    total = (sum(_dead_ids(client, state.parts_of(name), wanted) for name in names) if wanted
+             else sum(dlq.count(name, max_age=older_than) for name in names))
     what = f"queue {queue!r}" if queue is not None else \
         f"{plural(len(names), 'queue')} under prefix {state.prefix!r}"
     age = f" dead for more than {older_than:g} s" if older_than else ""

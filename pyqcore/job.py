@@ -89,11 +89,11 @@ class DeadLetterItem:
 
 
 def encode_record(
-    serializer: Serializer, payload: Any, context: Any, now_ms: int, max_bytes: int
+    serializer: Serializer, payload: Any, context: Any, enqueued_ms: int, max_bytes: int
 ) -> bytes:
     """Serialize one job record, or raise SerializationError / PayloadTooLargeError."""
     try:
-        record = serializer.dumps([payload, context, now_ms])
+        record = serializer.dumps([payload, context, enqueued_ms])
     except SerializationError as exc:  # its path is in the record: say payload or context
         message = str(exc)
         for index, part in (("$[0]", "payload: $"), ("$[1]", "context: $")):
@@ -110,20 +110,20 @@ def encode_record(
 
 
 def encode_records(
-    serializer: Serializer, payloads: Sequence[Any], contexts: Sequence[Any], now_ms: int,
+    serializer: Serializer, payloads: Sequence[Any], contexts: Sequence[Any], enqueued_ms: int,
     max_bytes: int,
 ) -> list[bytes]:
     """Serialize job records, all before any write: any failure raises, naming the job's
     position in the batch when there are several."""
     try:
-        return [encode_record(serializer, p, c, now_ms, max_bytes)
+        return [encode_record(serializer, p, c, enqueued_ms, max_bytes)
                 for p, c in zip(payloads, contexts, strict=True)]
     except SerializationError as exc:
         if len(payloads) == 1:
             raise
         for i, (payload, context) in enumerate(zip(payloads, contexts, strict=True)):
             try:
-                encode_record(serializer, payload, context, now_ms, max_bytes)
+                encode_record(serializer, payload, context, enqueued_ms, max_bytes)
             except SerializationError:
                 raise type(exc)(f"job {i} of the batch of {len(payloads)}: {exc}") from None
         raise  # it failed once and not again: a value that changed meanwhile

@@ -6,6 +6,12 @@ which keys and arguments a call passes and in which order.
 Shared Lua lives in ``lua/includes/`` and is expanded between ``-- @include NAME`` and
 ``-- @end NAME`` markers in each script (``make lua``), so every file runs as-is under
 ``redis-cli --eval``. A script carries only the includes it uses.
+
+The queue's one clock is the Redis server's: a script that needs the time carries the ``clock``
+include, which reads ``TIME``. Tests that move time by hand (``pyqcore.testing.ManualClock``)
+load a variant of the scripts instead, ``load_scripts(manual_clock=True)``, whose clock block
+takes the time from an extra first ARGV entry (``lua/testing/manual_clock.lua``); its SHAs
+differ, and the production scripts never accept a time from their caller.
 """
 
 from __future__ import annotations
@@ -31,14 +37,15 @@ _ARGV_LINE = re.compile(r"^  (?P<pos>[^\s(]\S*)\s+(?P<name>\w+)\s")
 _FIXED = re.compile(r"\d+")
 _VARIADIC = re.compile(r"\d+\.\.|[\dkn+\-]*k[\dkn+\-]*")
 _INCLUDE = re.compile(r"^-- @include (\w+)\n.*?^-- @end \1\n", re.S | re.M)
+_CLOCK = re.compile(r"^-- @include clock\n.*?^-- @end clock\n", re.S | re.M)
 VARIADIC = "..."  # suffix of a variadic ARGV entry's name in Script.argv
 
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """One Lua script: its source, SHA1 (for EVALSHA), documented header, key parts, and ARGV
+    """One Lua script: its source, SHA1 (for EVALSHA), documented header, key parts, ARGV
     entry names in order (a variadic entry's name ends with ``...``: ``("offset", "limit",
-    "id...")``)."""
+    "id...")``), and whether it reads the clock (carries the ``clock`` include)."""
 
     name: str
     source: str
@@ -46,6 +53,7 @@ class Script:
     header: str
     key_parts: tuple[str, ...]
     argv: tuple[str, ...]
+    reads_clock: bool = False
 
     @property
     def argc(self) -> int:
@@ -73,7 +81,8 @@ class Script:
             elif section == "ARGV" and (arg := _ARGV_LINE.match(line)):
                 argv.append(_argv_entry(name, arg.group("pos"), arg.group("name"), argv))
         sha = hashlib.sha1(source.encode()).hexdigest()
-        return cls(name, source, sha, header, tuple(parts), tuple(argv))
+        return cls(name, source, sha, header, tuple(parts), tuple(argv),
+                   _CLOCK.search(source) is not None)
 
 
 def _argv_entry(script: str, position: str, name: str, before: list[str]) -> str:
@@ -136,13 +145,25 @@ def lua_dir() -> Traversable:
         return Path(__file__).resolve().parent.parent / "lua"
 
 
+def with_manual_clock(source: str, manual: str) -> str:
+    """A script's source with its clock block holding ``manual`` (the test-only clock) instead
+    of the server's: ``-- @include clock`` ... ``-- @end clock`` markers kept, so the variant
+    still reads the clock."""
+    return _CLOCK.sub(lambda _: f"-- @include clock\n{manual.rstrip()}\n-- @end clock\n", source)
+
+
 @cache
-def load_scripts() -> Mapping[str, Script]:
-    """All scripts, by name (file name without ``.lua``)."""
+def load_scripts(manual_clock: bool = False) -> Mapping[str, Script]:
+    """All scripts, by name (file name without ``.lua``). With ``manual_clock``, the test-only
+    variant: each script that reads the clock takes the time (ms) as an extra first ARGV entry
+    (see ``pyqcore.testing.ManualClock``)."""
     folder = lua_dir()
+    manual = (folder / "testing" / "manual_clock.lua").read_text() if manual_clock else ""
     scripts = {}
     for entry in folder.iterdir():
         if entry.name.endswith(".lua"):
             name = entry.name.removesuffix(".lua")
-            scripts[name] = Script.parse(name, entry.read_text())
+            source = entry.read_text()
+            scripts[name] = Script.parse(name, with_manual_clock(source, manual)
+                                         if manual_clock else source)
     return scripts

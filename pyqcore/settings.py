@@ -5,15 +5,13 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyqcore.backoff import Backoff
 from pyqcore.errors import ConfigurationError
 from pyqcore.keys import DEFAULT_PREFIX, validate_name
 from pyqcore.serializer import MSGPACK, Serializer
-
-Clock = Callable[[], float]
+from pyqcore.testing import ManualClock
 
 MAX_RETRIES_LIMIT = 10_000
 MAX_VISIBILITY_TIMEOUT = 7 * 24 * 3600.0
@@ -30,6 +28,33 @@ def _number(what: str, value: object, low: float, high: float, *, integer: bool)
         raise ConfigurationError(f"{what} must be between {low} and {high}, got {value!r}")
 
 
+def check_clock(clock: object) -> ManualClock | None:
+    """``clock`` if it is None (the server's clock: production) or a test's ManualClock; a
+    ConfigurationError for anything else (``time.time`` included), so no queue runs on a
+    client's clock."""
+    if clock is not None and not isinstance(clock, ManualClock):
+        raise ConfigurationError(
+            f"clock= takes a pyqcore.testing.ManualClock (tests only), got {clock!r:.80}: a "
+            "queue's clock is the Redis server's")
+    return clock
+
+
+class ServerOffset:
+    """How far the Redis server's clock is ahead of this process's, in ms, as a queue's
+    announcement measured it (0 until then). It only dates the records a producer writes (an
+    informational enqueue time no script reads)."""
+
+    __slots__ = ("ms",)
+
+    def __init__(self) -> None:
+        self.ms = 0
+
+    def learn(self, server_ms: int, sent: float, received: float) -> None:
+        """Set the offset from a TIME reply read between ``sent`` and ``received`` (local
+        seconds): the server read its clock about halfway."""
+        self.ms = server_ms - round((sent + received) * 500)
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
     """Everything that shapes a queue's script calls; times in seconds."""
@@ -43,13 +68,15 @@ class QueueSettings:
     batch_size: int = 1000
     partitions: int = 1
     prefix: str = DEFAULT_PREFIX
-    clock: Clock = time.time
+    clock: ManualClock | None = None  # None: the server's (tests pass a ManualClock)
     rng: random.Random = field(default_factory=random.Random)
     tracing: bool = False  # OpenTelemetry: trace context in each job, a span per run
+    offset: ServerOffset = field(default_factory=ServerOffset, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         validate_name("queue name", self.name)
         validate_name("prefix", self.prefix)
+        check_clock(self.clock)
         _number("max_retries", self.max_retries, 0, MAX_RETRIES_LIMIT, integer=True)
         _number("visibility_timeout", self.visibility_timeout, 0.001, MAX_VISIBILITY_TIMEOUT,
                 integer=False)
@@ -74,6 +101,9 @@ class QueueSettings:
         """The lease length in milliseconds."""
         return max(1, round(self.visibility_timeout * 1000))
 
-    def now_ms(self) -> int:
-        """The queue's clock in milliseconds: every script gets time from here, never from Lua."""
-        return int(self.clock() * 1000)
+    def stamp_ms(self) -> int:
+        """The enqueue time a record carries, in ms: this process's clock corrected by the
+        server's offset (or the test's clock). Informational: no script reads it."""
+        if self.clock is not None:
+            return self.clock.now_ms()
+        return int(time.time() * 1000) + self.offset.ms

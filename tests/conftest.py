@@ -43,6 +43,7 @@ import redis.asyncio.cluster
 from pyqcore import QueueManager
 from pyqcore.asyncio.driver import AsyncClient
 from pyqcore.sync.driver import Client
+from pyqcore.testing import ManualClock
 from tests.reliability.failover import Records
 from tests.support import LocalRedis, LocalRedisCluster, reap_leftover_servers
 from tests.support.drivers import Api, Harness, asyncio_api, sync_api
@@ -58,17 +59,9 @@ BOTH_DRIVERS_AND_BACKENDS = [BOTH_DRIVERS, BOTH_BACKENDS]
 ON_SENTINEL = pytest.mark.parametrize("backend", ["sentinel"], indirect=True)
 
 
-class FakeClock:
-    """A clock the test moves by hand: scripts get time from it, so expiry is deterministic."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+# The clock a test moves by hand (``clock.advance(s)``, passed as ``clock=``): the scripts'
+# test-only variant takes the time from it, so expiry is deterministic.
+FakeClock = ManualClock
 
 
 @dataclass(frozen=True)

@@ -12,24 +12,25 @@ from tests.support.drivers import Api
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
 
-def test_a_reservation_names_the_next_event_only_when_it_has_no_job(
+def test_a_reservation_says_how_long_until_the_next_event_only_when_it_has_no_job(
     api: Api, client: Client, clock: FakeClock
 ) -> None:
     calls = QueueCalls(QueueSettings(name="events", clock=clock))
     run = api.driver_for(client).run
-    now = clock.now
     run(calls.add(["later"], [None], 5.0, [None])[0])
     run(calls.add(["now"], [None], 0.0, [None])[0])
 
     leased = run(calls.lease(1, visibility_timeout=30.0))
     assert [job.payload for job in leased.jobs] == ["now"]
-    assert leased.next_event_ms is None  # a worker with a job does not need it
+    assert leased.wait_ms is None  # a worker with a job does not need it
 
     idle = run(calls.lease(1, visibility_timeout=30.0))
     assert idle.jobs == []
-    assert idle.next_event_ms == int((now + 5.0) * 1000)  # the delayed job, before the lease
+    assert idle.wait_ms == 5000  # the delayed job, before the lease
+    clock.advance(1.5)
+    assert run(calls.lease(1)).wait_ms == 3500  # from the server's now, whatever the caller's
 
-    clock.advance(10.0)  # "later" is due
+    clock.advance(8.5)  # "later" is due
     assert [job.payload for job in run(calls.lease(1)).jobs] == ["later"]
     idle = run(calls.lease(1))
-    assert idle.next_event_ms == int((now + 30.0) * 1000)  # the earliest lease deadline: "now"'s
+    assert idle.wait_ms == 20_000  # the earliest lease deadline: "now"'s, leased 10 s ago

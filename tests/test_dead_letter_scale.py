@@ -42,11 +42,15 @@ def bury_all(manager: QueueManager, queue: BaseQueue) -> tuple[list[str], int]:
     random.Random(7).shuffle(leased)
     part = queue.core.partitions.parts[0]
     error = ErrorInfo.from_exception(NonRetryableError("poison")).to_json()
-    first_died = int(manager.clock() * 1000)
+    clock = manager.clock
+    assert clock is not None
+    first_died = clock.now_ms()
     for start in range(0, N, 1000):
-        calls = [part.fail(first_died + start + i, job.id, job.token, max_attempts=1,
-                           backoff_ms=0, error_json=error, retryable=False)
-                 for i, job in enumerate(leased[start : start + 1000])]
+        calls = []
+        for i, job in enumerate(leased[start : start + 1000]):
+            clock.now = (first_died + start + i) / 1000  # the time this call's fail carries
+            calls.append(part.fail(job.id, job.token, max_attempts=1, backoff_ms=0,
+                                   error_json=error, retryable=False))
         assert {r.outcome.value for r in manager.driver.call_all(calls)} == {"dead"}
     assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": N}
     died_order = [job.id for job in leased]
@@ -101,10 +105,10 @@ def test_scripts_peek_redrive_and_purge_20k_dead_jobs(manager: QueueManager, que
 
     # redrive: refused past MAX_BATCH per call; all 20,000 in batches of MAX_BATCH (each
     # batch's HMGET of 10,000 fields in slices), to the back of ready in died order.
-    refused(manager, client, part.redrive(-1, 0, 0, MAX_BATCH + 1))
+    refused(manager, client, part.redrive(-1, -1, 0, MAX_BATCH + 1))
     batches = []
     while True:
-        r = run(part.redrive(-1, 0, 0, MAX_BATCH))
+        r = run(part.redrive(-1, -1, 0, MAX_BATCH))
         batches.append(r.redriven)
         if r.examined < MAX_BATCH:
             break
@@ -117,9 +121,9 @@ def test_scripts_peek_redrive_and_purge_20k_dead_jobs(manager: QueueManager, que
     # purge: dead again (leases expired), refused past MAX_BATCH per call, then by age in
     # batches of MAX_BATCH until a batch comes back short.
     expire_all(queue, clock)
-    refused(manager, client, part.purge(2**53 - 1, MAX_BATCH + 1))
+    refused(manager, client, part.purge(0, MAX_BATCH + 1))
     purged = []
-    while (n := run(part.purge(2**53 - 1, MAX_BATCH))) == MAX_BATCH:
+    while (n := run(part.purge(0, MAX_BATCH))) == MAX_BATCH:
         purged.append(n)
     assert [*purged, n] == [MAX_BATCH, MAX_BATCH, 0]
     assert queue.counts()["dead"] == 0

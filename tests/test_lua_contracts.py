@@ -2,7 +2,12 @@
 skipped duplicates, due times, scan counters), the order it puts jobs in, the bounds of one
 call (sweep and purge limits, scan offsets), argument checks, and item locks' ttl and holder.
 Some of this is invisible through the queue's API today (it reads a count, not the ids), but
-it is the scripts' contract: a caller may rely on it."""
+it is the scripts' contract: a caller may rely on it.
+
+The scripts run in their test-only variant (``load_scripts(manual_clock=True)``): each script
+that reads the clock takes the time as an extra first ARGV entry, which ``Queue`` sends
+(``now=``, NOW by default), so times are exact. The production scripts read the server's clock
+(tests/test_server_clock.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from pyqcore.codes import Code
 from pyqcore.keys import QueueKeys
 from pyqcore.scripts import load_scripts
 
-SCRIPTS = load_scripts()
+SCRIPTS = load_scripts(manual_clock=True)
 NOW = 1_800_000_000_000
 T1, T2, T3 = "1" * 16, "2" * 16, "3" * 16
 VIS = 30_000
@@ -29,23 +34,25 @@ class Queue:
         self.client = client
         self.keys = QueueKeys("pyqcore", name, partition)
 
-    def __call__(self, script: str, *args: str | int) -> Any:
+    def __call__(self, script: str, *args: str | int, now: int = NOW) -> Any:
+        """Run ``script`` with these ARGV, at time ``now`` (ms) if it reads the clock."""
         s = SCRIPTS[script]
         keys = self.keys.keys(s.key_parts)
-        return self.client.eval(s.source, len(keys), *keys, *args)
+        clock = [now] if s.reads_clock else []
+        return self.client.eval(s.source, len(keys), *keys, *clock, *args)
 
     def key(self, part: str) -> str:
         return self.keys.key(part)
 
-    def add(self, *ids: str, due: int = 0) -> Any:
-        return self("enqueue", due, "", len(ids), *(f"record {i}" for i in ids), *ids)
+    def add(self, *ids: str, delay: int = 0, now: int = NOW) -> Any:
+        return self("enqueue", delay, "", len(ids), *(f"record {i}" for i in ids), *ids, now=now)
 
     def reserve(self, count: int, token: str = T1, *, now: int = NOW, sweep: int = 1000,
                 vis: int = VIS, max_attempts: int = 4) -> Any:
-        return self("reserve", now, count, vis, max_attempts, sweep, token)
+        return self("reserve", count, vis, max_attempts, sweep, token, now=now)
 
     def bury(self, job_id: str, token: str, now: int = NOW) -> Any:
-        return self("fail", now, job_id, token, 4, 0, '{"type": "E"}', 0)
+        return self("fail", job_id, token, 4, 0, '{"type": "E"}', 0, now=now)
 
     def ready(self) -> list[bytes]:
         return cast(list[bytes], self.client.lrange(self.key("ready"), 0, -1))
@@ -91,9 +98,9 @@ def test_extend_needs_a_pair_and_renews_only_held_leases(q: Queue) -> None:
     q.add("a")
     q.reserve(1, T1)
     before = q.snapshot()
-    assert q("extend", NOW, 5000)[0] == Code.BAD_ARGUMENT
+    assert q("extend", 5000)[0] == Code.BAD_ARGUMENT
     assert q.snapshot() == before
-    assert q("extend", NOW + 1, 5000, "a", T1, "a", T2) == [Code.OK, NOW + 5001, 1, b"a"]
+    assert q("extend", 5000, "a", T1, "a", T2, now=NOW + 1) == [Code.OK, NOW + 5001, 1, b"a"]
     assert q.client.zscore(q.key("leased"), f"{T1}:a") == NOW + 5001
 
 
@@ -101,15 +108,15 @@ def test_extend_needs_a_pair_and_renews_only_held_leases(q: Queue) -> None:
 
 def test_due_jobs_go_to_the_back_of_ready(q: Queue) -> None:
     q.add("early")
-    q.add("due", due=NOW)
+    q.add("due", delay=1000, now=NOW - 1000)  # due at NOW
     reply = q.reserve(2)
     assert reply[4::3] == [b"early", b"due"]
 
 
 def test_one_reserve_promotes_and_reclaims_at_most_sweep_limit_jobs(q: Queue) -> None:
-    q.add("d1", "d2", "d3", due=NOW - 10)
+    q.add("d1", "d2", "d3", delay=10, now=NOW - 20)  # due at NOW - 10
     reply = q.reserve(0, sweep=2)
-    assert reply == [Code.OK, T1.encode(), NOW + VIS, NOW - 10]  # d3 is still due
+    assert reply == [Code.OK, T1.encode(), NOW + VIS, 0]  # d3 is still due: no wait
     assert q.ready() == [b"d1", b"d2"]
     assert q.client.zcard(q.key("delayed")) == 1
     q.reserve(3, T2)  # d3 promoted, then all three leased
@@ -142,7 +149,7 @@ def test_integer_arguments_are_integers(q: Queue) -> None:
     q.add("a")
     before = q.snapshot()
     for bad in ("1.5", "1e3", "0x10", " 7"):
-        reply = q("reserve", NOW, bad, VIS, 4, 1000, T1)
+        reply = q("reserve", bad, VIS, 4, 1000, T1)
         assert reply[0] == Code.BAD_ARGUMENT, bad
     assert q.snapshot() == before
 
@@ -176,7 +183,7 @@ def test_a_retry_without_backoff_goes_to_the_back_of_ready(q: Queue) -> None:
     q.add("failing")
     q.reserve(1)
     q.add("waiting")
-    assert q("fail", NOW, "failing", T1, 4, 0, "{}", 1) == [Code.OK, b"retry", NOW]
+    assert q("fail", "failing", T1, 4, 0, "{}", 1) == [Code.OK, b"retry", NOW]
     assert q.ready() == [b"waiting", b"failing"]
     assert q.client.zcard(q.key("delayed")) == 0
 
@@ -184,7 +191,7 @@ def test_a_retry_without_backoff_goes_to_the_back_of_ready(q: Queue) -> None:
 def test_a_retry_reply_says_when_it_is_due(q: Queue) -> None:
     q.add("failing")
     q.reserve(1)
-    assert q("fail", NOW, "failing", T1, 4, 5000, "{}", 1) == [Code.OK, b"retry", NOW + 5000]
+    assert q("fail", "failing", T1, 4, 5000, "{}", 1) == [Code.OK, b"retry", NOW + 5000]
     assert q.client.zscore(q.key("delayed"), "failing") == NOW + 5000
 
 
@@ -192,7 +199,7 @@ def test_fail_needs_an_id(q: Queue) -> None:
     q.add("a")
     q.reserve(1)
     before = q.snapshot()
-    assert q("fail", NOW, "", T1, 4, 0, "{}", 1)[0] == Code.BAD_ARGUMENT
+    assert q("fail", "", T1, 4, 0, "{}", 1)[0] == Code.BAD_ARGUMENT
     assert q.snapshot() == before
 
 
@@ -201,7 +208,7 @@ def test_fail_needs_an_id(q: Queue) -> None:
 def test_redriven_jobs_go_to_the_back_of_ready(q: Queue) -> None:
     dead(q, ("gone", NOW))
     q.add("waiting")
-    assert q("redrive", 3, 0, 0, 1000) == [Code.OK, 1, 0, 0, 1]
+    assert q("redrive", 3, -1, 0, 1000) == [Code.OK, 1, 0, 0, 1]
     assert q.ready() == [b"waiting", b"gone"]
     assert q.client.hget(q.key("stats"), "redriven") == b"1"
 
@@ -210,12 +217,13 @@ def test_a_redrive_scan_counts_what_it_examined_from_its_offset_and_age(q: Queue
     dead(q, ("old", NOW - 5000), ("kept1", NOW), ("kept2", NOW + 1), ("young", NOW + 2))
     for job_id in ("kept1", "kept2"):
         q.client.hset(q.key("meta"), job_id, "1:2")  # redriven twice already
-    # max 2 redrives, died at or after NOW: old is too old, kept1 and kept2 stay back
-    assert q("redrive", 2, NOW, 0, 1000) == [Code.OK, 1, 2, 0, 3]
+    # max 2 redrives, dead for at most 2 ms at NOW + 2 (died at or after NOW): old is too
+    # old, kept1 and kept2 stay back
+    assert q("redrive", 2, 2, 0, 1000, now=NOW + 2) == [Code.OK, 1, 2, 0, 3]
     assert q.ready() == [b"young"]
     assert q.reserve(1, T2)[4] == b"young" and q("ack", "young", T2) == [Code.OK, 1]
     dead(q, ("late", NOW + 3))
-    assert q("redrive", 2, NOW, 2, 1000) == [Code.OK, 1, 0, 0, 1]  # offset: past the kept
+    assert q("redrive", 2, 3, 2, 1000, now=NOW + 3) == [Code.OK, 1, 0, 0, 1]  # past the kept
     assert q.ready() == [b"late"]
     assert q.client.zscore(q.key("dead"), "old") is not None
 
@@ -223,17 +231,19 @@ def test_a_redrive_scan_counts_what_it_examined_from_its_offset_and_age(q: Queue
 def test_redrive_by_ids_counts_those_not_dead_and_moves_none_of_them(q: Queue) -> None:
     dead(q, ("gone", NOW))
     q.add("alive")
-    assert q("redrive", -1, 0, 0, 1000, "gone", "alive", "never") == [Code.OK, 1, 0, 2, 1]
+    assert q("redrive", -1, -1, 0, 1000, "gone", "alive", "never") == [Code.OK, 1, 0, 2, 1]
     assert q.ready() == [b"alive", b"gone"]
 
 
 def test_purge_by_age_spares_the_cutoff_and_stops_at_its_limit(q: Queue) -> None:
     dead(q, ("a", NOW), ("b", NOW + 1), ("c", NOW + 2), ("d", NOW + 3))
-    assert q("purge", NOW, 1000) == [Code.OK, 0]  # died at NOW: not before it
-    assert q("purge", NOW + 3, 2) == [Code.OK, 2]
-    assert q("purge", NOW + 3, 2) == [Code.OK, 1]
+    assert q("purge", 3, 1000, now=NOW + 3) == [Code.OK, 0]  # a: dead 3 ms, not longer
+    assert q("purge", 1, 2, now=NOW + 4) == [Code.OK, 2]  # dead for longer than 1 ms: a, b, c
+    assert q("purge", 1, 2, now=NOW + 4) == [Code.OK, 1]
     assert q.client.zrange(q.key("dead"), 0, -1) == [b"d"]
     assert q.client.hget(q.key("stats"), "purged") == b"3"
+    assert q("purge", 0, 1000, now=NOW) == [Code.OK, 1]  # age 0: every dead job, whenever
+    assert q.client.hget(q.key("stats"), "purged") == b"4"
 
 
 def test_purge_by_ids_spares_jobs_that_are_not_dead(q: Queue) -> None:

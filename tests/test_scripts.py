@@ -36,7 +36,6 @@ LUA = Path(__file__).resolve().parent.parent / "lua"
 SCRIPTS = load_scripts()
 INCLUDES = read_includes(LUA)
 TOKEN = "0123456789abcdef"
-NOW = "1800000000000"
 
 
 def test_every_lua_file_is_shipped_and_documented() -> None:
@@ -216,10 +215,10 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
 
 BAD_ARGS = {
     "enqueue": ["soon", "", "1", "rec"],
-    "reserve": ["0", "5", "1000", "1", "10", "0"],
+    "reserve": ["5", "1000", "1", "10", "0"],
     "ack": ["lonely-id"],
-    "fail": ["0", "1", "1", "0", "0", "{}", "1"],
-    "extend": ["0", "0", "1", "1"],
+    "fail": ["1", "1", "0", "0", "{}", "1"],
+    "extend": ["0", "1", "1"],
     "release": [],
     "redrive": ["x", "0", "0", "10"],
     "purge": ["0", "0"],
@@ -277,15 +276,15 @@ def test_script_flush_mid_run_reloads_transparently(client: redis.Redis) -> None
 HEADER_ARGV = {
     "ack": ("id...", "token..."),
     "counts": (),
-    "enqueue": ("due_ms", "id_prefix", "n", "record...", "id..."),
-    "extend": ("now_ms", "visibility_ms", "id...", "token..."),
-    "fail": ("now_ms", "id", "token", "max_attempts", "backoff_ms", "error", "retryable"),
+    "enqueue": ("delay_ms", "id_prefix", "n", "record...", "id..."),
+    "extend": ("visibility_ms", "id...", "token..."),
+    "fail": ("id", "token", "max_attempts", "backoff_ms", "error", "retryable"),
     "lock": ("token", "ttl_ms"),
     "peek_dead": ("offset", "limit", "id..."),
-    "purge": ("max_died_ms", "limit", "id..."),
-    "redrive": ("max_redrives", "min_died_ms", "offset", "limit", "id..."),
+    "purge": ("min_age_ms", "limit", "id..."),
+    "redrive": ("max_redrives", "max_age_ms", "offset", "limit", "id..."),
     "release": ("id...", "token..."),
-    "reserve": ("now_ms", "count", "visibility_ms", "max_attempts", "sweep_limit", "token"),
+    "reserve": ("count", "visibility_ms", "max_attempts", "sweep_limit", "token"),
     "unlock": ("token",),
 }
 
@@ -294,14 +293,14 @@ VALID_ARGV = {
     "ack": ["1", TOKEN],
     "counts": [],
     "enqueue": ["0", "", "1", "record"],
-    "extend": [NOW, "30000", "1", TOKEN],
-    "fail": [NOW, "1", TOKEN, "4", "0", "{}", "1"],
+    "extend": ["30000", "1", TOKEN],
+    "fail": ["1", TOKEN, "4", "0", "{}", "1"],
     "lock": ["holder", "1000"],
     "peek_dead": ["0", "10"],
     "purge": ["0", "1000"],
-    "redrive": ["3", "0", "0", "1000"],
+    "redrive": ["3", "-1", "0", "1000"],
     "release": ["1", TOKEN],
-    "reserve": [NOW, "1", "30000", "4", "1000", TOKEN],
+    "reserve": ["1", "30000", "4", "1000", TOKEN],
     "unlock": ["holder"],
 }
 
@@ -349,10 +348,10 @@ def every_python_call() -> list[Call[Any]]:
     return [
         calls.enqueue([""], [b"record"], 0),
         calls.enqueue(["a", "b"], [b"r1", b"r2"], 0),
-        calls.reserve(0, 1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=TOKEN),
+        calls.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=TOKEN),
         calls.ack([("1", TOKEN)]),
-        calls.fail(0, "1", TOKEN, max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),
-        calls.extend(0, 1000, [("1", TOKEN)]),
+        calls.fail("1", TOKEN, max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),
+        calls.extend(1000, [("1", TOKEN)]),
         calls.release([("1", TOKEN)]),
         calls.redrive(3),
         calls.redrive(3, ids=["1", "2"]),

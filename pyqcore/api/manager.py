@@ -5,7 +5,6 @@ first call (``QueueCore.announce``)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar, overload
 
@@ -17,7 +16,7 @@ from pyqcore.core.manager import ManagerCore
 from pyqcore.core.registry import Registry
 from pyqcore.errors import ConfigurationError
 from pyqcore.keys import DEFAULT_PREFIX
-from pyqcore.settings import Clock
+from pyqcore.testing import ManualClock
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -51,12 +50,12 @@ class ManagerApi(Generic[C, Q, D]):
     dead_letter_class: ClassVar[type[Any]]  # the driver's DeadLetterQueue
     worker_class: ClassVar[type[Any]]  # the driver's Worker
 
-    def __init__(self, client: C, *, prefix: str = DEFAULT_PREFIX, clock: Clock = time.time,
-                 max_redrives: int = 3) -> None:
+    def __init__(self, client: C, *, prefix: str = DEFAULT_PREFIX,
+                 clock: ManualClock | None = None, max_redrives: int = 3) -> None:
         self.client = client
         self.driver = self.driver_class(client)
-        self.clock = clock
-        registry = Registry(prefix, clock)
+        registry = Registry(prefix, clock)  # clock: tests only (the server's otherwise)
+        self.clock = registry.clock
         self.prefix = registry.prefix
         self.core = ManagerCore(registry, DeadLetters(registry, max_redrives=max_redrives))
         self.dead_letter_queue: D = self.dead_letter_class(self.driver, self.core.dead_letters)

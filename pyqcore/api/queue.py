@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import random
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -20,7 +19,8 @@ from pyqcore.health import first_use
 from pyqcore.job import Job
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
 from pyqcore.serializer import MSGPACK, Serializer
-from pyqcore.settings import Clock, QueueSettings
+from pyqcore.settings import QueueSettings
+from pyqcore.testing import ManualClock
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -53,7 +53,7 @@ class QueueOptions(TypedDict, total=False):
     batch_size: int | None
     partitions: int | None
     prefix: str
-    clock: Clock
+    clock: ManualClock | None  # tests only: the queue's clock is the Redis server's
     rng: random.Random | None
     tracing: bool | None
 
@@ -105,7 +105,7 @@ class QueueApi:
             batch_size=given("batch_size"),
             partitions=given("partitions"),
             prefix=options.get("prefix", DEFAULT_PREFIX),
-            clock=options.get("clock", time.time),
+            clock=options.get("clock"),
             rng=options.get("rng") or random.Random(),
             tracing=given("tracing"),
         )

@@ -4,6 +4,9 @@ reply is read. Nothing here talks to Redis.
 A ``Call`` is one script invocation: a driver sends ``EVALSHA call.script.sha`` with
 ``call.keys`` and ``call.args``, then hands the reply to ``call.parse``. Operations of several
 calls are flows (``pyqcore.core.effects``) built on these.
+
+No call carries the time: the scripts read the Redis server's clock. Only a queue built with a
+test's ``ManualClock`` sends it, as the first ARGV entry of the scripts' test-only variant.
 """
 
 from __future__ import annotations
@@ -40,12 +43,12 @@ def lease_token() -> str:
     return secrets.token_hex(8)
 
 
-def _due_ms(delay: float, now_ms: int) -> int:
-    """The enqueue script's due time for a delay in seconds: 0 (ready now) or a time in ms."""
+def _delay_ms(delay: float) -> int:
+    """The enqueue script's delay for one in seconds: 0 (ready now) or at least 1 ms."""
     if type(delay) is float and delay == 0.0:  # the default, checked cheaply (one add's path)
         return 0
     delay = check_seconds("delay", delay, high=MAX_DELAY, zero=True)
-    return now_ms + round(delay * 1000) if delay > 0 else 0
+    return max(1, round(delay * 1000)) if delay > 0 else 0
 
 
 def _job_id(job_id: str | None) -> str:
@@ -76,8 +79,9 @@ class Call(Generic[T]):
         return f"Call({self.script.name}, keys={list(self.keys)!r}, args={list(self.args)!r:.200})"
 
 
-# One job to add, checked and encoded: (due_ms, record, job_id): when it is due (0: ready
-# now), its record, and its custom id ("" to be numbered). A plain tuple: one is built per add.
+# One job to add, checked and encoded: (delay_ms, record, job_id): how long from the call (by
+# the server's clock) until it is due (0: ready now), its record, and its custom id ("" to be
+# numbered). A plain tuple: one is built per add.
 NewJob = tuple[int, bytes, str]
 
 
@@ -87,7 +91,7 @@ class Reservation:
 
     jobs: list[Job]
     undecodable: list[tuple[str, str, DeserializationError]]  # (id, token, why)
-    next_event_ms: int | None  # with no job: earliest delayed due time or lease deadline, if any
+    wait_ms: int | None  # with no job: ms from now to the next due time or lease deadline
     partition: int = 0  # the partition it leased from
 
 
@@ -175,7 +179,8 @@ class QueueCalls:
         self.partition = partition or 0
         self.keys = QueueKeys(settings.prefix, settings.name, partition)
         self._id_prefix = "" if partition is None else f"{partition}-"
-        self._scripts = load_scripts()
+        self._clock = settings.clock  # a test's ManualClock, else None: the server's clock
+        self._scripts = load_scripts(manual_clock=self._clock is not None)
         self._keys = {name: self.keys.keys(s.key_parts) for name, s in self._scripts.items()}
 
     # -- operations in the caller's terms (seconds, payloads, exceptions) ----------------------
@@ -187,36 +192,46 @@ class QueueCalls:
         """Encode every record first (a bad one raises before any write), then one call per
         ``batch_size`` jobs. Each call parses to the jobs' ids (an existing id for a duplicate)."""
         s = self.settings
-        now = s.now_ms()
-        due = _due_ms(delay, now)
-        records = encode_records(s.serializer, payloads, contexts, now, s.max_payload_bytes)
+        delay_ms = _delay_ms(delay)
+        records = encode_records(s.serializer, payloads, contexts, s.stamp_ms(),
+                                 s.max_payload_bytes)
         custom = any(i is not None for i in job_ids)
         ids = [_job_id(i) for i in job_ids] if custom else [""] * len(records)
         step = s.batch_size
-        return [self.enqueue(ids[i : i + step], records[i : i + step], due)
+        return [self.enqueue(ids[i : i + step], records[i : i + step], delay_ms)
                 for i in range(0, len(records), step)]
 
     def add_one(self, payload: Any, context: Any, delay: float, job_id: str | None) -> NewJob:
         """``add`` of a single job, checked and encoded, ready to be sent alone or with others
         (``enqueue_jobs``)."""
         s = self.settings
-        now = s.now_ms()
-        return (_due_ms(delay, now),
-                encode_record(s.serializer, payload, context, now, s.max_payload_bytes),
+        return (_delay_ms(delay),
+                encode_record(s.serializer, payload, context, s.stamp_ms(), s.max_payload_bytes),
                 _job_id(job_id))
 
+    def redated(self, jobs: Sequence[NewJob]) -> list[NewJob]:
+        """Jobs with their records dated now by ``stamp_ms`` (the queue's first adds, encoded
+        before the server clock's offset was known)."""
+        s, stamp = self.settings, self.settings.stamp_ms()
+        redone: list[NewJob] = []
+        for delay_ms, record, given in jobs:
+            payload, context, _ = decode_record(s.serializer, record)
+            redone.append((delay_ms, encode_record(s.serializer, payload, context, stamp,
+                                                   s.max_payload_bytes), given))
+        return redone
+
     def enqueue_jobs(self, jobs: Sequence[NewJob]) -> Call[list[str]]:
-        """One enqueue call of jobs that share a due time (at most ``batch_size``): parses to
+        """One enqueue call of jobs that share a delay (at most ``batch_size``): parses to
         their ids in order. One job is built without the lists a batch needs."""
         if len(jobs) > 1:
             return self.enqueue([j[2] for j in jobs], [j[1] for j in jobs], jobs[0][0])
-        due_ms, record, given = jobs[0]
+        delay_ms, record, given = jobs[0]
 
         def parse(reply: Any) -> list[str]:
             return [given or text(checked(reply)[1])]
 
-        args: list[Arg] = [due_ms, self._id_prefix, 1, record, given] if given else \
-            [due_ms, self._id_prefix, 1, record]
+        args: list[Arg] = [delay_ms, self._id_prefix, 1, record, given] if given else \
+            [delay_ms, self._id_prefix, 1, record]
         return self._call("enqueue", args, parse)
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
@@ -225,42 +240,45 @@ class QueueCalls:
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_BATCH:
             raise ConfigurationError(f"count must be an int from 0 to {MAX_BATCH}, got {count!r}")
         visibility = s.visibility_ms if visibility_timeout is None else _ms(visibility_timeout)
-        return self.reserve(s.now_ms(), count, visibility_ms=visibility,
-                            max_attempts=s.max_attempts, sweep_limit=SWEEP_LIMIT,
-                            token=lease_token())
+        return self.reserve(count, visibility_ms=visibility, max_attempts=s.max_attempts,
+                            sweep_limit=SWEEP_LIMIT, token=lease_token())
 
     def failure(self, job: Job, error: ErrorInfo, retry: bool = True) -> Call[Failed]:
         """Retry ``job`` after the queue's backoff for its attempt, or bury it with ``error``."""
         s = self.settings
         backoff_ms = round(s.backoff.delay(job.attempt, s.rng) * 1000)
-        return self.fail(s.now_ms(), job.id, job.token, max_attempts=s.max_attempts,
-                         backoff_ms=backoff_ms, error_json=error.to_json(), retryable=retry)
+        return self.fail(job.id, job.token, max_attempts=s.max_attempts, backoff_ms=backoff_ms,
+                         error_json=error.to_json(), retryable=retry)
 
     def bury(self, job_id: str, token: str, error: ErrorInfo) -> Call[Failed]:
         """Send a leased job straight to the dead-letter queue (e.g. its record is corrupt)."""
         s = self.settings
-        return self.fail(s.now_ms(), job_id, token, max_attempts=s.max_attempts, backoff_ms=0,
+        return self.fail(job_id, token, max_attempts=s.max_attempts, backoff_ms=0,
                          error_json=error.to_json(), retryable=False)
 
     def heartbeat(self, jobs: Iterable[Job], seconds: float | None = None) -> Call[Settled]:
         """Extend the leases of held jobs by ``seconds`` from now (the visibility timeout)."""
         s = self.settings
         visibility = s.visibility_ms if seconds is None else _ms(seconds)
-        return self.extend(s.now_ms(), visibility, [(j.id, j.token) for j in jobs])
+        return self.extend(visibility, [(j.id, j.token) for j in jobs])
 
     # -- the scripts' own calls ----------------------------------------------------------------
 
     def _call(self, name: str, args: Sequence[Arg], parse: Callable[[Any], T]) -> Call[T]:
-        return Call(self._scripts[name], self._keys[name], args, parse)
+        script = self._scripts[name]
+        if self._clock is not None and script.reads_clock:  # tests only: the variant's ARGV
+            args = [self._clock.now_ms(), *args]
+        return Call(script, self._keys[name], args, parse)
 
     def enqueue(
-        self, ids: Sequence[str], records: Sequence[bytes], due_ms: int
+        self, ids: Sequence[str], records: Sequence[bytes], delay_ms: int
     ) -> Call[list[str]]:
-        """Store jobs; "" ids are numbered by the queue. Parses to the ids of the jobs (for a
-        duplicate, the id it was given: the job already there is left as it was)."""
+        """Store jobs, ready now or after ``delay_ms``; "" ids are numbered by the queue.
+        Parses to the ids of the jobs (for a duplicate, the id it was given: the job already
+        there is left as it was)."""
         # Records, then the ids only when one is custom: a batch of automatic ids sends half
         # the arguments.
-        args: list[Arg] = [due_ms, self._id_prefix, len(records), *records]
+        args: list[Arg] = [delay_ms, self._id_prefix, len(records), *records]
         custom = any(ids)
         if custom:
             args += ids
@@ -275,15 +293,14 @@ class QueueCalls:
         return self._call("enqueue", args, parse)
 
     def reserve(
-        self, now_ms: int, count: int, *, visibility_ms: int, max_attempts: int,
-        sweep_limit: int, token: str,
+        self, count: int, *, visibility_ms: int, max_attempts: int, sweep_limit: int, token: str,
     ) -> Call[Reservation]:
         """Lease up to ``count`` jobs (after promoting due and reclaiming expired ones)."""
         queue, loads, partition = self.queue, self.serializer, self.partition
 
         def parse(reply: Any) -> Reservation:
             reply = checked(reply)
-            token, deadline, next_event = text(reply[1]), reply[2] / 1000.0, reply[3]
+            token, deadline, wait = text(reply[1]), reply[2] / 1000.0, reply[3]
             jobs: list[Job] = []
             bad: list[tuple[str, str, DeserializationError]] = []
             for i in range(4, len(reply), 3):
@@ -297,10 +314,10 @@ class QueueCalls:
                     Job(job_id, queue, payload, context, reply[i + 2], enqueued_ms / 1000.0,
                         token, deadline, partition)
                 )
-            return Reservation(jobs, bad, None if next_event < 0 else next_event, partition)
+            return Reservation(jobs, bad, None if wait < 0 else wait, partition)
 
         return self._call(
-            "reserve", [now_ms, count, visibility_ms, max_attempts, sweep_limit, token], parse
+            "reserve", [count, visibility_ms, max_attempts, sweep_limit, token], parse
         )
 
     def ack(self, pairs: Iterable[tuple[str, str]]) -> Call[Settled]:
@@ -308,8 +325,8 @@ class QueueCalls:
         return self._call("ack", _pairs(pairs), _settled)
 
     def fail(
-        self, now_ms: int, job_id: str, token: str, *, max_attempts: int, backoff_ms: int,
-        error_json: str, retryable: bool,
+        self, job_id: str, token: str, *, max_attempts: int, backoff_ms: int, error_json: str,
+        retryable: bool,
     ) -> Call[Failed]:
         """Retry after ``backoff_ms`` while attempts remain, else bury; raises LeaseLostError."""
 
@@ -317,44 +334,41 @@ class QueueCalls:
             reply = checked(reply)
             return Failed(Outcome(text(reply[1])), reply[2])
 
-        args: list[Arg] = [now_ms, job_id, token, max_attempts, backoff_ms, error_json,
-                           int(retryable)]
+        args: list[Arg] = [job_id, token, max_attempts, backoff_ms, error_json, int(retryable)]
         return self._call("fail", args, parse)
 
-    def extend(
-        self, now_ms: int, visibility_ms: int, pairs: Iterable[tuple[str, str]]
-    ) -> Call[Settled]:
-        """Move the lease deadline of held jobs to now + visibility."""
+    def extend(self, visibility_ms: int, pairs: Iterable[tuple[str, str]]) -> Call[Settled]:
+        """Move the lease deadline of held jobs to now + visibility (the server's now)."""
 
         def parse(reply: Any) -> Settled:
             reply = checked(reply)
             return Settled(reply[2], _ids(reply[3:]), reply[1])
 
-        return self._call("extend", [now_ms, visibility_ms, *_pairs(pairs)], parse)
+        return self._call("extend", [visibility_ms, *_pairs(pairs)], parse)
 
     def release(self, pairs: Iterable[tuple[str, str]]) -> Call[Settled]:
         """Return unstarted leased jobs to the front of ready, uncounted."""
         return self._call("release", _pairs(pairs), _settled)
 
     def redrive(
-        self, max_redrives: int, min_died_ms: int = 0, offset: int = 0, limit: int = 1000,
+        self, max_redrives: int, max_age_ms: int = -1, offset: int = 0, limit: int = 1000,
         ids: Sequence[str] = (),
     ) -> Call[Redriven]:
-        """Dead → ready for ``ids``, or for those that died at or after ``min_died_ms``."""
+        """Dead → ready for ``ids``, or for those dead for at most ``max_age_ms`` (-1: any)."""
 
         def parse(reply: Any) -> Redriven:
             return Redriven(*checked(reply)[1:5])
 
-        return self._call("redrive", [max_redrives, min_died_ms, offset, limit, *ids], parse)
+        return self._call("redrive", [max_redrives, max_age_ms, offset, limit, *ids], parse)
 
-    def purge(self, max_died_ms: int = 0, limit: int = 1000, ids: Sequence[str] = ()) -> Call[int]:
-        """Delete dead jobs that died before ``max_died_ms`` (or exactly ``ids``)."""
+    def purge(self, min_age_ms: int = 0, limit: int = 1000, ids: Sequence[str] = ()) -> Call[int]:
+        """Delete dead jobs dead for longer than ``min_age_ms`` (0: all), or exactly ``ids``."""
 
         def parse(reply: Any) -> int:
             count: int = checked(reply)[1]
             return count
 
-        return self._call("purge", [max_died_ms, limit, *ids], parse)
+        return self._call("purge", [min_age_ms, limit, *ids], parse)
 
     def peek_dead(self, offset: int, limit: int, ids: Sequence[str] = ()) -> Call[list[DeadRow]]:
         """Read dead jobs, oldest first (or exactly ``ids``)."""

@@ -5,7 +5,7 @@ Each queue keeps its own dead set (``P:{Q}:dead``), so a redrive is one atomic s
 queue's slot. The DLQ needs nothing but a queue's name: it works for queues this process never
 registered (their records are decoded with the default serializer). Every script call handles
 at most ``CHUNK`` jobs, so a dead set of any size is paged, purged and redriven in bounded
-steps.
+steps. Ages are the server's: the scripts turn an age into a cutoff with the server's clock.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyqcore.core.calls import DeadRow, QueueCalls, Redriven
-from pyqcore.core.effects import Flow
+from pyqcore.core.clock import server_now_ms
+from pyqcore.core.effects import Command, Flow
 from pyqcore.core.registry import Registry
 from pyqcore.errors import ConfigurationError, DeserializationError
 from pyqcore.job import DeadLetterItem, ErrorInfo, decode_record
@@ -56,9 +57,6 @@ class DeadLetters:
             raise ConfigurationError(f"max_redrives must be an int >= 0, got {value!r}")
         self._max_redrives = value
 
-    def _now_ms(self) -> int:
-        return int(self.registry.clock() * 1000)
-
     def items(
         self, queue: str | None = None, limit: int = 100, offset: int = 0
     ) -> Flow[list[DeadLetterItem]]:
@@ -86,22 +84,32 @@ class DeadLetters:
                 return _item(queue, part, rows[0])
         return None
 
-    def count(self, queue: str | None = None) -> Flow[int]:
-        """How many jobs are dead, in one queue or in all known queues."""
-        calls = []
+    def count(self, queue: str | None = None, *, max_age: float = 0.0) -> Flow[int]:
+        """How many jobs are dead, in one queue or in all known queues; with ``max_age``, only
+        those dead for longer than that many seconds by the server's clock (what
+        ``purge(max_age=...)`` would delete)."""
+        age = _age_ms(max_age)
+        parts: list[QueueCalls] = []
         for name in (yield from self.registry.names(queue)):
-            calls += [part.counts() for part in (yield from self.registry.parts_of(name))]
-        return sum(c["dead"] for c in (yield calls)) if calls else 0
+            parts += yield from self.registry.parts_of(name)
+        if not parts:
+            return 0
+        if age == 0:
+            return sum(c["dead"] for c in (yield [part.counts() for part in parts]))
+        before = (yield from server_now_ms(self.registry.clock)) - age
+        counted: list[int] = yield [Command(("ZCOUNT", part.keys.key("dead"), "-inf",
+                                             f"({before}")) for part in parts]
+        return sum(counted)
 
     def process_dead_letter_queue(self, max_age: float = 4 * 3600) -> Flow[DeadLetterReport]:
         """In every known queue: delete dead jobs older than ``max_age`` seconds, and redrive
         younger ones to their queue (unless already redriven ``max_redrives`` times)."""
-        cutoff = self._now_ms() - _age_ms(max_age)
+        age = _age_ms(max_age)
         purged = redriven = kept = 0
         for name in (yield from self.registry.names(None)):
             for part in (yield from self.registry.parts_of(name)):
-                purged += yield from _purge_older(part, cutoff)
-                moved, kept_back = yield from _redrive_scan(part, self.max_redrives, cutoff)
+                purged += yield from _purge_older(part, age)
+                moved, kept_back = yield from _redrive_scan(part, self.max_redrives, age)
                 redriven, kept = redriven + moved, kept + kept_back
         return DeadLetterReport(purged, redriven, kept)
 
@@ -127,7 +135,7 @@ class DeadLetters:
         moved = 0
         for part in (yield from self.registry.parts_of(queue)):
             if ids is None:
-                moved += (yield from _redrive_scan(part, limit, 0, told))[0]
+                moved += (yield from _redrive_scan(part, limit, -1, told))[0]
                 continue
             for chunk in _chunks(ids):  # an id that is not dead here is skipped
                 n = (yield part.redrive(limit, ids=chunk)).redriven
@@ -148,16 +156,12 @@ class DeadLetters:
                                  for chunk in _chunks(ids)]))
             told(purged)
             return purged
-        cutoff = self.cutoff_ms(max_age)
+        age = _age_ms(max_age)
         total = 0
         for name in (yield from self.registry.names(queue)):
             for part in (yield from self.registry.parts_of(name)):
-                total += yield from _purge_older(part, cutoff, told)
+                total += yield from _purge_older(part, age, told)
         return total
-
-    def cutoff_ms(self, max_age: float) -> int:
-        """The death time before which ``purge(max_age=...)`` deletes: every dead job for 0."""
-        return self._now_ms() - _age_ms(max_age) + (1 if max_age == 0 else 0)
 
 
 def _age_ms(max_age: float) -> int:
@@ -213,24 +217,25 @@ def _oldest(parts: list[QueueCalls], offset: int, limit: int
     return merged[offset:]
 
 
-def _redrive_scan(part: QueueCalls, limit: int, min_died_ms: int,
+def _redrive_scan(part: QueueCalls, limit: int, max_age_ms: int,
                   told: Progress | None = None) -> Flow[tuple[int, int]]:
-    """Redrive every dead job of a partition that died at or after ``min_died_ms``, in
+    """Redrive every dead job of a partition dead for at most ``max_age_ms`` (-1: any), in
     bounded batches; returns (redriven, kept back at their limit)."""
     moved = kept = 0
     while True:
-        r = yield part.redrive(limit, min_died_ms, kept, CHUNK)
+        r = yield part.redrive(limit, max_age_ms, kept, CHUNK)
         (told or _ignore)(r.redriven)
         moved, kept = moved + r.redriven, kept + r.kept_back
         if r.examined < CHUNK:
             return moved, kept
 
 
-def _purge_older(part: QueueCalls, before_ms: int, told: Progress | None = None
+def _purge_older(part: QueueCalls, age_ms: int, told: Progress | None = None
                  ) -> Flow[int]:
+    """Purge a partition's jobs dead for longer than ``age_ms`` (0: all), in bounded calls."""
     total = 0
     while True:
-        purged: int = yield part.purge(before_ms, CHUNK)
+        purged: int = yield part.purge(age_ms, CHUNK)
         (told or _ignore)(purged)
         total += purged
         if purged < CHUNK:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyqcore.core.calls import QueueCalls
+from pyqcore.core.clock import time_command
 from pyqcore.core.dead_letters import DeadLetters
 from pyqcore.core.effects import Command, Flow
 from pyqcore.core.presence import WorkerInfo, list_workers
@@ -41,12 +42,12 @@ class ManagerCore:
     def workers(self) -> Flow[list[WorkerInfo]]:
         """The running workers of this prefix, sync and asyncio, in any process, as their last
         beats described them (a worker gone for three beats is not listed)."""
-        now_ms = int(self.registry.clock() * 1000)
-        return (yield from list_workers(self.registry.prefix, now_ms))
+        return (yield from list_workers(self.registry.prefix, self.registry.clock))
 
     def snapshot(self) -> Flow[dict[str, QueueSnapshot]]:
-        """Every known queue's counts, counters and oldest ready job's age, in two round trips
-        (for metrics and dashboards; read-only)."""
+        """Every known queue's counts, counters and oldest ready job's age (by the server's
+        clock, read in the first round trip), in two round trips (for metrics and dashboards;
+        read-only)."""
         names = yield from self.registry.known_queue_names()
         parts = {}
         for name in names:
@@ -54,17 +55,19 @@ class ManagerCore:
         every = [part for name in names for part in parts[name]]
         if not every:
             return {}
+        clock = self.registry.clock
         first = yield [*(p.counts() for p in every),
                        *(Command(("HGETALL", p.keys.key("stats")), int_map) for p in every),
-                       *(Command(("LINDEX", p.keys.key("ready"), 0)) for p in every)]
-        counts, stats, heads = (first[: len(every)], first[len(every): 2 * len(every)],
-                                first[2 * len(every):])
+                       *(Command(("LINDEX", p.keys.key("ready"), 0)) for p in every),
+                       *([time_command()] if clock is None else [])]
+        k = len(every)
+        counts, stats, heads = first[:k], first[k: 2 * k], first[2 * k: 3 * k]
+        now_ms = first[3 * k] if clock is None else clock.now_ms()
         waiting = [(i, head) for i, head in enumerate(heads) if head is not None]
         records = (yield [Command(("HGET", every[i].keys.key("jobs"), head))
                           for i, head in waiting]) if waiting else []
         enqueued = {i: ms for (i, _), record in zip(waiting, records, strict=True)
                     if (ms := _enqueued_ms(every[i], record)) is not None}
-        now_ms = int(self.registry.clock() * 1000)
         result, at = {}, 0
         for name in names:
             n = len(parts[name])

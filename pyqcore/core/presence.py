@@ -2,6 +2,8 @@
 presence every ``BEAT_SECONDS`` into a hash of its own that expires after ``MISSED_BEATS``
 beats, indexed by a sorted set of last beats; a dead worker disappears when its hash expires,
 and the index is trimmed by every beat. Plain commands, not Lua: no job's state is involved.
+Times are the server's (a ``TIME`` before each beat and listing), so a worker whose clock is
+off neither hides the others nor lingers itself.
 ``CLIENT LIST`` is never used (ACL users and clusters cannot rely on it).
 
 Keys (outside any queue's slot, like ``<prefix>:queues``):
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyqcore.core.calls import text
+from pyqcore.core.clock import server_now_ms
 from pyqcore.core.effects import Command, Flow, Pause
 from pyqcore.core.queue import QueueCore
 from pyqcore.core.slot import Crew
-from pyqcore.settings import Clock
+from pyqcore.testing import ManualClock
 
 log = logging.getLogger("pyqcore")
 
@@ -64,27 +67,26 @@ class WorkerInfo:
 class Presence:
     """One worker's entry in the registry: what it beats, and the flows that beat and leave."""
 
-    def __init__(self, core: QueueCore, crew: Crew, *, driver: str, slots: int,
-                 clock: Clock) -> None:
+    def __init__(self, core: QueueCore, crew: Crew, *, driver: str, slots: int) -> None:
         self.core = core
         self.crew = crew
-        self.clock = clock
         self.interval = BEAT_SECONDS  # seconds between beats (at most BEAT_SECONDS)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.static = {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
-                       "driver": driver, "queues": core.name, "slots": slots,
-                       "started_ms": self._now_ms()}
-
-    def _now_ms(self) -> int:
-        return int(self.clock() * 1000)
+                       "driver": driver, "queues": core.name, "slots": slots}
+        self.started_ms: int | None = None  # the server's time at the first beat
 
     def beat(self) -> Flow[None]:
-        """One round trip: write this worker's hash (expiring after MISSED_BEATS beats), index
-        it, and drop index entries whose workers stopped beating."""
-        prefix, now = self.core.settings.prefix, self._now_ms()
+        """Read the server's time, then in one round trip write this worker's hash (expiring
+        after MISSED_BEATS beats), index it, and drop index entries whose workers stopped
+        beating."""
+        prefix = self.core.settings.prefix
+        now = yield from server_now_ms(self.core.settings.clock)
+        if self.started_ms is None:
+            self.started_ms = now
         report = self.crew.tally.snapshot()
         fields: dict[str, Any] = {
-            **self.static, "beat_ms": now, "done": report.acked,
+            **self.static, "started_ms": self.started_ms, "beat_ms": now, "done": report.acked,
             "failed": report.retried + report.dead, "held": len(self.crew.held),
             "oldest": json.dumps([[job_id, round(age, 1)]
                                   for job_id, age in self.crew.held.oldest(SHOWN_HELD)]),
@@ -119,9 +121,11 @@ def presence_loop(presence: Presence) -> Flow[None]:
         log.warning("worker %s: leaving the registry failed (%s)", presence.id, exc)
 
 
-def list_workers(prefix: str, now_ms: int) -> Flow[list[WorkerInfo]]:
-    """The workers that beat within the last MISSED_BEATS beats, the oldest first."""
+def list_workers(prefix: str, clock: ManualClock | None) -> Flow[list[WorkerInfo]]:
+    """The workers that beat within the last MISSED_BEATS beats (by the server's clock, or a
+    test's), the oldest first."""
     ttl_ms = int(BEAT_SECONDS * MISSED_BEATS * 1000)
+    now_ms = yield from server_now_ms(clock)
     ids = yield Command(("ZRANGEBYSCORE", workers_key(prefix), now_ms - ttl_ms, "+inf"),
                         lambda raw: [text(i) for i in raw])
     if not ids:

@@ -29,6 +29,7 @@ from pyqcore.core.calls import (
     text,
     unlock_call,
 )
+from pyqcore.core.clock import time_command
 from pyqcore.core.coalesce import Coalescer, Flag
 from pyqcore.core.effects import Command, Flow, Pause, Waiter
 from pyqcore.core.partitions import Partitions, merge_settled
@@ -72,8 +73,9 @@ class QueueCore:
         """Record the queue under its prefix (its name, and a partitioned queue's partition
         count) so the DLQ, the CLI and other processes find it; refuse a partition count that
         differs from the recorded one (jobs would be stranded in partitions some processes
-        never read); warn if Redis may evict keys. Runs before the queue's first other call,
-        once per queue object."""
+        never read); warn if Redis may evict keys; learn how far the server's clock is from
+        this process's (it dates the records this queue writes). Runs before the queue's first
+        other call, once per queue object."""
         s = self.settings
         if self.check_eviction:
             yield from warn_if_evicting(self.cluster)
@@ -82,7 +84,12 @@ class QueueCore:
             commands.append(Command(("HSETNX", partitions_key(s.prefix), s.name, s.partitions)))
         commands.append(Command(("HGET", partitions_key(s.prefix), s.name),
                                 lambda raw: int(raw or 1)))
-        recorded = (yield commands)[-1]
+        if s.clock is not None:  # a test's clock: no server time to learn
+            recorded = (yield commands)[-1]
+        else:
+            sent = time.time()
+            *_, recorded, server_ms = yield [*commands, time_command()]
+            s.offset.learn(server_ms, sent, time.time())
         if recorded != s.partitions:
             raise ConfigurationError(
                 f"queue {s.name!r} is recorded with partitions={recorded} under prefix "
@@ -112,12 +119,14 @@ class QueueCore:
 
     def _enqueue(self, part: QueueCalls, jobs: list[NewJob]) -> Call[list[str]] | Flow[list[str]]:
         """One enqueue call of jobs for ``part`` (after announcing the queue, the first time)."""
-        call = part.enqueue_jobs(jobs)
-        return call if self.announced else self._after_announce(call)
+        return part.enqueue_jobs(jobs) if self.announced else self._after_announce(part, jobs)
 
-    def _after_announce(self, call: Call[Any]) -> Flow[Any]:
+    def _after_announce(self, part: QueueCalls, jobs: list[NewJob]) -> Flow[list[str]]:
+        """The queue's first enqueue: announced first, which learns the server clock's
+        offset; the jobs' records, encoded before it was known, are dated again by it."""
         yield from self.announce()
-        return (yield call)
+        ids: list[str] = yield part.enqueue_jobs(part.redated(jobs))
+        return ids
 
     def add_batch(
         self, payloads: Iterable[Any], *, context: Any = None, delay: float = 0.0,
@@ -137,9 +146,11 @@ class QueueCore:
         job_ids: Sequence[str | None] | None, partition_keys: Sequence[str | None] | None,
     ) -> Flow[list[str]]:
         payloads, ids, keys = batch_arguments(payloads, job_ids, partition_keys)
-        calls, positions = self.partitions.add(payloads, [context] * len(payloads), delay, ids,
-                                               keys)
-        yield from self._announced()
+        contexts = [context] * len(payloads)
+        calls, positions = self.partitions.add(payloads, contexts, delay, ids, keys)
+        if not self.announced:  # encoded again once announced, dated with the server offset
+            yield from self.announce()
+            calls, positions = self.partitions.add(payloads, contexts, delay, ids, keys)
         chunks = (yield calls) if calls else []
         return in_caller_order(chunks, positions, len(payloads))
 
@@ -178,19 +189,20 @@ class QueueCore:
     ) -> Flow[Reservation]:
         """While a partition had nothing, try the next ones (a round trip each): a worker
         never sleeps while another partition has ready jobs. Then bury what was undecodable."""
-        soonest = reservation.next_event_ms
+        soonest = reservation.wait_ms
         for part in others:
             if reservation.jobs or reservation.undecodable:
                 break
             reservation = yield part.lease(count, visibility_timeout)
-            if reservation.next_event_ms is not None:
-                soonest = min(soonest or reservation.next_event_ms, reservation.next_event_ms)
+            wait = reservation.wait_ms
+            if wait is not None:  # 0 is a wait too (something is due now)
+                soonest = wait if soonest is None else min(soonest, wait)
         part = self.partitions.parts[reservation.partition]
         for job_id, token, exc in reservation.undecodable:
             log.error("queue %s: job %s has a corrupt record, moved to the DLQ: %s",
                       self.name, job_id, exc)
             yield part.bury(job_id, token, ErrorInfo.from_exception(exc))
-        return replace(reservation, next_event_ms=soonest)
+        return replace(reservation, wait_ms=soonest)
 
     def wake_keys(self) -> list[str]:
         """What an idle worker blocks on: every partition's wake list, or on a cluster (where

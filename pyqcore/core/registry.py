@@ -10,15 +10,16 @@ from pyqcore.core.partitions import Partitions
 from pyqcore.core.queue import QueueCore
 from pyqcore.errors import ConfigurationError, UnknownQueueError
 from pyqcore.keys import partitions_key, registry_key, validate_name
-from pyqcore.settings import Clock, QueueSettings
+from pyqcore.settings import QueueSettings, check_clock
+from pyqcore.testing import ManualClock
 
 
 class Registry:
     """Queue cores by name under one prefix, and the flows that read what Redis records."""
 
-    def __init__(self, prefix: str, clock: Clock) -> None:
+    def __init__(self, prefix: str, clock: ManualClock | None = None) -> None:
         self.prefix = validate_name("prefix", prefix)
-        self.clock = clock
+        self.clock = check_clock(clock)  # None: the server's (a ManualClock in tests)
         self.queues: dict[str, QueueCore] = {}
 
     def add(self, core: QueueCore) -> None:

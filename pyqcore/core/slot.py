@@ -247,7 +247,7 @@ class Step(NamedTuple):
 
     action: Literal["stop", "again", "sleep", "run"]
     jobs: list[Job]
-    next_event_ms: int | None = None  # for "sleep": when something becomes ready anyway
+    wait_ms: int | None = None  # for "sleep": ms until something becomes ready anyway
 
 
 class SlotPlan:
@@ -301,7 +301,7 @@ class SlotPlan:
             return Step("again", [])
         if crew.burst:  # nothing ready, and this slot holds nothing
             return Step("stop", [])
-        return Step("sleep", [], reservation.next_event_ms)
+        return Step("sleep", [], reservation.wait_ms)
 
     def batch_ran(self, done: list[Job], ran: int, elapsed: float) -> None:
         """Keep the jobs to ack; size the next batch to about BATCH_SECONDS of work (at most
@@ -339,12 +339,13 @@ def backoff(failures: int, *, cap: float) -> float:
     return min(0.05 * (1 << min(failures, 16)), cap)
 
 
-def sleep_timeout(idle_wait: float, next_event_ms: int | None, now_ms: int) -> float:
+def sleep_timeout(idle_wait: float, wait_ms: int | None) -> float:
     """How long an idle slot blocks on the wake list: until the next due time or lease
-    deadline, at most ``idle_wait`` (to notice a stop request), at least 10 ms."""
+    deadline (``wait_ms`` from now, by the server's clock: the worker's own plays no part),
+    at most ``idle_wait`` (to notice a stop request), at least 10 ms."""
     timeout = idle_wait
-    if next_event_ms is not None:
-        timeout = min(timeout, (next_event_ms - now_ms) / 1000.0)
+    if wait_ms is not None:
+        timeout = min(timeout, wait_ms / 1000.0)
     return max(timeout, 0.01)
 
 
@@ -367,7 +368,7 @@ def slot_loop(core: QueueCore, crew: Crew) -> Flow[None]:
         if step.action == "stop":
             return
         if step.action == "sleep":
-            yield from _wait_for_work(core, crew, step.next_event_ms)
+            yield from _wait_for_work(core, crew, step.wait_ms)
         elif step.action == "run":
             started = time.monotonic()
             run = _run_whole_batch if crew.batches else _run_one_by_one
@@ -442,10 +443,10 @@ def _fail(core: QueueCore, crew: Crew, job: Job, exc: Exception) -> Flow[None]:
     crew.record_failure(job, exc, outcome)
 
 
-def _wait_for_work(core: QueueCore, crew: Crew, next_event_ms: int | None) -> Flow[None]:
+def _wait_for_work(core: QueueCore, crew: Crew, wait_ms: int | None) -> Flow[None]:
     """Block on the wake list until an add (or retry) pushes a marker, the next delayed job or
     lease deadline is due, or ``idle_wait`` passes (to notice a stop request)."""
-    timeout = sleep_timeout(crew.idle_wait, next_event_ms, core.settings.now_ms())
+    timeout = sleep_timeout(crew.idle_wait, wait_ms)
     try:
         yield Block(core.wake_keys(), timeout)
     except TRANSIENT as exc:

@@ -48,8 +48,7 @@ class WorkerBase:
                             longest_block=queue.driver.longest_block(),
                             hooks=combined(observers), **options)
         self.idle_wait = self.crew.idle_wait  # capped below the client's socket timeout
-        self.presence = Presence(queue.core, self.crew, driver=driver, slots=concurrency,
-                                 clock=queue.core.settings.clock)
+        self.presence = Presence(queue.core, self.crew, driver=driver, slots=concurrency)
 
     @property
     def report(self) -> WorkerReport:

@@ -45,10 +45,10 @@ def every_call(queue: str) -> list[Call[Any]]:
     token = "0123456789abcdef"
     built: list[Call[Any]] = [
         calls.enqueue([""], [b"record"], 0),
-        calls.reserve(0, 1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=token),
+        calls.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=token),
         calls.ack([("1", token)]),
-        calls.fail(0, "1", token, max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),
-        calls.extend(0, 1000, [("1", token)]),
+        calls.fail("1", token, max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),
+        calls.extend(1000, [("1", token)]),
         calls.release([("1", token)]),
         calls.redrive(3),
         calls.purge(),

@@ -68,18 +68,24 @@ def record(payload: Any, enqueued_ms: int = 1_000) -> bytes:
 
 
 def reserved(jobs: list[tuple[str, bytes, int]], *, token: str = "ab" * 8,
-             deadline_ms: int = 9_000, next_event_ms: int = -1) -> list[Any]:
-    """reserve's reply: {0, token, deadline_ms, next_event_ms, id, record, attempt, ...}."""
-    flat: list[Any] = [0, token.encode(), deadline_ms, next_event_ms]
+             deadline_ms: int = 9_000, wait_ms: int = -1) -> list[Any]:
+    """reserve's reply: {0, token, deadline_ms, wait_ms, id, record, attempt, ...}."""
+    flat: list[Any] = [0, token.encode(), deadline_ms, wait_ms]
     for job_id, rec, attempt in jobs:
         flat += [job_id.encode(), rec, attempt]
     return flat
 
 
-def announced(partitions: int = 1) -> list[Any]:
-    """Replies to the announcement round (SADD, [HSETNX], HGET)."""
+def server_time(ms: int = 1_800_000_000_000) -> list[bytes]:
+    """TIME's raw reply: seconds and microseconds."""
+    return [str(ms // 1000).encode(), str(ms % 1000 * 1000).encode()]
+
+
+def announced(partitions: int = 1, server_ms: int = 1_800_000_000_000) -> list[Any]:
+    """Replies to the announcement round (SADD, [HSETNX], HGET, TIME)."""
     recorded = None if partitions == 1 else str(partitions).encode()
-    return [1, recorded] if partitions == 1 else [1, 1, recorded]
+    now = server_time(server_ms)
+    return [1, recorded, now] if partitions == 1 else [1, 1, recorded, now]
 
 
 class Steps:
@@ -110,10 +116,10 @@ class Steps:
             self.running, self.result, self.effect = False, done.value, None
 
 
-def dead_letters(partitions: int = 1, queues: tuple[str, ...] = ("q",), *,
-                 now: float = 1_800_000_000.0) -> DeadLetters:
-    """The DLQ flows over registered queues named ``queues``, redrive bound 2."""
-    registry = Registry("pyqcore", lambda: now)
+def dead_letters(partitions: int = 1, queues: tuple[str, ...] = ("q",)) -> DeadLetters:
+    """The DLQ flows over registered queues named ``queues``, redrive bound 2 (on the server's
+    clock: the scripts turn ages into cutoffs)."""
+    registry = Registry("pyqcore")
     for name in queues:
         registry.add(QueueCore(QueueSettings(name=name, partitions=partitions), cluster=False))
     return DeadLetters(registry, max_redrives=2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -31,6 +32,7 @@ from pyqcore.core.slot import (
 from pyqcore.errors import LeaseLostError
 from pyqcore.job import Job
 from pyqcore.settings import QueueSettings
+from pyqcore.testing import ManualClock
 from tests.core.dialog import Dialog, dead_letters, dead_rows, names, record, reserved
 
 NOW = 1_800_000_000.0
@@ -38,7 +40,7 @@ NOW_MS = int(NOW * 1000)
 
 
 def queue_core(partitions: int = 1) -> QueueCore:
-    queue = QueueCore(QueueSettings(name="q", clock=lambda: NOW, visibility_timeout=30,
+    queue = QueueCore(QueueSettings(name="q", clock=ManualClock(NOW), visibility_timeout=30,
                                     partitions=partitions), cluster=False)
     queue.announced = True
     return queue
@@ -129,9 +131,9 @@ def test_a_settling_call_is_retried_for_a_visibility_timeout_and_at_least_three_
 
 def test_waits_are_bounded_both_ways() -> None:
     assert [backoff(n, cap=1.0) for n in (1, 2, 3, 4, 40)] == [0.1, 0.2, 0.4, 0.8, 1.0]
-    assert sleep_timeout(30.0, NOW_MS - 5000, NOW_MS) == 0.01  # never 0: BLPOP 0 is for ever
-    assert sleep_timeout(30.0, None, NOW_MS) == 30.0
-    assert sleep_timeout(30.0, NOW_MS + 2500, NOW_MS) == 2.5
+    assert sleep_timeout(30.0, 0) == 0.01  # never 0: BLPOP 0 is for ever
+    assert sleep_timeout(30.0, None) == 30.0
+    assert sleep_timeout(30.0, 2500) == 2.5
 
 
 # -- stopping, failing, burying ---------------------------------------------------------------
@@ -186,14 +188,20 @@ def test_a_partition_with_only_corrupt_records_is_buried_before_the_walk_goes_on
     assert flow.result == []
 
 
-def test_an_idle_reservation_names_the_soonest_event_of_every_partition() -> None:
+@pytest.mark.parametrize(("waits", "soonest"), [
+    ((5000, 9000, -1), 5000),
+    ((0, 9000, -1), 0),  # something due now is the soonest (0 is not "none")
+    ((-1, -1, -1), None),
+])
+def test_an_idle_reservation_names_the_soonest_event_of_every_partition(
+        waits: tuple[int, int, int], soonest: int | None) -> None:
     queue = queue_core(3)
     flow = Dialog(queue.ack_and_reserve([], 5))
-    flow.answer([reserved([], next_event_ms=NOW_MS + 5000)])
-    flow.answer(reserved([], next_event_ms=NOW_MS + 9000))
-    flow.answer(reserved([]))
+    flow.answer([reserved([], wait_ms=waits[0])])
+    flow.answer(reserved([], wait_ms=waits[1]))
+    flow.answer(reserved([], wait_ms=waits[2]))
     settled, reservation = flow.result
-    assert settled is None and reservation.next_event_ms == NOW_MS + 5000
+    assert settled is None and reservation.wait_ms == soonest
 
 
 def test_settling_over_partitions_adds_up_every_partition() -> None:
@@ -252,10 +260,10 @@ def test_a_listing_over_several_queues_stops_at_its_limit() -> None:
 def test_a_redrive_scan_goes_on_past_a_full_batch_of_kept_back_jobs() -> None:
     flow = Dialog(dead_letters().requeue("q", force=False))
     first = flow.script()
-    assert first.script.name == "redrive" and first.args[:4] == [2, 0, 0, CHUNK]
+    assert first.script.name == "redrive" and first.args[:4] == [2, -1, 0, CHUNK]
     flow.answer([0, 0, CHUNK, 0, CHUNK])  # a whole batch kept back at the limit
     second = flow.script()
-    assert second.args[:4] == [2, 0, CHUNK, CHUNK]  # past the kept-back ones
+    assert second.args[:4] == [2, -1, CHUNK, CHUNK]  # past the kept-back ones
     flow.answer([0, 4, 0, 0, 4])
     assert flow.result == 4
 

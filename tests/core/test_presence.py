@@ -18,6 +18,7 @@ from pyqcore.core.queue import QueueCore
 from pyqcore.core.slot import Budget, Crew, Held
 from pyqcore.job import Job
 from pyqcore.settings import QueueSettings
+from pyqcore.testing import ManualClock
 from tests.core.dialog import Dialog, names
 
 NOW = 1_800_000_000.0
@@ -25,12 +26,12 @@ TTL_MS = int(BEAT_SECONDS * MISSED_BEATS * 1000)
 
 
 def presence(held: list[Job] | None = None) -> Presence:
-    core = QueueCore(QueueSettings(name="emails", clock=lambda: NOW), cluster=False)
+    core = QueueCore(QueueSettings(name="emails", clock=ManualClock(NOW)), cluster=False)
     crew = Crew("emails", threading.Event(), threading.Event(), False, 10, Budget(None),
                 1.0, 30.0, False, held=Held(clock=lambda: 100.0))
     crew.held.add(held or [])
     crew.tally.add(acked=7, retried=2, dead=1)
-    return Presence(core, crew, driver="sync", slots=4, clock=lambda: NOW)
+    return Presence(core, crew, driver="sync", slots=4)
 
 
 def test_a_beat_writes_the_worker_expiring_and_trims_the_index() -> None:
@@ -65,7 +66,7 @@ def test_the_loop_beats_until_the_worker_finishes_then_leaves() -> None:
 
 
 def test_a_listing_shows_the_workers_that_beat_recently_oldest_first() -> None:
-    flow = Dialog(list_workers("pyqcore", int(NOW * 1000)))
+    flow = Dialog(list_workers("pyqcore", ManualClock(NOW)))
     assert flow.effect.args == ("ZRANGEBYSCORE", "pyqcore:workers", int(NOW * 1000) - TTL_MS,
                                 "+inf")
     flow.answer([b"b", b"a", b"gone"])

@@ -3,20 +3,25 @@ it makes of the replies (pyqcore.core.queue)."""
 
 from __future__ import annotations
 
+import time
+from typing import cast
+
 import pytest
 
+from pyqcore.core.effects import flow_of
 from pyqcore.core.queue import QueueCore
 from pyqcore.errors import ConfigurationError, SerializationError
 from pyqcore.job import Job
 from pyqcore.serializer import MSGPACK
 from pyqcore.settings import QueueSettings
-from tests.core.dialog import Dialog, announced, names, record, reserved
+from pyqcore.testing import ManualClock
+from tests.core.dialog import Dialog, announced, names, record, reserved, server_time
 
 NOW = 1_800_000_000.0
 
 
 def core(partitions: int = 1, *, cluster: bool = False, announce: bool = False) -> QueueCore:
-    settings = QueueSettings(name="q", partitions=partitions, clock=lambda: NOW, batch_size=2)
+    settings = QueueSettings(name="q", partitions=partitions, batch_size=2)  # the server's clock
     queue = QueueCore(settings, cluster=cluster)
     queue.announced = not announce
     return queue
@@ -28,7 +33,7 @@ def job(job_id: str, partition: int = 0, token: str = "ab" * 8) -> Job:
 
 def test_the_first_add_announces_the_queue_then_enqueues() -> None:
     flow = Dialog(core(announce=True).add_batch(["a", "b", "c"]))
-    assert names(flow.round()) == ["SADD", "HGET"]
+    assert names(flow.round()) == ["SADD", "HGET", "TIME"]
     flow.answer(announced())
     assert names(flow.round()) == ["enqueue", "enqueue"]  # batch_size=2: two calls, one trip
     flow.answer([[0, b"1,2"], [0, b"3"]])
@@ -37,9 +42,38 @@ def test_the_first_add_announces_the_queue_then_enqueues() -> None:
 
 def test_a_recorded_partition_count_that_differs_refuses_before_any_enqueue() -> None:
     flow = Dialog(core(2, announce=True).add_batch(["a"]))
-    assert names(flow.round()) == ["SADD", "HSETNX", "HGET"]
+    assert names(flow.round()) == ["SADD", "HSETNX", "HGET", "TIME"]
     with pytest.raises(ConfigurationError, match="partitions=4"):
-        flow.answer([0, 0, b"4"])
+        flow.answer([0, 0, b"4", server_time()])
+
+
+def test_records_are_dated_by_the_server_clock_learned_with_the_announcement() -> None:
+    """A producer an hour behind the server dates its records by the server's clock: its
+    announcement's TIME gives the offset (the record's date is informational)."""
+    queue = core(announce=True)
+    flow = Dialog(flow_of(queue.add("a")))
+    assert names(flow.round()) == ["SADD", "HGET", "TIME"]
+    server_ms = round((time.time() + 3600) * 1000)
+    flow.answer([1, None, server_time(server_ms)])
+    enqueue = flow.script()
+    _, _, stamped = MSGPACK.loads(cast(bytes, enqueue.args[3]))
+    assert abs(stamped - server_ms) < 60_000  # within a minute, not an hour
+    assert abs(queue.settings.offset.ms - 3_600_000) < 60_000
+
+
+def test_a_test_clock_is_sent_only_to_the_scripts_that_read_the_clock() -> None:
+    settings = QueueSettings(name="q", clock=ManualClock(NOW))
+    queue = QueueCore(settings, cluster=False)
+    queue.announced = True
+    add = Dialog(queue.add("a")).script()
+    assert add.args[0] == int(NOW * 1000) and add.script.reads_clock  # the variant's ARGV
+    assert MSGPACK.loads(cast(bytes, add.args[4]))[2] == int(NOW * 1000)  # and the record's date
+    [ack] = Dialog(queue.ack(job("1"))).round()
+    assert ack.args == ["1", "ab" * 8] and not ack.script.reads_clock
+    production = QueueCore(QueueSettings(name="q"), cluster=False)
+    production.announced = True
+    plain = Dialog(production.add("a")).script()
+    assert plain.args[0] == 0 and plain.script.sha != add.script.sha
 
 
 def test_a_bad_payload_raises_before_the_first_effect() -> None:
@@ -68,11 +102,11 @@ def test_reserve_tries_the_next_partition_while_one_is_empty_and_keeps_the_soone
     queue = core(3)
     flow = Dialog(queue.reserve(5))
     first = flow.script()
-    assert first.script.name == "reserve" and first.args[1] == 5
-    flow.answer(reserved([], next_event_ms=7_000))
+    assert first.script.name == "reserve" and first.args[0] == 5
+    flow.answer(reserved([], wait_ms=7_000))
     second = flow.script()
     assert second.keys[0] != first.keys[0]
-    flow.answer(reserved([], next_event_ms=5_000))
+    flow.answer(reserved([], wait_ms=5_000))
     third = flow.script()
     flow.answer(reserved([("2-1", record("x"), 1)]))
     [got] = flow.result
@@ -86,8 +120,8 @@ def test_an_undecodable_record_is_buried_with_its_reason_and_not_returned() -> N
     flow.answer(reserved([("1", record("fine"), 1), ("2", b"\xc1", 1)], token="cd" * 8))
     bury = flow.script()
     assert bury.script.name == "fail"
-    assert bury.args[1:3] == ["2", "cd" * 8] and bury.args[-1] == 0  # not retryable
-    assert "DeserializationError" in str(bury.args[5])
+    assert bury.args[:2] == ["2", "cd" * 8] and bury.args[-1] == 0  # not retryable
+    assert "DeserializationError" in str(bury.args[4])
     flow.answer([0, b"dead", 1])
     assert [j.id for j in flow.result] == ["1"]
 
@@ -117,7 +151,7 @@ def test_extend_moves_the_deadline_of_held_jobs_only() -> None:
     held, lost = job("1"), job("2")
     flow = Dialog(core().extend([held, lost], 60))
     [call] = flow.round()
-    assert call.script.name == "extend" and call.args[1] == 60_000
+    assert call.script.name == "extend" and call.args[0] == 60_000
     flow.answer([[0, 123_000, 1, b"2"]])
     assert flow.result == 1
     assert held.lease_deadline == 123.0 and lost.lease_deadline == NOW + 30

@@ -14,6 +14,7 @@ from pyqcore.core.slot import Budget, Crew, Held, WorkerReport, heartbeat_loop, 
 from pyqcore.errors import NonRetryableError
 from pyqcore.job import Job
 from pyqcore.settings import QueueSettings
+from pyqcore.testing import ManualClock
 from tests.core.dialog import Dialog, names, record, reserved
 
 NOW = 1_800_000_000.0
@@ -22,7 +23,7 @@ NOW = 1_800_000_000.0
 def setup(*, burst: bool = True, prefetch: int = 100, max_jobs: int | None = None,
           batches: bool = False) -> tuple[QueueCore, Crew, threading.Event]:
     """A queue, a crew, and the crew's stop flag."""
-    queue = QueueCore(QueueSettings(name="q", clock=lambda: NOW, visibility_timeout=30),
+    queue = QueueCore(QueueSettings(name="q", clock=ManualClock(NOW), visibility_timeout=30),
                       cluster=False)
     queue.announced = True
     stop = threading.Event()
@@ -116,7 +117,7 @@ def test_batches_grow_to_the_prefetch_and_the_budget_caps_deliveries() -> None:
 def test_an_idle_slot_blocks_on_the_wake_list_until_the_next_event() -> None:
     queue, crew, stop = setup(burst=False)
     flow = Dialog(slot_loop(queue, crew))
-    flow.answer([reserved([], next_event_ms=int(NOW * 1000) + 300)])
+    flow.answer([reserved([], wait_ms=300)])
     block = flow.effect
     assert isinstance(block, Block) and block.keys == queue.wake_keys()
     assert block.timeout == pytest.approx(0.3)  # not the idle_wait of 1 s: the due time

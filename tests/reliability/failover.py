@@ -34,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from pyqcore import BaseQueue, Worker
 from pyqcore.core.calls import text
 from pyqcore.sync.driver import Client
+from pyqcore.testing import ManualClock
 from tests.reliability.accounting import EVENTS, Account, Event, Ledger, check_dir
 from tests.reliability.scenario import wait_until
 from tests.reliability.worker_proc import LedgerQueue
@@ -294,7 +295,7 @@ class FailoverRun:
             with Ledger(self.ledger_dir, "drain") as ledger:
                 queue = LedgerQueue(client, ledger, name=self.queue,
                                     visibility_timeout=self.visibility_timeout,
-                                    clock=lambda: later)
+                                    clock=ManualClock(later))
                 queue.process(concurrency=2, burst=True, install_signal_handlers=False)
                 members: list[bytes] = client.zrange(  # type: ignore[assignment]
                     queue.keys.key("dead"), 0, -1)

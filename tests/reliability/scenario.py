@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pyqcore import BaseQueue
 from pyqcore.core.calls import text
+from pyqcore.testing import ManualClock
 from tests.reliability.accounting import Account, Ledger, Outage, check_dir, offsets
 from tests.reliability.worker_proc import LedgerQueue
 from tests.support import LocalRedis
@@ -159,7 +160,7 @@ class Scenario:
                 queue = LedgerQueue(client, ledger, name=self.queue, work=0.0,
                                     die_on_poison=False,
                                     visibility_timeout=self.visibility_timeout,
-                                    max_retries=self.max_retries, clock=lambda: later)
+                                    max_retries=self.max_retries, clock=ManualClock(later))
                 queue.process(concurrency=4, burst=True, install_signal_handlers=False)
                 members: list[bytes] = client.zrange(queue.keys.key("dead"), 0, -1)  # type: ignore[assignment]
                 dead = [text(i) for i in members]

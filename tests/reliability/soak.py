@@ -20,6 +20,7 @@ from pathlib import Path
 from pyqcore import BaseQueue
 from pyqcore.core.calls import text
 from pyqcore.scripts import load_scripts
+from pyqcore.testing import ManualClock
 from tests.reliability.scenario import Scenario
 from tests.support import LocalRedis
 
@@ -85,7 +86,7 @@ def longest_script_call(jobs: int = 1_000_000) -> None:
         for _ in range(5):
             queue.reserve(count=1000)  # leased, never acked: their leases expire
         later = time.time() + 5
-        reclaimer = BaseQueue(client, name="million", clock=lambda: later)
+        reclaimer = BaseQueue(client, name="million", clock=ManualClock(later))
         for _ in range(5):
             jobs_now = reclaimer.reserve(count=1000)  # each call reclaims up to 1000 first
             reclaimer.ack(jobs_now)

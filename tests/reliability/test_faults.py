@@ -10,6 +10,7 @@ import time
 import redis
 
 from pyqcore import BaseQueue
+from pyqcore.testing import ManualClock
 from tests.reliability.accounting import Ledger, read_history
 from tests.reliability.scenario import Scenario, wait_until
 from tests.reliability.worker_proc import POISON
@@ -88,7 +89,7 @@ def test_a_killed_workers_late_ack_is_refused(scenario: Scenario, ledger_dir: ob
     wait_until(lambda: old_token() is not None, 20, "the worker to take the job")
     scenario.kill_random_worker(respawn=False)
     later = time.time() + scenario.visibility_timeout + 1
-    survivor = BaseQueue(client, name=scenario.queue, clock=lambda: later)
+    survivor = BaseQueue(client, name=scenario.queue, clock=ManualClock(later))
     (job,) = survivor.reserve()
     assert (job.id, job.attempt) == ("late", 2)
     stale = dataclasses.replace(job, token=str(old_token()))  # the dead worker's lease

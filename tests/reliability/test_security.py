@@ -34,8 +34,8 @@ CLIENT_COMMANDS = ("evalsha", "eval", "sadd", "smembers", "hget", "hsetnx", "hge
                    "hset", "pexpire", "zadd", "zremrangebyscore", "del", "zrem")
 # What pyqcore's Lua scripts call (Redis checks each redis.call against the caller's ACL).
 SCRIPT_COMMANDS = ("del", "get", "set", "hdel", "hexists", "hget", "hincrby", "hlen", "hmget",
-                   "hset", "llen", "lpop", "lpush", "rpush", "pexpire", "pttl", "zadd", "zcard",
-                   "zcount", "zmscore", "zrange", "zrangebyscore", "zrem", "zscore")
+                   "hset", "llen", "lpop", "lpush", "rpush", "pexpire", "pttl", "time", "zadd",
+                   "zcard", "zcount", "zmscore", "zrange", "zrangebyscore", "zrem", "zscore")
 PYQCORE_COMMANDS = tuple(sorted(set(CLIENT_COMMANDS) | set(SCRIPT_COMMANDS)))
 
 # The exact line documented in the README (with a real password in place of this one).

@@ -37,16 +37,17 @@ from pyqcore.scripts import Script, load_scripts
 from pyqcore.settings import MAX_BATCH
 
 SCRIPTS = load_scripts()
+SEEDING = load_scripts(manual_clock=True)  # the seed's times are exact, relative to the server's
 EXAMPLES = int(os.environ.get("PYQCORE_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
 MAX_INT = 2**53 - 1  # the largest integer the scripts take (args.lua)
-NOW = 1_800_000_000_000  # the seeded queue's time (ms)
+NOW = 1_800_000_000_000  # a time (ms) of the order of the server's
 KEYS = QueueKeys("pyqcore", "fuzz")
 LOCK_KEY = KEYS.key("lock")  # lock.lua and unlock.lua name their one key "lock"
-HELD = {"l1": "a" * 16, "l2": "b" * 16}  # the seeded leases: l1 expired at NOW - 1000
+HELD = {"l1": "a" * 16, "l2": "b" * 16}  # the seeded leases: l1 expired 1 s ago
 SEEDED_IDS = ["r1", "r2", "d1", "d2", "l1", "l2", "x1", "gone"]
 
 
@@ -111,20 +112,19 @@ Domain = Int | Token | Text
 
 # By (script, entry), else by entry name alone.
 DOMAINS: dict[tuple[str, str] | str, Domain] = {
-    "now_ms": Int(0),
     "visibility_ms": Int(1),
     "max_attempts": Int(1),
     "sweep_limit": Int(1, MAX_BATCH),
     "count": Int(0),
-    "due_ms": Int(0),
+    "delay_ms": Int(0),
     "id_prefix": Text(),
     "backoff_ms": Int(0),
     "error": Text(),
     "retryable": Int(0, 1),
     "ttl_ms": Int(1),
     "offset": Int(0),
-    "max_died_ms": Int(0),
-    "min_died_ms": Int(0),
+    "min_age_ms": Int(0),
+    "max_age_ms": Int(-1),
     "max_redrives": Int(-1),
     ("peek_dead", "limit"): Int(1),
     ("purge", "limit"): Int(1, MAX_BATCH),
@@ -171,8 +171,11 @@ def call(client: redis.Redis, script: Script, args: Sequence[str | bytes]) -> An
         return client.evalsha(script.sha, len(keys), *keys, *args)
 
 
-def ok(client: redis.Redis, name: str, *args: str | int) -> Any:
-    reply = call(client, SCRIPTS[name], [str(a) for a in args])
+def ok(client: redis.Redis, name: str, *args: str | int, at: int) -> Any:
+    """Run a script as if the server's clock said ``at`` (ms): its test-only variant."""
+    script = SEEDING[name]
+    clock = [str(at)] if script.reads_clock else []
+    reply = call(client, script, [*clock, *(str(a) for a in args)])
     assert reply[0] == Code.OK, (name, args, reply)
     return reply
 
@@ -182,16 +185,18 @@ def seed(client: redis.Redis) -> None:
     and history), l1 leased under HELD["l1"] and expired, l2 leased and live, r1 and r2
     ready, d1 delayed and due, d2 delayed; a held item lock."""
     client.flushall()
-    ok(client, "enqueue", 0, "", 1, "record x1", "x1")
-    ok(client, "reserve", NOW - 60_000, 1, 1000, 1, 1000, "c" * 16)
-    ok(client, "fail", NOW - 60_000, "x1", "c" * 16, 1, 0, '{"type": "E"}', 1)
-    ok(client, "enqueue", 0, "", 1, "record l2", "l2")
-    ok(client, "reserve", NOW - 100, 1, 60_000, 3, 1000, HELD["l2"])
-    ok(client, "enqueue", 0, "", 1, "record l1", "l1")
-    ok(client, "reserve", NOW - 31_000, 1, 30_000, 3, 1000, HELD["l1"])
-    ok(client, "enqueue", 0, "", 2, "record r1", "record r2", "r1", "r2")
-    ok(client, "enqueue", NOW - 1, "", 1, "record d1", "d1")
-    ok(client, "enqueue", NOW + 60_000, "", 1, "record d2", "d2")
+    seconds, micros = client.time()
+    now = int(seconds) * 1000 + int(micros) // 1000  # the server's, which the fuzzed calls read
+    ok(client, "enqueue", 0, "", 1, "record x1", "x1", at=now)
+    ok(client, "reserve", 1, 1000, 1, 1000, "c" * 16, at=now - 60_000)
+    ok(client, "fail", "x1", "c" * 16, 1, 0, '{"type": "E"}', 1, at=now - 60_000)
+    ok(client, "enqueue", 0, "", 1, "record l2", "l2", at=now)
+    ok(client, "reserve", 1, 60_000, 3, 1000, HELD["l2"], at=now - 100)
+    ok(client, "enqueue", 0, "", 1, "record l1", "l1", at=now)
+    ok(client, "reserve", 1, 30_000, 3, 1000, HELD["l1"], at=now - 31_000)
+    ok(client, "enqueue", 0, "", 2, "record r1", "record r2", "r1", "r2", at=now)
+    ok(client, "enqueue", 1, "", 1, "record d1", "d1", at=now - 2)
+    ok(client, "enqueue", 60_000, "", 1, "record d2", "d2", at=now)
     client.set(LOCK_KEY, "holder", px=60_000)
 
 
@@ -427,13 +432,13 @@ def test_a_token_that_holds_no_lease_settles_nothing(client: redis.Redis, name: 
         flat = [v for p in pairs for v in p]
         if name == "fail":
             [(job_id, token)] = pairs
-            args = [str(NOW), job_id, token, "3", "0", "{}", data.draw(st.sampled_from("01"))]
+            args = [job_id, token, "3", "0", "{}", data.draw(st.sampled_from("01"))]
             reply = call(client, script, args)
             shaped = len(token) == 16 and all(c in "0123456789abcdefABCDEF" for c in token)
             expected = Code.LEASE_LOST if shaped else Code.BAD_ARGUMENT
             assert reply[0] == expected, (args, reply)
         elif name == "extend":
-            reply = call(client, script, [str(NOW), "30000", *flat])
+            reply = call(client, script, ["30000", *flat])
             assert reply[0] == Code.OK and reply[2] == 0, reply
             assert reply[3:] == [p[0].encode() for p in pairs]
         else:

@@ -101,6 +101,14 @@ class QueueSettings:
         """The lease length in milliseconds."""
         return max(1, round(self.visibility_timeout * 1000))
 
+    def now(self) -> float:
+        """The queue's time in seconds as this process knows it without asking the server: its
+        own clock corrected by the server's offset (or the test's clock). For measures such as
+        how long a job waited; the scripts read the server's clock themselves."""
+        if self.clock is not None:
+            return self.clock.now
+        return time.time() + self.offset.ms / 1000
+
     def stamp_ms(self) -> int:
         """The enqueue time a record carries, in ms: this process's clock corrected by the
         server's offset (or the test's clock). Informational: no script reads it."""

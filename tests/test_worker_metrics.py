@@ -98,8 +98,8 @@ def test_a_batch_handler_shares_its_time_among_its_jobs(api: Api, client: Client
 def test_a_batch_s_time_is_shared_by_its_jobs_and_only_first_runs_wait(clock: FakeClock
                                                                        ) -> None:
     metrics = WorkerMetrics(CollectorRegistry())
-    timer = FakeClock(100.0)
-    observer = QueueMetrics(metrics, "q", clock, timer=timer)
+    timer = FakeClock(100.0)  # the run timer (perf_counter in production)
+    observer = QueueMetrics(metrics, "q", lambda: clock.now, timer=lambda: timer.now)
     jobs = [Job(str(i), "q", None, None, attempt, clock.now - 3.0, "t", 0.0)
             for i, attempt in enumerate((1, 1, 2, 1))]
     handle = observer.start(jobs)

@@ -40,7 +40,7 @@ class WorkerBase:
         self.metrics_host = options.get("metrics_host", "127.0.0.1")
         observers: list[RunObserver] = []
         if self.metrics is not None:
-            observers.append(self.metrics.observer(self.core.name, self.core.settings.clock))
+            observers.append(self.metrics.observer(self.core.name, self.core.settings.now))
         if self.core.tracing is not None:
             observers.append(self.core.tracing)
         self.crew = Crew.of(queue.core, batches=queue.handles_batches, stop=stop,

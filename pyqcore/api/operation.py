@@ -10,6 +10,7 @@ the flow, so the two APIs cannot drift: there is one declaration of each method.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -52,6 +53,7 @@ class operation(Generic[P, T_co]):
 
     def __init__(self, flow: Callable[Concatenate[Any, P], Flow[T_co] | Call[T_co]]) -> None:
         self.flow = flow
+        self.lazy = inspect.isgeneratorfunction(flow)  # its flow runs nothing until driven
         self.__doc__ = flow.__doc__
         self.__name__ = flow.__name__
 
@@ -72,10 +74,11 @@ class operation(Generic[P, T_co]):
             return self
         flow = self.flow
         bound: Callable[..., Any]
-        if isinstance(obj, Awaiting):
-            # The flow is built inside the coroutine, so what it checks (a payload, say)
-            # raises at ``await``, not at the call: ``gather(*(q.add(p) for p in ps))`` then
-            # fails only the bad one, instead of stopping half-way with the others unsent.
+        if isinstance(obj, Awaiting) and not self.lazy:
+            # Built inside the coroutine, so what the flow checks (a payload, say) raises at
+            # ``await``, not at the call: ``gather(*(q.add(p) for p in ps))`` fails only the
+            # bad one instead of stopping half-way with the others unsent. (A generator
+            # function's flow checks nothing before it starts: no extra coroutine layer.)
             async def bound(*args: Any, **kwargs: Any) -> Any:
                 return await obj.driver.run(flow(obj.core, *args, **kwargs))
         else:

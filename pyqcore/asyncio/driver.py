@@ -21,18 +21,16 @@ T = TypeVar("T")
 AsyncClient = redis.asyncio.Redis | RedisCluster
 
 
-class FutureWaiter:
+class FutureWaiter(asyncio.Future[None]):
     """The asyncio driver's waiting primitive (``pyqcore.core.effects.Waiter``): a future of
-    the running loop, which ``wake`` resolves (unless its task gave up waiting)."""
+    the running loop (itself: one object less per waiting add), which ``wake`` resolves unless
+    its task gave up waiting."""
 
-    __slots__ = ("future",)
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    __slots__ = ()
 
     def wake(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
+        if not self.done():
+            self.set_result(None)
 
 
 class AsyncDriver(Driving):
@@ -98,12 +96,12 @@ class AsyncDriver(Driving):
         return await self.client.blpop(block.keys, block.timeout)
 
     @staticmethod
-    def turn(turn: Turn) -> asyncio.Future[None]:
-        """What to await until another task wakes the waiter (a coalesced add's turn): its
-        future itself, one coroutine less per waiting add."""
+    def turn(turn: Turn) -> FutureWaiter:
+        """What to await until another task wakes the waiter (a coalesced add's turn): the
+        waiter itself, a future (no coroutine per waiting add)."""
         if not isinstance(turn.waiter, FutureWaiter):
             raise TypeError(f"the asyncio driver waits on a FutureWaiter, not {turn.waiter!r}")
-        return turn.waiter.future
+        return turn.waiter
 
     @staticmethod
     async def pause(pause: Pause) -> bool:

@@ -111,11 +111,12 @@ class QueueCore:
         partitioned queue, jobs with the same ``partition_key`` share a partition (and FIFO).
         Concurrent adds (tasks, threads) on one queue object share script calls: the adds
         that arrive while one is in flight go together in the next (``pyqcore.core.coalesce``);
-        each is checked and encoded first, so a bad one fails only its caller."""
+        each is checked and encoded first (when the flow starts: on asyncio at ``await``), so
+        a bad one fails only its caller."""
         if self.tracing is not None:
             context = self.tracing.inject(context)
         partition, job = self.partitions.add_one(payload, context, delay, job_id, partition_key)
-        return self._adds[partition].submit(job)
+        return (yield from self._adds[partition].submit(job))
 
     def _enqueue(self, part: QueueCalls, jobs: list[NewJob]) -> Call[list[str]] | Flow[list[str]]:
         """One enqueue call of jobs for ``part`` (after announcing the queue, the first time)."""

@@ -86,8 +86,8 @@ def test_the_first_adds_announce_the_queue_once() -> None:
 def test_a_bad_payload_fails_its_caller_before_it_joins() -> None:
     queue = core()
     first = Dialog(queue.add("a"))
-    with pytest.raises(SerializationError):
-        queue.add(object())
+    with pytest.raises(SerializationError):  # as the flow starts, before it waits
+        Dialog(queue.add(object()))
     second = Dialog(queue.add("b"))
     first.answer([0, b"1"])
     second.answer(None)

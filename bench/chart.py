@@ -19,7 +19,9 @@ import matplotlib.pyplot as plt
 PEER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                "#bcbd22", "#17becf", "#aec7e8"]  # tab10 without its red, which is pyqcore's
 WORKLOADS = [("enqueue-single:c1", "enqueue-single"), ("enqueue-bulk:c1", "enqueue-bulk"),
-             ("drain:c1", "drain, concurrency 1"), ("drain:best", "drain, best setting")]
+             ("enqueue-concurrent:c1", "enqueue-concurrent"),
+             ("drain:c1", "drain, concurrency 1"), ("drain:best", "drain, best setting"),
+             ("drain:p2", "drain, 2 processes")]
 
 
 def rate(result: dict[str, Any] | None) -> float:
@@ -32,7 +34,7 @@ def main(raw: Path, png: Path) -> None:
     data = json.loads(raw.read_text())
     names = list(data["figures"])
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(12, 5.5))
+    fig, ax = plt.subplots(figsize=(14, 5.5))
     peer_colors = iter(PEER_COLORS * 2)
     for i, name in enumerate(names):
         values = [rate(data["figures"][name].get(key)) for key, _ in WORKLOADS]

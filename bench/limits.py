@@ -5,8 +5,9 @@ limits behind the targets that run.py reports as missed.
 
 - single add: one round trip each, in alternating blocks so drift hits every variant alike:
   redis-py LPUSH, EVALSHA of a one-line LPUSH script, EVALSHA of the three commands a
-  numbered add needs (HINCRBY, HSETNX, RPUSH; no checks), and pyqcore's add; with the Redis
-  time of each call (commandstats), which shows what one redis.call costs;
+  numbered add needs (HINCRBY, HSETNX, RPUSH, with the enqueue script's five KEYS; no checks),
+  and pyqcore's add; with the Redis time of each call (commandstats), which shows what one
+  redis.call costs;
 - Redis CPU per job life cycle (add in batches of 1,000, reserve and ack in batches of 100),
   as Redis's own command time (INFO commandstats): the data-structure work as plain commands,
   the same commands inside three bare Lua scripts (no checks, no counters, ids from the
@@ -49,10 +50,7 @@ DRAIN_JOBS = 20_000
 BATCH_SLOTS, BATCH_PREFETCH = 2, 1000  # run.py's batch-handler setting (peers/pyqcore_bench.py)
 
 ONE_LINE = "return redis.call('LPUSH', KEYS[1], ARGV[1])"
-THREE_COMMANDS = """local id = redis.call('HINCRBY', KEYS[3], 'added', 1)
-redis.call('HSETNX', KEYS[2], id, ARGV[1])
-redis.call('RPUSH', KEYS[1], id)
-return id"""
+BARE_KEYS = [f"{{l}}:{k}" for k in ("ready", "delayed", "jobs", "stats", "wake")]
 
 
 LIFE_JOBS = 20_000  # jobs per life-cycle run
@@ -89,14 +87,14 @@ def evalsha_usec(r: redis.Redis) -> float:
 
 def single_add(r: redis.Redis, blocks: int) -> list[str]:
     """Median µs per call of each variant over alternating blocks, and its Redis time."""
-    one_line, three = r.script_load(ONE_LINE), r.script_load(THREE_COMMANDS)
+    one_line, three = r.script_load(ONE_LINE), r.script_load(pyqcore_bench.THREE_COMMANDS)
     queue = BaseQueue(r, name="limits")
     variants: dict[str, Callable[[int], object]] = {
         "redis-py LPUSH (JSON payload)": lambda i: r.lpush("limits:list", json.dumps(s.payload(i))),
         "EVALSHA, one-line LPUSH script": lambda i: r.evalsha(
             one_line, 1, "limits:list", json.dumps(s.payload(i))),
         "EVALSHA, HINCRBY + HSETNX + RPUSH, no checks": lambda i: r.evalsha(
-            three, 3, "{l}:ready", "{l}:jobs", "{l}:stats", json.dumps(s.payload(i))),
+            three, 5, *BARE_KEYS, json.dumps(s.payload(i))),
         "pyqcore add": lambda i: queue.add(s.payload(i)),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}

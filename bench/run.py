@@ -71,13 +71,15 @@ PEERS = [
 FLOOR = Peer("redis-py", BENCH / "peers" / "redispy_bench.py", 1)
 
 # (workload, setting): the rows of the comparison, in order.
-THROUGHPUT = [("enqueue-single", "c1"), ("enqueue-bulk", "c1"), ("drain", "c1"),
-              ("drain", "best")]
+THROUGHPUT = [("enqueue-single", "c1"), ("enqueue-bulk", "c1"), ("enqueue-concurrent", "c1"),
+              ("drain", "c1"), ("drain", "best"), ("drain", "p2")]
 TITLES = {
     ("enqueue-single", "c1"): "enqueue-single (one call per job, one connection)",
     ("enqueue-bulk", "c1"): "enqueue-bulk (the bulk API, batches of 1,000)",
+    ("enqueue-concurrent", "c1"): "enqueue-concurrent (1,000 adds awaited at once, repeated)",
     ("drain", "c1"): "drain, concurrency 1 (one worker process, body = one INCR)",
     ("drain", "best"): "drain, high-throughput setting (one worker process, body = one INCR)",
+    ("drain", "p2"): "drain, two worker processes (body = one INCR)",
 }
 
 
@@ -241,8 +243,8 @@ def redis_benchmark(cfg: Config, progress: Progress) -> dict[str, Result]:
 
 def steps(cfg: Config, peers: list[Peer]) -> int:
     per_peer = (len(THROUGHPUT) + 1) * cfg.runs  # + latency
-    # drain:batch, drain-empty and redis-cpu at cfg.runs each, memory once
-    pyqcore_only = 3 * cfg.runs + 1 if any(p.name == "pyqcore" for p in peers) else 0
+    # drain:batch, drain-empty and redis-cpu at cfg.runs each, memory and single-vs-bare once
+    pyqcore_only = 3 * cfg.runs + 2 if any(p.name == "pyqcore" for p in peers) else 0
     floors = 3 * cfg.runs + 4  # lpush, lpush-pipelined, commands-cpu; redis-benchmark's four
     return len(peers) * per_peer + pyqcore_only + floors + len(peers)
 
@@ -290,6 +292,10 @@ def run(cfg: Config) -> Report:
                                             jobs=cfg.memory_jobs, runs=1)
                 figures["redis-cpu"] = measure(interpreter, peer, cfg, workload="redis-cpu",
                                                setting="c1", progress=progress)
+                # Alternating blocks inside one run already: the medians are its own.
+                figures["single-vs-bare"] = measure(interpreter, peer, cfg,
+                                                    workload="single-vs-bare", setting="c1",
+                                                    progress=progress, runs=1)
             report.figures[peer.name] = figures
     finally:
         progress.close()

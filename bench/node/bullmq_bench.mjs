@@ -1,7 +1,9 @@
 // BullMQ's adapter (node, bench/node/node_modules from package-lock.json): the same command
 // line and JSON line as the Python adapters (bench/peers/_shared.py documents the protocol).
-// Single add: Queue.add; bulk: Queue.addBulk (one atomic call per 1,000). Workers (one node
-// process): c1 is `new Worker(..., {concurrency: 1})`, best is `{concurrency: N}`.
+// Single add: Queue.add; bulk: Queue.addBulk (one atomic call per 1,000); concurrent adds:
+// Promise.all of 1,000 Queue.add, repeated. Workers: c1 is one node process with
+// `new Worker(..., {concurrency: 1})`, best is one with `{concurrency: N}`, p2 is two node
+// processes with `{concurrency: N}` each.
 import { spawn } from "node:child_process";
 import { mkdirSync, openSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -11,7 +13,8 @@ import { Queue, Worker } from "bullmq";
 import IORedis from "ioredis";
 
 const COUNTER = "bench:counter", FIRST = "bench:first", DONE = "bench:done";
-const LATENCIES = "bench:latencies", BATCH = 1000, QUEUE = "bench";
+const LATENCIES = "bench:latencies", BATCH = 1000, QUEUE = "bench", CONCURRENT = 1000;
+const PROCESSES = 2; // worker processes of the p2 setting
 const DRAIN_CAP = Number(process.env.BENCH_DRAIN_CAP ?? "30");
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -25,7 +28,8 @@ const { values: a } = parseArgs({
 });
 const jobs = Number(a.jobs), rate = Number(a.rate), seconds = Number(a.seconds);
 const concurrency = a.setting === "c1" ? 1 : Number(a.concurrency);
-const setting = `new Worker({concurrency: ${concurrency}})`;
+const setting = a.setting === "p2" ? `${PROCESSES} × new Worker({concurrency: ${concurrency}})`
+  : `new Worker({concurrency: ${concurrency}})`;
 
 const payload = (i) => ({ user_id: i, email: `user${i}@example.com`, template: "welcome",
   vars: { name: `User ${i}`, plan: "pro" } });
@@ -49,6 +53,16 @@ async function enqueueBulk(n) {
   await q.close();
 }
 
+async function enqueueConcurrent(n) {
+  const q = new Queue(QUEUE, { connection: redis() });
+  for (let s = 0; s < n; s += CONCURRENT) {
+    const adds = [];
+    for (let i = s; i < Math.min(n, s + CONCURRENT); i++) adds.push(q.add("job", payload(i)));
+    await Promise.all(adds);
+  }
+  await q.close();
+}
+
 async function runWorker() {
   const total = Number(process.env.BENCH_TOTAL), mode = process.env.BENCH_MODE;
   const r = redis();
@@ -67,9 +81,10 @@ async function runWorker() {
   process.on("SIGINT", stop);
 }
 
-function startWorker(total, mode) {
+function startWorker(total, mode, index = 0) {
   mkdirSync(join(here, "..", "results", "logs"), { recursive: true });
-  const log = openSync(join(here, "..", "results", "logs", `bullmq-${a.workload}-${a.setting}.log`), "w");
+  const suffix = index ? `-${index + 1}` : "";
+  const log = openSync(join(here, "..", "results", "logs", `bullmq-${a.workload}-${a.setting}${suffix}.log`), "w");
   return spawn(process.execPath, [fileURLToPath(import.meta.url), "--url", a.url, "--workload",
     a.workload, "--concurrency", a.concurrency, "--setting", a.setting, "--role", "worker"],
   { env: { ...process.env, BENCH_URL: a.url, BENCH_TOTAL: String(total), BENCH_MODE: mode },
@@ -89,12 +104,14 @@ async function drain() {
   await enqueueBulk(jobs);
   const r = redis();
   const launched = now();
-  const proc = startWorker(jobs, "incr");
+  const procs = [];
+  for (let i = 0; i < (a.setting === "p2" ? PROCESSES : 1); i++) procs.push(startWorker(jobs, "incr", i));
   let partial = null, first, done, count = jobs;
   try {
     const deadline = Date.now() + 60000;
     while (!(await r.exists(FIRST))) {
-      if (proc.exitCode !== null) throw new Error(`the worker exited with code ${proc.exitCode}`);
+      const gone = procs.find((p) => p.exitCode !== null);
+      if (gone) throw new Error(`the worker exited with code ${gone.exitCode}`);
       if (Date.now() > deadline) throw new Error("no job started within 60 s");
       await sleep(5);
     }
@@ -107,7 +124,7 @@ async function drain() {
       partial = `${count.toLocaleString("en-US")} of ${jobs.toLocaleString("en-US")} jobs in ${DRAIN_CAP} s`;
     }
   } finally {
-    await stopWorker(proc);
+    await Promise.all(procs.map(stopWorker));
   }
   r.disconnect();
   const result = { ok: true, seconds: done - first, jobs: count - 1, startup: first - launched, setting };
@@ -163,6 +180,7 @@ async function main() {
   try {
     if (a.workload === "enqueue-single") result = await timed(enqueueSingle);
     else if (a.workload === "enqueue-bulk") result = await timed(enqueueBulk);
+    else if (a.workload === "enqueue-concurrent") result = await timed(enqueueConcurrent);
     else if (a.workload === "drain") result = await drain();
     else if (a.workload === "latency") result = await latency();
     else result = { ok: false, error: `unknown workload ${a.workload}` };

@@ -40,10 +40,13 @@ DONE = "bench:done"
 READY = "bench:ready"  # a worker of the latency run sets it once it is up
 LATENCIES = "bench:latencies"  # latency run: seconds from enqueue to handler start, one a job
 
-WORKLOADS = ("enqueue-single", "enqueue-bulk", "drain", "latency",
+WORKLOADS = ("enqueue-single", "enqueue-bulk", "enqueue-concurrent", "drain", "latency",
              # pyqcore and redis-py only (Adapter.extra):
-             "drain-empty", "memory", "redis-cpu", "lpush", "lpush-pipelined", "commands-cpu")
+             "drain-empty", "memory", "redis-cpu", "single-vs-bare", "lpush", "lpush-pipelined",
+             "commands-cpu")
 BULK_BATCH = 1000
+CONCURRENT = 1000  # adds awaited at once (one asyncio.gather, one Promise.all), repeated
+PROCESSES = 2  # worker processes of the multi-process setting (p2)
 DRAIN_CAP = float(os.environ.get("BENCH_DRAIN_CAP", "30"))  # seconds; a slower drain is cut
 
 Result = dict[str, Any]
@@ -70,7 +73,8 @@ class Options:
     workload: str
     jobs: int
     concurrency: int
-    setting: str  # "c1" (concurrency 1) or "best" (the library's high-throughput setting)
+    setting: str  # "c1" (concurrency 1), "best" (the library's high-throughput setting) or
+    # "p2" (best, in PROCESSES worker processes)
     rate: float  # latency run: jobs per second
     seconds: float  # latency run: how long
     role: str  # "bench" (the harness) or "worker" (a worker process the harness started)
@@ -83,7 +87,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--workload", choices=WORKLOADS, required=True)
     p.add_argument("--jobs", type=int, default=20_000)
     p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--setting", choices=("c1", "best", "batch"), default="c1")
+    p.add_argument("--setting", choices=("c1", "best", "batch", "p2"), default="c1")
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--role", choices=("bench", "worker"), default="bench")
@@ -219,21 +223,58 @@ class Adapter:
     enqueue_bulk: Callable[[Options, int], None] | None
     settings: Callable[[Options], str]  # a description of the worker setting, for the report
     run_worker: Callable[[Options], None] | None = None  # runs until SIGTERM, in --role worker
-    worker: Callable[[Options], list[str]] | None = None  # or a command (a library's own CLI)
+    # or a command (a library's own CLI); None from it: the default one for this setting
+    worker: Callable[[Options], list[str] | None] | None = None
     produce: Callable[[Options, float, float], int] | None = None  # latency producer
+    # ``CONCURRENT`` single adds awaited at once, repeated to n jobs (asyncio libraries)
+    enqueue_concurrent: Callable[[Options, int], None] | None = None
+    # How the library runs PROCESSES worker processes (setting p2): "flag" (its worker command
+    # for p2 runs them itself), "copies" (the harness starts that many worker processes), or
+    # None (it has no multi-process worker)
+    processes: str | None = None
     prefill: Callable[[Options, int], None] | None = None  # defaults to bulk, else single
     drain_jobs: Callable[[Options], int] | None = None  # fewer jobs for a very slow setting
     extra: dict[str, Callable[[Options], Result]] | None = None  # more workloads by name
 
 
-def start_worker(adapter: Adapter, opts: Options, total: int, mode: str) -> subprocess.Popen[bytes]:
-    """Start the worker process with its output in a log file next to the results."""
+class Workers:
+    """The worker processes of one run: one, or for a multi-process setting the library
+    has no flag for, ``PROCESSES`` copies of it; each in a session of its own."""
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        self.procs = procs
+
+    def check(self) -> None:
+        """Raise if a worker process has exited."""
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited with code {proc.returncode}")
+
+    def stop(self) -> None:
+        """SIGTERM every process group, then SIGKILL those that linger."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            stop_worker(proc)
+
+
+def start_workers(adapter: Adapter, opts: Options, total: int, mode: str) -> Workers:
+    """Start the run's worker process(es), output in log files next to the results."""
+    copies = PROCESSES if opts.setting == "p2" and adapter.processes == "copies" else 1
+    return Workers([start_worker(adapter, opts, total, mode, i) for i in range(copies)])
+
+
+def start_worker(adapter: Adapter, opts: Options, total: int, mode: str,
+                 index: int = 0) -> subprocess.Popen[bytes]:
+    """Start one worker process with its output in a log file next to the results."""
     log_dir = Path(__file__).resolve().parent.parent / "results" / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = (log_dir / f"{adapter.name}-{opts.workload}-{opts.setting}.log").open("wb")
-    if adapter.worker is not None:
-        command = adapter.worker(opts)
-    else:
+    suffix = f"-{index + 1}" if index else ""
+    log = (log_dir / f"{adapter.name}-{opts.workload}-{opts.setting}{suffix}.log").open("wb")
+    command = adapter.worker(opts) if adapter.worker is not None else None
+    if command is None:
         command = [sys.executable, adapter.script, "--url", opts.url, "--workload", opts.workload,
                    "--concurrency", str(opts.concurrency), "--setting", opts.setting,
                    "--role", "worker"]
@@ -258,42 +299,43 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _wait_list(r: redis.Redis, key: str, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+def _wait_list(r: redis.Redis, key: str, workers: Workers, timeout: float) -> bytes:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = r.blpop([key], 1)
         if got is not None:
             value = got[1]
             return value if isinstance(value, bytes) else str(value).encode()
-        if proc.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {proc.returncode}")
+        workers.check()
     raise TimeoutError(f"no {key} after {timeout:.0f} s")
 
 
 def drain(adapter: Adapter, opts: Options) -> Result:
-    """Pre-enqueue the jobs, start one worker process, time it until the counter reaches the
-    total. Reported: ``seconds`` from the first job's start to the last INCR (startup excluded,
-    so slow imports do not count against a library), and ``startup`` from process start to the
-    first job. A slow library is stopped after ``DRAIN_CAP`` seconds and its rate taken over the
-    jobs it finished by then (``partial`` says so)."""
+    """Pre-enqueue the jobs, start the worker process (``p2``: two), time it until the counter
+    reaches the total. Reported: ``seconds`` from the first job's start to the last INCR
+    (startup excluded, so slow imports do not count against a library), and ``startup`` from
+    process start to the first job. A slow library is stopped after ``DRAIN_CAP`` seconds and
+    its rate taken over the jobs it finished by then (``partial`` says so)."""
+    if opts.setting == "p2" and adapter.processes is None:
+        return {"ok": False, "unsupported": "no multi-process worker"}
     total = adapter.drain_jobs(opts) if adapter.drain_jobs else opts.jobs
     fill = adapter.prefill or adapter.enqueue_bulk or adapter.enqueue_single
     fill(opts, total)
     r = client(opts.url)
     launched = time.time()
-    proc = start_worker(adapter, opts, total, "incr")
+    workers = start_workers(adapter, opts, total, "incr")
     partial = False
     try:
-        _wait_key(r, FIRST, proc, timeout=60)
+        _wait_key(r, FIRST, workers, timeout=60)
         first = float(r.get(FIRST) or 0)
         try:
-            done = float(_wait_list(r, DONE, proc, timeout=DRAIN_CAP - (time.time() - first)))
+            done = float(_wait_list(r, DONE, workers, timeout=DRAIN_CAP - (time.time() - first)))
             count = total
         except TimeoutError:
             count, done = int(r.get(COUNTER) or 0), time.time()
             partial = True
     finally:
-        stop_worker(proc)
+        workers.stop()
     result: Result = {"ok": True, "seconds": done - first, "jobs": count - 1,
                       "startup": first - launched, "setting": adapter.settings(opts)}
     if partial:
@@ -301,11 +343,10 @@ def drain(adapter: Adapter, opts: Options) -> Result:
     return result
 
 
-def _wait_key(r: redis.Redis, key: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_key(r: redis.Redis, key: str, workers: Workers, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not r.exists(key):
-        if proc.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {proc.returncode}")
+        workers.check()
         if time.monotonic() > deadline:
             raise TimeoutError(f"no job started within {timeout:.0f} s")
         time.sleep(0.005)
@@ -316,14 +357,15 @@ def latency(adapter: Adapter, opts: Options) -> Result:
     time, on a schedule), and read the enqueue -> handler start latencies it recorded."""
     r = client(opts.url)
     total = round(opts.rate * opts.seconds)
-    proc = start_worker(adapter, opts, total, "latency")
+    workers = start_workers(adapter, opts, total, "latency")
     try:
         warmup = 20  # the worker's first jobs warm its connections and code paths
         produce = adapter.produce or _default_produce(adapter)
         produce(opts, opts.rate, warmup / opts.rate)
         deadline = time.monotonic() + 60
         while int(r.llen(LATENCIES)) < warmup:
-            if proc.poll() is not None or time.monotonic() > deadline:
+            workers.check()
+            if time.monotonic() > deadline:
                 raise RuntimeError("the worker did not start")
             time.sleep(0.05)
         r.delete(LATENCIES)
@@ -332,7 +374,7 @@ def latency(adapter: Adapter, opts: Options) -> Result:
         while int(r.llen(LATENCIES)) < sent and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        stop_worker(proc)
+        workers.stop()
     values = sorted(float(v) for v in r.lrange(LATENCIES, 0, -1))
     if not values:
         return {"ok": False, "error": "no job reached its handler"}
@@ -356,6 +398,13 @@ def wait_until(at: float) -> None:
         time.sleep(left - 0.0004)
     while time.monotonic() < at:
         pass
+
+
+async def gathered(send: Callable[[dict[str, Any]], Awaitable[object]], n: int) -> None:
+    """``n`` single adds, ``CONCURRENT`` awaited at once (one ``asyncio.gather``) at a time,
+    as an asyncio service's concurrent requests add jobs."""
+    for start in range(0, n, CONCURRENT):
+        await asyncio.gather(*(send(payload(i)) for i in range(start, min(n, start + CONCURRENT))))
 
 
 def send_paced(send: Callable[[dict[str, Any]], object], rate: float, seconds: float) -> int:
@@ -405,6 +454,11 @@ def main(adapter: Adapter, argv: Sequence[str] | None = None) -> None:
             result = adapter.extra[opts.workload](opts)
         elif opts.workload == "enqueue-single":
             result = timed(adapter.enqueue_single, opts)
+        elif opts.workload == "enqueue-concurrent":
+            if adapter.enqueue_concurrent is None:
+                result = {"ok": False, "unsupported": "no asyncio API"}
+            else:
+                result = timed(adapter.enqueue_concurrent, opts)
         elif opts.workload == "enqueue-bulk":
             if adapter.enqueue_bulk is None:
                 result = {"ok": False, "unsupported": "no bulk API"}

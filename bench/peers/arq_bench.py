@@ -1,4 +1,5 @@
-"""arq's adapter (bench/.venvs/arq). Single add: ``ArqRedis.enqueue_job``; arq has no bulk API.
+"""arq's adapter (bench/.venvs/arq). Single add: ``ArqRedis.enqueue_job``; arq has no bulk API;
+concurrent adds: a gather of ``enqueue_job``; no multi-process worker.
 Workers (asyncio, one process): ``c1`` is ``Worker(max_jobs=1)``, ``best`` is
 ``Worker(max_jobs=N, poll_delay=0.05)`` (max_jobs defaults to 10, run.py passes N). arq polls
 its queue every ``poll_delay`` (0.5 s by default), which caps ``c1`` near 2 jobs/s; ``best``
@@ -31,6 +32,15 @@ def enqueue_single(opts: s.Options, n: int) -> None:
         redis = await pool(opts)
         for i in range(n):
             await redis.enqueue_job("job", s.payload(i))
+        await redis.aclose()
+
+    asyncio.run(go())
+
+
+def enqueue_concurrent(opts: s.Options, n: int) -> None:
+    async def go() -> None:
+        redis = await pool(opts)
+        await s.gathered(lambda p: redis.enqueue_job("job", p), n)
         await redis.aclose()
 
     asyncio.run(go())
@@ -78,6 +88,7 @@ def produce(opts: s.Options, rate: float, seconds: float) -> int:
 ADAPTER = s.Adapter(
     name="arq", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=None,
     settings=settings, run_worker=run_worker, produce=produce, prefill=prefill,
+    enqueue_concurrent=enqueue_concurrent,
 )
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Celery's adapter (bench/.venvs/celery), Redis as the broker, no result backend. Single add:
 ``task.delay``; bulk: ``group(signatures).apply_async()`` (Celery's way to send many).
-Workers: ``celery worker`` in one process (``--pool solo`` for ``c1``, ``--pool threads
---concurrency N`` for ``best``; prefork would add child processes), mingle, gossip and
-heartbeats off, default prefetch (4 per slot) and early acks (Celery's defaults)."""
+Workers: ``celery worker`` (``--pool solo`` for ``c1``, ``--pool threads --concurrency N`` for
+``best``, both one process; ``--pool prefork --concurrency 2`` for ``p2``: two child
+processes), mingle, gossip and heartbeats off, default prefetch (4 per slot) and early acks
+(Celery's defaults)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def enqueue_bulk(opts: s.Options, n: int) -> None:
 def pool(opts: s.Options) -> list[str]:
     if opts.setting == "c1":
         return ["--pool", "solo"]
+    if opts.setting == "p2":
+        return ["--pool", "prefork", "--concurrency", str(s.PROCESSES)]
     return ["--pool", "threads", "--concurrency", str(opts.concurrency)]
 
 
@@ -57,7 +60,7 @@ def produce(opts: s.Options, rate: float, seconds: float) -> int:
 
 ADAPTER = s.Adapter(
     name="celery", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=enqueue_bulk,
-    settings=settings, worker=worker, produce=produce,
+    settings=settings, worker=worker, produce=produce, processes="flag",
 )
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Dramatiq's adapter (bench/.venvs/dramatiq), on its Redis broker. Single add: ``actor.send``;
 bulk: ``group(messages).run()`` (Dramatiq's way to send many; it enqueues them one by one).
-Workers: the ``dramatiq`` CLI with one process; ``c1`` is ``--threads 1``, ``best`` is
-``--threads N`` (Dramatiq's default is 8 threads per process; run.py passes N)."""
+Workers: the ``dramatiq`` CLI; ``c1`` is ``--processes 1 --threads 1``, ``best`` is
+``--processes 1 --threads N`` (Dramatiq's default is 8 threads per process; run.py passes N),
+``p2`` is ``--processes 2 --threads N``."""
 
 from __future__ import annotations
 
@@ -38,13 +39,17 @@ def threads(opts: s.Options) -> int:
     return 1 if opts.setting == "c1" else opts.concurrency
 
 
+def processes(opts: s.Options) -> int:
+    return s.PROCESSES if opts.setting == "p2" else 1
+
+
 def settings(opts: s.Options) -> str:
-    return f"dramatiq --processes 1 --threads {threads(opts)}"
+    return f"dramatiq --processes {processes(opts)} --threads {threads(opts)}"
 
 
 def worker(opts: s.Options) -> list[str]:
-    return [sys.executable, "-m", "dramatiq", "dramatiq_bench", "--processes", "1",
-            "--threads", str(threads(opts))]
+    return [sys.executable, "-m", "dramatiq", "dramatiq_bench", "--processes",
+            str(processes(opts)), "--threads", str(threads(opts))]
 
 
 def produce(opts: s.Options, rate: float, seconds: float) -> int:
@@ -53,7 +58,7 @@ def produce(opts: s.Options, rate: float, seconds: float) -> int:
 
 ADAPTER = s.Adapter(
     name="dramatiq", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=enqueue_bulk,
-    settings=settings, worker=worker, produce=produce,
+    settings=settings, worker=worker, produce=produce, processes="flag",
 )
 
 if __name__ == "__main__":

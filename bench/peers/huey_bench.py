@@ -1,6 +1,7 @@
 """Huey's adapter (bench/.venvs/huey), ``RedisHuey`` storage with its defaults (results kept).
-Single add: calling the task; Huey has no bulk enqueue. Workers: ``huey_consumer`` in one
-process with thread workers; ``c1`` is ``-w 1``, ``best`` is ``-k thread -w N``."""
+Single add: calling the task; Huey has no bulk enqueue. Workers: ``huey_consumer``; ``c1`` is
+``-k thread -w 1``, ``best`` is ``-k thread -w N`` (one process), ``p2`` is ``-k process -w 2``
+(two worker processes)."""
 
 from __future__ import annotations
 
@@ -30,13 +31,18 @@ def workers(opts: s.Options) -> int:
     return 1 if opts.setting == "c1" else opts.concurrency
 
 
+def kind(opts: s.Options) -> list[str]:
+    if opts.setting == "p2":
+        return ["-k", "process", "-w", str(s.PROCESSES)]
+    return ["-k", "thread", "-w", str(workers(opts))]
+
+
 def settings(opts: s.Options) -> str:
-    return f"huey_consumer -k thread -w {workers(opts)}"
+    return "huey_consumer " + " ".join(kind(opts))
 
 
 def worker(opts: s.Options) -> list[str]:
-    return [sys.executable, "-m", "huey.bin.huey_consumer", "huey_bench.huey", "-k", "thread",
-            "-w", str(workers(opts)), "-q"]
+    return [sys.executable, "-m", "huey.bin.huey_consumer", "huey_bench.huey", *kind(opts), "-q"]
 
 
 def produce(opts: s.Options, rate: float, seconds: float) -> int:
@@ -45,7 +51,7 @@ def produce(opts: s.Options, rate: float, seconds: float) -> int:
 
 ADAPTER = s.Adapter(
     name="huey", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=None,
-    settings=settings, worker=worker, produce=produce,
+    settings=settings, worker=worker, produce=produce, processes="flag",
 )
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """RQ's adapter (bench/.venvs/rq). Single add: ``Queue.enqueue``; bulk: ``Queue.enqueue_many``
 with ``Queue.prepare_data`` (one pipeline per 1,000). Workers (RQ runs one job at a time per
 worker process): ``c1`` is the default ``Worker`` (forks a work horse per job; RQ's production
-advice), ``best`` is ``SimpleWorker`` (no fork; RQ's performance notes call it the fast one)."""
+advice), ``best`` is ``SimpleWorker`` (no fork; RQ's performance notes call it the fast one),
+``p2`` is two ``SimpleWorker`` processes."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def enqueue_bulk(opts: s.Options, n: int) -> None:
 
 
 def settings(opts: s.Options) -> str:
+    if opts.setting == "p2":
+        return f"{s.PROCESSES} SimpleWorker processes (no fork)"
     return "Worker (fork per job)" if opts.setting == "c1" else "SimpleWorker (no fork)"
 
 
@@ -51,7 +54,7 @@ def produce(opts: s.Options, rate: float, seconds: float) -> int:
 
 ADAPTER = s.Adapter(
     name="rq", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=enqueue_bulk,
-    settings=settings, run_worker=run_worker, produce=produce,
+    settings=settings, run_worker=run_worker, produce=produce, processes="copies",
 )
 
 if __name__ == "__main__":

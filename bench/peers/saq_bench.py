@@ -1,5 +1,6 @@
 """SAQ's adapter (bench/.venvs/saq). Single add: ``Queue.enqueue``; SAQ has no bulk enqueue
-(``Queue.map`` enqueues concurrently and then waits for the results). Workers (asyncio, one
+(``Queue.map`` enqueues concurrently and then waits for the results); concurrent adds: a
+gather of ``Queue.enqueue``. No multi-process worker. Workers (asyncio, one
 process): ``c1`` is ``Worker(concurrency=1)``, ``best`` is ``Worker(concurrency=N)`` (default
 10; run.py passes N), started as ``saq.worker.start`` does."""
 
@@ -30,6 +31,15 @@ def enqueue_single(opts: s.Options, n: int) -> None:
         queue = await connected(opts)
         for i in range(n):
             await queue.enqueue("job", data=s.payload(i))
+        await queue.disconnect()
+
+    asyncio.run(go())
+
+
+def enqueue_concurrent(opts: s.Options, n: int) -> None:
+    async def go() -> None:
+        queue = await connected(opts)
+        await s.gathered(lambda p: queue.enqueue("job", data=p), n)
         await queue.disconnect()
 
     asyncio.run(go())
@@ -79,6 +89,7 @@ def produce(opts: s.Options, rate: float, seconds: float) -> int:
 ADAPTER = s.Adapter(
     name="saq", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=None,
     settings=settings, run_worker=run_worker, produce=produce, prefill=prefill,
+    enqueue_concurrent=enqueue_concurrent,
 )
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """streaq's adapter (bench/.venvs/streaq; asyncio on Redis streams). Single add:
-``await task.enqueue(...)``; bulk: ``Worker.enqueue_many`` (one pipeline per 1,000). Workers:
+``await task.enqueue(...)``; bulk: ``Worker.enqueue_many`` (one pipeline per 1,000);
+concurrent adds: a gather of ``task.enqueue(...)``; no multi-process worker. Workers:
 ``Worker.run_sync`` in one process; ``c1`` is ``Worker(concurrency=1)``, ``best`` is
 ``Worker(concurrency=N)`` (default 16; run.py passes N)."""
 
@@ -48,6 +49,14 @@ def enqueue_bulk(opts: s.Options, n: int) -> None:
     asyncio.run(go())
 
 
+def enqueue_concurrent(opts: s.Options, n: int) -> None:
+    async def go() -> None:
+        async with worker:
+            await s.gathered(job.enqueue, n)
+
+    asyncio.run(go())
+
+
 def tasks(opts: s.Options) -> int:
     return 1 if opts.setting == "c1" else opts.concurrency
 
@@ -72,6 +81,7 @@ def produce(opts: s.Options, rate: float, seconds: float) -> int:
 ADAPTER = s.Adapter(
     name="streaq", script=__file__, enqueue_single=enqueue_single, enqueue_bulk=enqueue_bulk,
     settings=settings, worker=worker_command, produce=produce,
+    enqueue_concurrent=enqueue_concurrent,
 )
 
 if __name__ == "__main__":

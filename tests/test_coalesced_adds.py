@@ -1,7 +1,8 @@
 """Concurrent adds on one queue object share script calls (``pyqcore.core.coalesce``): tasks
 of one ``asyncio.gather`` on the asyncio API, threads sharing a queue on the sync API; on one
 server and on a cluster. What Redis received is read from INFO commandstats, never from a
-mock: a lone add is one EVALSHA; adds that arrive while one is in flight go in the next one.
+mock: a lone add is one EVALSHA; adds that arrive while ``ADDS_IN_FLIGHT`` calls are in
+flight go together in the next one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from pyqcore import BaseQueue, SerializationError
+from pyqcore.core.queue import ADDS_IN_FLIGHT
 from pyqcore.errors import ConfigurationError, PayloadTooLargeError
 from pyqcore.sync.driver import Client, SyncDriver, ThreadWaiter
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, primaries
@@ -23,6 +25,7 @@ from tests.support.drivers import Api, at_once, in_thread
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
 Calls = list[tuple[tuple[Any, ...], dict[str, Any]]]
+BUSY = [f"busy {i}" for i in range(ADDS_IN_FLIGHT)]  # the adds in flight while others arrive
 
 
 def adds(payloads: list[Any], **options: Any) -> Calls:
@@ -76,24 +79,26 @@ def writes_paused(client: Client) -> Iterator[None]:
             node.client_unpause()
 
 
-def while_one_is_in_flight(api: Api, client: Client, queue: BaseQueue, first: Calls,
-                           others: Calls) -> list[Any]:
-    """Send the adds ``first`` and, while that call is in flight, the adds ``others``,
-    concurrently; their results (or exceptions) in order. On asyncio, one gather: the first
-    task's call is in flight before any other task runs. On sync, Redis holds writes until the
-    first add's thread waits in Redis and every other one waits for its turn (or has failed
-    its checks)."""
+def while_calls_are_in_flight(api: Api, client: Client, queue: BaseQueue,
+                              others: Calls) -> list[Any]:
+    """Send ``ADDS_IN_FLIGHT`` adds ("busy 0", ...) and, while their calls are in flight, the
+    adds ``others``, concurrently; the results (or exceptions) of ``others`` in order. On
+    asyncio, one gather: the first tasks' calls are in flight before any other task runs. On
+    sync, Redis holds writes until the busy adds' threads wait in Redis and every other one
+    waits for its turn (or has failed its checks)."""
+    first = adds([f"busy {i}" for i in range(ADDS_IN_FLIGHT)])
     if api.name == "asyncio":
-        return at_once(queue, "add", first + others)
+        return at_once(queue, "add", first + others)[ADDS_IN_FLIGHT:]
     with writes_paused(client):
-        sent = in_thread(at_once, queue, "add", first)
-        wait_until(lambda: threads_in(SyncDriver.call.__code__) == 1, 30,
-                   "the first add waiting in Redis")
+        sent = [in_thread(queue.add, *args, **kwargs) for args, kwargs in first]
+        wait_until(lambda: threads_in(SyncDriver.call.__code__) == ADDS_IN_FLIGHT, 30,
+                   "the first adds waiting in Redis")
         rest = [in_thread(queue.add, *args, **kwargs) for args, kwargs in others]
         wait_until(lambda: threads_in(ThreadWaiter.wait.__code__)
                    + sum(f.done() for f in rest) == len(rest), 30,
                    "the other adds waiting for their turn")
-    return sent.result(30) + [outcome(f) for f in rest]
+    assert all(isinstance(outcome(f), str) for f in sent)
+    return [outcome(f) for f in rest]
 
 
 def outcome(future: Future[Any]) -> Any:
@@ -131,12 +136,11 @@ def test_adds_arriving_while_one_is_in_flight_go_together_in_the_next_call(
     queue = api.BaseQueue(client, name="q")
     queue.add("announces the queue")
     reset_stats(client)
-    ids = while_one_is_in_flight(api, client, queue, adds(["first"]),
-                                 adds([f"job {i}" for i in range(40)]))
-    assert evalsha_calls(client) == 2
-    assert len(set(ids)) == 41
+    ids = while_calls_are_in_flight(api, client, queue, adds([f"job {i}" for i in range(40)]))
+    assert evalsha_calls(client) == ADDS_IN_FLIGHT + 1
+    assert len(set(ids)) == 40
     assert sorted(stored(queue).values()) == sorted(
-        ["announces the queue", "first", *(f"job {i}" for i in range(40))])
+        ["announces the queue", *BUSY, *(f"job {i}" for i in range(40))])
     reset_stats(client)
     queue.add("alone again")
     assert evalsha_calls(client) == 1
@@ -146,13 +150,13 @@ def test_a_bad_add_among_merged_ones_fails_only_its_caller(api: Api, client: Cli
     queue = api.BaseQueue(client, name="q", max_payload_bytes=1000)
     queue.add("announces the queue")
     others = [*adds(["a", object(), "b", "x" * 2000, "c"]), (("d",), {"job_id": ""})]
-    results = while_one_is_in_flight(api, client, queue, adds(["first"]), others)
-    assert [type(r) for r in results[2:7:2]] == [SerializationError, PayloadTooLargeError,
+    results = while_calls_are_in_flight(api, client, queue, others)
+    assert [type(r) for r in results[1:6:2]] == [SerializationError, PayloadTooLargeError,
                                                  ConfigurationError]
-    good = [results[0], results[1], results[3], results[5]]
-    assert all(isinstance(i, str) for i in good) and len(set(good)) == 4
-    assert sorted(stored(queue).values()) == ["a", "announces the queue", "b", "c",
-                                                      "first"]
+    good = [results[0], results[2], results[4]]
+    assert all(isinstance(i, str) for i in good) and len(set(good)) == 3
+    assert sorted(stored(queue).values()) == sorted(["a", "announces the queue", "b", "c",
+                                                     *BUSY])
 
 
 def test_one_id_twice_in_a_merged_call_is_added_once(api: Api, client: Client) -> None:
@@ -163,16 +167,16 @@ def test_one_id_twice_in_a_merged_call_is_added_once(api: Api, client: Client) -
     queue.add("already there", job_id="old")
     others: Calls = [(("x1",), {"job_id": "x"}), (("auto",), {}), (("x2",), {"job_id": "x"}),
                      (("old again",), {"job_id": "old"}), (("y",), {"job_id": "y"})]
-    results = while_one_is_in_flight(api, client, queue, adds(["first"]), others)
-    assert results[1:] == ["x", results[2], "x", "old", "y"]
+    results = while_calls_are_in_flight(api, client, queue, others)
+    assert results == ["x", results[1], "x", "old", "y"]
     jobs = stored(queue)
     assert jobs["old"] == "already there"
     assert jobs["x"] in ("x1", "x2")  # threads arrive in any order; a gather's tasks in order
     if api.name == "asyncio":
         assert jobs["x"] == "x1"
-    assert sorted(jobs.values()) == sorted(["announces the queue", "already there", "first",
+    assert sorted(jobs.values()) == sorted(["announces the queue", "already there", *BUSY,
                                             jobs["x"], "auto", "y"])
-    assert queue.stats()["added"] == 6
+    assert queue.stats()["added"] == 5 + ADDS_IN_FLIGHT
 
 
 def test_delayed_and_ready_adds_do_not_share_a_call(api: Api, client: Client) -> None:
@@ -180,10 +184,11 @@ def test_delayed_and_ready_adds_do_not_share_a_call(api: Api, client: Client) ->
     queue.add("announces the queue")
     reset_stats(client)
     others: Calls = [(("now",), {}), (("later",), {"delay": 60.0}), (("now too",), {})]
-    results = while_one_is_in_flight(api, client, queue, adds(["first"]), others)
-    assert len(set(results)) == 4
-    assert evalsha_calls(client) == 3  # the first; the two ready ones; the delayed one
-    assert queue.counts() == {"ready": 4, "delayed": 1, "leased": 0, "dead": 0}
+    results = while_calls_are_in_flight(api, client, queue, others)
+    assert len(set(results)) == 3
+    assert evalsha_calls(client) == ADDS_IN_FLIGHT + 2  # the two ready ones; the delayed one
+    assert queue.counts() == {"ready": 3 + ADDS_IN_FLIGHT, "delayed": 1, "leased": 0,
+                              "dead": 0}
 
 
 def test_threads_sharing_a_queue_add_every_job_once(api: Api, client: Client) -> None:

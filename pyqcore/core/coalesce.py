@@ -2,12 +2,15 @@
 
 Many callers adding jobs to one queue object at once (asyncio tasks on one loop, threads
 sharing a sync queue) would each take a connection and a round trip; a pool of 100 connections
-refuses the 101st. A ``Coalescer`` lets one call be in flight at a time: the first caller sends
-its own item alone (a lone caller never waits: no timer, nothing held back), and the items
-that arrive while that call is in flight wait, then go together in the next call, sent by the
-first of them (the *leader*), which hands every other waiter its own result. Only items with
-the same ``key`` share a call (a batch is one script call, never a pipeline of several, so a
-call that fails fails exactly the callers it carried); a call carries at most ``limit``.
+refuses the 101st. A ``Coalescer`` lets at most ``in_flight`` calls be in flight at once: a
+caller that finds fewer sends its own item alone (a lone caller never waits: no timer, nothing
+held back), and the items that arrive while ``in_flight`` calls are in flight wait, then go
+together in the next call, sent when one of those returns by the first of them (the
+*leader*), which hands every other waiter its own result. Two calls in flight (the queue's
+setting) let the client's work on one overlap Redis's work on the other, and let two threads
+add as fast as they did with a connection each. Only items with the same ``key`` share a call
+(a batch is one script call, never a pipeline of several, so a call that fails fails exactly
+the callers it carried); a call carries at most ``limit``.
 
 Written once for both drivers: a flow waits for its turn by yielding ``Turn(waiter)``, where
 the waiter comes from the driver's ``new_waiter`` (a lock a thread blocks on, a future a task
@@ -73,13 +76,14 @@ class Coalescer(Generic[I, R]):
 
     def __init__(self, send: Callable[[list[I]], Call[list[R]] | Flow[list[R]]],
                  new_waiter: Callable[[], Waiter], *, limit: int,
-                 key: Callable[[I], Hashable]) -> None:
+                 key: Callable[[I], Hashable], in_flight: int = 1) -> None:
         self._send = send
         self._new_waiter = new_waiter
         self._limit = limit
         self._key = key
         self._lock = threading.Lock()  # threads share a sync queue; free on one event loop
-        self._busy = False
+        self._most = in_flight
+        self._sending = 0  # calls in flight
         self._waiting: dict[Hashable, list[Entry[I, R]]] = {}  # by key, in order of arrival
 
     def submit(self, item: I) -> Flow[R]:
@@ -88,9 +92,9 @@ class Coalescer(Generic[I, R]):
         lock = self._lock
         lock.acquire()  # not ``with``: this is every add's path, and ``with`` costs twice as much
         try:
-            lone = not self._busy
+            lone = self._sending < self._most
             if lone:
-                self._busy = True
+                self._sending += 1
             else:
                 entry: Entry[I, R] = Entry(item, self._new_waiter())
                 self._waiting.setdefault(self._key(item), []).append(entry)
@@ -140,12 +144,13 @@ class Coalescer(Generic[I, R]):
                 e.waiter.wake()
 
     def _pass_on(self) -> None:
-        """The call in flight is done: hand the next batch to its leader, or go idle."""
+        """A call in flight is done: hand the next batch to its leader, or one less is in
+        flight."""
         lock = self._lock
         lock.acquire()
         try:
             if not self._waiting:
-                self._busy = False
+                self._sending -= 1
                 return
             batch = self._next_batch()
             batch[0].lead = batch
@@ -188,5 +193,5 @@ class Coalescer(Generic[I, R]):
 
     def __repr__(self) -> str:
         waiting = sum(len(group) for group in self._waiting.values())
-        return f"<Coalescer busy={self._busy} waiting={waiting}>"
+        return f"<Coalescer in flight={self._sending} waiting={waiting}>"
 

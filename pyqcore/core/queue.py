@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyqcore")
 
 due_of = itemgetter(0)  # a NewJob's due time: only jobs due alike share an enqueue call
+ADDS_IN_FLIGHT = 2  # enqueue calls in flight per partition before adds wait and share one
 
 
 class QueueCore:
@@ -60,7 +61,7 @@ class QueueCore:
         # Concurrent adds share calls, per partition (see pyqcore.core.coalesce); a driver
         # gives its waiting primitive, flows driven by hand (tests) a Flag.
         self._adds = [Coalescer(partial(self._enqueue, part), new_waiter,
-                                limit=settings.batch_size, key=due_of)
+                                limit=settings.batch_size, key=due_of, in_flight=ADDS_IN_FLIGHT)
                       for part in self.partitions.parts]
         self.keys = QueueKeys(settings.prefix, settings.name)  # the logical queue's own keys
         self.announced = False

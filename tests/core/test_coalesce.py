@@ -10,7 +10,7 @@ import pytest
 from pyqcore.core.calls import Call
 from pyqcore.core.coalesce import Flag
 from pyqcore.core.effects import Turn
-from pyqcore.core.queue import QueueCore
+from pyqcore.core.queue import ADDS_IN_FLIGHT, QueueCore
 from pyqcore.errors import AddInterruptedError, ScriptError, SerializationError
 from pyqcore.job import decode_record
 from pyqcore.serializer import MSGPACK
@@ -36,6 +36,13 @@ def ids_sent(call: Call[object]) -> list[object]:
     return list(call.args[3 + n :])
 
 
+def busy(queue: QueueCore, *payloads: str) -> list[Dialog]:
+    """As many adds as may be in flight at once, each sent alone and not answered yet."""
+    adds = [Dialog(queue.add(p)) for p in payloads or [f"busy {i}" for i in range(ADDS_IN_FLIGHT)]]
+    assert len(adds) == ADDS_IN_FLIGHT and all(isinstance(a.effect, Call) for a in adds)
+    return adds
+
+
 def waiter(flow: Dialog) -> Flag:
     """The waiter a flow waits on for its turn."""
     assert isinstance(flow.effect, Turn), flow.effect
@@ -43,18 +50,18 @@ def waiter(flow: Dialog) -> Flag:
     return flow.effect.waiter
 
 
-def test_a_lone_add_is_one_call_and_leaves_nothing_behind() -> None:
+def test_lone_adds_are_one_call_each_and_leave_nothing_behind() -> None:
     queue = core()
-    for n in (1, 2):
+    for n in (1, 2, 3):
         add = Dialog(queue.add(f"job {n}"))
         assert payloads(add.script()) == [f"job {n}"] and add.script().args[2] == 1
         add.answer([0, str(n).encode()])
         assert add.result == str(n)
 
 
-def test_adds_arriving_while_one_is_in_flight_wait_and_go_together_next() -> None:
+def test_adds_arriving_while_calls_are_in_flight_wait_and_go_together_next() -> None:
     queue = core()
-    first = Dialog(queue.add("a"))
+    first, second_call = busy(queue)
     second, third = Dialog(queue.add("b")), Dialog(queue.add("c", job_id="mine"))
     assert not waiter(second).woken and not waiter(third).woken
     first.answer([0, b"1"])
@@ -63,29 +70,31 @@ def test_adds_arriving_while_one_is_in_flight_wait_and_go_together_next() -> Non
     second.answer(None)
     merged = second.script()
     assert payloads(merged) == ["b", "c"] and ids_sent(merged) == ["", "mine"]
-    second.answer([0, b"2"])
-    assert second.result == "2" and waiter(third).woken
+    second.answer([0, b"3"])
+    assert second.result == "3" and waiter(third).woken
     third.answer(None)
     assert third.result == "mine"
+    second_call.answer([0, b"2"])
+    assert second_call.result == "2"
     alone = Dialog(queue.add("d"))  # nothing in flight any more
     assert payloads(alone.script()) == ["d"]
 
 
-def test_the_first_adds_announce_the_queue_once() -> None:
+def test_the_first_adds_announce_the_queue_and_the_others_wait() -> None:
     queue = core(announce=True)
-    first = Dialog(queue.add("a"))
-    assert isinstance(first.effect, list)  # the announcement round
-    second = Dialog(queue.add("b"))
-    waiter(second)
-    first.answer(announced())
-    first.answer([0, b"1"])
-    second.answer(None)
-    assert payloads(second.script()) == ["b"]  # no second announcement
+    adds = [Dialog(queue.add(p)) for p in ("a", "b")]
+    assert all(isinstance(a.effect, list) for a in adds)  # each in flight: announcing
+    later = Dialog(queue.add("c"))
+    waiter(later)
+    adds[0].answer(announced())
+    adds[0].answer([0, b"1"])
+    later.answer(None)
+    assert payloads(later.script()) == ["c"]  # announced by then: no other announcement
 
 
 def test_a_bad_payload_fails_its_caller_before_it_joins() -> None:
     queue = core()
-    first = Dialog(queue.add("a"))
+    first, _ = busy(queue)
     with pytest.raises(SerializationError):  # as the flow starts, before it waits
         Dialog(queue.add(object()))
     second = Dialog(queue.add("b"))
@@ -96,7 +105,7 @@ def test_a_bad_payload_fails_its_caller_before_it_joins() -> None:
 
 def test_a_failed_call_fails_exactly_the_adds_it_carried() -> None:
     queue = core(batch_size=2)
-    first = Dialog(queue.add("a"))
+    first, _ = busy(queue)
     waiting = [Dialog(queue.add(x)) for x in "bcd"]
     first.answer([0, b"1"])
     lead = waiting[0]
@@ -115,7 +124,7 @@ def test_a_failed_call_fails_exactly_the_adds_it_carried() -> None:
 
 def test_only_adds_due_alike_share_a_call_in_order_of_arrival() -> None:
     queue = core()
-    first = Dialog(queue.add("a"))
+    first, second = busy(queue)
     later, now_1, now_2 = (Dialog(queue.add("later", delay=60.0)), Dialog(queue.add("now")),
                            Dialog(queue.add("now too")))
     first.answer([0, b"1"])
@@ -123,7 +132,7 @@ def test_only_adds_due_alike_share_a_call_in_order_of_arrival() -> None:
     assert payloads(later.script()) == ["later"]
     assert later.script().args[0] == 60_000  # the delay: the script adds the server's now
     assert not waiter(now_1).woken
-    later.answer([0, b"2"])
+    second.answer([0, b"2"])  # the other call in flight returns: the next key's turn
     now_1.answer(None)
     assert payloads(now_1.script()) == ["now", "now too"]
     now_1.answer([0, b"3,4"])
@@ -133,7 +142,7 @@ def test_only_adds_due_alike_share_a_call_in_order_of_arrival() -> None:
 
 def test_a_waiter_that_leaves_before_its_turn_is_not_sent() -> None:
     queue = core()
-    first = Dialog(queue.add("a"))
+    first, _ = busy(queue)
     gone, stays = Dialog(queue.add("gone")), Dialog(queue.add("stays"))
     with pytest.raises(CancelledError):  # a cancelled task (or an interrupted thread)
         gone.fail(CancelledError())
@@ -143,9 +152,10 @@ def test_a_waiter_that_leaves_before_its_turn_is_not_sent() -> None:
 
 
 def cancel_the_leader(queue: QueueCore, *, in_flight: bool) -> Dialog:
-    """Two adds wait behind a first one; the first of them, handed the lead, is cancelled
-    (before it sends its call, or while the call is in flight). Returns the other one."""
-    first = Dialog(queue.add("a"))
+    """Two adds wait behind the calls in flight; the first of them, handed the lead when one
+    returns, is cancelled (before it sends its call, or while the call is in flight). Returns
+    the other one."""
+    first, _ = busy(queue)
     lead, other = Dialog(queue.add("b")), Dialog(queue.add("c"))
     first.answer([0, b"1"])
     assert waiter(lead).woken and not waiter(other).woken
@@ -169,5 +179,6 @@ def test_a_leader_interrupted_in_flight_tells_the_others_their_fate_is_unknown()
     other = cancel_the_leader(queue, in_flight=True)
     with pytest.raises(AddInterruptedError):
         other.answer(None)
-    after = Dialog(queue.add("d"))  # the queue is not stuck
+    after = Dialog(queue.add("d"))  # the calls in flight stay counted right
     assert payloads(after.script()) == ["d"]
+    assert isinstance(Dialog(queue.add("e")).effect, Turn)  # "d" and the other busy one

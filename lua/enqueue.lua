@@ -17,7 +17,10 @@ ARGV
                                    take the queue's next number (so a batch of automatic ids
                                    sends no id at all: half the arguments)
 REPLY
-  {0, autos, d1, d2, ...}  autos = the ids given to the automatic ids, in order, joined by ","
+  id                       for a plain add (n = 1, no id given, delay_ms 0): the id it got,
+                           alone (a bulk string)
+  {0, autos, d1, d2, ...}  otherwise: autos = the ids given to the automatic ids, in order,
+                           joined by ","
                            (one string, cheap to send and split; a number that a custom id
                            already took gets a suffix: "N~1"); d1, d2, ... = positions
                            (1-based) of jobs whose custom id already existed: idempotent
@@ -43,6 +46,33 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- @end clock
+-- @include wake
+-- generated from lua/includes/wake.lua by `make lua`: edit that file, not this block
+-- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+-- @end wake
+
+-- A plain add (one job, an automatic id, ready now): the three commands a numbered add needs
+-- and nothing else, before the checks and helpers the other calls need are even set up, and
+-- the id alone as the reply (a table reply costs Redis more than the three commands' own
+-- work; bench/README.md). It does exactly what the general path below does for these ARGV.
+if #ARGV == 4 and ARGV[1] == '0' and ARGV[3] == '1' then
+  local base = ARGV[2] .. string.format('%d', redis.call('HINCRBY', KEYS[4], 'added', '1'))
+  local id, retry = base, 0
+  while redis.call('HSETNX', KEYS[3], id, ARGV[4]) == 0 do -- a custom id took this number
+    retry = retry + 1
+    id = base .. '~' .. retry
+  end
+  if redis.call('RPUSH', KEYS[1], id) == 1 then -- the list was empty: workers may be blocked
+    wake(KEYS[5])
+  end
+  return id
+end
+
 -- @include args
 -- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
 -- Argument checks. A script reads every ARGV entry it needs first, then returns
@@ -103,15 +133,6 @@ local function gather_chunked(cmd, key, items)
   return all
 end
 -- @end gather_chunked
--- @include wake
--- generated from lua/includes/wake.lua by `make lua`: edit that file, not this block
--- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
-local function wake(wake_key)
-  if redis.call('LLEN', wake_key) == 0 then
-    redis.call('RPUSH', wake_key, '1')
-  end
-end
--- @end wake
 
 local ready, delayed, jobs, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local delay = arg_int(1, 'delay_ms', 0)

@@ -173,8 +173,35 @@ def test_automatic_ids_step_around_every_taken_suffix(client: redis.Redis) -> No
 
 def test_a_partitions_automatic_ids_carry_its_prefix(client: redis.Redis) -> None:
     part = Queue(client, "c", partition=3)
-    assert part("enqueue", 0, "3-", 1, "record") == [Code.OK, b"3-1"]
+    assert part("enqueue", 0, "3-", 1, "record") == b"3-1"  # a plain add: the id alone
     assert part("enqueue", 0, "3-", 2, "r", "r") == [Code.OK, b"3-2,3-3"]
+    assert part("enqueue", 5000, "3-", 1, "later") == [Code.OK, b"3-4"]  # one, delayed
+
+
+def test_a_plain_add_does_what_the_general_path_does(client: redis.Redis) -> None:
+    """A plain add (one job, an automatic id, ready now) runs a path of its own, replying the
+    id alone; the same add through the general path (its id given as "": automatic) leaves
+    the same state behind: the first add wakes a worker, the next ones do not, a number a
+    custom id took gets a suffix, and the count stays exact."""
+    plain, general = Queue(client, "plain"), Queue(client, "general")
+    for queue in (plain, general):  # job "2" exists (leased) and nothing is ready
+        queue("enqueue", 0, "", 1, "custom", "2")
+        queue.reserve(1)
+        client.delete(queue.key("wake"))
+    for n in range(4):
+        record = f"record {n}"
+        got = plain("enqueue", 0, "", 1, record)
+        assert general("enqueue", 0, "", 1, record, "") == [Code.OK, got]
+    assert plain.ready() == general.ready() == [b"2~1", b"3", b"4", b"5"]
+
+    def state(queue: Queue) -> list[Any]:
+        return [client.hgetall(queue.key("jobs")), client.hgetall(queue.key("stats")),
+                client.lrange(queue.key("wake"), 0, -1), client.exists(queue.key("delayed")),
+                client.zcard(queue.key("leased"))]
+
+    assert state(plain) == state(general)
+    assert client.hget(plain.key("stats"), "added") == b"5"
+    assert client.lrange(plain.key("wake"), 0, -1) == [b"1"]
 
 
 # -- fail -----------------------------------------------------------------------------------------

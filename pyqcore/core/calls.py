@@ -152,6 +152,19 @@ def text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _numbered(reply: Any) -> str:
+    """The ids an enqueue call gave its automatic ids, joined by ",": a plain add's reply is
+    that id alone (a bulk string), any other call's is ``{0, autos, ...}``."""
+    if isinstance(reply, bytes):
+        return reply.decode()
+    return text(checked(reply)[1])
+
+
+def _one_numbered(reply: Any) -> list[str]:
+    """The id of the one job of an enqueue call without custom ids."""
+    return [_numbered(reply)]
+
+
 def _ids(values: Iterable[bytes | str]) -> list[str]:
     return [text(v) for v in values]
 
@@ -226,13 +239,14 @@ class QueueCalls:
         if len(jobs) > 1:
             return self.enqueue([j[2] for j in jobs], [j[1] for j in jobs], jobs[0][0])
         delay_ms, record, given = jobs[0]
+        if not given:
+            return self._call("enqueue", [delay_ms, self._id_prefix, 1, record], _one_numbered)
 
         def parse(reply: Any) -> list[str]:
-            return [given or text(checked(reply)[1])]
+            checked(reply)
+            return [given]
 
-        args: list[Arg] = [delay_ms, self._id_prefix, 1, record, given] if given else \
-            [delay_ms, self._id_prefix, 1, record]
-        return self._call("enqueue", args, parse)
+        return self._call("enqueue", [delay_ms, self._id_prefix, 1, record, given], parse)
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
         """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""
@@ -284,7 +298,7 @@ class QueueCalls:
             args += ids
 
         def parse(reply: Any) -> list[str]:
-            numbered = text(checked(reply)[1]).split(",")
+            numbered = _numbered(reply).split(",")
             if not custom:
                 return numbered
             numbers = iter(numbered)

@@ -339,7 +339,8 @@ def workers(state: State) -> None:
     """Show the running workers (sync and asyncio, any host) and the jobs they hold.
 
     Every worker beats its presence every 5 s; one silent for three beats is not shown."""
-    found = state.manager().workers()
+    manager = state.manager()
+    found = manager.workers()
     out = console()
     if not found:
         out.print(f"no workers under prefix {state.prefix!r}")
@@ -350,7 +351,7 @@ def workers(state: State) -> None:
                             ("slots", "right"), ("up", "right"), ("done", "right"),
                             ("failed", "right"), ("held", "right"), ("oldest held", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    now = time.time()
+    now = manager.server_time()  # ages by the server's clock, as the beats are
     for w in found:
         oldest = ", ".join(f"{job_id} ({age:.0f}s)" for job_id, age in w.oldest[:3])
         table.add_row(Text(w.id), w.driver, Text(",".join(w.queues)), str(w.slots),

@@ -127,3 +127,16 @@ def test_production_scripts_take_no_time_from_their_caller() -> None:
         assert twin.argv == script.argv and twin.header == script.header  # one contract
         assert (twin.sha != script.sha) == (name in readers), name
         assert ("table.remove(ARGV, 1)" in twin.source) == (name in readers), name
+
+
+def test_ages_shown_to_users_are_measured_on_the_servers_clock(client: redis.Redis) -> None:
+    manager = QueueManager(client)
+    before, now, after = between(client, manager.server_time)
+    assert before <= round(now * 1000) <= after + 1
+    assert QueueManager(client, clock=ManualClock(5.0)).server_time() == 5.0
+    queue = manager.register("aged")
+    added = server_ms(client)
+    queue.add("waiting")
+    before, snap, after = between(client, manager.snapshot)
+    age = snap["aged"].oldest_ready_age
+    assert age is not None and before - added - 50 <= age * 1000 <= after - added + 50

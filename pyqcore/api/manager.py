@@ -108,5 +108,6 @@ class ManagerApi(Generic[C, Q, D]):
 
     known_queue_names = operation(ManagerCore.known_queue_names)
     workers = operation(ManagerCore.workers)
+    server_time = operation(ManagerCore.server_time)
     snapshot = operation(ManagerCore.snapshot)
     monitor_queue_sizes = operation(ManagerCore.monitor_queue_sizes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyqcore.core.calls import QueueCalls
-from pyqcore.core.clock import time_command
+from pyqcore.core.clock import server_now_ms, time_command
 from pyqcore.core.dead_letters import DeadLetters
 from pyqcore.core.effects import Command, Flow
 from pyqcore.core.presence import WorkerInfo, list_workers
@@ -43,6 +43,12 @@ class ManagerCore:
         """The running workers of this prefix, sync and asyncio, in any process, as their last
         beats described them (a worker gone for three beats is not listed)."""
         return (yield from list_workers(self.registry.prefix, self.registry.clock))
+
+    def server_time(self) -> Flow[float]:
+        """The queues' clock now, in seconds since the epoch: the Redis server's ``TIME`` (one
+        round trip), what the ages shown to users are measured against (a worker's uptime,
+        its last beat), so a client's clock plays no part."""
+        return (yield from server_now_ms(self.registry.clock)) / 1000
 
     def snapshot(self) -> Flow[dict[str, QueueSnapshot]]:
         """Every known queue's counts, counters and oldest ready job's age (by the server's

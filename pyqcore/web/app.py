@@ -171,8 +171,8 @@ class Web:
         }, headers={"Cache-Control": "no-store"})
 
     async def workers(self, request: Request) -> Response:
-        found = await run_in_threadpool(self.dashboard.workers)
-        return self.html(pages.workers_page(found, prefix=self.prefix,
+        found, now = await run_in_threadpool(self.dashboard.workers)
+        return self.html(pages.workers_page(found, now=now, prefix=self.prefix,
                                             read_only=self.read_only))
 
     async def healthz(self, request: Request) -> Response:

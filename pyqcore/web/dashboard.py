@@ -88,9 +88,10 @@ class Dashboard:
 
     # -- workers --------------------------------------------------------------------------------
 
-    def workers(self) -> list[WorkerInfo]:
-        """The running workers (``manager.workers()``)."""
-        return self.manager.workers()
+    def workers(self) -> tuple[list[WorkerInfo], float]:
+        """The running workers (``manager.workers()``) and the server's time they are shown
+        at (their ages are measured against it, not this process's clock)."""
+        return self.manager.workers(), self.manager.server_time()
 
     # -- the dead-letter queue ------------------------------------------------------------------
 

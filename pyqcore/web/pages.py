@@ -54,9 +54,9 @@ def when(seconds: float | None) -> str:
     return "-" if seconds is None else f"{datetime.fromtimestamp(seconds):%Y-%m-%d %H:%M:%S}"
 
 
-def ago(seconds: float) -> str:
-    """How long before now ``seconds`` (since the epoch) was, roughly."""
-    past = max(0.0, datetime.now().timestamp() - seconds)
+def ago(seconds: float, now: float) -> str:
+    """How long before ``now`` (the server's time) ``seconds`` (since the epoch) was, roughly."""
+    past = max(0.0, now - seconds)
     if past < 120:
         return f"{past:.0f} s ago"
     return f"{past / 60:.0f} min ago" if past < 7200 else f"{past / 3600:.1f} h ago"
@@ -293,12 +293,12 @@ def rate_chart(series: dict[str, list[tuple[float, float]]], window: float,
 # -- workers ------------------------------------------------------------------------------------
 
 
-def _cell(name: str, value: Any) -> Html:
+def _cell(name: str, value: Any, now: float) -> Html:
     if isinstance(value, float) and name == "last_beat":
-        return h('<td class="t" title="{}">{}</td>', when(value), ago(value))
+        return h('<td class="t" title="{}">{}</td>', when(value), ago(value, now))
     if isinstance(value, float) and name.endswith("_at"):
         return h('<td class="t">{} <span class="muted">({})</span></td>', when(value),
-                 ago(value))
+                 ago(value, now))
     if isinstance(value, int | float):
         return h('<td class="n">{}</td>', value)
     if isinstance(value, list | tuple):
@@ -312,7 +312,8 @@ def _record(worker: WorkerInfo) -> dict[str, Any]:
     return {f.name: getattr(worker, f.name) for f in fields(worker)}
 
 
-def workers_page(workers: list[WorkerInfo], *, prefix: str, read_only: bool) -> Html:
+def workers_page(workers: list[WorkerInfo], *, now: float, prefix: str, read_only: bool
+                 ) -> Html:
     if not workers:
         body = Html('<h1>Workers</h1><p class="muted" id="no-workers">no running workers.</p>')
     else:
@@ -320,7 +321,7 @@ def workers_page(workers: list[WorkerInfo], *, prefix: str, read_only: bool) -> 
         columns = list(dict.fromkeys(k for r in records for k in r))
         head = join(h("<th>{}</th>", c.replace("_", " ")) for c in columns)
         rows = join(h('<tr data-worker="{}">{}</tr>', r.get("id", ""),
-                      join(_cell(c, r.get(c, "")) for c in columns)) for r in records)
+                      join(_cell(c, r.get(c, ""), now) for c in columns)) for r in records)
         body = h('<h1>Workers</h1><p class="muted">{} running</p><table id="workers"><thead>'
                  '<tr>{}</tr></thead><tbody>{}</tbody></table>', len(records), head, rows)
     return layout("Workers", body, active="workers", prefix=prefix, read_only=read_only)

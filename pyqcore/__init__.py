@@ -12,6 +12,8 @@ from pyqcore.errors import (
     LeaseLostError,
     NonRetryableError,
     PyqcoreError,
+    RedisAuthenticationError,
+    RedisUnavailableError,
     SerializationError,
 )
 from pyqcore.health import EvictionPolicyWarning
@@ -38,6 +40,8 @@ __all__ = [
     "Outcome",
     "PyqcoreError",
     "QueueManager",
+    "RedisAuthenticationError",
+    "RedisUnavailableError",
     "SerializationError",
     "Worker",
     "WorkerReport",

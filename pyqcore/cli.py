@@ -39,7 +39,13 @@ from rich.text import Text
 
 from pyqcore.core.calls import QueueCalls
 from pyqcore.core.dead_letters import CHUNK
-from pyqcore.errors import DeserializationError, PyqcoreError, UnknownQueueError
+from pyqcore.errors import (
+    DeserializationError,
+    PyqcoreError,
+    RedisAuthenticationError,
+    RedisUnavailableError,
+    UnknownQueueError,
+)
 from pyqcore.job import decode_record, encode_record
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
 from pyqcore.rates import Rates
@@ -99,7 +105,10 @@ REDIS_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
 
 
 def describe(exc: BaseException, url: str | None) -> str:
-    """What went wrong, in one line, for an exception a command raised."""
+    """What went wrong, in one line, for an exception a command raised (for Redis unreachable
+    or refusing the credentials, redis-py's error behind pyqcore's, with the URL)."""
+    if isinstance(exc, RedisUnavailableError | RedisAuthenticationError) and exc.__cause__:
+        exc = exc.__cause__
     if isinstance(exc, PyqcoreError):
         return str(exc)
     where = f" at {safe_url(url)}" if url else ""

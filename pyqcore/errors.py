@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from redis.exceptions import AuthenticationError as RedisAuthFailure
+from redis.exceptions import ConnectionError as RedisConnectionFailure
+
 
 class PyqcoreError(Exception):
     """Base class of every error pyqcore raises."""
@@ -51,3 +54,15 @@ class LockNotAcquiredError(PyqcoreError):
 
 class NonRetryableError(PyqcoreError):
     """Raise from ``process_job`` to send the job straight to the dead-letter queue."""
+
+
+class RedisUnavailableError(PyqcoreError, RedisConnectionFailure):
+    """Redis could not be reached or did not answer in time (a refused, reset or timed-out
+    connection; a cluster or Sentinel with no primary for the data yet), and the call gave up.
+    ``__cause__`` is redis-py's error. After a timeout the command may still have run. It is
+    also a ``redis.ConnectionError``, as the errors it replaces were."""
+
+
+class RedisAuthenticationError(PyqcoreError, RedisAuthFailure):
+    """Redis refused the credentials (a wrong password or user, or none where one is needed).
+    ``__cause__`` is redis-py's error; it is also a ``redis.AuthenticationError``."""

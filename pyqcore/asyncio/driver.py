@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError
 from pyqcore.core.calls import Call
 from pyqcore.core.driving import Driving, command_of, eval_args, parse_replies
 from pyqcore.core.effects import Block, Command, Flow, Pause, Turn
+from pyqcore.core.failures import raise_typed
 
 T = TypeVar("T")
 AsyncClient = redis.asyncio.Redis | RedisCluster
@@ -63,13 +64,18 @@ class AsyncDriver(Driving):
         except StopIteration as done:
             result: T = done.value
             return result
+        except Exception as exc:  # what the flow let through: a Redis failure, typed
+            raise_typed(exc)
 
     async def call(self, call: Call[T]) -> T:
         """Send one script call and parse its reply (EVAL with the source on NOSCRIPT)."""
         try:
-            reply = await self.client.execute_command(*command_of(call))
-        except NoScriptError:
-            reply = await self.client.execute_command(*eval_args(call))
+            try:
+                reply = await self.client.execute_command(*command_of(call))
+            except NoScriptError:
+                reply = await self.client.execute_command(*eval_args(call))
+        except Exception as exc:  # a Redis failure, typed
+            raise_typed(exc)
         return call.parse(reply)
 
     async def call_all(self, calls: Sequence[Call[Any] | Command]) -> list[Any]:

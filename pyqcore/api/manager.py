@@ -33,6 +33,7 @@ class AllWorkerOptions(TypedDict, total=False):
     metrics: bool | WorkerMetrics  # see pyqcore.core.slot.WorkerOptions
     metrics_port: int | None  # one endpoint for all the queues' workers
     metrics_host: str
+    give_up_after: float | None
 
 
 C = TypeVar("C")

@@ -13,6 +13,7 @@ from pyqcore.asyncio.driver import AsyncClient, AsyncDriver
 from pyqcore.asyncio.queue import BaseQueue
 from pyqcore.asyncio.worker import Worker, stop_on_signals
 from pyqcore.core.slot import WorkerReport
+from pyqcore.core.worker import reports_of
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -35,6 +36,6 @@ class QueueManager(ManagerApi[AsyncClient, BaseQueue, DeadLetterQueue], Awaiting
         stop = stop or asyncio.Event()
         workers = self.workers_for_all(stop, **options)
         with stop_on_signals(stop, install_signal_handlers):
-            reports = await asyncio.gather(*(w.run(install_signal_handlers=False)
-                                             for w in workers.values()))
-        return dict(zip(workers, reports, strict=True))
+            outcomes = await asyncio.gather(*(w.run(install_signal_handlers=False)
+                                              for w in workers.values()), return_exceptions=True)
+        return reports_of(dict(zip(workers, outcomes, strict=True)))

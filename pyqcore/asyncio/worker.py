@@ -57,6 +57,7 @@ class Worker(WorkerBase):
             finally:
                 self._finished.set()
                 await asyncio.gather(heartbeat, presence)
+        self.crew.raise_failure()
         return self.report
 
     async def _perform(self, effect: Any) -> Any:

@@ -14,7 +14,11 @@ visibility timeout.
 A stop request (SIGTERM/SIGINT, ``max_jobs`` reached, or in ``burst`` mode nothing ready) lets
 each slot finish the job it is running, ack, and release the rest of its batch back to the
 front of ready without counting the delivery. Redis errors are ridden out with capped backoff;
-a job whose ack is lost is redelivered after its lease (at-least-once, never lost).
+a job whose ack is lost is redelivered after its lease (at-least-once, never lost). Bounded:
+once calls have failed for ``give_up_after`` seconds (30 s in burst mode, never otherwise),
+the worker gives up and its ``run`` raises (``RedisUnavailableError`` for an unreachable
+Redis); a stopping slot gives up its unsent acks once Redis has failed for a visibility
+timeout, so a stop request ends the worker during an outage too.
 """
 
 from __future__ import annotations
@@ -27,14 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict, TypeVar
 
-from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from pyqcore.checks import check_seconds
 from pyqcore.codes import Outcome
 from pyqcore.core.calls import Call, Reservation, Settled
 from pyqcore.core.effects import Batch, Block, Flag, Flow, Pause, flow_of
+from pyqcore.core.failures import TRANSIENT, Outage, typed
 from pyqcore.core.hooks import RunObserver
 from pyqcore.core.queue import QueueCore
 from pyqcore.errors import ConfigurationError, LeaseLostError
@@ -48,13 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyqcore")
 
-# A cluster in mid-failover answers CLUSTERDOWN or TRYAGAIN, or the client's slot map has a
-# hole, until a replica is promoted: as passing as a refused connection. (redis.asyncio raises
-# the same classes.)
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError,
-             SlotNotCoveredError)
 BATCH_SECONDS = 0.1  # work per leased batch that the adaptive batch size aims at
 DEFAULT_PREFETCH = 100  # most jobs one slot leases at once, unless process(prefetch=...)
+BURST_GIVE_UP_AFTER = 30.0  # seconds of failing round trips a burst worker rides out
 
 
 @dataclass
@@ -163,10 +160,13 @@ class WorkerOptions(TypedDict, total=False):
     metrics: bool | WorkerMetrics  # record run time, wait and outcomes (pyqcore[metrics])
     metrics_port: int | None  # ... and serve them on this port while running
     metrics_host: str  # the address that listens (127.0.0.1 by default)
+    # seconds of failing round trips (an outage) before the worker raises: by default 30 s in
+    # burst mode (BURST_GIVE_UP_AFTER), never otherwise (None)
+    give_up_after: float | None
 
 
 def check_options(concurrency: int, prefetch: int, max_jobs: int | None,
-                  idle_wait: float) -> None:
+                  idle_wait: float, give_up_after: float | None = None) -> None:
     """Refuse worker options that cannot work, with a ConfigurationError naming them."""
     for name, value, high in (("concurrency", concurrency, 10_000),
                               ("prefetch", prefetch, MAX_BATCH)):
@@ -176,12 +176,16 @@ def check_options(concurrency: int, prefetch: int, max_jobs: int | None,
                                  or max_jobs < 0):
         raise ConfigurationError(f"max_jobs must be an int >= 0 or None, got {max_jobs!r}")
     check_seconds("idle_wait", idle_wait, high=24 * 3600.0)
+    if give_up_after is not None:
+        check_seconds("give_up_after", give_up_after, high=365 * 24 * 3600.0)
 
 
 @dataclass
 class Crew:
     """What the slots of one worker share. ``stop`` asks the slots to stop; ``finished`` is
-    set once every slot has (the heartbeat runs until then)."""
+    set once every slot has (the heartbeat runs until then). ``outage`` times the current run
+    of failing calls; past ``give_up_after`` the worker gives up: ``failure`` holds the error
+    its ``run`` raises once every slot has stopped."""
 
     queue_name: str
     stop: Flag
@@ -195,6 +199,9 @@ class Crew:
     tally: Tally = field(default_factory=Tally)
     held: Held = field(default_factory=Held)
     hooks: RunObserver | None = None  # metrics and tracing around each run (pyqcore.core.hooks)
+    give_up_after: float | None = None
+    outage: Outage = field(default_factory=Outage)
+    failure: BaseException | None = None
 
     @classmethod
     def of(cls, core: QueueCore, *, batches: bool, stop: Flag, finished: Flag,
@@ -205,10 +212,36 @@ class Crew:
         prefetch = options.get("prefetch", DEFAULT_PREFETCH)
         max_jobs = options.get("max_jobs")
         idle_wait = options.get("idle_wait", 1.0)
-        check_options(concurrency, prefetch, max_jobs, idle_wait)
-        return cls(core.name, stop, finished, options.get("burst", False), prefetch,
-                   Budget(max_jobs), min(idle_wait, longest_block),
-                   core.settings.visibility_timeout, batches, hooks=hooks)
+        burst = options.get("burst", False)
+        give_up_after = options.get("give_up_after", BURST_GIVE_UP_AFTER if burst else None)
+        check_options(concurrency, prefetch, max_jobs, idle_wait, give_up_after)
+        return cls(core.name, stop, finished, burst, prefetch, Budget(max_jobs),
+                   min(idle_wait, longest_block), core.settings.visibility_timeout, batches,
+                   hooks=hooks, give_up_after=give_up_after)
+
+    def stopping(self) -> bool:
+        """Whether the slots should stop: asked to, or the worker gave up."""
+        return self.failure is not None or self.stop.is_set()
+
+    def gives_up(self, exc: Exception, outage: float) -> bool:
+        """After ``exc``, with Redis failing for ``outage`` seconds: whether the worker gives
+        up (now or already). The first slot past ``give_up_after`` records the error to raise:
+        a Redis error as its pyqcore error (``typed``), any other as it is."""
+        if self.failure is None and self.give_up_after is not None \
+                and outage >= self.give_up_after:
+            error = typed(exc) or exc
+            if error is not exc:
+                error.__cause__ = exc
+            log.error("queue %s: Redis has failed for %.1f s (give_up_after=%g): giving up; "
+                      "held jobs are redelivered after their lease", self.queue_name, outage,
+                      self.give_up_after)
+            self.failure = error
+        return self.failure is not None
+
+    def raise_failure(self) -> None:
+        """Raise the error the worker gave up on, if it did (its ``run`` calls this last)."""
+        if self.failure is not None:
+            raise self.failure
 
     def record_failure(self, job: Job, exc: BaseException, outcome: Outcome | None) -> None:
         """Count and log a failed delivery once ``fail`` answered (None: it could not)."""
@@ -265,26 +298,35 @@ class SlotPlan:
         """Claim this round's deliveries (none once stopping); False when the slot is
         finished: nothing to lease and nothing to ack."""
         crew = self.crew
-        self.wanted = 0 if crew.stop.is_set() else crew.budget.claim(self._size)
+        self.wanted = 0 if crew.stopping() else crew.budget.claim(self._size)
         return bool(self.wanted or self.done)
 
-    def round_failed(self, exc: Exception) -> float:
-        """The round trip raised; returns the seconds to wait before the next one."""
+    def round_failed(self, exc: Exception) -> float | None:
+        """The round trip raised; returns the seconds to wait before the next one, or None
+        when the slot gives up: the worker gave up (see ``Crew.gives_up``), or it is stopping
+        and Redis has failed for a visibility timeout (its unacked jobs are redelivered)."""
         crew = self.crew
         crew.budget.give_back(self.wanted)
         self._failures += 1
+        outage = crew.outage.failed()
         if isinstance(exc, TRANSIENT):  # keep the acks: sent again on reconnect
             log.warning("queue %s: %s; retrying", crew.queue_name, exc)
         else:  # e.g. a clobbered key: these jobs are redelivered after their lease
             log.exception("queue %s: acking or reserving failed", crew.queue_name)
             crew.held.remove(self.done)
             self.done = []
+        if crew.gives_up(exc, outage) or (crew.stopping()
+                                          and outage >= crew.visibility_timeout):
+            crew.held.remove(self.done)
+            self.done = []
+            return None
         return backoff(self._failures, cap=2.0)
 
     def round_done(self, settled: Settled | None, reservation: Reservation | None) -> Step:
         """Book the round trip's ack and lease; say what the slot does next."""
         crew = self.crew
         self._failures = 0
+        crew.outage.ended()
         if settled is not None:
             crew.held.remove(self.done)
             crew.tally.add(acked=settled.count, lease_lost=len(self.done) - settled.count)
@@ -314,22 +356,25 @@ class SlotPlan:
 
 class Retrying:
     """The schedule of a settling call (ack, fail, release, extend) ridden through a Redis
-    outage: capped backoff for up to one visibility timeout, past which the lease has probably
-    been reclaimed. A job whose ack is given up on is redelivered: at-least-once, never lost."""
+    outage: capped backoff, at least three tries, until Redis has failed for a visibility
+    timeout (past which the lease has probably been reclaimed) or the worker gives up. A job
+    whose ack is given up on is redelivered: at-least-once, never lost."""
 
-    def __init__(self, queue_name: str, visibility_timeout: float) -> None:
-        self.queue_name = queue_name
-        self._give_up = time.monotonic() + visibility_timeout
+    def __init__(self, crew: Crew) -> None:
+        self.crew = crew
         self._attempt = 0
 
     def delay(self, exc: Exception) -> float | None:
         """Seconds to wait before trying again after ``exc``, or None to give up."""
+        crew = self.crew
         self._attempt += 1
-        if self._attempt >= 3 and time.monotonic() >= self._give_up:
+        outage = crew.outage.failed()
+        if crew.gives_up(exc, outage) or (self._attempt >= 3
+                                          and outage >= crew.visibility_timeout):
             log.error("queue %s: giving up on a settling call; its jobs will be redelivered",
-                      self.queue_name)
+                      crew.queue_name)
             return None
-        log.warning("queue %s: %s; retrying", self.queue_name, exc)
+        log.warning("queue %s: %s; retrying", crew.queue_name, exc)
         return backoff(self._attempt, cap=1.0)
 
 
@@ -362,7 +407,10 @@ def slot_loop(core: QueueCore, crew: Crew) -> Flow[None]:
         try:
             settled, reservation = yield from core.ack_and_reserve(plan.done, plan.wanted)
         except Exception as exc:
-            yield Pause(plan.round_failed(exc), crew.stop)
+            delay = plan.round_failed(exc)
+            if delay is None:
+                return
+            yield Pause(delay, None if crew.stopping() else crew.stop)
             continue
         step = plan.round_done(settled, reservation)
         if step.action == "stop":
@@ -382,7 +430,7 @@ def _run_one_by_one(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[tuple[
     done: list[Job] = []
     hooks = crew.hooks
     for i, job in enumerate(jobs):
-        if crew.stop.is_set():
+        if crew.stopping():
             yield from _release(core, crew, jobs[i:])
             return done, i
         if hooks is None:  # all that metrics and tracing cost when they are off
@@ -402,7 +450,7 @@ def _run_whole_batch(core: QueueCore, crew: Crew, jobs: list[Job]
                      ) -> Flow[tuple[list[Job], int]]:
     """``process_jobs`` over the batch in one call: the jobs it reports are failed with their
     exception, every job if it raises, and the others are acked."""
-    if crew.stop.is_set():
+    if crew.stopping():
         yield from _release(core, crew, jobs)
         return [], 0
     hooks = crew.hooks
@@ -473,12 +521,15 @@ def _renew(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[None]:
 
 def _retrying(crew: Crew, operation: Callable[[], Flow[T] | Call[T]], default: T) -> Flow[T]:
     """Run a settling call, riding out a Redis outage or restart (see ``Retrying``)."""
-    schedule = Retrying(crew.queue_name, crew.visibility_timeout)
+    schedule = Retrying(crew)
     while True:
         try:
-            return (yield from flow_of(operation()))
+            result = yield from flow_of(operation())
         except TRANSIENT as exc:
             delay = schedule.delay(exc)
             if delay is None:
                 return default
             yield Pause(delay)
+        else:
+            crew.outage.ended()
+            return result

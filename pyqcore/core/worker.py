@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.core.effects import Flag
@@ -91,3 +92,13 @@ def worker_metrics(metrics: Any, port: int | None) -> WorkerMetrics | None:
 def may_install_signal_handlers(install: bool) -> bool:
     """Signal handlers can only be installed from the main thread (and only when asked)."""
     return install and threading.current_thread() is threading.main_thread()
+
+
+def reports_of(outcomes: Mapping[str, WorkerReport | BaseException]) -> dict[str, WorkerReport]:
+    """The reports of workers run side by side, by name; if any raised (gave up), the first
+    error instead, once all have returned."""
+    for outcome in outcomes.values():
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return {name: outcome for name, outcome in outcomes.items()
+            if isinstance(outcome, WorkerReport)}

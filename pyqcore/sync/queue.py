@@ -61,9 +61,11 @@ class BaseQueue(QueueApi, Blocking):
         until nothing is ready. In-flight jobs finish; unstarted ones go back to ready.
         ``concurrency`` threads each lease batches sized to about 0.1 s of work, at most
         ``prefetch`` jobs (100; use 1 for long jobs that must not wait behind each other).
-        ``idle_wait`` (1 s) bounds each wait for work, to notice a stop request.
-        ``metrics=True`` records run times and waits for Prometheus, and ``metrics_port``
-        also serves them while the worker runs (``pyqcore.worker_metrics``)."""
+        ``idle_wait`` (1 s) bounds each wait for work, to notice a stop request. After
+        ``give_up_after`` seconds of Redis failing (30 in burst mode, never otherwise) it
+        raises RedisUnavailableError (or the error it gave up on). ``metrics=True`` records
+        run times and waits for Prometheus, and ``metrics_port`` also serves them while the
+        worker runs (``pyqcore.worker_metrics``)."""
         worker = Worker(self, concurrency=concurrency, **options)
         return worker.run(install_signal_handlers=install_signal_handlers)
 

@@ -26,7 +26,7 @@ from pyqcore.core.slot import (
     heartbeat_loop,
     slot_loop,
 )
-from pyqcore.core.worker import WorkerBase, may_install_signal_handlers
+from pyqcore.core.worker import WorkerBase, may_install_signal_handlers, reports_of
 from pyqcore.job import Job
 from pyqcore.sync.driver import SyncDriver
 
@@ -71,6 +71,7 @@ class Worker(WorkerBase):
                 self._finished.set()
                 heartbeat.join()
                 presence.join()
+        self.crew.raise_failure()
         return self.report
 
     def _drive_slot(self) -> None:
@@ -129,11 +130,18 @@ async def _awaited(awaitable: Any) -> Any:
 
 def run_in_threads(workers: Mapping[str, Worker]) -> dict[str, WorkerReport]:
     """Run each worker in a thread of its own until every one has returned; their reports by
-    name. Signals are the caller's to handle (each runs with install_signal_handlers=False)."""
-    reports: dict[str, WorkerReport] = {}
+    name, or the first error a worker raised (it gave up) once all have returned. Signals are
+    the caller's to handle (each runs with install_signal_handlers=False)."""
+    outcomes: dict[str, WorkerReport | Exception] = {}
 
     def run(name: str, worker: Worker) -> Callable[[], None]:
-        return lambda: reports.__setitem__(name, worker.run(install_signal_handlers=False))
+        def target() -> None:
+            try:
+                outcomes[name] = worker.run(install_signal_handlers=False)
+            except Exception as exc:
+                outcomes[name] = exc
+
+        return target
 
     threads = [threading.Thread(target=run(n, w), name=f"pyqcore-worker-{n}")
                for n, w in workers.items()]
@@ -141,7 +149,7 @@ def run_in_threads(workers: Mapping[str, Worker]) -> dict[str, WorkerReport]:
         thread.start()
     for thread in threads:
         thread.join()
-    return reports
+    return reports_of(outcomes)
 
 
 @contextmanager

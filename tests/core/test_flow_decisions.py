@@ -6,18 +6,21 @@ the dead-letter flows page, merge, scan and force."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from pyqcore.core.calls import Settled
 from pyqcore.core.dead_letters import CHUNK
 from pyqcore.core.effects import Block, Pause
+from pyqcore.core.failures import Outage
 from pyqcore.core.manager import ManagerCore
 from pyqcore.core.partitions import Partitions, merge_settled
 from pyqcore.core.queue import QueueCore
 from pyqcore.core.slot import (
+    BURST_GIVE_UP_AFTER,
     Budget,
     Crew,
     Held,
@@ -29,7 +32,13 @@ from pyqcore.core.slot import (
     sleep_timeout,
     slot_loop,
 )
-from pyqcore.errors import LeaseLostError
+from pyqcore.core.worker import reports_of
+from pyqcore.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RedisAuthenticationError,
+    RedisUnavailableError,
+)
 from pyqcore.job import Job
 from pyqcore.settings import QueueSettings
 from pyqcore.testing import ManualClock
@@ -121,12 +130,125 @@ def test_a_failing_blpop_pauses_before_the_slot_tries_again() -> None:
     assert pause == Pause(0.5, crew.stop)
 
 
+def outage_crew(*, burst: bool = False, give_up_after: float | None = None
+                ) -> tuple[Crew, threading.Event, list[float]]:
+    """A crew whose outage clock the test moves (``seconds[0]``), and its stop flag."""
+    crew, stop = crew_of(burst=burst)
+    seconds = [0.0]
+    crew.outage = Outage(clock=lambda: seconds[0])
+    crew.give_up_after = give_up_after
+    return crew, stop, seconds
+
+
 def test_a_settling_call_is_retried_for_a_visibility_timeout_and_at_least_three_times() -> None:
     error = RedisConnectionError("down")
-    patient = Retrying("q", 3600.0)
-    assert all(patient.delay(error) is not None for _ in range(20))
-    hasty = Retrying("q", 0.0)  # its lease is long gone: give up, but not before 3 tries
+    crew, _, seconds = outage_crew()
+    patient = Retrying(crew)
+    assert all(patient.delay(error) is not None for _ in range(20))  # 0 s into the outage
+    seconds[0] = 30.0  # Redis has failed for a visibility timeout: the lease is likely gone
+    hasty = Retrying(crew)  # ... so the next settling call gives up, but not before 3 tries
     assert [hasty.delay(error) is None for _ in range(3)] == [False, False, True]
+    crew.outage.ended()  # Redis answered meanwhile: a new outage starts from 0
+    assert all(Retrying(crew).delay(error) is not None for _ in range(3))
+
+
+def test_a_worker_gives_up_after_give_up_after_with_a_typed_error() -> None:
+    queue = queue_core()
+    crew, _, seconds = outage_crew(burst=True, give_up_after=5.0)
+    flow = Dialog(slot_loop(queue, crew))
+    refused = RedisConnectionError("Connection refused")
+    for at in (0.0, 2.0, 4.9):
+        seconds[0] = at
+        flow.fail(refused)
+        assert isinstance(flow.effect, Pause) and flow.effect.until is crew.stop
+        flow.answer(False)
+    seconds[0] = 5.0
+    flow.fail(refused)
+    assert flow.result is None and crew.stopping()
+    assert isinstance(crew.failure, RedisUnavailableError) and crew.failure.__cause__ is refused
+    with pytest.raises(RedisUnavailableError, match="Connection refused"):
+        crew.raise_failure()
+    assert Dialog(slot_loop(queue, crew)).result is None  # no other slot leases more
+    assert Retrying(crew).delay(refused) is None  # and any settling call gives up at once
+
+
+def test_an_outage_is_timed_from_its_own_first_failure() -> None:
+    queue = queue_core()
+    crew, _, seconds = outage_crew(burst=True, give_up_after=5.0)
+    flow = Dialog(slot_loop(queue, crew))
+    flow.fail(RedisConnectionError("down"))  # an outage at 0 s ...
+    flow.answer(False)
+    seconds[0] = 4.0
+    flow.answer([leased("1")])  # ... over at 4 s
+    flow.answer(None)
+    seconds[0] = 10.0
+    flow.fail(RedisConnectionError("down again"))  # a new one, 0 s old: not past 5 s
+    assert isinstance(flow.effect, Pause) and crew.failure is None
+
+
+def test_a_refused_password_is_the_error_a_worker_gives_up_with() -> None:
+    crew, _, seconds = outage_crew(burst=True, give_up_after=1.0)
+    seconds[0] = 0.0
+    assert not crew.gives_up(AuthenticationError("WRONGPASS"), crew.outage.failed())
+    seconds[0] = 1.0
+    assert crew.gives_up(AuthenticationError("WRONGPASS"), crew.outage.failed())
+    assert isinstance(crew.failure, RedisAuthenticationError)
+
+
+def test_a_long_running_worker_never_gives_up_by_default() -> None:
+    queue = queue_core()
+    crew, _, seconds = outage_crew(burst=False)
+    flow = Dialog(slot_loop(queue, crew))
+    for at in (0.0, 600.0, 86_400.0):
+        seconds[0] = at
+        flow.fail(RedisConnectionError("down"))
+        assert flow.effect == Pause(2.0, crew.stop) or flow.effect.seconds < 2.0
+        flow.answer(False)
+    assert crew.failure is None
+
+
+def test_a_stop_during_an_outage_ends_the_slot_after_a_visibility_timeout_without_spinning(
+) -> None:
+    queue = queue_core()
+    crew, stop, seconds = outage_crew(burst=False)
+    flow = Dialog(slot_loop(queue, crew))
+    flow.answer([leased("1")])
+    stop.set()  # while job 1 runs
+    flow.answer(None)  # job 1 ran: its ack goes with the next round trip, and no lease
+    assert names(flow.round()) == ["ack"]
+    flow.fail(RedisConnectionError("down"))
+    pause = flow.effect  # stopping: a real pause (a stop flag already set would not wait)
+    assert isinstance(pause, Pause) and pause.until is None and pause.seconds > 0
+    flow.answer(False)
+    assert names(flow.round()) == ["ack"]  # the ack is tried again ...
+    seconds[0] = 30.0
+    flow.fail(RedisConnectionError("down"))
+    assert flow.result is None  # ... until Redis has failed for a visibility timeout
+    assert len(crew.held) == 0 and crew.failure is None
+
+
+def test_burst_workers_give_up_after_30_s_by_default_and_others_never() -> None:
+    queue = queue_core()
+
+    def crew(**options: Any) -> Crew:
+        return Crew.of(queue, batches=False, stop=threading.Event(), finished=threading.Event(),
+                       longest_block=1.0, concurrency=1, **options)
+
+    assert crew(burst=True).give_up_after == BURST_GIVE_UP_AFTER == 30.0
+    assert crew().give_up_after is None
+    assert crew(burst=True, give_up_after=None).give_up_after is None
+    assert crew(give_up_after=2.5).give_up_after == 2.5
+    for bad in (0, -1.0, float("inf"), float("nan"), "5"):
+        with pytest.raises(ConfigurationError, match="give_up_after"):
+            crew(burst=True, give_up_after=bad)
+
+
+def test_workers_run_side_by_side_raise_the_first_error_once_all_returned() -> None:
+    report = WorkerReport(acked=1)
+    assert reports_of({"a": report}) == {"a": report}
+    error = RedisUnavailableError("down")
+    with pytest.raises(RedisUnavailableError):
+        reports_of({"a": report, "b": error})
 
 
 def test_waits_are_bounded_both_ways() -> None:

@@ -31,7 +31,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyqcore import BaseQueue, Worker
+from pyqcore import BaseQueue, RedisUnavailableError, Worker
 from pyqcore.core.calls import text
 from pyqcore.sync.driver import Client
 from pyqcore.testing import ManualClock
@@ -248,8 +248,8 @@ class FailoverRun:
                                 queue.add_batch([{"n": k} for k in range(i, i + n)],
                                                 job_ids=ids)
                                 break
-                            except TRANSIENT as exc:
-                                self.producer_errors.add(exc)
+                            except RedisUnavailableError as exc:  # typed: its cause
+                                self.producer_errors.add(exc.__cause__ or exc)
                                 failures += 1
                                 time.sleep(min(0.01 * 2 ** min(failures, 7), 0.5))  # backoff
                         ledger.log("enqueued", ids)

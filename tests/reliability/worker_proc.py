@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from pyqcore import BaseQueue, Job, Worker
+from pyqcore import BaseQueue, Job, RedisUnavailableError, Worker
 from pyqcore.core.calls import Call
 from pyqcore.core.effects import Command
 from pyqcore.sync.driver import Client, SyncDriver
@@ -138,7 +138,7 @@ def run_producer(url: str, queue_name: str, ledger_dir: Path, writer: str, *, jo
                 try:
                     queue.add_batch([{"n": k} for k in range(i, i + n)], job_ids=ids)
                     break
-                except TRANSIENT:
+                except RedisUnavailableError:  # refused, reset or timed out (it may have run)
                     ledger.log("attempt", ids)  # the retry is a new attempt, same ids
                     failures += 1
                     time.sleep(min(0.02 * 2 ** min(failures, 10), 1.0))

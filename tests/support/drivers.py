@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -34,10 +35,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.sentinel
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 
 import pyqcore
@@ -145,9 +149,13 @@ async def async_twin(client: Client) -> AsyncClient:
     options (socket timeout, decode_responses, credentials, ...): a ``RedisCluster`` for a
     cluster client, a client of the same sentinels' primary for a Sentinel-managed one. It has
     served a PING, as an application's client usually has before its first queue (a used
-    cluster client routes some commands differently from a fresh one)."""
+    cluster client routes some commands differently from a fresh one), if the server answered
+    it: a test of a server that refuses the client gets its twin all the same."""
     kwargs = client.get_connection_kwargs()
     options = {name: kwargs[name] for name in PORTABLE_OPTIONS if name in kwargs}
+    if "retry" not in kwargs and not isinstance(client, RedisCluster):
+        # made from a URL or by Sentinel: its connections never retry; nor do the twin's
+        options["retry"] = redis.asyncio.retry.Retry(NoBackoff(), 0)
     twin: AsyncClient
     pool = getattr(client, "connection_pool", None)
     if isinstance(client, RedisCluster):
@@ -164,7 +172,8 @@ async def async_twin(client: Client) -> AsyncClient:
     else:
         twin = redis.asyncio.Redis(host=kwargs["host"], port=kwargs["port"],
                                    db=kwargs.get("db", 0), **options)
-    await twin.ping()
+    with contextlib.suppress(redis.RedisError):
+        await twin.ping()
     return twin
 
 

@@ -28,20 +28,6 @@ from tests.support.servers import (
 SERVICE = "pyqcore"  # the name the sentinels monitor the primary under
 
 
-class LocalServer(LocalRedis):
-    """A primary or replica of the group: a ``LocalRedis`` whose own clients (readiness probe,
-    role checks) use its ``password``."""
-
-    def __init__(self, *extra: str, port: int, startup_timeout: float,
-                 password: str | None) -> None:
-        super().__init__(*extra, port=port, startup_timeout=startup_timeout)
-        self.password = password
-
-    def client(self, **kwargs: object) -> redis.Redis:
-        """A new client of this server (with its password, if it requires one)."""
-        return super().client(password=self.password, **kwargs)
-
-
 class LocalSentinel(LocalRedis):
     """One ``redis-sentinel`` monitoring ``service`` at ``primary_port`` (quorum ``quorum``).
     Its config file lives in its directory: Sentinel rewrites it as it learns the deployment."""
@@ -67,7 +53,7 @@ class LocalSentinel(LocalRedis):
 
     def client(self, **kwargs: object) -> redis.Redis:
         """A new client of this sentinel (with its password, if it requires one)."""
-        return super().client(password=self.password, **kwargs)
+        return super().client(**{"password": self.password, **kwargs})
 
     def command(self) -> list[str]:
         """``redis-sentinel <its config file>``, under ``with_pdeathsig``."""
@@ -98,12 +84,12 @@ class LocalSentinelGroup:
         # replicas to join it: a local deployment has nothing to wait for.
         common = ["--repl-diskless-sync-delay", "0"]
         if password:
-            common += ["--requirepass", password, "--masterauth", password]
-        self.servers = [LocalServer(*common, port=primary_port, startup_timeout=startup_timeout,
-                                    password=password)]
-        self.servers += [LocalServer(*common, "--replicaof", "127.0.0.1", str(primary_port),
-                                     port=port, startup_timeout=startup_timeout,
-                                     password=password)
+            common += ["--masterauth", password]
+        self.servers = [LocalRedis(*common, port=primary_port, startup_timeout=startup_timeout,
+                                   password=password)]
+        self.servers += [LocalRedis(*common, "--replicaof", "127.0.0.1", str(primary_port),
+                                    port=port, startup_timeout=startup_timeout,
+                                    password=password)
                          for port in ports[1:1 + replicas]]
         self.sentinels = [
             LocalSentinel(service, primary_port, quorum=sentinels // 2 + 1,

@@ -70,7 +70,18 @@ def with_pdeathsig(command: list[str]) -> list[str]:
 class LocalRedis(local_redis.LocalRedis):
     """The package's throwaway redis-server (``pyqcore.local_redis``), whose every launched
     process is registered for ``reap_leftover_servers``, and dies with the process that
-    started it."""
+    started it. With ``password`` it requires one (``requirepass``), and its own clients (the
+    readiness probe, ``client()``) give it."""
+
+    def __init__(self, *extra: str, port: int | None = None, startup_timeout: float = 10.0,
+                 password: str | None = None) -> None:
+        super().__init__(*extra, *(("--requirepass", password) if password else ()), port=port,
+                         startup_timeout=startup_timeout)
+        self.password = password
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        """A new client of this server (with its password, if it requires one)."""
+        return super().client(**{"password": self.password, **kwargs})
 
     def command(self) -> list[str]:
         """The server's command line, under ``with_pdeathsig``."""

@@ -42,7 +42,8 @@ class AsyncDriver(Driving):
 
     def run(self, operation: Call[T] | Flow[T]) -> Coroutine[Any, Any, T]:
         """Perform an operation's effects until it returns: the coroutine of its result.
-        (Not itself a coroutine: one layer less for every operation.)"""
+        (Not itself a coroutine: one layer less for every operation. So its errors are typed,
+        ``raise_typed``, in the two coroutines it returns: ``drive`` and ``call``.)"""
         if type(operation) is Call:
             return self.call(operation)
         return self.drive(operation, self.perform)  # type: ignore[arg-type]
@@ -64,7 +65,7 @@ class AsyncDriver(Driving):
         except StopIteration as done:
             result: T = done.value
             return result
-        except Exception as exc:  # what the flow let through: a Redis failure, typed
+        except Exception as exc:  # what the flow let through (see run)
             raise_typed(exc)
 
     async def call(self, call: Call[T]) -> T:
@@ -74,7 +75,7 @@ class AsyncDriver(Driving):
                 reply = await self.client.execute_command(*command_of(call))
             except NoScriptError:
                 reply = await self.client.execute_command(*eval_args(call))
-        except Exception as exc:  # a Redis failure, typed
+        except Exception as exc:  # a bare call's error (see run)
             raise_typed(exc)
         return call.parse(reply)
 

@@ -57,8 +57,7 @@ class Worker(WorkerBase):
             finally:
                 self._finished.set()
                 await asyncio.gather(heartbeat, presence)
-        self.crew.raise_failure()
-        return self.report
+        return self.outcome()
 
     async def _perform(self, effect: Any) -> Any:
         """A slot's effects: the handler on a ``Job`` (sending back what it raised, or None),

@@ -1,8 +1,8 @@
 """Redis failures, without I/O: which redis-py errors mean Redis could not be reached
 (``TRANSIENT``: a worker rides them out), the typed pyqcore error an operation raises for them
-instead (``typed``; both drivers raise it with ``raise_typed`` where an error leaves a flow or
-a script call, so the translation is written once), and how long an outage has lasted, as the
-slots of one worker see it (``Outage``)."""
+instead (``typed``, written once: each driver calls ``raise_typed`` where an error leaves an
+operation), and how long an outage has lasted, as the slots of one worker see it
+(``Outage``)."""
 
 from __future__ import annotations
 

@@ -239,7 +239,7 @@ class Crew:
         return self.failure is not None
 
     def raise_failure(self) -> None:
-        """Raise the error the worker gave up on, if it did (its ``run`` calls this last)."""
+        """Raise the error the worker gave up on, if it did (``WorkerBase.outcome``)."""
         if self.failure is not None:
             raise self.failure
 

@@ -56,6 +56,12 @@ class WorkerBase:
         """What this worker has done so far."""
         return self.crew.tally.snapshot()
 
+    def outcome(self) -> WorkerReport:
+        """What ``run`` returns once every slot has stopped: the report, unless the worker gave
+        up (then it raises that error: ``Crew.gives_up``)."""
+        self.crew.raise_failure()
+        return self.report
+
     @contextlib.contextmanager
     def serving_metrics(self) -> Iterator[None]:
         """While inside, the worker metrics are served on ``metrics_port`` (if given)."""

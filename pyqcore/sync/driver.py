@@ -52,10 +52,14 @@ class SyncDriver(Driving):
     new_waiter = ThreadWaiter
 
     def run(self, operation: Call[T] | Flow[T]) -> T:
-        """Perform an operation's effects until it returns; its result."""
-        if type(operation) is Call:
-            return self.call(operation)
-        return self.drive(operation, self.perform)  # type: ignore[arg-type]
+        """Perform an operation's effects until it returns; its result. Redis unreachable, or
+        refusing the credentials, raises its pyqcore error (``raise_typed``)."""
+        try:
+            if type(operation) is Call:
+                return self.call(operation)
+            return self.drive(operation, self.perform)  # type: ignore[arg-type]
+        except Exception as exc:  # what left the operation: a Redis failure becomes typed
+            raise_typed(exc)
 
     @staticmethod
     def drive(flow: Flow[T], perform: Callable[[Any], Any]) -> T:
@@ -74,18 +78,13 @@ class SyncDriver(Driving):
         except StopIteration as done:
             result: T = done.value
             return result
-        except Exception as exc:  # what the flow let through: a Redis failure, typed
-            raise_typed(exc)
 
     def call(self, call: Call[T]) -> T:
         """Send one script call and parse its reply (EVAL with the source on NOSCRIPT)."""
         try:
-            try:
-                reply = self.client.execute_command(*command_of(call))  # type: ignore[no-untyped-call]
-            except NoScriptError:
-                reply = self.client.execute_command(*eval_args(call))  # type: ignore[no-untyped-call]
-        except Exception as exc:  # a Redis failure, typed
-            raise_typed(exc)
+            reply = self.client.execute_command(*command_of(call))  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            reply = self.client.execute_command(*eval_args(call))  # type: ignore[no-untyped-call]
         return call.parse(reply)
 
     def call_all(self, calls: Sequence[Call[Any] | Command]) -> list[Any]:

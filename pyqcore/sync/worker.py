@@ -71,8 +71,7 @@ class Worker(WorkerBase):
                 self._finished.set()
                 heartbeat.join()
                 presence.join()
-        self.crew.raise_failure()
-        return self.report
+        return self.outcome()
 
     def _drive_slot(self) -> None:
         with Handlers(self.queue) as handlers:

@@ -40,6 +40,13 @@ fuzz: $(STAMP) redis-server
 	PYQCORE_FUZZ_SECONDS=$${SECONDS_TO_FUZZ:-300} $(PY) -m pytest -q tests/serializer/test_fuzz.py
 	PYQCORE_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(PY) -m pytest -q tests/test_scripts_fuzz.py
 
+# A longer model check of the queue's state machine (tests/test_queue_model.py: make test runs
+# 120 sequences of 80 steps on the sync API, 40 on asyncio).
+.PHONY: model
+model: $(STAMP) redis-server
+	PYQCORE_MODEL_EXAMPLES=$${MODEL_EXAMPLES:-3000} PYQCORE_MODEL_STEPS=$${MODEL_STEPS:-150} \
+	  $(PY) -m pytest -q tests/test_queue_model.py
+
 # Kill workers and restart redis-server under load for SOAK_SECONDS, then account for every job.
 soak: $(STAMP) redis-server
 	$(PY) -m tests.reliability.soak --seconds $${SOAK_SECONDS:-300} --million

@@ -151,11 +151,11 @@ def test_a_waiter_that_leaves_before_its_turn_is_not_sent() -> None:
     assert payloads(stays.script()) == ["stays"]
 
 
-def cancel_the_leader(queue: QueueCore, *, in_flight: bool) -> Dialog:
+def cancel_the_leader(queue: QueueCore, *, in_flight: bool) -> tuple[Dialog, Dialog]:
     """Two adds wait behind the calls in flight; the first of them, handed the lead when one
     returns, is cancelled (before it sends its call, or while the call is in flight). Returns
-    the other one."""
-    first, _ = busy(queue)
+    the other one, and the add still in flight (a flow dropped unfinished frees its call)."""
+    first, second = busy(queue)
     lead, other = Dialog(queue.add("b")), Dialog(queue.add("c"))
     first.answer([0, b"1"])
     assert waiter(lead).woken and not waiter(other).woken
@@ -165,20 +165,21 @@ def cancel_the_leader(queue: QueueCore, *, in_flight: bool) -> Dialog:
     with pytest.raises(CancelledError):
         lead.fail(CancelledError())
     assert waiter(other).woken
-    return other
+    return other, second
 
 
 def test_a_leader_that_leaves_before_sending_passes_the_lead_on() -> None:
-    other = cancel_the_leader(core(), in_flight=False)
+    other, _ = cancel_the_leader(core(), in_flight=False)
     other.answer(None)
     assert payloads(other.script()) == ["c"]
 
 
 def test_a_leader_interrupted_in_flight_tells_the_others_their_fate_is_unknown() -> None:
     queue = core()
-    other = cancel_the_leader(queue, in_flight=True)
+    other, still = cancel_the_leader(queue, in_flight=True)
     with pytest.raises(AddInterruptedError):
         other.answer(None)
     after = Dialog(queue.add("d"))  # the calls in flight stay counted right
     assert payloads(after.script()) == ["d"]
     assert isinstance(Dialog(queue.add("e")).effect, Turn)  # "d" and the other busy one
+    assert isinstance(still.effect, Call)

@@ -5,7 +5,7 @@ a worker whose lease expired (and whose job was reclaimed) changes nothing.
 KEYS
   1  leased  ZSET  "token:id" -> lease deadline (ms)
   2  jobs    HASH  id -> serialized job record
-  3  meta    HASH  id -> "attempts:redrives" (jobs with a history only)
+  3  meta    HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
   4  errors  HASH  id -> last error (JSON)
   5  stats   HASH  counters
 ARGV

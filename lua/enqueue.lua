@@ -7,15 +7,21 @@ KEYS
   3  jobs     HASH  id -> serialized job record
   4  stats    HASH  counters; field "added" also numbers the queue's automatic ids
   5  wake     LIST  marker that blocked workers wait on
+  6  meta     HASH  id -> "attempts:redrives:limit": written only with max_attempts > 0
 ARGV
-  1        delay_ms   integer, ms  how long from now (the server's clock) the jobs wait in
-                                   delayed; 0 = ready now (no clock read)
-  2        id_prefix  string       put before numbered ids ("" = none; "3-" in partition 3)
-  3        n          integer      how many jobs (>= 1)
-  3+k      record     bytes        job k's serialized record, stored as is (k = 1..n)
-  3+n+k    id         string       job k's id, optional: give all n or none; "" or absent =
-                                   take the queue's next number (so a batch of automatic ids
-                                   sends no id at all: half the arguments)
+  1        due           string       when the jobs are due, on the server's clock: "0" = ready
+                                      now (no clock read); "<ms>" = that many ms from now
+                                      (delay=); "@<ms>" = at that time, ms since the epoch
+                                      (at=), ready now if it has passed
+  2        id_prefix     string       put before numbered ids ("" = none; "3-" in partition 3)
+  3        n             integer      how many jobs (>= 1)
+  4        max_attempts  integer      deliveries the jobs allow (their max_retries + 1), kept
+                                      in meta for fail and reserve; 0 = the queue's (nothing
+                                      written)
+  4+k      record        bytes        job k's serialized record, stored as is (k = 1..n)
+  4+n+k    id            string       job k's id, optional: give all n or none; "" or absent =
+                                      take the queue's next number (so a batch of automatic ids
+                                      sends no id at all: half the arguments)
 REPLY
   id                       for a plain add (n = 1, no id given, delay_ms 0): the id it got,
                            alone (a bulk string)
@@ -26,8 +32,8 @@ REPLY
                            (1-based) of jobs whose custom id already existed: idempotent
                            add, that job was skipped and the existing one left untouched
 ERRORS
-  {1, message}  BAD_ARGUMENT: bad delay_ms or n, or not n records and 0 or n ids; nothing
-                written
+  {1, message}  BAD_ARGUMENT: bad due, n or max_attempts, or not n records and 0 or n ids;
+                nothing written
 ]]
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
@@ -134,20 +140,33 @@ local function gather_chunked(cmd, key, items)
 end
 -- @end gather_chunked
 
-local ready, delayed, jobs, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local delay = arg_int(1, 'delay_ms', 0)
+local ready, delayed, jobs, stats, wake_key, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+-- due: a delay in ms, or "@" and an absolute due time (ms since the epoch)
+local due_at = string.sub(ARGV[1] or '', 1, 1) == '@'
+if due_at then
+  ARGV[1] = string.sub(ARGV[1], 2)
+end
+local delay = arg_int(1, due_at and 'due (@ms)' or 'due (delay ms)', 0)
 local id_prefix = ARGV[2] or ''
 local n = arg_int(3, 'n', 1)
-local with_ids = #ARGV == 3 + 2 * n
-if not (with_ids or #ARGV == 3 + n) then
-  bad = bad or string.format('ARGV[4..] must be %d records and then 0 or %d ids, got %d values',
-    n, n, #ARGV - 3)
+local max_attempts = arg_int(4, 'max_attempts', 0)
+local with_ids = #ARGV == 4 + 2 * n
+if not (with_ids or #ARGV == 4 + n) then
+  bad = bad or string.format('ARGV[5..] must be %d records and then 0 or %d ids, got %d values',
+    n, n, #ARGV - 4)
 end
 if bad then
   return {BAD_ARGUMENT, bad}
 end
+local due -- nil: ready now; else the due time (ms, the server's clock)
+if due_at then
+  local now = now_ms()
+  due = delay > now and delay or nil -- a time that has passed: ready now
+elseif delay > 0 then
+  due = now_ms() + delay
+end
 
-local ids_at = 3 + n -- with_ids: ARGV[ids_at + k] is job k's id as given ("" = automatic)
+local ids_at = 4 + n -- with_ids: ARGV[ids_at + k] is job k's id as given ("" = automatic)
 
 -- Every job's id: custom ones as given, automatic ones numbered from a block of the queue's
 -- counter (one HINCRBY for the call).
@@ -175,7 +194,7 @@ if n == 1 then
   local given = with_ids and ARGV[ids_at + 1] or ''
   local id = given ~= '' and given or id_prefix .. string.format('%d', number + 1)
   local base, retry = id, 0
-  while redis.call('HSETNX', jobs, id, ARGV[4]) == 0 do
+  while redis.call('HSETNX', jobs, id, ARGV[5]) == 0 do
     if given ~= '' then -- idempotent add: the job with this id stays as it is
       reply[3] = 1
       id = nil
@@ -240,7 +259,7 @@ else
       f = f + 1
       fresh[f] = id
       fields[2 * f - 1] = id
-      fields[2 * f] = ARGV[3 + k]
+      fields[2 * f] = ARGV[4 + k]
     end
   end
   call_chunked('HSET', jobs, fields)
@@ -248,16 +267,24 @@ end
 reply[2] = table.concat(numbered, ',')
 
 if #fresh > 0 then
+  if max_attempts > 0 then -- the jobs' own limit, for fail and reserve's reclaim (meta.lua)
+    local limits, limit = {}, '0:0:' .. ARGV[4] -- as written by meta.lua's meta_put
+    for i, id in ipairs(fresh) do
+      limits[2 * i - 1] = id
+      limits[2 * i] = limit
+    end
+    call_chunked('HSET', meta, limits)
+  end
   local should_wake
-  if delay == 0 then
+  if not due then
     -- Only a ready list that was empty can have workers blocked on it; a longer one was
     -- non-empty at their last reserve, which passes the wake-up on while work remains.
     should_wake = call_chunked('RPUSH', ready, fresh) == #fresh
   else
     -- Formatted once: Redis would printf a Lua number argument for every job.
-    local due, scored = string.format('%d', now_ms() + delay), {}
+    local score, scored = string.format('%d', due), {}
     for i, id in ipairs(fresh) do
-      scored[2 * i - 1] = due
+      scored[2 * i - 1] = score
       scored[2 * i] = id
     end
     call_chunked('ZADD', delayed, scored)

@@ -7,14 +7,15 @@ KEYS
   2  delayed  ZSET  id -> due time (ms)
   3  leased   ZSET  "token:id" -> lease deadline (ms)
   4  dead     ZSET  id -> time it died (ms)
-  5  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
+  5  meta     HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
   6  errors   HASH  id -> last error (JSON)
   7  stats    HASH  counters
   8  wake     LIST  marker that blocked workers wait on
 ARGV
   1  id            string       job id
   2  token         16 hex       the job's lease token
-  3  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
+  3  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1; a job
+                                added with its own max_retries keeps its limit (meta.lua)
   4  backoff_ms    integer, ms  wait before the retry, from now (the server's clock); 0 = back
                                 of ready now
   5  error         string       JSON {type, message, traceback}, stored as the job's last error
@@ -110,10 +111,13 @@ end
 -- @end wake
 -- @include meta
 -- generated from lua/includes/meta.lua by `make lua`: edit that file, not this block
--- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some.
--- attempts counts the deliveries that ended without an ack (failed, expired) since the job was
--- added or last redriven; redrives counts its trips from the dead-letter queue back to ready.
--- A job on its first delivery has no entry, so reserve and ack write none on the hot path.
+-- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some,
+-- or "attempts:redrives:limit" for a job added with its own max_retries (enqueue writes
+-- "0:0:limit"). attempts counts the deliveries that ended without an ack (failed, expired) since
+-- the job was added or last redriven; redrives counts its trips from the dead-letter queue back
+-- to ready; limit, when present, is the deliveries the job allows (its max_retries + 1), which
+-- fail and reserve's reclaim use instead of the queue's. A job on its first delivery with no
+-- limit of its own has no entry, so reserve and ack write none on the hot path.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -127,19 +131,20 @@ local str_to_int = setmetatable({}, {__index = function(memo, s)
   return n
 end})
 
-local function meta_get(value) -- attempts, redrives
+local function meta_get(value) -- attempts, redrives, limit (nil: the queue's)
   if not value then -- no history: the common case on the hot path
     return 0, 0
   end
-  local a, r = string.match(value, '^(%d+):(%d+)$')
+  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)$')
   if not a then
     return 0, 0
   end
-  return str_to_int[a], str_to_int[r]
+  return str_to_int[a], str_to_int[r], l ~= '' and str_to_int[l] or nil
 end
 
-local function meta_put(attempts, redrives)
-  return int_to_str[attempts] .. ':' .. int_to_str[redrives]
+local function meta_put(attempts, redrives, limit)
+  local value = int_to_str[attempts] .. ':' .. int_to_str[redrives]
+  return limit and value .. ':' .. int_to_str[limit] or value
 end
 -- @end meta
 -- @include bury
@@ -173,12 +178,12 @@ end
 if redis.call('ZREM', leased, lease_member(token, id)) == 0 then
   return {LEASE_LOST, 'job ' .. id .. ' is not leased under token ' .. token}
 end
-local attempts, redrives = meta_get(redis.call('HGET', meta, id))
+local attempts, redrives, limit = meta_get(redis.call('HGET', meta, id))
 attempts = attempts + 1 -- this delivery
-redis.call('HSET', meta, id, meta_put(attempts, redrives))
+redis.call('HSET', meta, id, meta_put(attempts, redrives, limit))
 local now = now_ms()
 
-if retryable == 1 and attempts < max_attempts then
+if retryable == 1 and attempts < (limit or max_attempts) then -- the job's own limit first
   redis.call('HSET', errors, id, error_json)
   redis.call('HINCRBY', stats, 'retried', '1')
   wake(wake_key)

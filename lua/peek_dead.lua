@@ -4,7 +4,7 @@ peek_dead: read dead jobs with everything needed to show them (read-only, one co
 KEYS
   1  dead    ZSET  id -> time it died (ms)
   2  jobs    HASH  id -> serialized job record
-  3  meta    HASH  id -> "attempts:redrives" (jobs with a history only)
+  3  meta    HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
   4  errors  HASH  id -> last error (JSON)
 ARGV
   1    offset  integer  skip this many, oldest first

@@ -5,7 +5,7 @@ longer than min_age_ms, at most limit per call.
 KEYS
   1  dead    ZSET  id -> time it died (ms)
   2  jobs    HASH  id -> serialized job record
-  3  meta    HASH  id -> "attempts:redrives" (jobs with a history only)
+  3  meta    HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
   4  errors  HASH  id -> last error (JSON)
   5  stats   HASH  counters
 ARGV

@@ -6,7 +6,7 @@ A job already redriven max_redrives times stays dead, so a poison job cannot cyc
 KEYS
   1  ready   LIST  ids waiting, FIFO
   2  dead    ZSET  id -> time it died (ms)
-  3  meta    HASH  id -> "attempts:redrives" (jobs with a history only)
+  3  meta    HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
   4  errors  HASH  id -> last error (JSON)
   5  stats   HASH  counters
   6  wake    LIST  marker that blocked workers wait on
@@ -117,10 +117,13 @@ end
 -- @end wake
 -- @include meta
 -- generated from lua/includes/meta.lua by `make lua`: edit that file, not this block
--- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some.
--- attempts counts the deliveries that ended without an ack (failed, expired) since the job was
--- added or last redriven; redrives counts its trips from the dead-letter queue back to ready.
--- A job on its first delivery has no entry, so reserve and ack write none on the hot path.
+-- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some,
+-- or "attempts:redrives:limit" for a job added with its own max_retries (enqueue writes
+-- "0:0:limit"). attempts counts the deliveries that ended without an ack (failed, expired) since
+-- the job was added or last redriven; redrives counts its trips from the dead-letter queue back
+-- to ready; limit, when present, is the deliveries the job allows (its max_retries + 1), which
+-- fail and reserve's reclaim use instead of the queue's. A job on its first delivery with no
+-- limit of its own has no entry, so reserve and ack write none on the hot path.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -134,19 +137,20 @@ local str_to_int = setmetatable({}, {__index = function(memo, s)
   return n
 end})
 
-local function meta_get(value) -- attempts, redrives
+local function meta_get(value) -- attempts, redrives, limit (nil: the queue's)
   if not value then -- no history: the common case on the hot path
     return 0, 0
   end
-  local a, r = string.match(value, '^(%d+):(%d+)$')
+  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)$')
   if not a then
     return 0, 0
   end
-  return str_to_int[a], str_to_int[r]
+  return str_to_int[a], str_to_int[r], l ~= '' and str_to_int[l] or nil
 end
 
-local function meta_put(attempts, redrives)
-  return int_to_str[attempts] .. ':' .. int_to_str[redrives]
+local function meta_put(attempts, redrives, limit)
+  local value = int_to_str[attempts] .. ':' .. int_to_str[redrives]
+  return limit and value .. ':' .. int_to_str[limit] or value
 end
 -- @end meta
 
@@ -183,14 +187,14 @@ end
 local states = gather_chunked('HMGET', meta, candidates)
 local moved, history, m, kept = {}, {}, 0, 0
 for i, id in ipairs(candidates) do
-  local _, redrives = meta_get(states[i])
+  local _, redrives, own_limit = meta_get(states[i])
   if max_redrives >= 0 and redrives >= max_redrives then
     kept = kept + 1
   else
     m = m + 1
     moved[m] = id
     history[2 * m - 1] = id
-    history[2 * m] = meta_put(0, redrives + 1)
+    history[2 * m] = meta_put(0, redrives + 1, own_limit) -- a job's own limit stays
   end
 end
 if m > 0 then

@@ -9,14 +9,15 @@ KEYS
   3  leased   ZSET  "token:id" -> lease deadline (ms)
   4  dead     ZSET  id -> time it died (ms)
   5  jobs     HASH  id -> serialized job record
-  6  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
+  6  meta     HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
   7  errors   HASH  id -> last error (JSON: type, message, traceback)
   8  stats    HASH  counters
   9  wake     LIST  marker that blocked workers wait on
 ARGV
   1  count         integer      most jobs to lease (0 = housekeeping only)
   2  visibility_ms integer, ms  lease length, > 0
-  3  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1
+  3  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1 (a job
+                                added with its own max_retries keeps its limit: meta.lua)
   4  sweep_limit   integer      most delayed promotions and most expired leases handled,
                                 1..10000 (MAX_BATCH in pyqcore/settings.py: bounds one call)
   5  token         16 hex       the lease token of this call's jobs: random, from the caller
@@ -147,10 +148,13 @@ end
 -- @end wake
 -- @include meta
 -- generated from lua/includes/meta.lua by `make lua`: edit that file, not this block
--- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some.
--- attempts counts the deliveries that ended without an ack (failed, expired) since the job was
--- added or last redriven; redrives counts its trips from the dead-letter queue back to ready.
--- A job on its first delivery has no entry, so reserve and ack write none on the hot path.
+-- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some,
+-- or "attempts:redrives:limit" for a job added with its own max_retries (enqueue writes
+-- "0:0:limit"). attempts counts the deliveries that ended without an ack (failed, expired) since
+-- the job was added or last redriven; redrives counts its trips from the dead-letter queue back
+-- to ready; limit, when present, is the deliveries the job allows (its max_retries + 1), which
+-- fail and reserve's reclaim use instead of the queue's. A job on its first delivery with no
+-- limit of its own has no entry, so reserve and ack write none on the hot path.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -164,19 +168,20 @@ local str_to_int = setmetatable({}, {__index = function(memo, s)
   return n
 end})
 
-local function meta_get(value) -- attempts, redrives
+local function meta_get(value) -- attempts, redrives, limit (nil: the queue's)
   if not value then -- no history: the common case on the hot path
     return 0, 0
   end
-  local a, r = string.match(value, '^(%d+):(%d+)$')
+  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)$')
   if not a then
     return 0, 0
   end
-  return str_to_int[a], str_to_int[r]
+  return str_to_int[a], str_to_int[r], l ~= '' and str_to_int[l] or nil
 end
 
-local function meta_put(attempts, redrives)
-  return int_to_str[attempts] .. ':' .. int_to_str[redrives]
+local function meta_put(attempts, redrives, limit)
+  local value = int_to_str[attempts] .. ':' .. int_to_str[redrives]
+  return limit and value .. ':' .. int_to_str[limit] or value
 end
 -- @end meta
 -- @include bury
@@ -239,14 +244,15 @@ if #expired > 0 then
   local states = gather_chunked('HMGET', meta, ids)
   local history, back = {}, {}
   for i, id in ipairs(ids) do
-    local attempts, redrives = meta_get(states[i])
+    local attempts, redrives, limit = meta_get(states[i])
     attempts = attempts + 1
     history[2 * i - 1] = id
-    history[2 * i] = meta_put(attempts, redrives)
-    if attempts >= max_attempts then
+    history[2 * i] = meta_put(attempts, redrives, limit)
+    limit = limit or max_attempts -- the job's own limit first (meta.lua)
+    if attempts >= limit then
       bury(dead, errors, stats, id, now_arg, cjson.encode({
         type = 'LeaseExpired',
-        message = 'lease expired during delivery ' .. attempts .. ' of ' .. max_attempts,
+        message = 'lease expired during delivery ' .. attempts .. ' of ' .. limit,
         traceback = '',
       }))
     else

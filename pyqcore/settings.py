@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pyqcore.backoff import Backoff
-from pyqcore.errors import ConfigurationError
+from pyqcore.errors import ConfigurationError, NonRetryableError
 from pyqcore.keys import DEFAULT_PREFIX, validate_name
 from pyqcore.serializer import MSGPACK, Serializer
 from pyqcore.testing import ManualClock
@@ -26,6 +27,19 @@ def _number(what: str, value: object, low: float, high: float, *, integer: bool)
                                  f"got {value!r}")
     if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
         raise ConfigurationError(f"{what} must be between {low} and {high}, got {value!r}")
+
+
+def exception_types(what: str, value: object) -> tuple[type[BaseException], ...]:
+    """An exception class, or an iterable of them, as a tuple (for ``isinstance``); a
+    ConfigurationError for anything else."""
+    types = (value,) if isinstance(value, type) else value
+    if isinstance(types, str | bytes) or not isinstance(types, Iterable):
+        types = (types,)
+    listed = tuple(types)
+    for t in listed:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise ConfigurationError(f"{what} takes exception classes, got {t!r:.80}")
+    return listed
 
 
 def check_clock(clock: object) -> ManualClock | None:
@@ -71,6 +85,8 @@ class QueueSettings:
     clock: ManualClock | None = None  # None: the server's (tests pass a ManualClock)
     rng: random.Random = field(default_factory=random.Random)
     tracing: bool = False  # OpenTelemetry: trace context in each job, a span per run
+    retry_on: tuple[type[BaseException], ...] | None = None  # None: every exception retries
+    dead_on: tuple[type[BaseException], ...] = ()  # these bury the job at once
     offset: ServerOffset = field(default_factory=ServerOffset, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,11 +101,22 @@ class QueueSettings:
         _number("partitions", self.partitions, 1, MAX_PARTITIONS, integer=True)
         if not isinstance(self.tracing, bool):
             raise ConfigurationError(f"tracing must be True or False, got {self.tracing!r}")
+        if self.retry_on is not None:
+            object.__setattr__(self, "retry_on", exception_types("retry_on", self.retry_on))
+        object.__setattr__(self, "dead_on", exception_types("dead_on", self.dead_on))
         if not isinstance(self.backoff, Backoff):
             raise ConfigurationError(f"backoff must be a pyqcore.Backoff, got {self.backoff!r}")
         if not (callable(getattr(self.serializer, "dumps", None))
                 and callable(getattr(self.serializer, "loads", None))):
             raise ConfigurationError("serializer must have dumps(obj) -> bytes and loads(bytes)")
+
+    def retries(self, error: BaseException) -> bool:
+        """Whether a delivery that failed with ``error`` may be retried (attempts allowing):
+        not a ``NonRetryableError``, nor one of ``dead_on``, and one of ``retry_on`` when that
+        is set."""
+        if isinstance(error, (NonRetryableError, *self.dead_on)):
+            return False
+        return self.retry_on is None or isinstance(error, self.retry_on)
 
     @property
     def max_attempts(self) -> int:

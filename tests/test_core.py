@@ -3,7 +3,7 @@ either driver (``api.driver_for``), to one server and a cluster."""
 
 from __future__ import annotations
 
-from pyqcore.core.calls import QueueCalls
+from pyqcore.core.calls import PLAIN, QueueCalls, shared_of
 from pyqcore.settings import QueueSettings
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
@@ -17,8 +17,8 @@ def test_a_reservation_says_how_long_until_the_next_event_only_when_it_has_no_jo
 ) -> None:
     calls = QueueCalls(QueueSettings(name="events", clock=clock))
     run = api.driver_for(client).run
-    run(calls.add(["later"], [None], 5.0, [None])[0])
-    run(calls.add(["now"], [None], 0.0, [None])[0])
+    run(calls.add(["later"], [None], shared_of(5.0, None, None), [None])[0])
+    run(calls.add(["now"], [None], PLAIN, [None])[0])
 
     leased = run(calls.lease(1, visibility_timeout=30.0))
     assert [job.payload for job in leased.jobs] == ["now"]

@@ -205,7 +205,7 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
     enqueue = k.keys(SCRIPTS["enqueue"].key_parts)
     out = subprocess.run(
         ["redis-cli", "-p", str(redis_server.port), "--eval", str(LUA / "enqueue.lua"),
-         *enqueue, ",", "0", "", "1", "record-bytes"],
+         *enqueue, ",", "0", "", "1", "0", "record-bytes"],
         check=True, capture_output=True, text=True,
     ).stdout.split()
     assert out == ["1"]  # a plain add replies its id alone
@@ -244,10 +244,13 @@ def test_bad_arguments_get_an_error_code_and_write_nothing(client: redis.Redis,
 
 
 @pytest.mark.parametrize("args", [
-    ["0", "", "0"],                      # no job
-    ["0", "", "2", "rec"],               # fewer records than n
-    ["0", "", "1", "rec", "a", "b"],     # neither 0 nor n ids
-    ["0", "", "2", "r1", "r2", "a"],     # ids for only some of the jobs
+    ["0", "", "0", "0"],                      # no job
+    ["0", "", "2", "0", "rec"],               # fewer records than n
+    ["0", "", "1", "0", "rec", "a", "b"],     # neither 0 nor n ids
+    ["0", "", "2", "0", "r1", "r2", "a"],     # ids for only some of the jobs
+    ["@x", "", "1", "0", "rec"],              # a due time that is no number
+    ["@-5", "", "1", "0", "rec"],             # ... or negative
+    ["0", "", "1", "-1", "rec"],              # a negative max_attempts
 ])
 def test_enqueue_takes_n_records_then_all_or_no_ids(client: redis.Redis,
                                                     args: list[str]) -> None:
@@ -276,7 +279,7 @@ def test_script_flush_mid_run_reloads_transparently(client: redis.Redis) -> None
 HEADER_ARGV = {
     "ack": ("id...", "token..."),
     "counts": (),
-    "enqueue": ("delay_ms", "id_prefix", "n", "record...", "id..."),
+    "enqueue": ("due", "id_prefix", "n", "max_attempts", "record...", "id..."),
     "extend": ("visibility_ms", "id...", "token..."),
     "fail": ("id", "token", "max_attempts", "backoff_ms", "error", "retryable"),
     "lock": ("token", "ttl_ms"),
@@ -292,7 +295,7 @@ HEADER_ARGV = {
 VALID_ARGV = {
     "ack": ["1", TOKEN],
     "counts": [],
-    "enqueue": ["0", "", "1", "record"],
+    "enqueue": ["0", "", "1", "0", "record"],
     "extend": ["30000", "1", TOKEN],
     "fail": ["1", TOKEN, "4", "0", "{}", "1"],
     "lock": ["holder", "1000"],
@@ -346,8 +349,8 @@ def every_python_call() -> list[Call[Any]]:
     calls = QueueCalls(QueueSettings(name="arity"))
     lock_key = QueueKeys("pyqcore", "arity").lock("item")
     return [
-        calls.enqueue([""], [b"record"], 0),
-        calls.enqueue(["a", "b"], [b"r1", b"r2"], 0),
+        calls.enqueue([""], [b"record"]),
+        calls.enqueue(["a", "b"], [b"r1", b"r2"]),
         calls.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=TOKEN),
         calls.ack([("1", TOKEN)]),
         calls.fail("1", TOKEN, max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),

@@ -108,7 +108,21 @@ class Text:
         return [""] if self.nonempty else []
 
 
-Domain = Int | Token | Text
+@dataclass(frozen=True)
+class Due:
+    """enqueue's due: a delay in ms, or "@" and a time in ms since the epoch."""
+
+    def valid(self) -> st.SearchStrategy[str]:
+        return st.one_of(Int(0).valid(), Int(0).valid().map(lambda ms: "@" + ms))
+
+    def typical(self) -> str:
+        return "0"
+
+    def invalid(self) -> list[str]:
+        return [*Int(0).invalid(), *("@" + wrong for wrong in Int(0).invalid()), "@", "@@1"]
+
+
+Domain = Int | Token | Text | Due
 
 # By (script, entry), else by entry name alone.
 DOMAINS: dict[tuple[str, str] | str, Domain] = {
@@ -116,7 +130,8 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
     "max_attempts": Int(1),
     "sweep_limit": Int(1, MAX_BATCH),
     "count": Int(0),
-    "delay_ms": Int(0),
+    "due": Due(),
+    ("enqueue", "max_attempts"): Int(0),
     "id_prefix": Text(),
     "backoff_ms": Int(0),
     "error": Text(),
@@ -187,16 +202,16 @@ def seed(client: redis.Redis) -> None:
     client.flushall()
     seconds, micros = client.time()
     now = int(seconds) * 1000 + int(micros) // 1000  # the server's, which the fuzzed calls read
-    ok(client, "enqueue", 0, "", 1, "record x1", "x1", at=now)
+    ok(client, "enqueue", 0, "", 1, 0, "record x1", "x1", at=now)
     ok(client, "reserve", 1, 1000, 1, 1000, "c" * 16, at=now - 60_000)
     ok(client, "fail", "x1", "c" * 16, 1, 0, '{"type": "E"}', 1, at=now - 60_000)
-    ok(client, "enqueue", 0, "", 1, "record l2", "l2", at=now)
+    ok(client, "enqueue", 0, "", 1, 0, "record l2", "l2", at=now)
     ok(client, "reserve", 1, 60_000, 3, 1000, HELD["l2"], at=now - 100)
-    ok(client, "enqueue", 0, "", 1, "record l1", "l1", at=now)
+    ok(client, "enqueue", 0, "", 1, 0, "record l1", "l1", at=now)
     ok(client, "reserve", 1, 30_000, 3, 1000, HELD["l1"], at=now - 31_000)
-    ok(client, "enqueue", 0, "", 2, "record r1", "record r2", "r1", "r2", at=now)
-    ok(client, "enqueue", 1, "", 1, "record d1", "d1", at=now - 2)
-    ok(client, "enqueue", 60_000, "", 1, "record d2", "d2", at=now)
+    ok(client, "enqueue", 0, "", 2, 0, "record r1", "record r2", "r1", "r2", at=now)
+    ok(client, "enqueue", 1, "", 1, 0, "record d1", "d1", at=now - 2)
+    ok(client, "enqueue", 60_000, "", 1, 0, "record d2", "d2", at=now)
     client.set(LOCK_KEY, "holder", px=60_000)
 
 

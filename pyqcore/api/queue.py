@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from pyqcore.api.operation import operation
@@ -56,6 +56,8 @@ class QueueOptions(TypedDict, total=False):
     clock: ManualClock | None  # tests only: the queue's clock is the Redis server's
     rng: random.Random | None
     tracing: bool | None
+    retry_on: type[BaseException] | Iterable[type[BaseException]] | None
+    dead_on: type[BaseException] | Iterable[type[BaseException]] | None
 
 
 class QueueApi:
@@ -70,6 +72,10 @@ class QueueApi:
     batch_size: int = 1000  # most jobs per enqueue script call
     partitions: int = 1  # hash tags (so cluster slots) the queue is spread over
     tracing: bool = False  # OpenTelemetry (pyqcore[otel]): trace context in jobs, run spans
+    # Retry rules: a failure with an exception of dead_on (or, when retry_on is set, of none of
+    # retry_on) goes to the dead-letter queue at once, attempts left or not.
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None
+    dead_on: type[BaseException] | tuple[type[BaseException], ...] = ()
 
     core: QueueCore
 
@@ -108,12 +114,15 @@ class QueueApi:
             clock=options.get("clock"),
             rng=options.get("rng") or random.Random(),
             tracing=given("tracing"),
+            retry_on=given("retry_on"),  # a class or several: made a tuple there
+            dead_on=given("dead_on"),
         )
         self.settings = s
         self.name, self.max_retries, self.backoff = s.name, s.max_retries, s.backoff
         self.visibility_timeout, self.serializer = s.visibility_timeout, s.serializer
         self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
         self.partitions, self.tracing = s.partitions, s.tracing
+        self.retry_on, self.dead_on = s.retry_on, s.dead_on
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
         self.core = QueueCore(s, cluster=driver.cluster, new_waiter=driver.new_waiter)
         self.core.check_eviction = first_use(driver.client)

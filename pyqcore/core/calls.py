@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, TypeVar
 
 from pyqcore.checks import MAX_DELAY, check_seconds
@@ -22,7 +23,12 @@ from pyqcore.errors import ConfigurationError, DeserializationError, LeaseLostEr
 from pyqcore.job import ErrorInfo, Job, decode_record, encode_record, encode_records
 from pyqcore.keys import QueueKeys
 from pyqcore.scripts import Script, load_scripts
-from pyqcore.settings import MAX_BATCH, MAX_VISIBILITY_TIMEOUT, QueueSettings
+from pyqcore.settings import (
+    MAX_BATCH,
+    MAX_RETRIES_LIMIT,
+    MAX_VISIBILITY_TIMEOUT,
+    QueueSettings,
+)
 
 T = TypeVar("T")
 Arg = str | bytes | int
@@ -45,10 +51,42 @@ def lease_token() -> str:
 
 def _delay_ms(delay: float) -> int:
     """The enqueue script's delay for one in seconds: 0 (ready now) or at least 1 ms."""
-    if type(delay) is float and delay == 0.0:  # the default, checked cheaply (one add's path)
-        return 0
     delay = check_seconds("delay", delay, high=MAX_DELAY, zero=True)
     return max(1, round(delay * 1000)) if delay > 0 else 0
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+
+
+def _at(at: object) -> str:
+    """The enqueue script's ``due`` for ``at=``: "@" and the time in ms since the epoch (rounded
+    up, so a job is never due early; a time before the epoch is simply past)."""
+    if not isinstance(at, datetime) or at.utcoffset() is None:
+        raise ConfigurationError(f"at= must be a timezone-aware datetime (e.g. "
+                                 f"datetime.now(timezone.utc)), got {at!r:.80}")
+    return f"@{max(0, -((at - _EPOCH) // -_MS))}"
+
+
+def shared_of(delay: float | None, at: datetime | None, max_retries: int | None) -> Shared:
+    """What an add's jobs share in their enqueue call (see ``Shared``), checked: ``delay``
+    (seconds from now, by the server's clock) or ``at`` (an aware datetime), not both, and the
+    jobs' own ``max_retries``."""
+    if delay is None and at is None and max_retries is None:  # a plain add, checked cheaply
+        return PLAIN
+    if at is None:
+        due: Arg = 0 if delay is None else _delay_ms(delay)
+    elif delay is not None:
+        raise ConfigurationError("pass delay= or at=, not both")
+    else:
+        due = _at(at)
+    if max_retries is None:
+        return due, 0
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) \
+            or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
+        raise ConfigurationError(f"max_retries must be an int from 0 to {MAX_RETRIES_LIMIT} "
+                                 f"or None, got {max_retries!r}")
+    return due, max_retries + 1
 
 
 def _job_id(job_id: str | None) -> str:
@@ -79,10 +117,15 @@ class Call(Generic[T]):
         return f"Call({self.script.name}, keys={list(self.keys)!r}, args={list(self.args)!r:.200})"
 
 
-# One job to add, checked and encoded: (delay_ms, record, job_id): how long from the call (by
-# the server's clock) until it is due (0: ready now), its record, and its custom id ("" to be
-# numbered). A plain tuple: one is built per add.
-NewJob = tuple[int, bytes, str]
+# What the jobs of one enqueue call share: (due, max_attempts), the script's ARGV 1 and 4: when
+# they are due (0: ready now; ms from now by the server's clock; "@ms": at that time) and the
+# deliveries they allow (0: the queue's). Only adds that share these share a call.
+Shared = tuple[Arg, int]
+PLAIN: Shared = (0, 0)  # ready now, the queue's max_retries: every plain add shares this one
+
+# One job to add, checked and encoded: (shared, record, job_id): see Shared, its record, and
+# its custom id ("" to be numbered). A plain tuple: one is built per add.
+NewJob = tuple[Shared, bytes, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,26 +242,25 @@ class QueueCalls:
     # -- operations in the caller's terms (seconds, payloads, exceptions) ----------------------
 
     def add(
-        self, payloads: Sequence[Any], contexts: Sequence[Any], delay: float,
+        self, payloads: Sequence[Any], contexts: Sequence[Any], shared: Shared,
         job_ids: Sequence[str | None],
     ) -> list[Call[list[str]]]:
         """Encode every record first (a bad one raises before any write), then one call per
         ``batch_size`` jobs. Each call parses to the jobs' ids (an existing id for a duplicate)."""
         s = self.settings
-        delay_ms = _delay_ms(delay)
         records = encode_records(s.serializer, payloads, contexts, s.stamp_ms(),
                                  s.max_payload_bytes)
         custom = any(i is not None for i in job_ids)
         ids = [_job_id(i) for i in job_ids] if custom else [""] * len(records)
         step = s.batch_size
-        return [self.enqueue(ids[i : i + step], records[i : i + step], delay_ms)
+        return [self.enqueue(ids[i : i + step], records[i : i + step], shared)
                 for i in range(0, len(records), step)]
 
-    def add_one(self, payload: Any, context: Any, delay: float, job_id: str | None) -> NewJob:
+    def add_one(self, payload: Any, context: Any, shared: Shared, job_id: str | None) -> NewJob:
         """``add`` of a single job, checked and encoded, ready to be sent alone or with others
         (``enqueue_jobs``)."""
         s = self.settings
-        return (_delay_ms(delay),
+        return (shared,
                 encode_record(s.serializer, payload, context, s.stamp_ms(), s.max_payload_bytes),
                 _job_id(job_id))
 
@@ -227,26 +269,28 @@ class QueueCalls:
         before the server clock's offset was known)."""
         s, stamp = self.settings, self.settings.stamp_ms()
         redone: list[NewJob] = []
-        for delay_ms, record, given in jobs:
+        for shared, record, given in jobs:
             payload, context, _ = decode_record(s.serializer, record)
-            redone.append((delay_ms, encode_record(s.serializer, payload, context, stamp,
+            redone.append((shared, encode_record(s.serializer, payload, context, stamp,
                                                    s.max_payload_bytes), given))
         return redone
 
     def enqueue_jobs(self, jobs: Sequence[NewJob]) -> Call[list[str]]:
-        """One enqueue call of jobs that share a delay (at most ``batch_size``): parses to
+        """One enqueue call of jobs that share a ``Shared`` (at most ``batch_size``): parses to
         their ids in order. One job is built without the lists a batch needs."""
         if len(jobs) > 1:
             return self.enqueue([j[2] for j in jobs], [j[1] for j in jobs], jobs[0][0])
-        delay_ms, record, given = jobs[0]
+        (due, max_attempts), record, given = jobs[0]
         if not given:
-            return self._call("enqueue", [delay_ms, self._id_prefix, 1, record], _one_numbered)
+            return self._call("enqueue", [due, self._id_prefix, 1, max_attempts, record],
+                              _one_numbered)
 
         def parse(reply: Any) -> list[str]:
             checked(reply)
             return [given]
 
-        return self._call("enqueue", [delay_ms, self._id_prefix, 1, record, given], parse)
+        return self._call("enqueue", [due, self._id_prefix, 1, max_attempts, record, given],
+                          parse)
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
         """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""
@@ -285,14 +329,15 @@ class QueueCalls:
         return Call(script, self._keys[name], args, parse)
 
     def enqueue(
-        self, ids: Sequence[str], records: Sequence[bytes], delay_ms: int
+        self, ids: Sequence[str], records: Sequence[bytes], shared: Shared = PLAIN
     ) -> Call[list[str]]:
-        """Store jobs, ready now or after ``delay_ms``; "" ids are numbered by the queue.
-        Parses to the ids of the jobs (for a duplicate, the id it was given: the job already
-        there is left as it was)."""
+        """Store jobs, ready now or when ``shared`` says, with its limit of deliveries; "" ids
+        are numbered by the queue. Parses to the ids of the jobs (for a duplicate, the id it
+        was given: the job already there is left as it was)."""
         # Records, then the ids only when one is custom: a batch of automatic ids sends half
         # the arguments.
-        args: list[Arg] = [delay_ms, self._id_prefix, len(records), *records]
+        due, max_attempts = shared
+        args: list[Arg] = [due, self._id_prefix, len(records), max_attempts, *records]
         custom = any(ids)
         if custom:
             args += ids

@@ -253,7 +253,7 @@ def _item(queue: str, calls: QueueCalls, row: DeadRow) -> DeadLetterItem:
             enqueued_at, raw = enqueued_ms / 1000.0, None
         except DeserializationError:
             pass
-    attempts, redrives = (row.meta or b"0:0").decode().split(":")
+    attempts, redrives = (row.meta or b"0:0").decode().split(":")[:2]  # then its own limit
     return DeadLetterItem(
         queue=queue,
         job_id=row.job_id,

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pyqcore.core.calls import Call, NewJob, QueueCalls, Settled
+from pyqcore.core.calls import Call, NewJob, QueueCalls, Settled, Shared
 from pyqcore.errors import ConfigurationError
 from pyqcore.job import Job
 from pyqcore.settings import QueueSettings
@@ -55,14 +55,14 @@ class Partitions:
         return routes
 
     def add(
-        self, payloads: Sequence[Any], contexts: Sequence[Any], delay: float,
+        self, payloads: Sequence[Any], contexts: Sequence[Any], shared: Shared,
         job_ids: Sequence[str | None], keys: Sequence[str | None],
     ) -> tuple[list[Call[list[str]]], list[list[int]]]:
         """Enqueue calls for every partition a job goes to (each encodes its records before
         anything is sent), and, per call, the positions of its jobs in the caller's order."""
         if len(self.parts) == 1:
             self.route(job_ids, keys)  # checks the keys
-            calls = self.parts[0].add(payloads, contexts, delay, job_ids)
+            calls = self.parts[0].add(payloads, contexts, shared, job_ids)
             step = self.parts[0].settings.batch_size
             return calls, [list(range(i, min(i + step, len(payloads))))
                            for i in range(0, len(payloads), step)]
@@ -73,19 +73,19 @@ class Partitions:
             if not mine:
                 continue
             step = part.settings.batch_size
-            calls += part.add([payloads[i] for i in mine], [contexts[i] for i in mine], delay,
+            calls += part.add([payloads[i] for i in mine], [contexts[i] for i in mine], shared,
                               [job_ids[i] for i in mine])
             positions += [mine[i : i + step] for i in range(0, len(mine), step)]
         return calls, positions
 
     def add_one(
-        self, payload: Any, context: Any, delay: float, job_id: str | None, key: str | None
+        self, payload: Any, context: Any, shared: Shared, job_id: str | None, key: str | None
     ) -> tuple[int, NewJob]:
         """One job, checked and encoded, and the partition ``route`` gives it."""
         if key is None and len(self.parts) == 1:
-            return 0, self.parts[0].add_one(payload, context, delay, job_id)
+            return 0, self.parts[0].add_one(payload, context, shared, job_id)
         p = self.route([job_id], [key])[0]
-        return p, self.parts[p].add_one(payload, context, delay, job_id)
+        return p, self.parts[p].add_one(payload, context, shared, job_id)
 
     def reading_order(self) -> list[QueueCalls]:
         """All partitions, starting one further along at every call, so none is starved."""

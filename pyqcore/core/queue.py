@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,9 @@ from pyqcore.core.calls import (
     QueueCalls,
     Reservation,
     Settled,
+    Shared,
     lock_call,
+    shared_of,
     text,
     unlock_call,
 )
@@ -33,7 +36,7 @@ from pyqcore.core.clock import time_command
 from pyqcore.core.coalesce import Coalescer, Flag
 from pyqcore.core.effects import Command, Flow, Pause, Waiter
 from pyqcore.core.partitions import Partitions, merge_settled
-from pyqcore.errors import ConfigurationError, LockNotAcquiredError, NonRetryableError
+from pyqcore.errors import ConfigurationError, LockNotAcquiredError
 from pyqcore.health import warn_if_evicting
 from pyqcore.job import ErrorInfo, Job
 from pyqcore.keys import QueueKeys, partitions_key, registry_key
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyqcore")
 
-due_of = itemgetter(0)  # a NewJob's due time: only jobs due alike share an enqueue call
+due_of = itemgetter(0)  # a NewJob's Shared: only jobs due alike, with one limit, share a call
 ADDS_IN_FLIGHT = 2  # enqueue calls in flight per partition before adds wait and share one
 
 
@@ -104,19 +107,22 @@ class QueueCore:
     # -- producing -----------------------------------------------------------------------------
 
     def add(
-        self, payload: Any, *, context: Any = None, delay: float = 0.0,
-        job_id: str | None = None, partition_key: str | None = None,
+        self, payload: Any, *, context: Any = None, delay: float | None = None,
+        at: datetime | None = None, job_id: str | None = None,
+        partition_key: str | None = None, max_retries: int | None = None,
     ) -> Flow[str]:
         """Add one job; returns its id. With ``job_id`` the add is idempotent: if a job with
-        that id exists, nothing changes. ``delay`` (seconds) schedules it for later. On a
-        partitioned queue, jobs with the same ``partition_key`` share a partition (and FIFO).
-        Concurrent adds (tasks, threads) on one queue object share script calls: the adds
-        that arrive while one is in flight go together in the next (``pyqcore.core.coalesce``);
-        each is checked and encoded first (when the flow starts: on asyncio at ``await``), so
-        a bad one fails only its caller."""
+        that id exists, nothing changes. ``delay`` (seconds from now) or ``at`` (an aware
+        datetime), both on the Redis server's clock, schedule it for later. ``max_retries``
+        overrides the queue's for this job. On a partitioned queue, jobs with the same
+        ``partition_key`` share a partition (and FIFO). Concurrent adds (tasks, threads) on one
+        queue object share script calls: the adds that arrive while one is in flight go
+        together in the next (``pyqcore.core.coalesce``); each is checked and encoded first
+        (when the flow starts: on asyncio at ``await``), so a bad one fails only its caller."""
         if self.tracing is not None:
             context = self.tracing.inject(context)
-        partition, job = self.partitions.add_one(payload, context, delay, job_id, partition_key)
+        shared = shared_of(delay, at, max_retries)
+        partition, job = self.partitions.add_one(payload, context, shared, job_id, partition_key)
         return (yield from self._adds[partition].submit(job))
 
     def _enqueue(self, part: QueueCalls, jobs: list[NewJob]) -> Call[list[str]] | Flow[list[str]]:
@@ -131,28 +137,30 @@ class QueueCore:
         return ids
 
     def add_batch(
-        self, payloads: Iterable[Any], *, context: Any = None, delay: float = 0.0,
-        job_ids: Sequence[str | None] | None = None,
-        partition_keys: Sequence[str | None] | None = None,
+        self, payloads: Iterable[Any], *, context: Any = None, delay: float | None = None,
+        at: datetime | None = None, job_ids: Sequence[str | None] | None = None,
+        partition_keys: Sequence[str | None] | None = None, max_retries: int | None = None,
     ) -> Flow[list[str]]:
         """Add many jobs with one script call per ``batch_size`` jobs (and partition), all
         sent in one round trip; returns their ids in order. Every payload is encoded before
         anything is written, so one unserializable payload writes nothing. Each call of the
-        round trip is atomic."""
+        round trip is atomic. ``delay``, ``at`` and ``max_retries`` apply to every job, as
+        in ``add``."""
         if self.tracing is not None:  # now: the caller's context, wherever the flow runs
             context = self.tracing.inject(context)
-        return self._add_batch(payloads, context, delay, job_ids, partition_keys)
+        shared = shared_of(delay, at, max_retries)
+        return self._add_batch(payloads, context, shared, job_ids, partition_keys)
 
     def _add_batch(
-        self, payloads: Iterable[Any], context: Any, delay: float,
+        self, payloads: Iterable[Any], context: Any, shared: Shared,
         job_ids: Sequence[str | None] | None, partition_keys: Sequence[str | None] | None,
     ) -> Flow[list[str]]:
         payloads, ids, keys = batch_arguments(payloads, job_ids, partition_keys)
         contexts = [context] * len(payloads)
-        calls, positions = self.partitions.add(payloads, contexts, delay, ids, keys)
+        calls, positions = self.partitions.add(payloads, contexts, shared, ids, keys)
         if not self.announced:  # encoded again once announced, dated with the server offset
             yield from self.announce()
-            calls, positions = self.partitions.add(payloads, contexts, delay, ids, keys)
+            calls, positions = self.partitions.add(payloads, contexts, shared, ids, keys)
         chunks = (yield calls) if calls else []
         return in_caller_order(chunks, positions, len(payloads))
 
@@ -218,15 +226,17 @@ class QueueCore:
 
     def fail(self, job: Job, error: BaseException | ErrorInfo, *, retry: bool = True
              ) -> Flow[Outcome]:
-        """Record a failed delivery: retry after the backoff while attempts remain (and
-        ``retry``, and the error is not a ``NonRetryableError``), else move the job to the
-        dead-letter queue. Raises LeaseLostError if the lease is stale."""
+        """Record a failed delivery: retry after the backoff while attempts remain (the job's
+        own ``max_retries``, else the queue's), ``retry`` is true and the queue's retry rules
+        allow the error (not a ``NonRetryableError``, nor one of ``dead_on``; one of
+        ``retry_on`` if set), else move the job to the dead-letter queue. Raises
+        LeaseLostError if the lease is stale."""
         if not isinstance(error, BaseException | ErrorInfo):
             raise ConfigurationError(f"fail needs the exception (or an ErrorInfo) the job "
                                      f"failed with, got {error!r:.80}")
         [job] = as_job_list(job)
         info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
-        retry = retry and not isinstance(error, NonRetryableError)
+        retry = retry and (isinstance(error, ErrorInfo) or self.settings.retries(error))
         failed = yield self.partitions.of(job).failure(job, info, retry)
         outcome: Outcome = failed.outcome
         return outcome

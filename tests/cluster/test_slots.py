@@ -44,7 +44,7 @@ def every_call(queue: str) -> list[Call[Any]]:
     lock_key = QueueKeys("pyqcore", queue).lock("user:7")
     token = "0123456789abcdef"
     built: list[Call[Any]] = [
-        calls.enqueue([""], [b"record"], 0),
+        calls.enqueue([""], [b"record"]),
         calls.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=token),
         calls.ack([("1", token)]),
         calls.fail("1", token, max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),

@@ -25,15 +25,16 @@ def core(*, batch_size: int = 1000, announce: bool = False) -> QueueCore:
 
 
 def payloads(call: Call[object]) -> list[object]:
-    """The payloads an enqueue call carries: ARGV is delay, prefix, n, n records[, n ids]."""
+    """The payloads an enqueue call carries: ARGV is due, prefix, n, max_attempts, n records[,
+    n ids]."""
     n = int(call.args[2])
-    return [decode_record(MSGPACK, r)[0] for r in call.args[3 : 3 + n]
+    return [decode_record(MSGPACK, r)[0] for r in call.args[4 : 4 + n]
             if isinstance(r, bytes)]
 
 
 def ids_sent(call: Call[object]) -> list[object]:
     n = int(call.args[2])
-    return list(call.args[3 + n :])
+    return list(call.args[4 + n :])
 
 
 def busy(queue: QueueCore, *payloads: str) -> list[Dialog]:

@@ -23,7 +23,8 @@ ARGV
                                       take the queue's next number (so a batch of automatic ids
                                       sends no id at all: half the arguments)
 REPLY
-  id                       for a plain add (n = 1, no id given, delay_ms 0): the id it got,
+  id                       for a plain add (n = 1, no id given, due 0, max_attempts 0): the id
+                           it got,
                            alone (a bulk string)
   {0, autos, d1, d2, ...}  otherwise: autos = the ids given to the automatic ids, in order,
                            joined by ","
@@ -66,10 +67,10 @@ end
 -- and nothing else, before the checks and helpers the other calls need are even set up, and
 -- the id alone as the reply (a table reply costs Redis more than the three commands' own
 -- work; bench/README.md). It does exactly what the general path below does for these ARGV.
-if #ARGV == 4 and ARGV[1] == '0' and ARGV[3] == '1' then
+if #ARGV == 5 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' then
   local base = ARGV[2] .. string.format('%d', redis.call('HINCRBY', KEYS[4], 'added', '1'))
   local id, retry = base, 0
-  while redis.call('HSETNX', KEYS[3], id, ARGV[4]) == 0 do -- a custom id took this number
+  while redis.call('HSETNX', KEYS[3], id, ARGV[5]) == 0 do -- a custom id took this number
     retry = retry + 1
     id = base .. '~' .. retry
   end

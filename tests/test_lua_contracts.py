@@ -45,7 +45,8 @@ class Queue:
         return self.keys.key(part)
 
     def add(self, *ids: str, delay: int = 0, now: int = NOW) -> Any:
-        return self("enqueue", delay, "", len(ids), *(f"record {i}" for i in ids), *ids, now=now)
+        return self("enqueue", delay, "", len(ids), 0, *(f"record {i}" for i in ids), *ids,
+                    now=now)
 
     def reserve(self, count: int, token: str = T1, *, now: int = NOW, sweep: int = 1000,
                 vis: int = VIS, max_attempts: int = 4) -> Any:
@@ -159,7 +160,7 @@ def test_integer_arguments_are_integers(q: Queue) -> None:
 def test_enqueue_reports_the_duplicates_it_skipped(q: Queue) -> None:
     assert q.add("x") == [Code.OK, b""]
     assert q.add("x") == [Code.OK, b"", 1]
-    assert q("enqueue", 0, "", 3, "r1", "r2", "r3", "x", "y", "y") == [Code.OK, b"", 1, 3]
+    assert q("enqueue", 0, "", 3, 0, "r1", "r2", "r3", "x", "y", "y") == [Code.OK, b"", 1, 3]
     assert q.ready() == [b"x", b"y"]
 
 
@@ -173,9 +174,9 @@ def test_automatic_ids_step_around_every_taken_suffix(client: redis.Redis) -> No
 
 def test_a_partitions_automatic_ids_carry_its_prefix(client: redis.Redis) -> None:
     part = Queue(client, "c", partition=3)
-    assert part("enqueue", 0, "3-", 1, "record") == b"3-1"  # a plain add: the id alone
-    assert part("enqueue", 0, "3-", 2, "r", "r") == [Code.OK, b"3-2,3-3"]
-    assert part("enqueue", 5000, "3-", 1, "later") == [Code.OK, b"3-4"]  # one, delayed
+    assert part("enqueue", 0, "3-", 1, 0, "record") == b"3-1"  # a plain add: the id alone
+    assert part("enqueue", 0, "3-", 2, 0, "r", "r") == [Code.OK, b"3-2,3-3"]
+    assert part("enqueue", 5000, "3-", 1, 0, "later") == [Code.OK, b"3-4"]  # one, delayed
 
 
 def test_a_plain_add_does_what_the_general_path_does(client: redis.Redis) -> None:
@@ -185,13 +186,13 @@ def test_a_plain_add_does_what_the_general_path_does(client: redis.Redis) -> Non
     custom id took gets a suffix, and the count stays exact."""
     plain, general = Queue(client, "plain"), Queue(client, "general")
     for queue in (plain, general):  # job "2" exists (leased) and nothing is ready
-        queue("enqueue", 0, "", 1, "custom", "2")
+        queue("enqueue", 0, "", 1, 0, "custom", "2")
         queue.reserve(1)
         client.delete(queue.key("wake"))
     for n in range(4):
         record = f"record {n}"
-        got = plain("enqueue", 0, "", 1, record)
-        assert general("enqueue", 0, "", 1, record, "") == [Code.OK, got]
+        got = plain("enqueue", 0, "", 1, 0, record)
+        assert general("enqueue", 0, "", 1, 0, record, "") == [Code.OK, got]
     assert plain.ready() == general.ready() == [b"2~1", b"3", b"4", b"5"]
 
     def state(queue: Queue) -> list[Any]:

@@ -214,7 +214,7 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
 
 
 BAD_ARGS = {
-    "enqueue": ["soon", "", "1", "rec"],
+    "enqueue": ["soon", "", "1", "0", "rec"],
     "reserve": ["5", "1000", "1", "10", "0"],
     "ack": ["lonely-id"],
     "fail": ["1", "1", "0", "0", "{}", "1"],

@@ -56,7 +56,7 @@ def test_records_are_dated_by_the_server_clock_learned_with_the_announcement() -
     server_ms = round((time.time() + 3600) * 1000)
     flow.answer([1, None, server_time(server_ms)])
     enqueue = flow.script()
-    _, _, stamped = MSGPACK.loads(cast(bytes, enqueue.args[3]))
+    _, _, stamped = MSGPACK.loads(cast(bytes, enqueue.args[4]))
     assert abs(stamped - server_ms) < 60_000  # within a minute, not an hour
     assert abs(queue.settings.offset.ms - 3_600_000) < 60_000
 
@@ -67,7 +67,7 @@ def test_a_test_clock_is_sent_only_to_the_scripts_that_read_the_clock() -> None:
     queue.announced = True
     add = Dialog(queue.add("a")).script()
     assert add.args[0] == int(NOW * 1000) and add.script.reads_clock  # the variant's ARGV
-    assert MSGPACK.loads(cast(bytes, add.args[4]))[2] == int(NOW * 1000)  # and the record's date
+    assert MSGPACK.loads(cast(bytes, add.args[5]))[2] == int(NOW * 1000)  # and the record's date
     [ack] = Dialog(queue.ack(job("1"))).round()
     assert ack.args == ["1", "ab" * 8] and not ack.script.reads_clock
     production = QueueCore(QueueSettings(name="q"), cluster=False)
@@ -92,7 +92,7 @@ def test_ids_come_back_in_the_callers_order_across_partitions() -> None:
     # Each call's jobs get ids named after the payloads they carry.
     replies = []
     for call in calls:
-        payloads = [MSGPACK.loads(r)[0] for r in call.args[3:]]
+        payloads = [MSGPACK.loads(r)[0] for r in call.args[4:]]
         replies.append([0, ",".join(f"id-{p}" for p in payloads).encode()])
     flow.answer(replies)
     assert flow.result == ["id-a", "id-b", "id-c"]

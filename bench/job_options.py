@@ -1,0 +1,154 @@
+"""What a job's own options cost on the hot path: Redis's time per job in each script (INFO
+commandstats) and the worker's CPU per job, for plain jobs and for jobs added with ``at=``, with
+their own ``max_retries=``, and with a ``timeout=``; with ``--before DIR``, plain jobs on another
+checkout (the code before these options existed), to show that off costs nothing.
+
+    python bench/job_options.py [--url URL] [--rounds N] [--jobs N] [--before DIR]
+
+Each measurement is a fresh process, in alternating rounds so drift hits every variant alike.
+In turn, each phase alone between two ``CONFIG RESETSTAT`` (so ``cmdstat_evalsha`` is that
+script's time, the commands it runs included): single adds, ``add_batch`` of 1,000, reserves
+of 100 (all jobs leased), acks of 100; then a drain of the same number of jobs by
+``process(burst=True)`` with an empty handler and one slot, timing the process's CPU.
+Writes the table to bench/results/job_options.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "job_options.md"
+SINGLE = 2_000  # single adds timed per measurement
+VARIANTS = {
+    "before": "plain, before the options (--before checkout)",
+    "plain": "plain",
+    "at": "add(at=a time that has passed)",
+    "max_retries": "add(max_retries=3)",
+    "timeout": "add(timeout=30.0)",
+}
+COLUMNS = ("add", "add_batch", "reserve", "ack", "worker_cpu")
+
+
+def options_of(variant: str) -> dict[str, Any]:
+    """The add options of a variant."""
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    return {"at": {"at": datetime(2020, 1, 1, tzinfo=timezone.utc)},
+            "max_retries": {"max_retries": 3},
+            "timeout": {"timeout": 30.0}}.get(variant, {})
+
+
+def measure(variant: str, url: str, jobs: int) -> dict[str, float]:
+    """One measurement in this process (see the module docstring): µs per job."""
+    import redis  # noqa: PLC0415 - after --before put its checkout first on sys.path
+
+    from pyqcore import BaseQueue  # noqa: PLC0415
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    queue = BaseQueue(client, name="options", handler=lambda job: None)
+    options = options_of(variant)
+
+    def redis_usec() -> float:
+        stats: dict[str, Any] = client.info("commandstats")
+        return float(stats.get("cmdstat_evalsha", {}).get("usec", 0))
+
+    result: dict[str, float] = {}
+    queue.add("warm-up", **options)  # the queue's announcement and script loads, untimed
+    client.flushall()
+    client.config_resetstat()
+    for i in range(SINGLE):
+        queue.add(i, **options)
+    result["add"] = redis_usec() / SINGLE
+    client.flushall()
+    client.config_resetstat()
+    for start in range(0, jobs, 1000):
+        queue.add_batch(range(start, min(start + 1000, jobs)), **options)
+    result["add_batch"] = redis_usec() / jobs
+    client.config_resetstat()
+    leased = []
+    while batch := queue.reserve(count=100):
+        leased.append(batch)
+    result["reserve"] = redis_usec() / jobs
+    client.config_resetstat()
+    for batch in leased:
+        queue.ack(batch)
+    result["ack"] = redis_usec() / jobs
+    for start in range(0, jobs, 1000):
+        queue.add_batch(range(start, min(start + 1000, jobs)), **options)
+    cpu = time.process_time()
+    queue.process(burst=True)
+    result["worker_cpu"] = (time.process_time() - cpu) / jobs * 1e6
+    return result
+
+
+def child(variant: str, url: str, jobs: int, checkout: Path) -> dict[str, float]:
+    """``measure`` in a new process, importing pyqcore from ``checkout``."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    out = subprocess.run([sys.executable, __file__, "--child", variant, "--url", url,
+                          "--jobs", str(jobs)], env=env, capture_output=True, text=True,
+                         check=True, cwd=checkout)
+    result: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
+    """Medians per variant and column, and each against plain."""
+    plain = {c: statistics.median(r[c] for r in results["plain"]) for c in COLUMNS}
+    lines = ["| variant | enqueue, single add | enqueue, add_batch | reserve | ack | "
+             "worker CPU (drain) |", "|---|---:|---:|---:|---:|---:|"]
+    for variant, runs in results.items():
+        cells = []
+        for c in COLUMNS:
+            value = statistics.median(r[c] for r in runs)
+            cells.append(f"{value:.2f} ({value - plain[c]:+.2f})")
+        lines.append(f"| {VARIANTS[variant]} | {' | '.join(cells)} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--url", help="measure on this Redis (it is FLUSHALLed!) instead of a new one")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds of every variant")
+    p.add_argument("--jobs", type=int, default=20_000, help="jobs per phase")
+    p.add_argument("--before", type=Path, help="a checkout to measure plain jobs on too")
+    p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        print(json.dumps(measure(a.child, a.url, a.jobs)))
+        return 0
+    sys.path.insert(0, str(ROOT))  # run from a checkout
+    from tests.support import LocalRedis  # noqa: PLC0415
+
+    variants = [v for v in VARIANTS if v != "before" or a.before]
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    with contextlib.ExitStack() as stack:
+        url = a.url or stack.enter_context(LocalRedis()).url
+        for round_ in range(a.rounds):
+            for variant in variants[round_ % len(variants):] + variants[:round_ % len(variants)]:
+                checkout = a.before if variant == "before" else ROOT
+                results[variant].append(child(variant, url, a.jobs, checkout))
+    text = "\n".join([
+        "# pyqcore: what a job's own options cost on the hot path", "",
+        f"{time.strftime('%Y-%m-%d %H:%M')} · µs per job (difference with plain): Redis's "
+        "time in each script (INFO commandstats), and the worker process's CPU draining an "
+        f"empty handler with one slot; {a.jobs:,} jobs per phase ({SINGLE:,} single adds), "
+        f"{a.rounds} alternating runs per variant; `python bench/job_options.py` to rerun.",
+        "", *table(results), ""])
+    RESULTS.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,9 +43,12 @@ def options_of(variant: str) -> dict[str, Any]:
     """The add options of a variant."""
     from datetime import datetime, timezone  # noqa: PLC0415
 
-    return {"at": {"at": datetime(2020, 1, 1, tzinfo=timezone.utc)},
-            "max_retries": {"max_retries": 3},
-            "timeout": {"timeout": 30.0}}.get(variant, {})
+    options: dict[str, dict[str, Any]] = {
+        "at": {"at": datetime(2020, 1, 1, tzinfo=timezone.utc)},
+        "max_retries": {"max_retries": 3},
+        "timeout": {"timeout": 30.0},
+    }
+    return options.get(variant, {})
 
 
 def measure(variant: str, url: str, jobs: int) -> dict[str, float]:

@@ -432,8 +432,9 @@ def test_any_argv_gets_a_reply_code_never_a_lua_error(client: redis.Redis, name:
 
 
 def plain_add(args: list[str | bytes]) -> bool:
-    """Whether enqueue's ARGV are a plain add's: one record, no id, no delay."""
-    return len(args) == 4 and args[0] in ("0", b"0") and args[2] in ("1", b"1")
+    """Whether enqueue's ARGV are a plain add's: one record, no id, no delay, no own limit."""
+    return (len(args) == 5 and args[0] in ("0", b"0") and args[2] in ("1", b"1")
+            and args[3] in ("0", b"0"))
 
 
 @pytest.mark.parametrize("name", ["ack", "release", "extend", "fail"])

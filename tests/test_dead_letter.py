@@ -32,6 +32,7 @@ def test_items_carry_payload_context_and_error(manager: QueueManager, clock: Fak
     assert (item.error.type, item.error.message) == ("ValueError", "card declined")
     assert "ValueError: card declined" in item.error.traceback
     assert item.failed_at == clock.now and item.attempts == 1 and item.redrives == 0
+    assert item.record is None  # decoded: no raw bytes to show
     assert manager.dead_letter_queue.count() == 1
 
 

@@ -58,6 +58,27 @@ def test_process_all_queues_needs_a_handler(manager: QueueManager) -> None:
         queue.process_job(queue.reserve()[0])
 
 
+def test_a_worker_needs_a_handler(api: Api, manager: QueueManager) -> None:
+    queue = manager.register("producer-only")
+    with pytest.raises(ConfigurationError, match="no handler"):
+        api.Worker(queue)
+
+
+def test_monitor_queue_sizes_processes_the_dead_letters_by_the_age_given(
+    manager: QueueManager, clock: FakeClock
+) -> None:
+    queue = manager.register("q", max_retries=0)
+    queue.add_batch(["old", "young"])
+    [old] = queue.reserve()
+    queue.fail(old, RuntimeError("boom"))
+    clock.advance(10)
+    [young] = queue.reserve()
+    queue.fail(young, RuntimeError("boom"))
+    assert manager.monitor_queue_sizes(max_age=5)["q"] == {
+        "ready": 1, "delayed": 0, "leased": 0, "dead": 0}  # old purged, young redriven
+    assert queue.stats()["purged"] == 1
+
+
 def test_monitor_queue_sizes_sees_queues_of_other_processes(
     api: Api, client: Client, clock: FakeClock
 ) -> None:

@@ -72,3 +72,22 @@ def test_the_collector_exports_the_snapshot_and_the_workers_alive(client: Client
     assert value("pyqcore_oldest_ready_seconds", queue="emails") == pytest.approx(90.0)
     assert value("pyqcore_workers", queue="emails") == 1
     assert value("pyqcore_workers", queue="empty") is None
+
+
+@BOTH_DRIVERS
+def test_snapshot_ages_the_oldest_head_of_any_partition_and_skips_a_corrupt_record(
+    api: Api, client: Client, clock: FakeClock
+) -> None:
+    manager = api.QueueManager(client, clock=clock)
+    queue = manager.register("parts", partitions=2)
+    old = queue.add("old")
+    clock.advance(60)
+    new = queue.add("new")  # round robin: the other partition
+    assert old.split("-")[0] != new.split("-")[0]
+    [snapshot] = manager.snapshot().values()
+    assert (snapshot.partitions, snapshot.counts["ready"]) == (2, 2)
+    assert snapshot.oldest_ready_age == pytest.approx(60.0)
+    part = queue.core.partitions.parts[int(old.split("-")[0])]
+    client.hset(part.keys.key("jobs"), old, b"\xc1 not a record")
+    clock.advance(1)
+    assert manager.snapshot()["parts"].oldest_ready_age == pytest.approx(1.0)

@@ -45,7 +45,7 @@ def test_a_running_worker_is_listed_with_what_it_holds_and_leaves_when_it_stops(
     [me] = manager.workers()
     assert (me.queues, me.slots, me.pid, me.done) == (["mail"], 3, os.getpid(), 0)
     assert [job_id for job_id, _ in me.oldest] == ["1"]
-    assert me.driver in ("sync", "asyncio")
+    assert me.driver == api.name
     release.set()
     wait_for(lambda: [w.done for w in manager.workers()] == [1])
     worker.stop.set()

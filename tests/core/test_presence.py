@@ -51,6 +51,31 @@ def test_a_beat_writes_the_worker_expiring_and_trims_the_index() -> None:
     assert flow.result is None
 
 
+def test_a_beat_shows_the_ten_longest_held_jobs_of_more() -> None:
+    jobs = [Job(str(i), "emails", None, None, 1, NOW, "ab" * 8, NOW + 30, 0) for i in range(12)]
+    me = presence(jobs)
+    hset, *_ = Dialog(me.beat()).round()
+    fields = dict(zip(hset.args[2::2], hset.args[3::2], strict=True))
+    assert fields["held"] == 12
+    assert [job_id for job_id, _ in json.loads(fields["oldest"])] == [str(i) for i in range(10)]
+
+
+def test_a_worker_started_at_its_first_beat_and_beat_at_its_last() -> None:
+    me = presence()
+    clock = me.core.settings.clock
+    assert isinstance(clock, ManualClock)
+
+    def beat() -> dict[str, object]:
+        hset, *_ = Dialog(me.beat()).round()
+        return dict(zip(hset.args[2::2], hset.args[3::2], strict=True))
+
+    first = beat()
+    clock.advance(BEAT_SECONDS)
+    second = beat()
+    assert first["started_ms"] == second["started_ms"] == int(NOW * 1000)
+    assert second["beat_ms"] == int((NOW + BEAT_SECONDS) * 1000)
+
+
 def test_the_loop_beats_until_the_worker_finishes_then_leaves() -> None:
     me = presence()
     flow = Dialog(presence_loop(me))
@@ -81,5 +106,8 @@ def test_a_listing_shows_the_workers_that_beat_recently_oldest_first() -> None:
     flow.answer([entry("b", 2000), entry("a", 1000), {}])  # "gone" expired meanwhile
     workers = flow.result
     assert [w.id for w in workers] == ["a", "b"]
-    assert (workers[0].queues, workers[0].oldest, workers[0].started_at) == (
-        ["a", "b"], [("7", 1.5)], 1.0)
+    a = workers[0]
+    assert (a.queues, a.oldest, a.started_at, a.last_beat) == (["a", "b"], [("7", 1.5)], 1.0,
+                                                                0.005)
+    assert (a.host, a.pid, a.driver, a.slots, a.done, a.failed, a.held) == (
+        "h", 9, "asyncio", 2, 1, 0, 1)

@@ -43,6 +43,9 @@ SUBSET = (
     "tests/test_partitions.py",
     "tests/test_manager.py",
     "tests/test_worker.py",
+    "tests/test_workers.py",
+    "tests/test_metrics.py",
+    "tests/test_queue_model.py",
 )
 # What decides whether a venv must be rebuilt.
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "ext/_cmsgpack.pyx")

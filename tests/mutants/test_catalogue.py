@@ -36,7 +36,7 @@ def test_every_script_and_include_and_core_module_has_mutants() -> None:
     assert scripts <= mutated, sorted(scripts - mutated)
     assert includes <= mutated, sorted(includes - mutated)
     flows = {"slot", "queue", "partitions", "calls", "dead_letters", "registry", "manager",
-             "coalesce"}
+             "coalesce", "presence", "worker"}
     assert flows <= {Path(m.path).stem for m in CORE}
 
 

@@ -591,11 +591,11 @@ def record(payload: str | None, context: str | None, decode: bool) -> None:
     if decode:
         data = sys.stdin.buffer.read()
         try:
-            value, ctx, enqueued_ms = decode_record(MSGPACK, data)
+            value, ctx, enqueued_ms, _ = decode_record(MSGPACK, data)
         except DeserializationError:
             if not data.endswith(b"\n"):  # redis-cli --raw ends its output with a newline
                 raise
-            value, ctx, enqueued_ms = decode_record(MSGPACK, data[:-1])
+            value, ctx, enqueued_ms, _ = decode_record(MSGPACK, data[:-1])
         click.echo(json.dumps({"payload": value, "context": ctx,
                                "enqueued_at": enqueued_ms / 1000}, default=repr))
         return

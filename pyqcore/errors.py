@@ -52,6 +52,11 @@ class LockNotAcquiredError(PyqcoreError):
     """``queue.lock(key)`` could not get the lock before its timeout."""
 
 
+class JobTimeoutError(PyqcoreError):
+    """A delivery ran past its timeout (the queue's ``timeout``, or the job's own): the worker
+    failed it (retried or dead as usual), cancelling an ``async def`` handler."""
+
+
 class NonRetryableError(PyqcoreError):
     """Raise from ``process_job`` to send the job straight to the dead-letter queue."""
 

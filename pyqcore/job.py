@@ -1,6 +1,7 @@
 """The values pyqcore hands out: a leased ``Job``, a ``DeadLetterItem``, and job records.
 
-A job record is what the jobs hash stores: ``serializer.dumps([payload, context, enqueued_ms])``.
+A job record is what the jobs hash stores: ``serializer.dumps([payload, context, enqueued_ms])``,
+or ``[payload, context, enqueued_ms, timeout_ms]`` for a job added with its own timeout.
 Records are immutable; a lease is a member of the leased set, past deliveries are in meta.
 """
 
@@ -29,6 +30,13 @@ class Job:
     token: str  # the lease token; ack/fail/extend are refused once it is stale
     lease_deadline: float  # seconds since the epoch; extended by heartbeats
     partition: int = 0  # which partition of a partitioned queue holds it (0 otherwise)
+    timeout: float | None = None  # seconds a run may take: the job's own, else the queue's
+
+
+def run_timeout(jobs: Sequence[Job]) -> float | None:
+    """The timeout of a run of ``jobs`` (a batch handler's): the shortest of theirs, or None."""
+    timeouts = [job.timeout for job in jobs if job.timeout is not None]
+    return min(timeouts) if timeouts else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +97,14 @@ class DeadLetterItem:
 
 
 def encode_record(
-    serializer: Serializer, payload: Any, context: Any, enqueued_ms: int, max_bytes: int
+    serializer: Serializer, payload: Any, context: Any, enqueued_ms: int, max_bytes: int, *,
+    timeout_ms: int = 0,
 ) -> bytes:
-    """Serialize one job record, or raise SerializationError / PayloadTooLargeError."""
+    """Serialize one job record (with the job's own timeout, if it has one: ``timeout_ms``),
+    or raise SerializationError / PayloadTooLargeError."""
     try:
-        record = serializer.dumps([payload, context, enqueued_ms])
+        record = serializer.dumps([payload, context, enqueued_ms, timeout_ms] if timeout_ms
+                                  else [payload, context, enqueued_ms])
     except SerializationError as exc:  # its path is in the record: say payload or context
         message = str(exc)
         for index, part in (("$[0]", "payload: $"), ("$[1]", "context: $")):
@@ -111,12 +122,12 @@ def encode_record(
 
 def encode_records(
     serializer: Serializer, payloads: Sequence[Any], contexts: Sequence[Any], enqueued_ms: int,
-    max_bytes: int,
+    max_bytes: int, *, timeout_ms: int = 0,
 ) -> list[bytes]:
     """Serialize job records, all before any write: any failure raises, naming the job's
     position in the batch when there are several."""
     try:
-        return [encode_record(serializer, p, c, enqueued_ms, max_bytes)
+        return [encode_record(serializer, p, c, enqueued_ms, max_bytes, timeout_ms=timeout_ms)
                 for p, c in zip(payloads, contexts, strict=True)]
     except SerializationError as exc:
         if len(payloads) == 1:
@@ -129,14 +140,20 @@ def encode_records(
         raise  # it failed once and not again: a value that changed meanwhile
 
 
-def decode_record(serializer: Serializer, record: bytes) -> tuple[Any, Any, int]:
-    """Parse a stored record into (payload, context, enqueued_ms) or raise DeserializationError."""
+def decode_record(serializer: Serializer, record: bytes) -> tuple[Any, Any, int, int]:
+    """Parse a stored record into (payload, context, enqueued_ms, timeout_ms: 0 for none) or
+    raise DeserializationError."""
     try:
         value = serializer.loads(record)
     except DeserializationError:
         raise
     except Exception as exc:
         raise DeserializationError(f"cannot decode job record: {exc}") from exc
-    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], int)):
+    if not (isinstance(value, list) and len(value) in (3, 4) and isinstance(value[2], int)):
         raise DeserializationError("not a job record: expected [payload, context, enqueued_ms]")
-    return value[0], value[1], value[2]
+    if len(value) == 3:
+        return value[0], value[1], value[2], 0
+    if len(value) == 4 and type(value[3]) is int and value[3] > 0:
+        return value[0], value[1], value[2], value[3]
+    raise DeserializationError("not a job record: expected [payload, context, enqueued_ms] "
+                               "or [payload, context, enqueued_ms, timeout_ms]")

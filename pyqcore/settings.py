@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pyqcore.backoff import Backoff
+from pyqcore.checks import check_seconds
 from pyqcore.errors import ConfigurationError, NonRetryableError
 from pyqcore.keys import DEFAULT_PREFIX, validate_name
 from pyqcore.serializer import MSGPACK, Serializer
@@ -85,6 +86,7 @@ class QueueSettings:
     clock: ManualClock | None = None  # None: the server's (tests pass a ManualClock)
     rng: random.Random = field(default_factory=random.Random)
     tracing: bool = False  # OpenTelemetry: trace context in each job, a span per run
+    timeout: float | None = None  # seconds a handler run may take (None: no limit)
     retry_on: tuple[type[BaseException], ...] | None = None  # None: every exception retries
     dead_on: tuple[type[BaseException], ...] = ()  # these bury the job at once
     offset: ServerOffset = field(default_factory=ServerOffset, compare=False, repr=False)
@@ -96,6 +98,8 @@ class QueueSettings:
         _number("max_retries", self.max_retries, 0, MAX_RETRIES_LIMIT, integer=True)
         _number("visibility_timeout", self.visibility_timeout, 0.001, MAX_VISIBILITY_TIMEOUT,
                 integer=False)
+        if self.timeout is not None:
+            check_seconds("timeout", self.timeout, high=MAX_VISIBILITY_TIMEOUT)
         _number("max_payload_bytes", self.max_payload_bytes, 1, 512 * 1024 * 1024, integer=True)
         _number("batch_size", self.batch_size, 1, MAX_BATCH, integer=True)
         _number("partitions", self.partitions, 1, MAX_PARTITIONS, integer=True)

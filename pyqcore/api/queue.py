@@ -56,6 +56,7 @@ class QueueOptions(TypedDict, total=False):
     clock: ManualClock | None  # tests only: the queue's clock is the Redis server's
     rng: random.Random | None
     tracing: bool | None
+    timeout: float | None
     retry_on: type[BaseException] | Iterable[type[BaseException]] | None
     dead_on: type[BaseException] | Iterable[type[BaseException]] | None
 
@@ -72,6 +73,7 @@ class QueueApi:
     batch_size: int = 1000  # most jobs per enqueue script call
     partitions: int = 1  # hash tags (so cluster slots) the queue is spread over
     tracing: bool = False  # OpenTelemetry (pyqcore[otel]): trace context in jobs, run spans
+    timeout: float | None = None  # seconds a handler run may take (None: no limit)
     # Retry rules: a failure with an exception of dead_on (or, when retry_on is set, of none of
     # retry_on) goes to the dead-letter queue at once, attempts left or not.
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None
@@ -114,6 +116,7 @@ class QueueApi:
             clock=options.get("clock"),
             rng=options.get("rng") or random.Random(),
             tracing=given("tracing"),
+            timeout=given("timeout"),
             retry_on=given("retry_on"),  # a class or several: made a tuple there
             dead_on=given("dead_on"),
         )
@@ -122,7 +125,7 @@ class QueueApi:
         self.visibility_timeout, self.serializer = s.visibility_timeout, s.serializer
         self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
         self.partitions, self.tracing = s.partitions, s.tracing
-        self.retry_on, self.dead_on = s.retry_on, s.dead_on
+        self.retry_on, self.dead_on, self.timeout = s.retry_on, s.dead_on, s.timeout
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
         self.core = QueueCore(s, cluster=driver.cluster, new_waiter=driver.new_waiter)
         self.core.check_eviction = first_use(driver.client)
@@ -141,6 +144,14 @@ class QueueApi:
         overridden."""
         return (self.handler is not None or self.batch_handler is not None
                 or not _is_default(type(self).process_job) or self.handles_batches)
+
+    def handler_is_coroutine(self, batches: bool = False) -> bool:
+        """Whether the job (or batch) handler is an ``async def``, which a timeout cancels:
+        the overriding method, else the ``handler=`` (``batch_handler=``) given."""
+        method = type(self).process_jobs if batches else type(self).process_job
+        if _is_default(method):
+            return is_coroutine_function(self.batch_handler if batches else self.handler)
+        return is_coroutine_function(method)
 
     def missing_handler(self, batches: bool = False) -> ConfigurationError:
         """The error of a queue asked to process jobs without a handler."""

@@ -23,7 +23,8 @@ from pyqcore.core.slot import (
     slot_loop,
 )
 from pyqcore.core.worker import WorkerBase, may_install_signal_handlers
-from pyqcore.job import Job
+from pyqcore.handler_timeout import within
+from pyqcore.job import Job, run_timeout
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -39,10 +40,15 @@ class Worker(WorkerBase):
                  **options: Unpack[WorkerOptions]) -> None:
         self.stop = stop or asyncio.Event()
         self._finished = asyncio.Event()
+        self._alarm = asyncio.Event()
         super().__init__(queue, concurrency=concurrency, stop=self.stop,
-                         finished=self._finished, driver="asyncio", **options)
+                         finished=self._finished, alarm=self._alarm, driver="asyncio",
+                         **options)
         self._run_job = awaitable(queue.process_job)
         self._run_batch = awaitable(queue.process_jobs)
+        # A coroutine is cancelled at its timeout; a thread cannot be (the heartbeat fails
+        # its jobs, and the slot waits for it)
+        self._cancellable = (queue.handler_is_coroutine(), queue.handler_is_coroutine(True))
 
     async def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
         """Process until stopped (each slot a task); returns the report."""
@@ -56,6 +62,7 @@ class Worker(WorkerBase):
                                        for _ in range(self.concurrency)))
             finally:
                 self._finished.set()
+                self._alarm.set()
                 await asyncio.gather(heartbeat, presence)
         return self.outcome()
 
@@ -64,14 +71,18 @@ class Worker(WorkerBase):
         the batch handler on a ``Batch``, Redis for the rest."""
         kind = type(effect)
         if kind is Job:
+            timeout = effect.timeout if self._cancellable[0] else None
             try:
-                await self._run_job(effect)
+                await (self._run_job(effect) if timeout is None
+                       else within(self._run_job(effect), timeout))
             except Exception as exc:  # the job failed (the worker carries on)
                 return exc
             return None
         if kind is Batch:
+            timeout = run_timeout(effect.jobs) if self._cancellable[1] else None
             try:
-                return await self._run_batch(effect.jobs)
+                return await (self._run_batch(effect.jobs) if timeout is None
+                              else within(self._run_batch(effect.jobs), timeout))
             except Exception as exc:  # every job of the batch failed
                 return exc
         return await self.queue.driver.perform(effect)

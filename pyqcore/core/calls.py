@@ -89,6 +89,13 @@ def shared_of(delay: float | None, at: datetime | None, max_retries: int | None)
     return due, max_retries + 1
 
 
+def timeout_ms(timeout: float | None) -> int:
+    """A job's own timeout for its record, in ms (0: none, the queue's applies)."""
+    if timeout is None:
+        return 0
+    return max(1, round(check_seconds("timeout", timeout, high=MAX_VISIBILITY_TIMEOUT) * 1000))
+
+
 def _job_id(job_id: str | None) -> str:
     """A custom id as given (non-empty str up to MAX_JOB_ID bytes), or "" to be numbered."""
     if job_id is None:
@@ -243,25 +250,28 @@ class QueueCalls:
 
     def add(
         self, payloads: Sequence[Any], contexts: Sequence[Any], shared: Shared,
-        job_ids: Sequence[str | None],
+        job_ids: Sequence[str | None], *, timeout: int = 0,
     ) -> list[Call[list[str]]]:
         """Encode every record first (a bad one raises before any write), then one call per
-        ``batch_size`` jobs. Each call parses to the jobs' ids (an existing id for a duplicate)."""
+        ``batch_size`` jobs. Each call parses to the jobs' ids (an existing id for a duplicate).
+        ``timeout``: the jobs' own, in ms (0: none)."""
         s = self.settings
         records = encode_records(s.serializer, payloads, contexts, s.stamp_ms(),
-                                 s.max_payload_bytes)
+                                 s.max_payload_bytes, timeout_ms=timeout)
         custom = any(i is not None for i in job_ids)
         ids = [_job_id(i) for i in job_ids] if custom else [""] * len(records)
         step = s.batch_size
         return [self.enqueue(ids[i : i + step], records[i : i + step], shared)
                 for i in range(0, len(records), step)]
 
-    def add_one(self, payload: Any, context: Any, shared: Shared, job_id: str | None) -> NewJob:
+    def add_one(self, payload: Any, context: Any, shared: Shared, job_id: str | None, *,
+                timeout: int = 0) -> NewJob:
         """``add`` of a single job, checked and encoded, ready to be sent alone or with others
-        (``enqueue_jobs``)."""
+        (``enqueue_jobs``); ``timeout``: its own, in ms (0: none)."""
         s = self.settings
         return (shared,
-                encode_record(s.serializer, payload, context, s.stamp_ms(), s.max_payload_bytes),
+                encode_record(s.serializer, payload, context, s.stamp_ms(), s.max_payload_bytes,
+                              timeout_ms=timeout),
                 _job_id(job_id))
 
     def redated(self, jobs: Sequence[NewJob]) -> list[NewJob]:
@@ -270,9 +280,9 @@ class QueueCalls:
         s, stamp = self.settings, self.settings.stamp_ms()
         redone: list[NewJob] = []
         for shared, record, given in jobs:
-            payload, context, _ = decode_record(s.serializer, record)
+            payload, context, _, timeout = decode_record(s.serializer, record)
             redone.append((shared, encode_record(s.serializer, payload, context, stamp,
-                                                   s.max_payload_bytes), given))
+                                                 s.max_payload_bytes, timeout_ms=timeout), given))
         return redone
 
     def enqueue_jobs(self, jobs: Sequence[NewJob]) -> Call[list[str]]:
@@ -356,6 +366,7 @@ class QueueCalls:
     ) -> Call[Reservation]:
         """Lease up to ``count`` jobs (after promoting due and reclaiming expired ones)."""
         queue, loads, partition = self.queue, self.serializer, self.partition
+        default_timeout = self.settings.timeout
 
         def parse(reply: Any) -> Reservation:
             reply = checked(reply)
@@ -365,13 +376,13 @@ class QueueCalls:
             for i in range(4, len(reply), 3):
                 job_id = reply[i].decode()
                 try:
-                    payload, context, enqueued_ms = decode_record(loads, reply[i + 1])
+                    payload, context, enqueued_ms, own = decode_record(loads, reply[i + 1])
                 except DeserializationError as exc:
                     bad.append((job_id, token, exc))
                     continue
                 jobs.append(
                     Job(job_id, queue, payload, context, reply[i + 2], enqueued_ms / 1000.0,
-                        token, deadline, partition)
+                        token, deadline, partition, own / 1000.0 if own else default_timeout)
                 )
             return Reservation(jobs, bad, None if wait < 0 else wait, partition)
 

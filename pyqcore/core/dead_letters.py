@@ -249,7 +249,7 @@ def _item(queue: str, calls: QueueCalls, row: DeadRow) -> DeadLetterItem:
     raw = row.record
     if row.record is not None:
         try:
-            payload, context, enqueued_ms = decode_record(calls.serializer, row.record)
+            payload, context, enqueued_ms, _ = decode_record(calls.serializer, row.record)
             enqueued_at, raw = enqueued_ms / 1000.0, None
         except DeserializationError:
             pass

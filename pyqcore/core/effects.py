@@ -61,6 +61,14 @@ class Flag(Protocol):
     def is_set(self) -> bool: ...
 
 
+class Alarm(Flag, Protocol):
+    """A flag that can be set and cleared: a threading.Event or an asyncio.Event."""
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+
 class Pause(NamedTuple):
     """Sleep ``seconds``; with ``until``, wake as soon as that flag is set. Sends back whether
     the flag is set (False without one)."""

@@ -56,13 +56,13 @@ class Partitions:
 
     def add(
         self, payloads: Sequence[Any], contexts: Sequence[Any], shared: Shared,
-        job_ids: Sequence[str | None], keys: Sequence[str | None],
+        job_ids: Sequence[str | None], keys: Sequence[str | None], *, timeout: int = 0,
     ) -> tuple[list[Call[list[str]]], list[list[int]]]:
         """Enqueue calls for every partition a job goes to (each encodes its records before
         anything is sent), and, per call, the positions of its jobs in the caller's order."""
         if len(self.parts) == 1:
             self.route(job_ids, keys)  # checks the keys
-            calls = self.parts[0].add(payloads, contexts, shared, job_ids)
+            calls = self.parts[0].add(payloads, contexts, shared, job_ids, timeout=timeout)
             step = self.parts[0].settings.batch_size
             return calls, [list(range(i, min(i + step, len(payloads))))
                            for i in range(0, len(payloads), step)]
@@ -74,18 +74,19 @@ class Partitions:
                 continue
             step = part.settings.batch_size
             calls += part.add([payloads[i] for i in mine], [contexts[i] for i in mine], shared,
-                              [job_ids[i] for i in mine])
+                              [job_ids[i] for i in mine], timeout=timeout)
             positions += [mine[i : i + step] for i in range(0, len(mine), step)]
         return calls, positions
 
     def add_one(
-        self, payload: Any, context: Any, shared: Shared, job_id: str | None, key: str | None
+        self, payload: Any, context: Any, shared: Shared, job_id: str | None, key: str | None,
+        *, timeout: int = 0,
     ) -> tuple[int, NewJob]:
         """One job, checked and encoded, and the partition ``route`` gives it."""
         if key is None and len(self.parts) == 1:
-            return 0, self.parts[0].add_one(payload, context, shared, job_id)
+            return 0, self.parts[0].add_one(payload, context, shared, job_id, timeout=timeout)
         p = self.route([job_id], [key])[0]
-        return p, self.parts[p].add_one(payload, context, shared, job_id)
+        return p, self.parts[p].add_one(payload, context, shared, job_id, timeout=timeout)
 
     def reading_order(self) -> list[QueueCalls]:
         """All partitions, starting one further along at every call, so none is starved."""

@@ -30,6 +30,7 @@ from pyqcore.core.calls import (
     lock_call,
     shared_of,
     text,
+    timeout_ms,
     unlock_call,
 )
 from pyqcore.core.clock import time_command
@@ -110,11 +111,13 @@ class QueueCore:
         self, payload: Any, *, context: Any = None, delay: float | None = None,
         at: datetime | None = None, job_id: str | None = None,
         partition_key: str | None = None, max_retries: int | None = None,
+        timeout: float | None = None,
     ) -> Flow[str]:
         """Add one job; returns its id. With ``job_id`` the add is idempotent: if a job with
         that id exists, nothing changes. ``delay`` (seconds from now) or ``at`` (an aware
         datetime), both on the Redis server's clock, schedule it for later. ``max_retries``
-        overrides the queue's for this job. On a partitioned queue, jobs with the same
+        and ``timeout`` (seconds a run may take) override the queue's for this job. On a
+        partitioned queue, jobs with the same
         ``partition_key`` share a partition (and FIFO). Concurrent adds (tasks, threads) on one
         queue object share script calls: the adds that arrive while one is in flight go
         together in the next (``pyqcore.core.coalesce``); each is checked and encoded first
@@ -122,7 +125,8 @@ class QueueCore:
         if self.tracing is not None:
             context = self.tracing.inject(context)
         shared = shared_of(delay, at, max_retries)
-        partition, job = self.partitions.add_one(payload, context, shared, job_id, partition_key)
+        partition, job = self.partitions.add_one(payload, context, shared, job_id, partition_key,
+                                                 timeout=timeout_ms(timeout))
         return (yield from self._adds[partition].submit(job))
 
     def _enqueue(self, part: QueueCalls, jobs: list[NewJob]) -> Call[list[str]] | Flow[list[str]]:
@@ -140,27 +144,32 @@ class QueueCore:
         self, payloads: Iterable[Any], *, context: Any = None, delay: float | None = None,
         at: datetime | None = None, job_ids: Sequence[str | None] | None = None,
         partition_keys: Sequence[str | None] | None = None, max_retries: int | None = None,
+        timeout: float | None = None,
     ) -> Flow[list[str]]:
         """Add many jobs with one script call per ``batch_size`` jobs (and partition), all
         sent in one round trip; returns their ids in order. Every payload is encoded before
         anything is written, so one unserializable payload writes nothing. Each call of the
-        round trip is atomic. ``delay``, ``at`` and ``max_retries`` apply to every job, as
-        in ``add``."""
+        round trip is atomic. ``delay``, ``at``, ``max_retries`` and ``timeout`` apply to
+        every job, as in ``add``."""
         if self.tracing is not None:  # now: the caller's context, wherever the flow runs
             context = self.tracing.inject(context)
         shared = shared_of(delay, at, max_retries)
-        return self._add_batch(payloads, context, shared, job_ids, partition_keys)
+        return self._add_batch(payloads, context, shared, job_ids, partition_keys,
+                               timeout=timeout_ms(timeout))
 
     def _add_batch(
         self, payloads: Iterable[Any], context: Any, shared: Shared,
-        job_ids: Sequence[str | None] | None, partition_keys: Sequence[str | None] | None,
+        job_ids: Sequence[str | None] | None, partition_keys: Sequence[str | None] | None, *,
+        timeout: int,
     ) -> Flow[list[str]]:
         payloads, ids, keys = batch_arguments(payloads, job_ids, partition_keys)
         contexts = [context] * len(payloads)
-        calls, positions = self.partitions.add(payloads, contexts, shared, ids, keys)
+        calls, positions = self.partitions.add(payloads, contexts, shared, ids, keys,
+                                               timeout=timeout)
         if not self.announced:  # encoded again once announced, dated with the server offset
             yield from self.announce()
-            calls, positions = self.partitions.add(payloads, contexts, shared, ids, keys)
+            calls, positions = self.partitions.add(payloads, contexts, shared, ids, keys,
+                                                   timeout=timeout)
         chunks = (yield calls) if calls else []
         return in_caller_order(chunks, positions, len(payloads))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -34,12 +35,12 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict, TypeVar
 from pyqcore.checks import check_seconds
 from pyqcore.codes import Outcome
 from pyqcore.core.calls import Call, Reservation, Settled
-from pyqcore.core.effects import Batch, Block, Flag, Flow, Pause, flow_of
+from pyqcore.core.effects import Alarm, Batch, Block, Flag, Flow, Pause, flow_of
 from pyqcore.core.failures import TRANSIENT, Outage, typed
 from pyqcore.core.hooks import RunObserver
 from pyqcore.core.queue import QueueCore
-from pyqcore.errors import ConfigurationError, LeaseLostError
-from pyqcore.job import Job
+from pyqcore.errors import ConfigurationError, JobTimeoutError, LeaseLostError
+from pyqcore.job import Job, run_timeout
 from pyqcore.settings import MAX_BATCH
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class WorkerReport:
     dead: int = 0  # failed for good, or corrupt: moved to the dead-letter queue
     released: int = 0  # leased but never started (shutdown): back to ready, uncounted
     lease_lost: int = 0  # finished after the lease was lost: the ack/fail was refused
+    timed_out: int = 0  # ran past their timeout: failed by the worker (in retried or dead too)
 
 
 class Tally:
@@ -106,15 +108,63 @@ class Budget:
                     self._left += unused
 
 
+class Run:
+    """A handler run with a timeout: its jobs, and when it must end (``Held``'s clock)."""
+
+    __slots__ = ("deadline", "jobs", "timeout")
+
+    def __init__(self, jobs: list[Job], timeout: float, deadline: float) -> None:
+        self.jobs = jobs
+        self.timeout = timeout
+        self.deadline = deadline
+
+
 class Held:
     """Jobs leased by any slot and not yet settled, with when their lease was last renewed
-    (on ``clock``, monotonic seconds)."""
+    (on ``clock``, monotonic seconds); and the runs with a timeout in progress, which the
+    heartbeat watches."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._jobs: dict[tuple[str, str], tuple[Job, float]] = {}
         self._leased_at: dict[tuple[str, str], float] = {}  # in lease order: the registry's
+        self._runs: dict[int, Run] = {}  # by id(): timed runs in progress
+        self._wake_at = math.inf  # when the heartbeat plans to wake next
         self._lock = threading.Lock()
         self._clock = clock
+        self.clock = clock
+
+    def start_run(self, jobs: list[Job], timeout: float, alarm: Alarm) -> Run:
+        """A run of ``jobs`` begins that may take ``timeout`` seconds; sets ``alarm`` if it
+        ends before the heartbeat planned to wake."""
+        run = Run(jobs, timeout, self._clock() + timeout)
+        with self._lock:
+            self._runs[id(run)] = run
+            sooner = run.deadline < self._wake_at
+        if sooner:
+            alarm.set()
+        return run
+
+    def end_run(self, run: Run) -> bool:
+        """The slot's run returned: True if the slot settles its jobs, False if the heartbeat
+        timed the run out first (it failed them)."""
+        with self._lock:
+            return self._runs.pop(id(run), None) is not None
+
+    def overdue(self) -> list[Run]:
+        """The runs past their deadline, taken from the slots: the heartbeat fails them."""
+        now = self._clock()
+        with self._lock:
+            late = [run for run in self._runs.values() if run.deadline <= now]
+            for run in late:
+                del self._runs[id(run)]
+        return late
+
+    def wait_until(self, beat: float) -> float:
+        """Seconds from now until ``beat`` or the earliest run's deadline, whichever is first
+        (the heartbeat's next wake)."""
+        with self._lock:
+            self._wake_at = min([beat, *(run.deadline for run in self._runs.values())])
+        return max(0.0, self._wake_at - self._clock())
 
     def add(self, jobs: list[Job]) -> None:
         now = self._clock()
@@ -199,12 +249,28 @@ class Crew:
     tally: Tally = field(default_factory=Tally)
     held: Held = field(default_factory=Held)
     hooks: RunObserver | None = None  # metrics and tracing around each run (pyqcore.core.hooks)
+    # Wakes the heartbeat: a run whose timeout ends sooner than it planned, or the end
+    alarm: Alarm = field(default_factory=threading.Event)
+
+    def timed(self, jobs: list[Job], timeout: float | None) -> Run | None:
+        """The run of ``jobs`` about to start, when it has a timeout (None otherwise)."""
+        return None if timeout is None else self.held.start_run(jobs, timeout, self.alarm)
+
+    def untimed(self, run: Run | None) -> bool:
+        """After a run: True if the slot settles its jobs (the run had no timeout, or ended
+        in time), False if the heartbeat timed it out and failed them already."""
+        if run is None or self.held.end_run(run):
+            return True
+        log.warning("queue %s: a handler returned after its timeout of %g s had failed its "
+                    "job(s) %s: its outcome is dropped", self.queue_name, run.timeout,
+                    ", ".join(job.id for job in run.jobs[:10]))
+        return False
     give_up_after: float | None = None
     outage: Outage = field(default_factory=Outage)
     failure: BaseException | None = None
 
     @classmethod
-    def of(cls, core: QueueCore, *, batches: bool, stop: Flag, finished: Flag,
+    def of(cls, core: QueueCore, *, batches: bool, stop: Flag, finished: Flag, alarm: Alarm,
            longest_block: float, concurrency: int, hooks: RunObserver | None = None,
            **options: Unpack[WorkerOptions]) -> Crew:
         """The crew of a worker with these options (ConfigurationError for ones that cannot
@@ -217,7 +283,7 @@ class Crew:
         check_options(concurrency, prefetch, max_jobs, idle_wait, give_up_after)
         return cls(core.name, stop, finished, burst, prefetch, Budget(max_jobs),
                    min(idle_wait, longest_block), core.settings.visibility_timeout, batches,
-                   hooks=hooks, give_up_after=give_up_after)
+                   hooks=hooks, give_up_after=give_up_after, alarm=alarm)
 
     def stopping(self) -> bool:
         """Whether the slots should stop: asked to, or the worker gave up."""
@@ -433,12 +499,15 @@ def _run_one_by_one(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[tuple[
         if crew.stopping():
             yield from _release(core, crew, jobs[i:])
             return done, i
+        run = None if job.timeout is None else crew.timed([job], job.timeout)
         if hooks is None:  # all that metrics and tracing cost when they are off
             error = yield job  # the driver runs the handler; None, or what it raised
         else:
             handle = hooks.start((job,))
             error = yield job
             hooks.end(handle, (job,), {} if error is None else {job.id: error})
+        if run is not None and not crew.untimed(run):
+            continue  # timed out: the heartbeat failed it
         if error is None:
             done.append(job)
         else:
@@ -455,12 +524,20 @@ def _run_whole_batch(core: QueueCore, crew: Crew, jobs: list[Job]
         return [], 0
     hooks = crew.hooks
     handle = None if hooks is None else hooks.start(jobs)
+    run = crew.timed(jobs, run_timeout(jobs))
     outcome = yield Batch(jobs)
+    if not crew.untimed(run):  # timed out: the heartbeat failed them
+        outcome = timeout_error(run.timeout) if run is not None else outcome
+        settled = False
+    else:
+        settled = True
     failed: dict[str, BaseException] = (
         dict.fromkeys((job.id for job in jobs), outcome) if isinstance(outcome, BaseException)
         else dict(outcome or {}))
     if hooks is not None:
         hooks.end(handle, jobs, failed)
+    if not settled:
+        return [], len(jobs)
     done, failures = split_batch(crew.queue_name, jobs, failed)
     for job, error in failures:
         yield from _fail(core, crew, job, error)
@@ -478,6 +555,8 @@ def _release(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[None]:
 
 
 def _fail(core: QueueCore, crew: Crew, job: Job, exc: Exception) -> Flow[None]:
+    if isinstance(exc, JobTimeoutError):  # by the heartbeat, or a cancelled coroutine
+        crew.tally.add(timed_out=1)
     outcome = None
     try:  # QueueCore.fail buries a NonRetryableError at once, retries anything else
         outcome = yield from _retrying(crew, lambda: core.fail(job, exc), None)
@@ -504,12 +583,39 @@ def _wait_for_work(core: QueueCore, crew: Crew, wait_ms: int | None) -> Flow[Non
 
 def heartbeat_loop(core: QueueCore, crew: Crew) -> Flow[None]:
     """Until every slot has finished: every third of the visibility timeout, extend the leases
-    held that long (a failed heartbeat is logged; the next one tries again)."""
+    held that long (a failed heartbeat is logged; the next one tries again); and as each run
+    with a timeout passes it, fail its jobs with JobTimeoutError (so their leases end: none is
+    extended past its timeout). A slot sets ``crew.alarm`` when it starts a run that ends
+    sooner than this loop planned to wake; the worker sets it once every slot has finished."""
     interval = core.settings.visibility_timeout / 3
-    while not (yield Pause(interval, crew.finished)):
-        jobs = crew.held.due(interval)
-        if jobs:
-            yield from _renew(core, crew, jobs)
+    held = crew.held
+    beat = held.clock() + interval
+    while True:
+        crew.alarm.clear()
+        if crew.finished.is_set():
+            return
+        for run in held.overdue():
+            yield from _time_out(core, crew, run)
+        if held.clock() >= beat:
+            jobs = held.due(interval)
+            if jobs:
+                yield from _renew(core, crew, jobs)
+            beat = held.clock() + interval
+        yield Pause(held.wait_until(beat), crew.alarm)
+
+
+def _time_out(core: QueueCore, crew: Crew, run: Run) -> Flow[None]:
+    """Fail the jobs of a run that passed its timeout: its handler is cancelled if it is a
+    coroutine, else its thread goes on (and keeps its slot) until it returns."""
+    for job in run.jobs:
+        log.warning("queue %s: job %s ran past its timeout of %g s", crew.queue_name, job.id,
+                    run.timeout)
+        yield from _fail(core, crew, job, timeout_error(run.timeout))
+
+
+def timeout_error(timeout: float) -> JobTimeoutError:
+    """The error a run that passed its timeout fails with."""
+    return JobTimeoutError(f"the handler ran past its timeout of {timeout:g} s")
 
 
 def _renew(core: QueueCore, crew: Crew, jobs: list[Job]) -> Flow[None]:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pyqcore.core.effects import Flag
+from pyqcore.core.effects import Alarm, Flag
 from pyqcore.core.hooks import RunObserver, combined
 from pyqcore.core.presence import Presence
 from pyqcore.core.queue import QueueCore
@@ -29,7 +29,7 @@ class WorkerBase:
     slots share. ``queue`` is a ``BaseQueue`` of either driver."""
 
     def __init__(self, queue: Any, *, concurrency: int, stop: Flag, finished: Flag,
-                 driver: str, **options: Unpack[WorkerOptions]) -> None:
+                 alarm: Alarm, driver: str, **options: Unpack[WorkerOptions]) -> None:
         if not queue.has_handler:
             raise queue.missing_handler()
         self.queue = queue
@@ -45,7 +45,7 @@ class WorkerBase:
         if self.core.tracing is not None:
             observers.append(self.core.tracing)
         self.crew = Crew.of(queue.core, batches=queue.handles_batches, stop=stop,
-                            finished=finished, concurrency=concurrency,
+                            finished=finished, alarm=alarm, concurrency=concurrency,
                             longest_block=queue.driver.longest_block(),
                             hooks=combined(observers), **options)
         self.idle_wait = self.crew.idle_wait  # capped below the client's socket timeout

@@ -27,7 +27,8 @@ from pyqcore.core.slot import (
     slot_loop,
 )
 from pyqcore.core.worker import WorkerBase, may_install_signal_handlers, reports_of
-from pyqcore.job import Job
+from pyqcore.handler_timeout import within
+from pyqcore.job import Job, run_timeout
 from pyqcore.sync.driver import SyncDriver
 
 if TYPE_CHECKING:
@@ -45,8 +46,9 @@ class Worker(WorkerBase):
                  **options: Unpack[WorkerOptions]) -> None:
         self.stop = stop or threading.Event()
         self._finished = threading.Event()
+        self._alarm = threading.Event()
         super().__init__(queue, concurrency=concurrency, stop=self.stop,
-                         finished=self._finished, driver="sync", **options)
+                         finished=self._finished, alarm=self._alarm, driver="sync", **options)
 
     def run(self, *, install_signal_handlers: bool = True) -> WorkerReport:
         """Process until stopped; returns the report. Re-raises nothing a job raised."""
@@ -69,6 +71,7 @@ class Worker(WorkerBase):
                 for slot in slots:
                     slot.join()
                 self._finished.set()
+                self._alarm.set()
                 heartbeat.join()
                 presence.join()
         return self.outcome()
@@ -96,24 +99,27 @@ class Handlers:
         kind = type(effect)
         if kind is Job:
             try:
-                self._finish(self.queue.process_job(effect))
+                self._finish(self.queue.process_job(effect), effect.timeout)
             except Exception as exc:  # a handler's failure is the job's, never the worker's
                 return exc
             return None
         if kind is Batch:
             try:
-                return self._finish(self.queue.process_jobs(effect.jobs))
+                return self._finish(self.queue.process_jobs(effect.jobs),
+                                    run_timeout(effect.jobs))
             except Exception as exc:  # a handler's failure is its jobs', never the worker's
                 return exc
         return self._redis.perform(effect)
 
-    def _finish(self, result: Any) -> Any:
-        """What a handler returned, awaited on this slot's loop if it is awaitable."""
+    def _finish(self, result: Any, timeout: float | None) -> Any:
+        """What a handler returned, awaited on this slot's loop if it is awaitable (cancelled
+        after ``timeout`` seconds: JobTimeoutError)."""
         if result is None or not inspect.isawaitable(result):
             return result
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(_awaited(result))
+        return self._loop.run_until_complete(
+            _awaited(result) if timeout is None else within(result, timeout))
 
     def __enter__(self) -> Handlers:
         return self

@@ -6,7 +6,7 @@ the dead-letter flows page, merge, scan and force."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.exceptions import AuthenticationError, ResponseError
@@ -115,7 +115,8 @@ def test_the_heartbeat_outlives_a_failed_extend() -> None:
         flow.answer(False)
         assert names(flow.round()) == ["extend"]
         flow.fail(ResponseError("WRONGTYPE"))  # not transient: logged, and the loop goes on
-        assert flow.effect == Pause(10.0, crew.finished)
+        assert flow.effect == Pause(10.0, crew.alarm)
+    cast(threading.Event, crew.finished).set()  # every slot has finished: then the alarm
     flow.answer(True)
     assert flow.result is None
 
@@ -232,7 +233,7 @@ def test_burst_workers_give_up_after_30_s_by_default_and_others_never() -> None:
 
     def crew(**options: Any) -> Crew:
         return Crew.of(queue, batches=False, stop=threading.Event(), finished=threading.Event(),
-                       longest_block=1.0, concurrency=1, **options)
+                       alarm=threading.Event(), longest_block=1.0, concurrency=1, **options)
 
     assert crew(burst=True).give_up_after == BURST_GIVE_UP_AFTER == 30.0
     assert crew().give_up_after is None

@@ -4,6 +4,7 @@ and runs after each reply, stopping, releasing, retrying, sizing batches, sleepi
 from __future__ import annotations
 
 import threading
+from typing import cast
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -172,7 +173,7 @@ def test_the_heartbeat_extends_only_leases_held_a_third_of_the_timeout() -> None
     old = Job("1", "q", None, None, 1, NOW, "ab" * 8, NOW + 30, 0)
     crew.held.add([old])
     flow = Dialog(heartbeat_loop(queue, crew))
-    assert flow.effect == Pause(10.0, crew.finished)
+    assert flow.effect == Pause(10.0, crew.alarm)
     seconds[0] = 10.0
     young = Job("2", "q", None, None, 1, NOW, "ab" * 8, NOW + 30, 0)
     crew.held.add([young])
@@ -182,5 +183,6 @@ def test_the_heartbeat_extends_only_leases_held_a_third_of_the_timeout() -> None
     flow.answer([[0, int((NOW + 40) * 1000), 1]])
     assert old.lease_deadline == NOW + 40
     assert isinstance(flow.effect, Pause)
-    flow.answer(True)  # every slot has finished
+    cast(threading.Event, crew.finished).set()  # every slot has finished: then the alarm
+    flow.answer(True)
     assert flow.result is None

@@ -25,6 +25,7 @@ PARTITIONS = "tests/test_partitions.py"
 FUZZ = "tests/test_scripts_fuzz.py"
 SERVER_CLOCK = "tests/test_server_clock.py"
 RETRY_RULES = "tests/test_retry_rules.py"
+TIMEOUTS = "tests/test_job_timeouts.py"
 AT = "tests/test_at.py"
 
 
@@ -864,8 +865,8 @@ SLOT = [
         "        if True:\n",
         "a batch that ran nothing (stopping) resets the size to 1"),
     _py("slot", "heartbeat-extends-every-lease",
-        "jobs = crew.held.due(interval)",
-        "jobs = crew.held.due(0)",
+        "jobs = held.due(interval)",
+        "jobs = held.due(0)",
         "the heartbeat extends leases taken a moment ago", "tests/core/test_slot.py"),
     _py("slot", "heartbeat-once-a-timeout",
         "interval = core.settings.visibility_timeout / 3\n",
@@ -1055,6 +1056,28 @@ QUEUE_FLOWS = [
         "lease = first.lease(count, visibility_timeout)",
         "lease = first.lease(count)",
         "reserve(visibility_timeout=...) leases for the queue's timeout instead", STATE),
+    _py("slot", "heartbeat-never-times-out",
+        "        for run in held.overdue():\n",
+        "        for run in held.overdue()[:0]:\n",
+        "a plain handler past its timeout is never failed: it holds its job and slot", TIMEOUTS),
+    _py("slot", "late-return-acked",
+        "        if run is None or self.held.end_run(run):\n",
+        "        if True:\n",
+        "a handler that returns after its timeout failed its job is acked (or failed) again",
+        TIMEOUTS),
+    _py("slot", "timed-run-never-sounds-the-alarm",
+        "        if sooner:\n            alarm.set()\n",
+        "        if False:\n            alarm.set()\n",
+        "a run's timeout waits for the heartbeat's next beat (a third of the visibility "
+        "timeout) to be noticed", TIMEOUTS),
+    _py("slot", "job-timeout-ignored",
+        "        run = None if job.timeout is None else crew.timed([job], job.timeout)\n",
+        "        run = None\n",
+        "a plain handler's run has no deadline: it is never failed", TIMEOUTS),
+    Mutant("timeout-never-cancels-a-coroutine", "pyqcore/handler_timeout.py",
+           "    done, _ = await asyncio.wait({task}, timeout=timeout)\n",
+           "    done, _ = await asyncio.wait({task})\n",
+           "an async handler past its timeout runs on (its job failed under it)", (TIMEOUTS,)),
     Mutant("fail-ignores-non-retryable-errors", "pyqcore/settings.py",
            "        if isinstance(error, (NonRetryableError, *self.dead_on)):",
            "        if isinstance(error, self.dead_on):",

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 --[[
 ack: finish N leased jobs. A job is removed only when the token given is its current lease:
 a worker whose lease expired (and whose job was reclaimed) changes nothing.
@@ -19,7 +20,7 @@ ERRORS
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
-local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
 -- @end codes
 -- @include call_chunked
 -- generated from lua/includes/call_chunked.lua by `make lua`: edit that file, not this block

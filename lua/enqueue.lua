@@ -22,6 +22,10 @@ ARGV
   4+n+k    id            string       job k's id, optional: give all n or none; "" or absent =
                                       take the queue's next number (so a batch of automatic ids
                                       sends no id at all: half the arguments)
+  5+2n     max_ready     integer      optional, last, after all n ids: refuse the call if it
+                                      would take the jobs waiting (ready + delayed) past this
+                                      many (>= 1); absent = no limit (so an add without a
+                                      limit sends what it always did, and pays nothing for it)
 REPLY
   id                       for a plain add (n = 1, no id given, due 0, max_attempts 0): the id
                            it got,
@@ -33,13 +37,18 @@ REPLY
                            (1-based) of jobs whose custom id already existed: idempotent
                            add, that job was skipped and the existing one left untouched
 ERRORS
-  {1, message}  BAD_ARGUMENT: bad due, n or max_attempts, or not n records and 0 or n ids;
-                nothing written
+  {1, message}  BAD_ARGUMENT: bad due, n, max_attempts or max_ready, or not n records and
+                then 0 or n ids (and max_ready); nothing written
+  {4, message}  QUEUE_FULL: ready + delayed + n > max_ready (duplicates count: they are
+                found later); nothing written
+  Redis's own OOM error when used_memory > maxmemory as the call starts: its first write is
+  refused, so nothing is written. A call that starts is never stopped: one call is
+  all-or-nothing (a batch of several calls is not: pyqcore checks room first).
 ]]
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
-local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
 -- @end codes
 -- @include clock
 -- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
@@ -151,13 +160,22 @@ local delay = arg_int(1, due_at and 'due (@ms)' or 'due (delay ms)', 0)
 local id_prefix = ARGV[2] or ''
 local n = arg_int(3, 'n', 1)
 local max_attempts = arg_int(4, 'max_attempts', 0)
-local with_ids = #ARGV == 4 + 2 * n
-if not (with_ids or #ARGV == 4 + n) then
-  bad = bad or string.format('ARGV[5..] must be %d records and then 0 or %d ids, got %d values',
-    n, n, #ARGV - 4)
+local after = #ARGV - 4 - n -- after the records: nothing, the n ids, or the ids and max_ready
+local with_ids = after == n or after == n + 1
+local max_ready = after == n + 1 and arg_int(5 + 2 * n, 'max_ready', 1) or 0
+if not (with_ids or after == 0) then
+  bad = bad or string.format('ARGV[5..] must be %d records and then 0 or %d ids (then '
+    .. 'max_ready, optional), got %d values', n, n, #ARGV - 4)
 end
 if bad then
   return {BAD_ARGUMENT, bad}
+end
+if max_ready > 0 then
+  local waiting = redis.call('LLEN', ready) + redis.call('ZCARD', delayed)
+  if waiting + n > max_ready then
+    return {QUEUE_FULL, string.format('%d jobs are waiting (ready + delayed): %d more would pass '
+      .. 'max_ready=%d', waiting, n, max_ready)}
+  end
 end
 local due -- nil: ready now; else the due time (ms, the server's clock)
 if due_at then

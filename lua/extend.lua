@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 --[[
 extend: heartbeat. Moves the lease deadline of N jobs still held under their tokens to
 now + visibility, so a long job is not reclaimed while its worker is alive.
@@ -18,7 +19,7 @@ ERRORS
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
-local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
 -- @end codes
 -- @include clock
 -- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block

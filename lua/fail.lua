@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 --[[
 fail: one decision for a delivery that failed: retry after a backoff while attempts remain,
 otherwise move the job to the dead-letter queue with its error.
@@ -32,7 +33,7 @@ ERRORS
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
-local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
 -- @end codes
 -- @include clock
 -- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 --[[
 purge: delete dead jobs for good (record, state and error): the ids given, or those dead for
 longer than min_age_ms, at most limit per call.
@@ -23,7 +24,7 @@ ERRORS
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
-local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
 -- @end codes
 -- @include clock
 -- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block

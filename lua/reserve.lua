@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 --[[
 reserve: lease up to N ready jobs to one worker, after housekeeping that makes jobs ready:
 promote due delayed jobs, and reclaim expired leases (each expired lease was a delivery, so it
@@ -18,8 +19,9 @@ ARGV
   2  visibility_ms integer, ms  lease length, > 0
   3  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1 (a job
                                 added with its own max_retries keeps its limit: meta.lua)
-  4  sweep_limit   integer      most delayed promotions and most expired leases handled,
-                                1..10000 (MAX_BATCH in pyqcore/settings.py: bounds one call)
+  4  sweep_limit   integer      most delayed promotions, most expired leases and most
+                                orphans handled, 1..10000 (MAX_BATCH in pyqcore/settings.py:
+                                bounds one call)
   5  token         16 hex       the lease token of this call's jobs: random, from the caller
                                 (a counter in Redis would repeat itself after a failover to
                                 a replica that had not seen its last values)
@@ -29,15 +31,17 @@ REPLY
   on the server's clock; attempt is the delivery number (1 = first); wait_ms, in a reply with
   no job only (else -1), is how long from now (ms, >= 0) until the earliest due time of a
   delayed job or lease deadline, -1 if none: a worker with nothing to do sleeps that long,
-  whatever its own clock says. Ids whose record is missing are dropped (counted in stats as
-  "orphaned").
+  whatever its own clock says; 0 if ids are still ready though this reply has no job (see
+  orphans): call again at once. Ids whose record is missing (orphans: evicted, deleted) are
+  dropped, counted in stats as "orphaned", and more ids taken in their place, up to
+  sweep_limit orphans per call.
 ERRORS
   {1, message}  BAD_ARGUMENT (e.g. sweep_limit > 10000); nothing written
 ]]
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
-local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
 -- @end codes
 -- @include clock
 -- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
@@ -273,26 +277,35 @@ end
 
 local reply = {OK, token, now + visibility, -1}
 local ids = count > 0 and redis.call('LPOP', ready, ARGV[1])
+local ready_left -- ids are still ready after this call
 if ids then
   local deadline = string.format('%d', now + visibility) -- formatted once, not per job
-  local records = gather_chunked('HMGET', jobs, ids)
-  -- Jobs with a history are few (meta is empty unless deliveries failed or expired): HLEN is
-  -- O(1), and spares a lookup per job when there is none.
-  local states = redis.call('HLEN', meta) > 0 and gather_chunked('HMGET', meta, ids) or {}
-  -- The hot loop: explicit indexes, since #t costs a search on every append.
-  local lease, n, r, orphans = {'inf', PIN}, 2, 4, {}
-  for i, id in ipairs(ids) do
-    if records[i] then
-      n = n + 2
-      lease[n - 1] = deadline
-      lease[n] = lease_member(token, id)
-      reply[r + 1] = id
-      reply[r + 2] = records[i]
-      reply[r + 3] = meta_get(states[i]) + 1 -- this delivery's number
-      r = r + 3
-    else
-      orphans[#orphans + 1] = id
+  local lease, n, r, orphans, asked = {'inf', PIN}, 2, 4, {}, count
+  while ids do
+    local records = gather_chunked('HMGET', jobs, ids)
+    -- Jobs with a history are few (meta is empty unless deliveries failed or expired): HLEN is
+    -- O(1), and spares a lookup per job when there is none.
+    local states = redis.call('HLEN', meta) > 0 and gather_chunked('HMGET', meta, ids) or {}
+    -- The hot loop: explicit indexes, since #t costs a search on every append.
+    for i, id in ipairs(ids) do
+      if records[i] then
+        n = n + 2
+        lease[n - 1] = deadline
+        lease[n] = lease_member(token, id)
+        reply[r + 1] = id
+        reply[r + 2] = records[i]
+        reply[r + 3] = meta_get(states[i]) + 1 -- this delivery's number
+        r = r + 3
+      else
+        orphans[#orphans + 1] = id
+      end
     end
+    -- Orphans took places: take as many ids again while ready may hold more (the pop was
+    -- full), up to sweep_limit orphans per call.
+    local short = count - (r - 4) / 3
+    ids = short > 0 and #ids == asked and #orphans < sweep and
+      redis.call('LPOP', ready, string.format('%d', short))
+    asked = short
   end
   call_chunked('ZADD', leased, lease) -- PIN is set again each time: one ZADD, no extra call
   if #orphans > 0 then -- ids whose record is gone: nothing to deliver, drop their history
@@ -301,7 +314,8 @@ if ids then
     redis.call('HINCRBY', stats, 'orphaned', string.format('%d', #orphans))
   end
   -- More ready work than this worker took: pass the wake-up on to another blocked worker.
-  if redis.call('LLEN', ready) > 0 then
+  ready_left = redis.call('LLEN', ready) > 0
+  if ready_left then
     wake(wake_key)
   end
 end
@@ -309,8 +323,11 @@ end
 -- For a worker given nothing to do: how long until something becomes ready without an
 -- enqueue, from now (so the worker needs no clock of its own to sleep). (A reply with jobs
 -- skips it: two ZRANGE WITHSCORES, each score printf'd and parsed back, were a fifth of a
--- one-job reserve.)
-if #reply == 4 then
+-- one-job reserve.) 0 when ids are ready now, though this call took only orphans: the caller
+-- calls again at once instead of taking the queue for empty.
+if #reply == 4 and ready_left then
+  reply[4] = 0
+elseif #reply == 4 then
   local first_due = redis.call('ZRANGE', delayed, '0', '0', 'WITHSCORES')[2]
   local first_deadline = redis.call('ZRANGE', leased, '0', '0', 'WITHSCORES')[2] -- inf: only PIN
   local next_event = math.min(tonumber(first_due) or math.huge, tonumber(first_deadline) or math.huge)

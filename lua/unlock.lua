@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 --[[
 unlock: release an item lock, only by its holder (the token it was taken with).
 
@@ -14,7 +15,7 @@ ERRORS
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
-local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
 -- @end codes
 
 local token = ARGV[1] or ''

@@ -570,7 +570,8 @@ def scripts(state: State, queue: str) -> None:
     folder = lua_dir()
     for name, script in sorted(load_scripts().items()):
         parts = [keys.lock("ITEM") if p == "lock" else keys.key(p) for p in script.key_parts]
-        click.echo(f"== {name}  sha1 {script.sha}")
+        flags = f"  flags {','.join(script.flags)}" if script.flags else ""
+        click.echo(f"== {name}  sha1 {script.sha}{flags}")
         click.echo(script.header)
         click.echo(f"  $ redis-cli --eval {Path(str(folder)) / (name + '.lua')} "
                    + " ".join(parts) + " , ARGV...\n")

@@ -1,4 +1,4 @@
-"""Reply codes of the Lua scripts (lua/includes/common.lua) and the outcomes of a failure."""
+"""Reply codes of the Lua scripts (lua/includes/codes.lua) and the outcomes of a failure."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ class Code(IntEnum):
     BAD_ARGUMENT = 1  # ARGV failed validation; the script wrote nothing
     LEASE_LOST = 2  # the token given is not the job's current lease
     LOCKED = 3  # an item lock is held under another token
+    QUEUE_FULL = 4  # an add would take the queue past its max_ready; the script wrote nothing
 
 
 class Outcome(str, Enum):

@@ -33,6 +33,17 @@ class UnknownQueueError(PyqcoreError, KeyError):
         return str(self.args[0]) if self.args else "unknown queue"
 
 
+class QueueFullError(PyqcoreError):
+    """An add was refused: the queue holds ``max_ready`` waiting jobs, or Redis is out of
+    memory (``used_memory`` above ``maxmemory``). ``ids`` has one entry per job of the add, in
+    order: the job's id if it was written, else None; all None (nothing written) unless another
+    producer raced a batch of several script calls (see the README, "Memory pressure")."""
+
+    def __init__(self, message: str, ids: list[str | None] | None = None) -> None:
+        super().__init__(message)
+        self.ids: list[str | None] = ids if ids is not None else []
+
+
 class LeaseLostError(PyqcoreError):
     """The job's lease token is stale: the lease expired and the job moved on without us."""
 

@@ -5,7 +5,9 @@ Each script's KEYS and ARGV are read from its header (``KEYS`` section: index, p
 which keys and arguments a call passes and in which order.
 Shared Lua lives in ``lua/includes/`` and is expanded between ``-- @include NAME`` and
 ``-- @end NAME`` markers in each script (``make lua``), so every file runs as-is under
-``redis-cli --eval``. A script carries only the includes it uses.
+``redis-cli --eval``. A script carries only the includes it uses. A script may start with a
+Redis 7 shebang line above its header (``#!lua flags=allow-oom``: it runs when Redis is out of
+memory); ``Script.flags`` has its flags.
 
 The queue's one clock is the Redis server's: a script that needs the time carries the ``clock``
 include, which reads ``TIME``. Tests that move time by hand (``pyqcore.testing.ManualClock``)
@@ -28,14 +30,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # importlib.resources.abc is 3.11+; only the annotation needs it
     from importlib.resources.abc import Traversable
 
-_HEADER = re.compile(r"\A--\[\[\n(?P<body>.*?)\n\]\]\n", re.S)
+# An optional shebang line (Redis 7 script flags, e.g. "#!lua flags=allow-oom"), then the header.
+_HEADER = re.compile(r"\A(?:#!lua(?: flags=(?P<flags>[\w,-]*))?\n)?--\[\[\n(?P<body>.*?)\n\]\]\n",
+                     re.S)
 _KEY_LINE = re.compile(r"^\s+(\d+)\s+(\w+)\s+(LIST|ZSET|HASH|STRING|SET)\b")
 # An ARGV entry: two spaces, its position, its name. A fixed entry's position is its index
-# (1, 2, ...); a variadic one's is a pattern ("3..", "2k-1", "3+n+k"). Deeper lines continue
-# the description above them.
+# (1, 2, ...); one after a variable part is a pattern ("3..", "2k-1", "3+n+k", or "4+2n": one
+# optional entry after the n-long ones). Deeper lines continue the description above them.
 _ARGV_LINE = re.compile(r"^  (?P<pos>[^\s(]\S*)\s+(?P<name>\w+)\s")
 _FIXED = re.compile(r"\d+")
-_VARIADIC = re.compile(r"\d+\.\.|[\dkn+\-]*k[\dkn+\-]*")
+_VARIADIC = re.compile(r"\d+\.\.|[\dkn+\-]*[kn][\dkn+\-]*")
 _INCLUDE = re.compile(r"^-- @include (\w+)\n.*?^-- @end \1\n", re.S | re.M)
 _CLOCK = re.compile(r"^-- @include clock\n.*?^-- @end clock\n", re.S | re.M)
 VARIADIC = "..."  # suffix of a variadic ARGV entry's name in Script.argv
@@ -45,7 +49,9 @@ VARIADIC = "..."  # suffix of a variadic ARGV entry's name in Script.argv
 class Script:
     """One Lua script: its source, SHA1 (for EVALSHA), documented header, key parts, ARGV
     entry names in order (a variadic entry's name ends with ``...``: ``("offset", "limit",
-    "id...")``), and whether it reads the clock (carries the ``clock`` include)."""
+    "id...")``), whether it reads the clock (carries the ``clock`` include), and the flags of
+    its shebang line (``("allow-oom",)``: it runs when Redis is out of memory; none for a
+    script without one)."""
 
     name: str
     source: str
@@ -54,6 +60,7 @@ class Script:
     key_parts: tuple[str, ...]
     argv: tuple[str, ...]
     reads_clock: bool = False
+    flags: tuple[str, ...] = ()
 
     @property
     def argc(self) -> int:
@@ -65,7 +72,8 @@ class Script:
         """Build a Script from a ``.lua`` file's text, reading KEYS and ARGV from its header."""
         match = _HEADER.match(source)
         if not match:
-            raise ValueError(f"lua/{name}.lua does not start with a --[[ ... ]] header")
+            raise ValueError(f"lua/{name}.lua does not start with a --[[ ... ]] header (after "
+                             "an optional #!lua shebang line)")
         header = match.group("body")
         parts: list[str] = []
         argv: list[str] = []
@@ -81,8 +89,9 @@ class Script:
             elif section == "ARGV" and (arg := _ARGV_LINE.match(line)):
                 argv.append(_argv_entry(name, arg.group("pos"), arg.group("name"), argv))
         sha = hashlib.sha1(source.encode()).hexdigest()
+        flags = tuple(f for f in (match.group("flags") or "").split(",") if f)
         return cls(name, source, sha, header, tuple(parts), tuple(argv),
-                   _CLOCK.search(source) is not None)
+                   _CLOCK.search(source) is not None, flags)
 
 
 def _argv_entry(script: str, position: str, name: str, before: list[str]) -> str:
@@ -97,7 +106,7 @@ def _argv_entry(script: str, position: str, name: str, before: list[str]) -> str
     if _VARIADIC.fullmatch(position):
         return name + VARIADIC
     raise ValueError(f"lua/{script}.lua: ARGV position {position!r} of {name} is neither "
-                     "a number nor a variadic pattern (3.., 2k-1, 3+n+k)")
+                     "a number nor a variadic pattern (3.., 2k-1, 3+n+k, 4+2n)")
 
 
 def generated_line(name: str) -> str:

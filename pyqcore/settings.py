@@ -19,6 +19,7 @@ MAX_RETRIES_LIMIT = 10_000
 MAX_VISIBILITY_TIMEOUT = 7 * 24 * 3600.0
 MAX_BATCH = 10_000  # jobs per script call: keeps every call far below Redis's busy threshold
 MAX_PARTITIONS = 1024
+MAX_READY_LIMIT = 2**53 - 1  # the largest integer the enqueue script reads exactly
 
 
 def _number(what: str, value: object, low: float, high: float, *, integer: bool) -> None:
@@ -82,6 +83,7 @@ class QueueSettings:
     max_payload_bytes: int = 512 * 1024
     batch_size: int = 1000
     partitions: int = 1
+    max_ready: int | None = None  # most jobs waiting (ready + delayed) per partition, or None
     prefix: str = DEFAULT_PREFIX
     clock: ManualClock | None = None  # None: the server's (tests pass a ManualClock)
     rng: random.Random = field(default_factory=random.Random)
@@ -108,6 +110,8 @@ class QueueSettings:
         if self.retry_on is not None:
             object.__setattr__(self, "retry_on", exception_types("retry_on", self.retry_on))
         object.__setattr__(self, "dead_on", exception_types("dead_on", self.dead_on))
+        if self.max_ready is not None:
+            _number("max_ready", self.max_ready, 1, MAX_READY_LIMIT, integer=True)
         if not isinstance(self.backoff, Backoff):
             raise ConfigurationError(f"backoff must be a pyqcore.Backoff, got {self.backoff!r}")
         if not (callable(getattr(self.serializer, "dumps", None))

@@ -359,6 +359,8 @@ def test_scripts_prints_contracts_and_redis_cli_lines(redis_server: LocalRedis) 
     out = ok(redis_server, "scripts", "--queue", "mail")
     assert "== reserve  sha1" in out
     assert "redis-cli --eval" in out and "pyqcore:{mail}:ready" in out
+    assert re.search(r"^== ack  sha1 [0-9a-f]{40}  flags allow-oom$", out, re.M)
+    assert re.search(r"^== enqueue  sha1 [0-9a-f]{40}$", out, re.M)
 
 
 def test_worker_burst_runs_the_named_queues(client: Client,

@@ -146,6 +146,28 @@ def test_a_housekeeping_reserve_leases_nothing_and_wakes_nobody(q: Queue) -> Non
     assert q.snapshot() == before
 
 
+def test_an_orphan_is_dropped_and_another_id_taken_in_its_place(q: Queue) -> None:
+    q.add("gone1", "a", "gone2", "gone3", "b", "c")
+    q.client.hdel(q.key("jobs"), "gone1", "gone2", "gone3")
+    reply = q.reserve(2)  # takes gone1, a; then gone2, gone3; then b
+    assert reply[4::3] == [b"a", b"b"] and reply[3] == -1
+    assert q.ready() == [b"c"]
+    assert q.client.hget(q.key("stats"), "orphaned") == b"3"
+
+
+def test_a_reserve_drops_at_most_sweep_limit_orphans_and_says_more_are_ready(q: Queue) -> None:
+    q.add("gone1", "gone2", "gone3", "a")
+    q.client.hdel(q.key("jobs"), "gone1", "gone2", "gone3")
+    assert q.reserve(1, sweep=2) == [Code.OK, T1.encode(), NOW + VIS, 0]  # 0: call again
+    assert q.ready() == [b"gone3", b"a"]
+    assert q.reserve(1, T2, sweep=2)[4::3] == [b"a"]
+    assert q.client.hget(q.key("stats"), "orphaned") == b"3"
+    q.add("gone4")  # an orphan, then nothing ready: the usual wait (until a's deadline)
+    q.client.hdel(q.key("jobs"), "gone4")
+    assert q.reserve(1, T3) == [Code.OK, T3.encode(), NOW + VIS, VIS]
+    assert q.ready() == []
+
+
 def test_integer_arguments_are_integers(q: Queue) -> None:
     q.add("a")
     before = q.snapshot()
@@ -162,6 +184,21 @@ def test_enqueue_reports_the_duplicates_it_skipped(q: Queue) -> None:
     assert q.add("x") == [Code.OK, b"", 1]
     assert q("enqueue", 0, "", 3, 0, "r1", "r2", "r3", "x", "y", "y") == [Code.OK, b"", 1, 3]
     assert q.ready() == [b"x", b"y"]
+
+
+def test_max_ready_refuses_a_call_whole_counting_ready_and_delayed(q: Queue) -> None:
+    q.add("r1", "r2")
+    q.add("d1", delay=60_000)
+    before = q.snapshot()
+    reply = q("enqueue", 0, "", 2, 0, "x", "y", "", "", 4)  # max_ready last, after the ids
+    assert reply == [Code.QUEUE_FULL, b"3 jobs are waiting (ready + delayed): 2 more would pass "
+                                      b"max_ready=4"]
+    assert q.snapshot() == before
+    assert q("enqueue", 0, "", 1, 0, "x", "", 4) == [Code.OK, b"4"]  # exactly max_ready waiting
+    assert q("enqueue", 0, "", 1, 0, "y") == b"5"  # absent: no limit (a plain add: the id alone)
+    q.reserve(1)  # a leased job is not waiting
+    assert q("enqueue", 0, "", 1, 0, "z", "custom", 5) == [Code.OK, b""]
+    assert q("enqueue", 0, "", 1, 0, "w", "", 0)[0] == Code.BAD_ARGUMENT  # 0 is no limit: absent
 
 
 def test_automatic_ids_step_around_every_taken_suffix(client: redis.Redis) -> None:

@@ -211,6 +211,32 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
     assert out == ["1"]  # a plain add replies its id alone
     assert client.lrange(k.key("ready"), 0, -1) == [b"1"]
     assert client.hget(k.key("jobs"), "1") == b"record-bytes"
+    ack = k.keys(SCRIPTS["ack"].key_parts)  # a script with a shebang line (flags) runs too
+    out = subprocess.run(
+        ["redis-cli", "-p", str(redis_server.port), "--eval", str(LUA / "ack.lua"), *ack, ",",
+         "1", TOKEN], check=True, capture_output=True, text=True).stdout.split()
+    assert out == ["0", "0", "1"]  # not leased: refused
+
+
+# Scripts that run while Redis is out of memory (used_memory > maxmemory): workers reserve,
+# settle and lock, and the DLQ purges and redrives. enqueue has no flag, so Redis refuses its
+# first write (it writes nothing); the read-only scripts need none.
+ALLOW_OOM = {"ack", "extend", "fail", "lock", "purge", "redrive", "release", "reserve", "unlock"}
+
+
+def test_every_script_but_enqueue_that_writes_runs_when_redis_is_out_of_memory() -> None:
+    assert {name for name, s in SCRIPTS.items() if s.flags} == ALLOW_OOM
+    assert all(SCRIPTS[name].flags == ("allow-oom",) for name in ALLOW_OOM)
+    assert SCRIPTS["enqueue"].source.startswith("--[[")
+
+
+def test_header_parser_reads_the_shebang_flags() -> None:
+    header = "--[[\nx: y\n\nKEYS\n  1  a  LIST  z\nARGV\n  (none)\nREPLY\n  {0}\n]]\n"
+    assert Script.parse("x", "#!lua flags=allow-oom,no-cluster\n" + header).flags == (
+        "allow-oom", "no-cluster")
+    assert Script.parse("x", "#!lua\n" + header).flags == ()
+    with pytest.raises(ValueError, match="shebang"):
+        Script.parse("x", "#!python\n" + header)
 
 
 BAD_ARGS = {
@@ -246,11 +272,13 @@ def test_bad_arguments_get_an_error_code_and_write_nothing(client: redis.Redis,
 @pytest.mark.parametrize("args", [
     ["0", "", "0", "0"],                      # no job
     ["0", "", "2", "0", "rec"],               # fewer records than n
-    ["0", "", "1", "0", "rec", "a", "b"],     # neither 0 nor n ids
+    ["0", "", "1", "0", "rec", "a", "b", "1"],  # neither 0 nor n ids (then max_ready)
     ["0", "", "2", "0", "r1", "r2", "a"],     # ids for only some of the jobs
     ["@x", "", "1", "0", "rec"],              # a due time that is no number
     ["@-5", "", "1", "0", "rec"],             # ... or negative
     ["0", "", "1", "-1", "rec"],              # a negative max_attempts
+    ["0", "", "1", "0", "rec", "", "0"],      # max_ready 0 (absent is no limit)
+    ["0", "", "2", "0", "r1", "r2", "5"],     # max_ready without the ids before it
 ])
 def test_enqueue_takes_n_records_then_all_or_no_ids(client: redis.Redis,
                                                     args: list[str]) -> None:
@@ -279,7 +307,7 @@ def test_script_flush_mid_run_reloads_transparently(client: redis.Redis) -> None
 HEADER_ARGV = {
     "ack": ("id...", "token..."),
     "counts": (),
-    "enqueue": ("due", "id_prefix", "n", "max_attempts", "record...", "id..."),
+    "enqueue": ("due", "id_prefix", "n", "max_attempts", "record...", "id...", "max_ready..."),
     "extend": ("visibility_ms", "id...", "token..."),
     "fail": ("id", "token", "max_attempts", "backoff_ms", "error", "retryable"),
     "lock": ("token", "ttl_ms"),
@@ -288,6 +316,7 @@ HEADER_ARGV = {
     "redrive": ("max_redrives", "max_age_ms", "offset", "limit", "id..."),
     "release": ("id...", "token..."),
     "reserve": ("count", "visibility_ms", "max_attempts", "sweep_limit", "token"),
+    "room": (),
     "unlock": ("token",),
 }
 
@@ -304,6 +333,7 @@ VALID_ARGV = {
     "redrive": ["3", "-1", "0", "1000"],
     "release": ["1", TOKEN],
     "reserve": ["1", "30000", "4", "1000", TOKEN],
+    "room": [],
     "unlock": ["holder"],
 }
 
@@ -363,6 +393,7 @@ def every_python_call() -> list[Call[Any]]:
         calls.peek_dead(0, 10),
         calls.peek_dead(0, 10, ids=["1"]),
         calls.counts(),
+        calls.room(),
         lock_call(lock_key, "holder", 1000),
         unlock_call(lock_key, "holder"),
     ]

@@ -151,7 +151,9 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
     ("unlock", "token"): Text(nonempty=True),
 }
 # The variadic tails, by their entries' names.
-PAIRS, RECORDS, IDS = ("id...", "token..."), ("record...", "id..."), ("id...",)
+# (enqueue: n records, then 0 or n ids, then max_ready, optional, after the ids)
+PAIRS, RECORDS, IDS = ("id...", "token..."), ("record...", "id...", "max_ready..."), ("id...",)
+MAX_READY = Int(1)
 COUNTED = {"enqueue": "n"}  # a fixed entry that counts the tail's records
 
 
@@ -258,6 +260,8 @@ def valid_argv(draw: st.DrawFn, script: Script) -> list[str | bytes]:
         args += [draw(st.binary(max_size=16)) for _ in range(n)]
         if draw(st.booleans()):
             args += [draw(st.one_of(st.just(""), Text().valid())) for _ in range(n)]
+            if draw(st.booleans()):
+                args.append(draw(MAX_READY.valid()))
     elif shape == IDS:
         args += draw(st.lists(Text().valid(), max_size=4))
     else:
@@ -289,7 +293,7 @@ def one_bad_argument(draw: st.DrawFn, script: Script) -> tuple[list[str | bytes]
     ways += ["entry"] if checked_entries(script) else []
     shape = tail(script)
     ways += ["odd pairs", "no pairs"] if shape == PAIRS else []
-    ways += ["n too big", "n wrong"] if shape == RECORDS else []
+    ways += ["n too big", "n wrong", "max_ready"] if shape == RECORDS else []
     way = draw(st.sampled_from(ways))
     argc = script.argc
     if way == "entry":
@@ -304,6 +308,11 @@ def one_bad_argument(draw: st.DrawFn, script: Script) -> tuple[list[str | bytes]
     if way == "no pairs":
         return args[:argc], way
     n = fixed(script).index(COUNTED[script.name])
+    if way == "max_ready":  # after n ids, an invalid limit
+        count = int(args[n])
+        args = [*args[: argc + count], *([""] * count),
+                draw(st.sampled_from(MAX_READY.invalid()))]
+        return args, f"ARGV[{argc + 2 * count + 1}]"
     if way == "n too big":  # more records than all the values given
         args[n] = str(len(args) - argc + 1)
     else:
@@ -425,7 +434,7 @@ def test_any_argv_gets_a_reply_code_never_a_lua_error(client: redis.Redis, name:
             assert name == "enqueue" and plain_add(args), (args, reply)
             return
         assert isinstance(reply, list) and reply and reply[0] in set(Code), reply
-        if reply[0] == Code.BAD_ARGUMENT:
+        if reply[0] in (Code.BAD_ARGUMENT, Code.QUEUE_FULL):
             before.unchanged(client, (name, args))
 
     answered()

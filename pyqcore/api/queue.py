@@ -52,6 +52,7 @@ class QueueOptions(TypedDict, total=False):
     max_payload_bytes: int | None
     batch_size: int | None
     partitions: int | None
+    max_ready: int | None
     prefix: str
     clock: ManualClock | None  # tests only: the queue's clock is the Redis server's
     rng: random.Random | None
@@ -78,6 +79,7 @@ class QueueApi:
     # retry_on) goes to the dead-letter queue at once, attempts left or not.
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None
     dead_on: type[BaseException] | tuple[type[BaseException], ...] = ()
+    max_ready: int | None = None  # adds refused (QueueFullError) past this many jobs waiting
 
     core: QueueCore
 
@@ -112,6 +114,7 @@ class QueueApi:
             max_payload_bytes=given("max_payload_bytes"),
             batch_size=given("batch_size"),
             partitions=given("partitions"),
+            max_ready=given("max_ready"),
             prefix=options.get("prefix", DEFAULT_PREFIX),
             clock=options.get("clock"),
             rng=options.get("rng") or random.Random(),
@@ -124,7 +127,7 @@ class QueueApi:
         self.name, self.max_retries, self.backoff = s.name, s.max_retries, s.backoff
         self.visibility_timeout, self.serializer = s.visibility_timeout, s.serializer
         self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
-        self.partitions, self.tracing = s.partitions, s.tracing
+        self.partitions, self.tracing, self.max_ready = s.partitions, s.tracing, s.max_ready
         self.retry_on, self.dead_on, self.timeout = s.retry_on, s.dead_on, s.timeout
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
         self.core = QueueCore(s, cluster=driver.cluster, new_waiter=driver.new_waiter)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from pyqcore.core.calls import Call
 from pyqcore.core.driving import Driving, command_of, eval_args, parse_replies
@@ -69,14 +69,17 @@ class AsyncDriver(Driving):
             raise_typed(exc)
 
     async def call(self, call: Call[T]) -> T:
-        """Send one script call and parse its reply (EVAL with the source on NOSCRIPT)."""
+        """Send one script call and parse its reply; an error reply the call reads
+        (``Call.on_error``) is its result, any other error is raised typed."""
         try:
             try:
                 reply = await self.client.execute_command(*command_of(call))
             except NoScriptError:
                 reply = await self.client.execute_command(*eval_args(call))
-        except Exception as exc:  # a bare call's error (see run)
-            raise_typed(exc)
+        except Exception as exc:  # a bare call's error (see run), or one the call reads
+            if call.on_error is None or not isinstance(exc, ResponseError):
+                raise_typed(exc)
+            return call.on_error(exc)
         return call.parse(reply)
 
     async def call_all(self, calls: Sequence[Call[Any] | Command]) -> list[Any]:

@@ -17,9 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, TypeVar
 
+from redis.exceptions import OutOfMemoryError
+
 from pyqcore.checks import MAX_DELAY, check_seconds
 from pyqcore.codes import Code, Outcome
-from pyqcore.errors import ConfigurationError, DeserializationError, LeaseLostError, ScriptError
+from pyqcore.errors import (
+    ConfigurationError,
+    DeserializationError,
+    LeaseLostError,
+    QueueFullError,
+    ScriptError,
+)
 from pyqcore.job import ErrorInfo, Job, decode_record, encode_record, encode_records
 from pyqcore.keys import QueueKeys
 from pyqcore.scripts import Script, load_scripts
@@ -108,17 +116,28 @@ def _job_id(job_id: str | None) -> str:
 
 
 class Call(Generic[T]):
-    """One script invocation, ready to send, and the parser of its reply. (A slotted class: one
-    is built per operation, and a frozen dataclass costs five times as much to build.)"""
+    """One script invocation, ready to send, the parser of its reply, and optionally what an
+    error reply becomes (``on_error``; without it the driver raises the error as it came).
+    (A slotted class: one is built per operation, and a frozen dataclass costs five times as
+    much to build.)"""
 
-    __slots__ = ("args", "keys", "parse", "script")
+    __slots__ = ("args", "keys", "on_error", "parse", "script")
 
     def __init__(self, script: Script, keys: Sequence[str], args: Sequence[Arg],
-                 parse: Callable[[Any], T]) -> None:
+                 parse: Callable[[Any], T],
+                 on_error: Callable[[Exception], T] | None = None) -> None:
         self.script = script
         self.keys = keys
         self.args = args
         self.parse = parse
+        self.on_error = on_error
+
+    def error_reply(self, error: Exception) -> T:
+        """What Redis's error reply to this call becomes: ``on_error``'s value (or the typed
+        error it raises), else the error itself, raised."""
+        if self.on_error is None:
+            raise error
+        return self.on_error(error)
 
     def __repr__(self) -> str:
         return f"Call({self.script.name}, keys={list(self.keys)!r}, args={list(self.args)!r:.200})"
@@ -143,6 +162,18 @@ class Reservation:
     undecodable: list[tuple[str, str, DeserializationError]]  # (id, token, why)
     wait_ms: int | None  # with no job: ms from now to the next due time or lease deadline
     partition: int = 0  # the partition it leased from
+    more_ready: bool = False  # no job, yet ids are ready: the call dropped only orphans
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What one partition had room for before an add of several script calls: the jobs
+    waiting in it, and its server's memory (see lua/room.lua)."""
+
+    waiting: int  # ready + delayed
+    used_memory: int  # bytes; -1 if INFO is denied to this client
+    maxmemory: int  # bytes, 0 = no limit; -1 if INFO is denied to this client
+    server: str  # the server's run_id: partitions on one server share its memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +225,39 @@ def checked(reply: Any) -> list[Any]:
     message = text(reply[1]) if len(reply) > 1 else ""
     if code == Code.LEASE_LOST:
         raise LeaseLostError(message)
+    if code == Code.QUEUE_FULL:
+        raise QueueFullError(f"queue full: {message}; nothing was added")
     raise ScriptError(f"{Code(code).name}: {message}")
+
+
+OUT_OF_MEMORY = ("Redis is out of memory (used_memory > maxmemory, noeviction): it refused the "
+                 "add, and nothing was added")
+
+
+def out_of_memory(error: Exception) -> QueueFullError:
+    """An enqueue call's error reply as QueueFullError when Redis refused it for memory (its
+    first write is refused, so it wrote nothing); any other error, raised as it came."""
+    if isinstance(error, OutOfMemoryError):
+        return QueueFullError(OUT_OF_MEMORY)
+    raise error
+
+
+def refuse_out_of_memory(error: Exception) -> Any:
+    """``out_of_memory``, raised: for an add of one script call."""
+    raise out_of_memory(error) from error
+
+
+def refusable(call: Call[list[str]]) -> Call[list[str] | QueueFullError]:
+    """An enqueue call of a batch of several calls, whose refusal (max_ready, or Redis out of
+    memory) is its value, not raised: the batch's flow then says which of its calls wrote."""
+
+    def parse(reply: Any) -> list[str] | QueueFullError:
+        try:
+            return call.parse(reply)
+        except QueueFullError as full:
+            return full
+
+    return Call(call.script, call.keys, call.args, parse, out_of_memory)
 
 
 def text(value: bytes | str | int) -> str:
@@ -243,6 +306,7 @@ class QueueCalls:
         self.keys = QueueKeys(settings.prefix, settings.name, partition)
         self._id_prefix = "" if partition is None else f"{partition}-"
         self._clock = settings.clock  # a test's ManualClock, else None: the server's clock
+        self._max_ready = settings.max_ready or 0  # 0: no limit, not sent
         self._scripts = load_scripts(manual_clock=self._clock is not None)
         self._keys = {name: self.keys.keys(s.key_parts) for name, s in self._scripts.items()}
 
@@ -251,17 +315,18 @@ class QueueCalls:
     def add(
         self, payloads: Sequence[Any], contexts: Sequence[Any], shared: Shared,
         job_ids: Sequence[str | None], *, timeout: int = 0,
-    ) -> list[Call[list[str]]]:
+    ) -> list[Call[list[str] | QueueFullError]]:
         """Encode every record first (a bad one raises before any write), then one call per
-        ``batch_size`` jobs. Each call parses to the jobs' ids (an existing id for a duplicate).
-        ``timeout``: the jobs' own, in ms (0: none)."""
+        ``batch_size`` jobs. Each call parses to the jobs' ids (an existing id for a duplicate),
+        or to the QueueFullError of a call refused (it wrote nothing). ``timeout``: the jobs'
+        own, in ms (0: none)."""
         s = self.settings
         records = encode_records(s.serializer, payloads, contexts, s.stamp_ms(),
                                  s.max_payload_bytes, timeout_ms=timeout)
         custom = any(i is not None for i in job_ids)
         ids = [_job_id(i) for i in job_ids] if custom else [""] * len(records)
         step = s.batch_size
-        return [self.enqueue(ids[i : i + step], records[i : i + step], shared)
+        return [refusable(self.enqueue(ids[i : i + step], records[i : i + step], shared))
                 for i in range(0, len(records), step)]
 
     def add_one(self, payload: Any, context: Any, shared: Shared, job_id: str | None, *,
@@ -291,16 +356,20 @@ class QueueCalls:
         if len(jobs) > 1:
             return self.enqueue([j[2] for j in jobs], [j[1] for j in jobs], jobs[0][0])
         (due, max_attempts), record, given = jobs[0]
-        if not given:
+        if not given and not self._max_ready:  # a plain add
             return self._call("enqueue", [due, self._id_prefix, 1, max_attempts, record],
-                              _one_numbered)
+                              _one_numbered, refuse_out_of_memory)
+        args: list[Arg] = [due, self._id_prefix, 1, max_attempts, record, given]  # "": automatic
+        if self._max_ready:  # last, after the id
+            args.append(self._max_ready)
+        if not given:
+            return self._call("enqueue", args, _one_numbered, refuse_out_of_memory)
 
         def parse(reply: Any) -> list[str]:
             checked(reply)
             return [given]
 
-        return self._call("enqueue", [due, self._id_prefix, 1, max_attempts, record, given],
-                          parse)
+        return self._call("enqueue", args, parse, refuse_out_of_memory)
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
         """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""
@@ -332,25 +401,29 @@ class QueueCalls:
 
     # -- the scripts' own calls ----------------------------------------------------------------
 
-    def _call(self, name: str, args: Sequence[Arg], parse: Callable[[Any], T]) -> Call[T]:
+    def _call(self, name: str, args: Sequence[Arg], parse: Callable[[Any], T],
+              on_error: Callable[[Exception], T] | None = None) -> Call[T]:
         script = self._scripts[name]
         if self._clock is not None and script.reads_clock:  # tests only: the variant's ARGV
             args = [self._clock.now_ms(), *args]
-        return Call(script, self._keys[name], args, parse)
+        return Call(script, self._keys[name], args, parse, on_error)
 
     def enqueue(
         self, ids: Sequence[str], records: Sequence[bytes], shared: Shared = PLAIN
     ) -> Call[list[str]]:
         """Store jobs, ready now or when ``shared`` says, with its limit of deliveries; "" ids
         are numbered by the queue. Parses to the ids of the jobs (for a duplicate, the id it
-        was given: the job already there is left as it was)."""
+        was given: the job already there is left as it was); raises QueueFullError if refused
+        (max_ready, or Redis out of memory: nothing written)."""
         # Records, then the ids only when one is custom: a batch of automatic ids sends half
         # the arguments.
         due, max_attempts = shared
         args: list[Arg] = [due, self._id_prefix, len(records), max_attempts, *records]
         custom = any(ids)
-        if custom:
+        if custom or self._max_ready:  # max_ready comes last, after the ids ("" = automatic)
             args += ids
+        if self._max_ready:
+            args.append(self._max_ready)
 
         def parse(reply: Any) -> list[str]:
             numbered = _numbered(reply).split(",")
@@ -359,7 +432,17 @@ class QueueCalls:
             numbers = iter(numbered)
             return [job_id or next(numbers) for job_id in ids]
 
-        return self._call("enqueue", args, parse)
+        return self._call("enqueue", args, parse, refuse_out_of_memory)
+
+    def room(self) -> Call[Room]:
+        """The jobs waiting in this partition and its server's memory, read before an add of
+        several calls (see ``pyqcore.core.room``)."""
+
+        def parse(reply: Any) -> Room:
+            waiting, used, limit, server = checked(reply)[1:5]
+            return Room(waiting, used, limit, text(server))
+
+        return self._call("room", [], parse)
 
     def reserve(
         self, count: int, *, visibility_ms: int, max_attempts: int, sweep_limit: int, token: str,
@@ -384,7 +467,7 @@ class QueueCalls:
                     Job(job_id, queue, payload, context, reply[i + 2], enqueued_ms / 1000.0,
                         token, deadline, partition, own / 1000.0 if own else default_timeout)
                 )
-            return Reservation(jobs, bad, None if wait < 0 else wait, partition)
+            return Reservation(jobs, bad, None if wait < 0 else wait, partition, wait == 0)
 
         return self._call(
             "reserve", [count, visibility_ms, max_attempts, sweep_limit, token], parse

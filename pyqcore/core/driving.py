@@ -102,7 +102,8 @@ def parse_replies(
     calls: Sequence[Call[Any] | Command], replies: Sequence[Any]
 ) -> tuple[list[Any], list[tuple[int, Call[Any]]]]:
     """A pipeline's replies parsed by their calls, and the calls that got NOSCRIPT with their
-    positions (to be sent again with EVAL). Any other error reply is raised."""
+    positions (to be sent again with EVAL). Any other error reply goes to the script call's
+    ``error_reply`` (a command's is raised)."""
     results: list[Any] = []
     missing: list[tuple[int, Call[Any]]] = []
     for i, (call, reply) in enumerate(zip(calls, replies, strict=True)):
@@ -110,7 +111,9 @@ def parse_replies(
             missing.append((i, call))
             results.append(None)
         elif isinstance(reply, Exception):
-            raise reply
+            if not isinstance(call, Call):
+                raise reply
+            results.append(call.error_reply(reply))
         else:
             results.append(call.parse(reply))
     return results, missing

@@ -19,6 +19,10 @@ yielded                performed as                                             
 ``Turn``               wait until another flow wakes the waiter (coalesced adds)      None
 =====================  =============================================================  =========
 
+A script call's error reply (in a round trip too) goes to ``Call.error_reply``: raised as it
+came, unless the call was built to read it (an enqueue call turns Redis's out-of-memory error
+into QueueFullError; in a batch of several calls, into a value, so the flow knows which wrote).
+
 A driver (``pyqcore.sync.driver``, ``pyqcore.asyncio.driver``) is that table and nothing else:
 every decision about which call comes next lives in the flows, written once for both.
 An operation that is a single script call may be a bare ``Call`` instead of a flow.

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pyqcore.core.calls import Call, NewJob, QueueCalls, Settled, Shared
-from pyqcore.errors import ConfigurationError
+from pyqcore.errors import ConfigurationError, QueueFullError
 from pyqcore.job import Job
 from pyqcore.settings import QueueSettings
 
@@ -57,17 +57,20 @@ class Partitions:
     def add(
         self, payloads: Sequence[Any], contexts: Sequence[Any], shared: Shared,
         job_ids: Sequence[str | None], keys: Sequence[str | None], *, timeout: int = 0,
-    ) -> tuple[list[Call[list[str]]], list[list[int]]]:
+    ) -> tuple[list[Call[list[str] | QueueFullError]], list[list[int]], list[int]]:
         """Enqueue calls for every partition a job goes to (each encodes its records before
-        anything is sent), and, per call, the positions of its jobs in the caller's order."""
+        anything is sent), and, per call, the positions of its jobs in the caller's order and
+        its partition."""
         if len(self.parts) == 1:
             self.route(job_ids, keys)  # checks the keys
-            calls = self.parts[0].add(payloads, contexts, shared, job_ids, timeout=timeout)
+            one = self.parts[0].add(payloads, contexts, shared, job_ids, timeout=timeout)
             step = self.parts[0].settings.batch_size
-            return calls, [list(range(i, min(i + step, len(payloads))))
-                           for i in range(0, len(payloads), step)]
+            return one, [list(range(i, min(i + step, len(payloads))))
+                         for i in range(0, len(payloads), step)], [0] * len(one)
         routes = self.route(job_ids, keys)
-        calls, positions = [], []
+        calls: list[Call[list[str] | QueueFullError]] = []
+        positions: list[list[int]] = []
+        owners: list[int] = []
         for p, part in enumerate(self.parts):
             mine = [i for i, r in enumerate(routes) if r == p]
             if not mine:
@@ -76,7 +79,8 @@ class Partitions:
             calls += part.add([payloads[i] for i in mine], [contexts[i] for i in mine], shared,
                               [job_ids[i] for i in mine], timeout=timeout)
             positions += [mine[i : i + step] for i in range(0, len(mine), step)]
-        return calls, positions
+            owners += [p] * (len(calls) - len(owners))
+        return calls, positions, owners
 
     def add_one(
         self, payload: Any, context: Any, shared: Shared, job_id: str | None, key: str | None,

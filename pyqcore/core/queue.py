@@ -16,7 +16,9 @@ from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from redis.exceptions import OutOfMemoryError
 
 from pyqcore.checks import MAX_LOCK_TTL, check_seconds
 from pyqcore.codes import Outcome
@@ -37,7 +39,8 @@ from pyqcore.core.clock import time_command
 from pyqcore.core.coalesce import Coalescer, Flag
 from pyqcore.core.effects import Command, Flow, Pause, Waiter
 from pyqcore.core.partitions import Partitions, merge_settled
-from pyqcore.errors import ConfigurationError, LockNotAcquiredError
+from pyqcore.core.room import check_room
+from pyqcore.errors import ConfigurationError, LockNotAcquiredError, QueueFullError
 from pyqcore.health import warn_if_evicting
 from pyqcore.job import ErrorInfo, Job
 from pyqcore.keys import QueueKeys, partitions_key, registry_key
@@ -83,23 +86,37 @@ class QueueCore:
         other call, once per queue object."""
         s = self.settings
         if self.check_eviction:
+            self.check_eviction = False
             yield from warn_if_evicting(self.cluster)
         commands = [Command(("SADD", registry_key(s.prefix), s.name))]
         if s.partitions > 1:
             commands.append(Command(("HSETNX", partitions_key(s.prefix), s.name, s.partitions)))
         commands.append(Command(("HGET", partitions_key(s.prefix), s.name),
                                 lambda raw: int(raw or 1)))
-        if s.clock is not None:  # a test's clock: no server time to learn
-            recorded = (yield commands)[-1]
-        else:
+        try:
+            if s.clock is not None:  # a test's clock: no server time to learn
+                recorded = (yield commands)[-1]
+            else:
+                sent = time.time()
+                *_, recorded, server_ms = yield [*commands, time_command()]
+                s.offset.learn(server_ms, sent, time.time())
+            self.announced = True
+        except OutOfMemoryError:  # a full Redis refuses writes; workers must still drain it
+            reads = [Command(("SMEMBERS", registry_key(s.prefix)),
+                             lambda names: s.name.encode() in names),
+                     Command(("HGET", partitions_key(s.prefix), s.name),
+                             lambda raw: int(raw or s.partitions))]
             sent = time.time()
-            *_, recorded, server_ms = yield [*commands, time_command()]
-            s.offset.learn(server_ms, sent, time.time())
+            # if not recorded yet, the next call tries again
+            self.announced, recorded, *server = yield reads + (
+                [time_command()] if s.clock is None else [])
+            if server:
+                s.offset.learn(server[0], sent, time.time())
         if recorded != s.partitions:
+            self.announced = False
             raise ConfigurationError(
                 f"queue {s.name!r} is recorded with partitions={recorded} under prefix "
                 f"{s.prefix!r}, not {s.partitions}; changing it needs a drain first")
-        self.announced = True
 
     def _announced(self) -> Flow[None]:
         if not self.announced:
@@ -148,9 +165,11 @@ class QueueCore:
     ) -> Flow[list[str]]:
         """Add many jobs with one script call per ``batch_size`` jobs (and partition), all
         sent in one round trip; returns their ids in order. Every payload is encoded before
-        anything is written, so one unserializable payload writes nothing. Each call of the
-        round trip is atomic. ``delay``, ``at``, ``max_retries`` and ``timeout`` apply to
-        every job, as in ``add``."""
+        anything is written, so one unserializable payload writes nothing. ``delay``, ``at``,
+        ``max_retries`` and ``timeout`` apply to every job, as in ``add``. A batch of several
+        calls first checks that the queue has room for all of it (``max_ready``, Redis's
+        ``maxmemory``): QueueFullError, with nothing added, if not (see
+        ``pyqcore.core.room``)."""
         if self.tracing is not None:  # now: the caller's context, wherever the flow runs
             context = self.tracing.inject(context)
         shared = shared_of(delay, at, max_retries)
@@ -164,14 +183,17 @@ class QueueCore:
     ) -> Flow[list[str]]:
         payloads, ids, keys = batch_arguments(payloads, job_ids, partition_keys)
         contexts = [context] * len(payloads)
-        calls, positions = self.partitions.add(payloads, contexts, shared, ids, keys,
-                                               timeout=timeout)
+        calls, positions, owners = self.partitions.add(payloads, contexts, shared, ids, keys,
+                                                       timeout=timeout)
         if not self.announced:  # encoded again once announced, dated with the server offset
             yield from self.announce()
-            calls, positions = self.partitions.add(payloads, contexts, shared, ids, keys,
-                                                   timeout=timeout)
-        chunks = (yield calls) if calls else []
-        return in_caller_order(chunks, positions, len(payloads))
+            calls, positions, owners = self.partitions.add(payloads, contexts, shared, ids,
+                                                           keys, timeout=timeout)
+        if len(calls) > 1:
+            yield from check_room(self.name, self.partitions.parts, calls, positions, owners,
+                                  max_ready=self.settings.max_ready)
+        replies = (yield calls) if calls else []
+        return in_caller_order(replies, positions, len(payloads))
 
     # -- consuming -----------------------------------------------------------------------------
 
@@ -206,16 +228,23 @@ class QueueCore:
         self, reservation: Reservation, others: list[QueueCalls], count: int,
         visibility_timeout: float | None = None,
     ) -> Flow[Reservation]:
-        """While a partition had nothing, try the next ones (a round trip each): a worker
-        never sleeps while another partition has ready jobs. Then bury what was undecodable."""
-        soonest = reservation.wait_ms
-        for part in others:
+        """While a partition had nothing, try it again if more is ready there now (it took only
+        orphans, or more was due than one call handles), then the next ones (a round trip
+        each): a worker never sleeps, nor a burst worker stops, while some partition has ready
+        jobs. Then bury what was undecodable."""
+        soonest: int | None = None
+        parts = iter(others)
+        while True:
+            while reservation.more_ready:
+                reservation = yield self.partitions.parts[reservation.partition].lease(
+                    count, visibility_timeout)
             if reservation.jobs or reservation.undecodable:
                 break
-            reservation = yield part.lease(count, visibility_timeout)
-            wait = reservation.wait_ms
-            if wait is not None:  # 0 is a wait too (something is due now)
+            if (wait := reservation.wait_ms) is not None:  # 0 is a wait too (due now)
                 soonest = wait if soonest is None else min(soonest, wait)
+            if (part := next(parts, None)) is None:
+                break
+            reservation = yield part.lease(count, visibility_timeout)
         part = self.partitions.parts[reservation.partition]
         for job_id, token, exc in reservation.undecodable:
             log.error("queue %s: job %s has a corrupt record, moved to the DLQ: %s",
@@ -351,14 +380,25 @@ def batch_arguments(
     return payloads, ids, keys
 
 
-def in_caller_order(chunks: Iterable[list[str]], positions: Iterable[list[int]],
-                    count: int) -> list[str]:
-    """The ids of each enqueue call put back at their jobs' positions in the caller's batch."""
-    result: list[str] = [""] * count
-    for chunk, where in zip(chunks, positions, strict=True):
-        for job_id, i in zip(chunk, where, strict=True):
+def in_caller_order(replies: Iterable[list[str] | QueueFullError],
+                    positions: Iterable[list[int]], count: int) -> list[str]:
+    """The ids of each enqueue call put back at their jobs' positions in the caller's batch;
+    QueueFullError if a call was refused, with the ids of the jobs the other calls added."""
+    result: list[str | None] = [None] * count
+    refused: list[QueueFullError] = []
+    for reply, where in zip(replies, positions, strict=True):
+        if isinstance(reply, QueueFullError):
+            refused.append(reply)
+            continue
+        for job_id, i in zip(reply, where, strict=True):
             result[i] = job_id
-    return result
+    if refused:
+        added = count - result.count(None)
+        raise QueueFullError(str(refused[0]) if not added else (
+            f"only {added} of the batch's {count} jobs were added (QueueFullError.ids has "
+            f"their ids): the queue filled up after the room check, and a call was refused: "
+            f"{refused[0]}"), result)
+    return cast("list[str]", result)  # every position was filled
 
 
 def as_job_list(jobs: Job | Iterable[Job]) -> list[Job]:

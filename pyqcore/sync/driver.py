@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from pyqcore.core.calls import Call
 from pyqcore.core.driving import Driving, command_of, eval_args, parse_replies
@@ -80,11 +80,16 @@ class SyncDriver(Driving):
             return result
 
     def call(self, call: Call[T]) -> T:
-        """Send one script call and parse its reply (EVAL with the source on NOSCRIPT)."""
+        """Send one script call and parse its reply, or its error (``Call.error_reply``)."""
         try:
-            reply = self.client.execute_command(*command_of(call))  # type: ignore[no-untyped-call]
-        except NoScriptError:
-            reply = self.client.execute_command(*eval_args(call))  # type: ignore[no-untyped-call]
+            try:  # EVAL with the source on NOSCRIPT
+                reply = self.client.execute_command(  # type: ignore[no-untyped-call]
+                    *command_of(call))
+            except NoScriptError:
+                reply = self.client.execute_command(  # type: ignore[no-untyped-call]
+                    *eval_args(call))
+        except ResponseError as exc:
+            return call.error_reply(exc)
         return call.parse(reply)
 
     def call_all(self, calls: Sequence[Call[Any] | Command]) -> list[Any]:

@@ -54,6 +54,7 @@ def every_call(queue: str) -> list[Call[Any]]:
         calls.purge(),
         calls.peek_dead(0, 10),
         calls.counts(),
+        calls.room(),
         lock_call(lock_key, "token", 1000),
         unlock_call(lock_key, "token"),
     ]

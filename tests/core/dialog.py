@@ -38,10 +38,12 @@ class Dialog:
         return self.effect
 
     def answer(self, reply: Any) -> None:
-        """Answer the effect with a raw reply: each call parses its own (a list for a round)."""
+        """Answer the effect with a raw reply: each call parses its own (a list for a round,
+        where an exception stands for an error reply, as a pipeline hands it over)."""
         effect = self.effect
         if isinstance(effect, list):
-            self.steps.send([c.parse(r) for c, r in zip(effect, reply, strict=True)])
+            self.steps.send([c.error_reply(r) if isinstance(r, Exception) else c.parse(r)
+                             for c, r in zip(effect, reply, strict=True)])
         elif isinstance(effect, Call | Command):
             self.steps.send(effect.parse(reply))
         else:
@@ -74,6 +76,12 @@ def reserved(jobs: list[tuple[str, bytes, int]], *, token: str = "ab" * 8,
     for job_id, rec, attempt in jobs:
         flat += [job_id.encode(), rec, attempt]
     return flat
+
+
+def room(waiting: int = 0, *, used: int = 1 << 20, maxmemory: int = 0,
+         server: bytes = b"a1") -> list[Any]:
+    """room's reply: {0, waiting, used_memory, maxmemory, run_id}."""
+    return [0, waiting, used, maxmemory, server]
 
 
 def server_time(ms: int = 1_800_000_000_000) -> list[bytes]:

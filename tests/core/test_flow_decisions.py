@@ -313,18 +313,22 @@ def test_a_partition_with_only_corrupt_records_is_buried_before_the_walk_goes_on
 
 @pytest.mark.parametrize(("waits", "soonest"), [
     ((5000, 9000, -1), 5000),
-    ((0, 9000, -1), 0),  # something due now is the soonest (0 is not "none")
+    ((7000, 0, 5000, -1), 5000),  # 0: more is ready now there, so that partition is asked again
     ((-1, -1, -1), None),
 ])
 def test_an_idle_reservation_names_the_soonest_event_of_every_partition(
-        waits: tuple[int, int, int], soonest: int | None) -> None:
+        waits: tuple[int, ...], soonest: int | None) -> None:
     queue = queue_core(3)
     flow = Dialog(queue.ack_and_reserve([], 5))
     flow.answer([reserved([], wait_ms=waits[0])])
-    flow.answer(reserved([], wait_ms=waits[1]))
-    flow.answer(reserved([], wait_ms=waits[2]))
+    asked = []
+    for wait in waits[1:]:
+        asked.append(flow.script().keys[0])
+        flow.answer(reserved([], wait_ms=wait))
     settled, reservation = flow.result
     assert settled is None and reservation.wait_ms == soonest
+    again = [a == b for a, b in zip(asked, asked[1:], strict=False)]
+    assert again == [wait == 0 for wait in waits[1:-1]]
 
 
 def test_settling_over_partitions_adds_up_every_partition() -> None:

@@ -7,21 +7,25 @@ import time
 from typing import cast
 
 import pytest
+from redis.exceptions import OutOfMemoryError, ResponseError
 
+from pyqcore.codes import Code
 from pyqcore.core.effects import flow_of
 from pyqcore.core.queue import QueueCore
-from pyqcore.errors import ConfigurationError, SerializationError
+from pyqcore.errors import ConfigurationError, QueueFullError, SerializationError
 from pyqcore.job import Job
 from pyqcore.serializer import MSGPACK
 from pyqcore.settings import QueueSettings
 from pyqcore.testing import ManualClock
-from tests.core.dialog import Dialog, announced, names, record, reserved, server_time
+from tests.core.dialog import Dialog, announced, names, record, reserved, room, server_time
 
 NOW = 1_800_000_000.0
 
 
-def core(partitions: int = 1, *, cluster: bool = False, announce: bool = False) -> QueueCore:
-    settings = QueueSettings(name="q", partitions=partitions, batch_size=2)  # the server's clock
+def core(partitions: int = 1, *, cluster: bool = False, announce: bool = False,
+         max_ready: int | None = None) -> QueueCore:
+    settings = QueueSettings(name="q", partitions=partitions, batch_size=2,  # the server's clock
+                             max_ready=max_ready)
     queue = QueueCore(settings, cluster=cluster)
     queue.announced = not announce
     return queue
@@ -35,9 +39,75 @@ def test_the_first_add_announces_the_queue_then_enqueues() -> None:
     flow = Dialog(core(announce=True).add_batch(["a", "b", "c"]))
     assert names(flow.round()) == ["SADD", "HGET", "TIME"]
     flow.answer(announced())
+    assert names(flow.round()) == ["room"]  # two calls: room for all of it first
+    flow.answer([room()])
     assert names(flow.round()) == ["enqueue", "enqueue"]  # batch_size=2: two calls, one trip
     flow.answer([[0, b"1,2"], [0, b"3"]])
     assert flow.result == ["1", "2", "3"]
+
+
+def test_a_batch_the_room_check_refuses_sends_no_enqueue() -> None:
+    flow = Dialog(core(max_ready=10).add_batch(["a", "b", "c"]))
+    [check] = flow.round()
+    assert check.script.name == "room"
+    with pytest.raises(QueueFullError, match=r"8 jobs waiting.*3 more would pass max_ready=10"
+                       ) as refused:
+        flow.answer([room(8)])
+    assert refused.value.ids == [None, None, None]
+
+
+def test_a_batch_that_would_pass_maxmemory_sends_no_enqueue() -> None:
+    flow = Dialog(core().add_batch(["a" * 1000, "b" * 1000, "c" * 1000]))
+    flow.round()
+    with pytest.raises(QueueFullError, match="3 jobs of queue 'q' need about"):
+        flow.answer([room(used=100_000, maxmemory=103_000)])
+
+
+def test_a_batch_with_room_is_sent_whole() -> None:
+    flow = Dialog(core(max_ready=10).add_batch(["a", "b", "c"]))
+    flow.answer([room(7, used=100_000, maxmemory=200_000)])
+    assert names(flow.round()) == ["enqueue", "enqueue"]
+
+
+def test_a_call_refused_after_the_room_check_leaves_the_ids_of_the_others() -> None:
+    flow = Dialog(core().add_batch(["a", "b", "c"]))
+    flow.answer([room()])
+    with pytest.raises(QueueFullError, match="only 2 of the batch's 3 jobs were added") as full:
+        flow.answer([[Code.OK, b"1,2"], OutOfMemoryError("command not allowed when ...")])
+    assert full.value.ids == ["1", "2", None]
+
+
+def test_a_single_call_refused_for_max_ready_adds_nothing() -> None:
+    flow = Dialog(core(max_ready=1).add_batch(["a"]))
+    [call] = flow.round()  # one call: no room check, the script checks max_ready itself
+    assert call.args[-2:] == ["", 1]  # the limit goes last, after the ("") id
+    with pytest.raises(QueueFullError, match=r"^queue full: 1 jobs are waiting") as full:
+        flow.answer([[Code.QUEUE_FULL, b"1 jobs are waiting (ready + delayed): 1 more would "
+                                       b"pass max_ready=1"]])
+    assert full.value.ids == [None]
+
+
+def test_other_error_replies_are_raised_as_they_came() -> None:
+    flow = Dialog(core().add_batch(["a", "b", "c"]))
+    flow.answer([room()])
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        flow.answer([[Code.OK, b"1,2"], ResponseError("WRONGTYPE")])
+
+
+def test_an_announcement_refused_for_memory_reads_the_registry_instead() -> None:
+    queue = core(announce=True)
+    flow = Dialog(queue.reserve(1))
+    assert names(flow.round()) == ["SADD", "HGET", "TIME"]
+    flow.fail(OutOfMemoryError("command not allowed when used memory > 'maxmemory'"))
+    assert names(flow.round()) == ["SMEMBERS", "HGET", "TIME"]  # reads only (and the clock)
+    flow.answer([{b"other"}, None, server_time()])  # not recorded: the next call tries again
+    assert flow.script().script.name == "reserve" and not queue.announced
+    flow.answer(reserved([]))
+    flow = Dialog(queue.reserve(1))
+    flow.round()
+    flow.fail(OutOfMemoryError("command not allowed when used memory > 'maxmemory'"))
+    flow.answer([{b"q"}, None, server_time()])
+    assert queue.announced
 
 
 def test_a_recorded_partition_count_that_differs_refuses_before_any_enqueue() -> None:
@@ -87,6 +157,8 @@ def test_ids_come_back_in_the_callers_order_across_partitions() -> None:
                       if queue.partitions.route([None], [f"k{i}"]) != queue.partitions.route(
                           [None], ["k0"]))
     flow = Dialog(queue.add_batch(["a", "b", "c"], partition_keys=[x, y, x]))
+    assert names(flow.round()) == ["room", "room"]
+    flow.answer([room(), room()])
     calls = flow.round()
     assert [int(c.args[2]) for c in calls] == [2, 1] or [int(c.args[2]) for c in calls] == [1, 2]
     # Each call's jobs get ids named after the payloads they carry.
@@ -113,6 +185,16 @@ def test_reserve_tries_the_next_partition_while_one_is_empty_and_keeps_the_soone
     assert (got.id, got.payload, got.attempt) == ("2-1", "x", 1)
     assert {first.keys[0], second.keys[0], third.keys[0]} == {
         p.keys.key("ready") for p in queue.partitions.parts}
+
+
+def test_reserve_asks_again_while_a_partition_took_only_orphans_and_has_more_ready() -> None:
+    flow = Dialog(core().reserve(1))
+    first = flow.script()
+    flow.answer(reserved([], wait_ms=0))  # sweep_limit orphans dropped, more ids ready
+    again = flow.script()
+    assert again.keys == first.keys and again.args[0] == 1  # count
+    flow.answer(reserved([("31", record("x"), 1)]))
+    assert [j.id for j in flow.result] == ["31"]
 
 
 def test_an_undecodable_record_is_buried_with_its_reason_and_not_returned() -> None:

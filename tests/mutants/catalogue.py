@@ -27,6 +27,7 @@ SERVER_CLOCK = "tests/test_server_clock.py"
 RETRY_RULES = "tests/test_retry_rules.py"
 TIMEOUTS = "tests/test_job_timeouts.py"
 AT = "tests/test_at.py"
+MEMORY = "tests/reliability/test_memory_pressure.py"
 
 
 class CatalogueError(Exception):
@@ -330,8 +331,8 @@ RESERVE = [
          "local states = {}",
          "a retried job's delivery says attempt 1", QUEUE),
     _lua("reserve", "reserve-leased-set-unpinned",
-         "local lease, n, r, orphans = {'inf', PIN}, 2, 4, {}",
-         "local lease, n, r, orphans = {}, 0, 4, {}",
+         "local lease, n, r, orphans, asked = {'inf', PIN}, 2, 4, {}, count",
+         "local lease, n, r, orphans, asked = {}, 0, 4, {}, count",
          "the leased set becomes a listpack: each lease added or checked scans the whole set",
          QUEUE),
     _lua("reserve", "reserve-delivers-orphans",
@@ -352,7 +353,7 @@ RESERVE = [
          "",
          "stats['orphaned'] stays 0", QUEUE),
     _lua("reserve", "reserve-wake-pass-on-removed",
-         "  if redis.call('LLEN', ready) > 0 then\n    wake(wake_key)\n",
+         "  if ready_left then\n    wake(wake_key)\n",
          "  if false then\n    wake(wake_key)\n",
          "a worker that took part of a backlog lets the other blocked workers sleep", LIVENESS),
     _lua("reserve", "reserve-next-event-ignores-leases",
@@ -503,7 +504,7 @@ ENQUEUE = [
          "",
          "the reply stops naming a skipped duplicate add (its header promises it)", CONTRACTS),
     _lua("enqueue", "enqueue-accepts-ragged-ids",
-         "if not (with_ids or #ARGV == 4 + n) then\n",
+         "if not (with_ids or after == 0) then\n",
          "if false then\n",
          "records and ids that do not pair up are stored misaligned", SCRIPTS),
     _lua("enqueue", "enqueue-ignores-the-id-prefix",
@@ -826,8 +827,63 @@ LOCKS = [
          "an empty token is not refused as a bad argument", SCRIPTS),
 ]
 
+def _without_allow_oom(script: str, breaks: str) -> Mutant:
+    return _lua(script, f"{script}-refused-out-of-memory", "#!lua flags=allow-oom\n", "",
+                f"while Redis is out of memory {breaks}", MEMORY)
+
+
+MEMORY_PRESSURE = [
+    _lua("room", "room-ignores-delayed",
+         "local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])\n",
+         "local waiting = redis.call('LLEN', KEYS[1])\n",
+         "a batch's max_ready check misses the delayed jobs", MEMORY),
+    _lua("room", "room-reads-no-maxmemory",
+         "tonumber(string.match(info, '\\nmaxmemory:(%d+)'))",
+         "0",
+         "a batch that does not fit in memory is sent, and cut where Redis refuses a call",
+         MEMORY),
+    _lua("room", "room-reads-no-used-memory",
+         "tonumber(string.match(info, '\\nused_memory:(%d+)'))",
+         "0",
+         "a batch sent to a full Redis is refused call by call instead of up front", MEMORY),
+    _lua("enqueue", "enqueue-max-ready-ignored",
+         "if max_ready > 0 then\n",
+         "if false then\n",
+         "max_ready refuses nothing", MEMORY, CONTRACTS),
+    _lua("enqueue", "enqueue-max-ready-drops-the-ids",
+         "local with_ids = after == n or after == n + 1\n",
+         "local with_ids = after == n\n",
+         "an add with max_ready loses its custom ids (numbered instead)", CONTRACTS, MEMORY),
+    _lua("enqueue", "enqueue-max-ready-one-over",
+         "  if waiting + n > max_ready then\n",
+         "  if waiting + n > max_ready + 1 then\n",
+         "one job more than max_ready waits", MEMORY, CONTRACTS),
+    _lua("enqueue", "enqueue-max-ready-ignores-delayed",
+         "  local waiting = redis.call('LLEN', ready) + redis.call('ZCARD', delayed)\n",
+         "  local waiting = redis.call('LLEN', ready)\n",
+         "delayed (scheduled, retrying) jobs do not count against max_ready", CONTRACTS, MEMORY),
+    _lua("reserve", "reserve-orphans-not-replaced",
+         "    ids = short > 0 and #ids == asked and #orphans < sweep and\n",
+         "    ids = false and\n",
+         "a reserve whose ids were orphans delivers fewer jobs than are ready", CONTRACTS),
+    _lua("reserve", "reserve-orphans-unbounded",
+         "#orphans < sweep and",
+         "true and",
+         "one reserve drops any number of orphans: its work is no longer bounded", CONTRACTS),
+    _lua("reserve", "reserve-orphans-look-like-an-empty-queue",
+         "if #reply == 4 and ready_left then\n",
+         "if false then\n",
+         "a reserve that took only orphans says nothing is ready: a burst worker stops with "
+         "jobs left", CONTRACTS, MEMORY),
+    _without_allow_oom("reserve", "a due job cannot be promoted: reserve fails"),
+    _without_allow_oom("ack", "a worker cannot ack: its jobs run again"),
+    _without_allow_oom("extend", "a heartbeat cannot extend its leases"),
+    _without_allow_oom("release", "a stopping worker cannot give its jobs back"),
+    _without_allow_oom("lock", "a handler cannot take an item lock"),
+]
+
 LUA = [*LUA_INCLUDES, *ACK, *RESERVE, *ENQUEUE, *EXTEND, *FAIL, *RELEASE, *REDRIVE, *PURGE,
-       *PEEK_DEAD, *COUNTS, *LOCKS]
+       *PEEK_DEAD, *COUNTS, *LOCKS, *MEMORY_PRESSURE]
 
 SLOT = [
     _py("slot", "run-hook-hides-the-error",
@@ -1026,8 +1082,8 @@ QUEUE_FLOWS = [
         "        ids: list[str] = yield part.enqueue_jobs(jobs)\n",
         "a producer's first add is dated by its own clock", "tests/core"),
     _py("queue", "reserve-walks-one-partition",
-        "        for part in others:\n",
-        "        for part in others[:0]:\n",
+        "        parts = iter(others)\n",
+        "        parts = iter(others[:0])\n",
         "a worker sleeps while another partition has ready jobs", PARTITIONS, "tests/core"),
     _py("queue", "reserve-walk-passes-undecodable",
         "            if reservation.jobs or reservation.undecodable:\n",
@@ -1429,6 +1485,68 @@ MANAGER = [
         "tests/core", DLQ),
 ]
 
-CORE = [*SLOT, *QUEUE_FLOWS, *DEAD_LETTER_FLOWS, *COALESCE, *PRESENCE, *WORKER_FLOWS, *MANAGER]
+MEMORY_FLOWS = [
+    _py("queue", "add-batch-skips-the-room-check",
+        "        if len(calls) > 1:\n            yield from check_room(",
+        "        if False:\n            yield from check_room(",
+        "a batch of several calls that does not fit is cut where Redis refuses a call",
+        MEMORY, "tests/core"),
+    _py("queue", "add-batch-hides-a-refused-call",
+        "    if refused:\n",
+        "    if False:\n",
+        "a batch with a refused call returns as if added, with None for the refused jobs",
+        "tests/core"),
+    _py("queue", "announce-fails-when-out-of-memory",
+        "        except OutOfMemoryError:  # a full Redis",
+        "        except KeyError:  # a full Redis",
+        "a worker started while Redis is full cannot announce its queue, and never runs",
+        MEMORY, "tests/core"),
+    _py("queue", "reserve-stops-at-a-call-of-orphans",
+        "            while reservation.more_ready:",
+        "            while False:",
+        "reserve returns nothing while ids past sweep_limit orphans are ready", MEMORY,
+        "tests/core"),
+    _py("room", "room-partitions-never-share-a-server",
+        "servers.setdefault(room.server, (room, Need()))",
+        "servers.setdefault(str(part), (room, Need()))",
+        "partitions on one server are checked against its memory one at a time",
+        "tests/core/test_room.py"),
+    _py("room", "room-a-call-starts-on-nothing-stored",
+        "self.stored + round(RUNNING_FACTOR * size)",
+        "round(RUNNING_FACTOR * size)",
+        "the room check forgets what the earlier calls of a batch stored",
+        "tests/core/test_room.py"),
+    _py("room", "room-max-ready-ignored",
+        "if max_ready is not None and room.waiting + count > max_ready:",
+        "if False:",
+        "a batch of several calls past max_ready is cut where a call is refused",
+        "tests/core", MEMORY),
+    _py("calls", "enqueue-batch-out-of-memory-raised-raw",
+        "return Call(call.script, call.keys, call.args, parse, out_of_memory)",
+        "return Call(call.script, call.keys, call.args, parse)",
+        "a batch call refused for memory raises redis-py's OutOfMemoryError", MEMORY),
+    _py("calls", "add-out-of-memory-raised-raw",
+        "[due, self._id_prefix, 1, max_attempts, record],\n"
+        "                              _one_numbered, refuse_out_of_memory)",
+        "[due, self._id_prefix, 1, max_attempts, record],\n"
+        "                              _one_numbered)",
+        "an add refused for memory raises redis-py's OutOfMemoryError", MEMORY),
+    _py("calls", "coalesced-add-out-of-memory-raised-raw",
+        "args, parse, refuse_out_of_memory)\n\n    def room(",
+        "args, parse)\n\n    def room(",
+        "adds sharing a call refused for memory raise redis-py's OutOfMemoryError", MEMORY),
+    _py("calls", "reserve-reply-of-orphans-read-as-empty",
+        "partition, wait == 0)",
+        "partition, False)",
+        "a reserve that took only orphans reads as an empty queue", MEMORY, "tests/core"),
+    _py("driving", "pipeline-error-replies-raised",
+        "            results.append(call.error_reply(reply))\n",
+        "            raise reply\n",
+        "a round trip's refused enqueue call raises, and the ids its other calls added are lost",
+        MEMORY),
+]
+
+CORE = [*SLOT, *QUEUE_FLOWS, *DEAD_LETTER_FLOWS, *COALESCE, *PRESENCE, *WORKER_FLOWS, *MANAGER,
+        *MEMORY_FLOWS]
 
 ALL = [*LUA, *CORE]

@@ -5,6 +5,7 @@ the dead-letter flows page, merge, scan and force."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any, cast
 
@@ -327,7 +328,7 @@ def test_an_idle_reservation_names_the_soonest_event_of_every_partition(
         flow.answer(reserved([], wait_ms=wait))
     settled, reservation = flow.result
     assert settled is None and reservation.wait_ms == soonest
-    again = [a == b for a, b in zip(asked, asked[1:], strict=False)]
+    again = [a == b for a, b in itertools.pairwise(asked)]
     assert again == [wait == 0 for wait in waits[1:-1]]
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ from pyqcore.serializer import MSGPACK
 from pyqcore.sync.driver import Client
 from pyqcore.sync.manager import QueueManager
 from pyqcore.sync.supervisor import load_manager, run_processes, serve
+from pyqcore.sync.worker import stop_on_signals
 
 DEFAULT_URL = "redis://localhost:6379/0"
 CONNECT_TIMEOUT = 5.0  # seconds to reach Redis before giving up (a URL option overrides it)
@@ -555,6 +557,95 @@ def dlq_purge(state: State, queue: str | None, ids: tuple[str, ...],  # noqa: PL
         purged = sum(dlq.purge(name, ids=wanted, on_progress=advance) if wanted else
                      dlq.purge(name, max_age=older_than, on_progress=advance) for name in names)
     click.echo(f"purged {plural(purged, 'job')}")
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+
+@cli.group()
+def schedules() -> None:
+    """List, add or remove schedules (jobs added at cron times or every N seconds)."""
+
+
+@schedules.command("list")
+@pass_state
+def schedules_list(state: State) -> None:
+    """Show every schedule: its queue, when it runs and when it runs next (UTC)."""
+    found = state.manager().schedules()
+    if not found:
+        click.echo(f"no schedules under prefix {state.prefix!r}")
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("name", "queue", "when", "next due (UTC)", "payload"):
+        table.add_column(column)
+    for s in found:
+        when = f"cron {s.cron} ({s.tz})" if s.cron is not None else f"every {s.every:g} s"
+        due = s.next_due.strftime("%Y-%m-%d %H:%M:%S") if s.next_due else "-"
+        table.add_row(s.name, s.queue, when, due, _clip(json.dumps(s.payload), 60))
+    console().print(table)
+
+
+@schedules.command("add")
+@click.argument("name")
+@click.option("--queue", required=True, metavar="QUEUE", help="The queue its jobs go to.")
+@click.option("--cron", metavar="EXPR", help='A cron expression, e.g. "*/5 * * * *".')
+@click.option("--every", type=float, metavar="SECONDS", help="Or a period, from the epoch.")
+@click.option("--tz", default="UTC", show_default=True, help="The cron expression's zone.")
+@click.option("--payload", metavar="JSON", help="The jobs' payload (JSON), default null.")
+@click.option("--context", metavar="JSON", help="The jobs' context (JSON), default null.")
+@click.option("--catch-up", type=int, default=1, show_default=True,
+              help="Runs missed while no scheduler ran that are still added (the latest).")
+@click.option("--max-retries", type=int, help="The jobs' own max_retries.")
+@click.option("--timeout", type=float, help="The jobs' own timeout, in seconds.")
+@pass_state
+def schedules_add(state: State, name: str, queue: str, cron: str | None,  # noqa: PLR0917
+                  every: float | None, tz: str, payload: str | None, context: str | None,
+                  catch_up: int, max_retries: int | None, timeout: float | None) -> None:
+    """Add (or redefine) the schedule NAME."""
+    added = state.manager().schedule(
+        name, queue, None if payload is None else _json_or_text(payload), cron=cron,
+        every=every, tz=tz, context=None if context is None else _json_or_text(context),
+        catch_up=catch_up, max_retries=max_retries, timeout=timeout)
+    due = added.next_due.strftime("%Y-%m-%d %H:%M:%S") if added.next_due else "-"
+    click.echo(f"schedule {name!r} adds to queue {queue!r}; next run due {due} UTC")
+
+
+@schedules.command("remove")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_state
+def schedules_remove(state: State, name: str, yes: bool) -> None:
+    """Remove the schedule NAME (jobs it already added stay)."""
+    manager = state.manager()
+    if name not in {s.name for s in manager.schedules()}:
+        raise CliError(f"no schedule named {name!r} under prefix {state.prefix!r}")
+    if not yes:
+        try:
+            confirmed = click.confirm(f"Remove schedule {name!r}?", default=False, err=True)
+        except click.Abort:
+            click.echo(err=True)
+            raise CliError("no answer: nothing removed (--yes removes without asking)") from None
+        if not confirmed:
+            raise CliError("not confirmed: nothing removed")
+    manager.unschedule(name)
+    click.echo(f"removed schedule {name!r}")
+
+
+@cli.command()
+@click.option("--queue", "queues", multiple=True, metavar="QUEUE",
+              help="Only the schedules of this queue (repeatable; default: every schedule).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+@pass_state
+def scheduler(state: State, queues: tuple[str, ...], log_level: str) -> None:
+    """Add the due runs of schedules until SIGTERM/SIGINT; run as many as you like.
+
+    Each due run is added once, whichever scheduler claims it. Payloads are encoded with
+    MessagePack (the default serializer).
+    """
+    stop = threading.Event()
+    with worker_logging(log_level), stop_on_signals(stop):
+        state.manager().run_scheduler(stop, queues or None)
 
 
 # -- scripts, worker, bench, demo -----------------------------------------------------------

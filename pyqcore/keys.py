@@ -63,3 +63,9 @@ def registry_key(prefix: str) -> str:
 def partitions_key(prefix: str) -> str:
     """The HASH of queue name -> partition count, for partitioned queues (absent: 1)."""
     return f"{prefix}:partitions"
+
+
+def schedules_key(prefix: str) -> str:
+    """The HASH of schedule name -> its queue, every schedule under a prefix (each is stored
+    with its queue: ``pyqcore.core.schedules``)."""
+    return f"{prefix}:schedules"

@@ -484,3 +484,28 @@ def test_the_readme_s_command_table_names_every_command() -> None:
         group = command.commands if isinstance(command, click.Group) else {}
         commands |= {f"{name} {sub}" for sub in group} or {name}
     assert named == commands
+
+
+def test_schedules_are_added_listed_and_removed_after_a_confirmation(
+    redis_server: LocalRedis, client: Client,
+) -> None:
+    added = ok(redis_server, "schedules", "add", "nightly", "--queue", "reports", "--cron",
+               "0 2 * * *", "--tz", "Europe/Paris", "--payload", '{"kind": "sales"}')
+    assert added.startswith("schedule 'nightly' adds to queue 'reports'; next run due ")
+    listed = ok(redis_server, "schedules", "list")
+    assert "nightly" in listed and "cron 0 2 * * * (Europe/Paris)" in listed
+    assert '{"kind": "sales"}' in listed
+    bad = invoke(redis_server, "schedules", "add", "x", "--queue", "q", "--cron", "61 * * * *")
+    assert bad.exit_code == 1
+    assert one_error_line(bad.stderr) == "pyqcore: not a cron expression: '61 * * * *'"
+    refused = invoke(redis_server, "schedules", "remove", "nightly", input="n\n")
+    assert refused.exit_code == 1
+    assert "Remove schedule 'nightly'? [y/N]" in refused.stderr
+    assert refused.stderr.splitlines()[-1] == "pyqcore: not confirmed: nothing removed"
+    assert [s.name for s in QueueManager(client).schedules()] == ["nightly"]
+    assert ok(redis_server, "schedules", "remove", "nightly", "--yes") == \
+        "removed schedule 'nightly'\n"
+    assert ok(redis_server, "schedules", "list") == "no schedules under prefix 'pyqcore'\n"
+    missing = invoke(redis_server, "schedules", "remove", "nightly", "--yes")
+    assert one_error_line(missing.stderr) == \
+        "pyqcore: no schedule named 'nightly' under prefix 'pyqcore'"

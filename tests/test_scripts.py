@@ -21,6 +21,7 @@ from pyqcore import BaseQueue
 from pyqcore.codes import Code
 from pyqcore.core.calls import Call, QueueCalls, lock_call, unlock_call
 from pyqcore.keys import QueueKeys
+from pyqcore.schedule import Schedule
 from pyqcore.scripts import (
     VARIADIC,
     Script,
@@ -250,6 +251,8 @@ BAD_ARGS = {
     "purge": ["0", "0"],
     "peek_dead": ["-1", "10"],
     "lock": ["", "100"],
+    "schedule_claim": ["s", "1000", "1000", "0"],
+    "schedules": ["0"],
 }
 
 
@@ -317,6 +320,8 @@ HEADER_ARGV = {
     "release": ("id...", "token..."),
     "reserve": ("count", "visibility_ms", "max_attempts", "sweep_limit", "token"),
     "room": (),
+    "schedule_claim": ("name", "expected_ms", "next_ms", "max_attempts", "id...", "record..."),
+    "schedules": ("limit", "name..."),
     "unlock": ("token",),
 }
 
@@ -334,6 +339,8 @@ VALID_ARGV = {
     "release": ["1", TOKEN],
     "reserve": ["1", "30000", "4", "1000", TOKEN],
     "room": [],
+    "schedule_claim": ["s", "1000", "2000", "0"],
+    "schedules": ["10"],
     "unlock": ["holder"],
 }
 
@@ -394,6 +401,10 @@ def every_python_call() -> list[Call[Any]]:
         calls.peek_dead(0, 10, ids=["1"]),
         calls.counts(),
         calls.room(),
+        calls.read_schedules([], 10),
+        calls.read_schedules(["a", "b"]),
+        calls.claim_schedule(Schedule("s", "arity", every=60), 60_000, 120_000, []),
+        calls.claim_schedule(Schedule("s", "arity", every=60), 60_000, 180_000, [60_000, 120_000]),
         lock_call(lock_key, "holder", 1000),
         unlock_call(lock_key, "holder"),
     ]
@@ -482,6 +493,7 @@ BOUNDS = {
     ("purge", "limit"): MAX_BATCH,
     ("redrive", "limit"): MAX_BATCH,
     ("reserve", "sweep_limit"): MAX_BATCH,
+    ("schedules", "limit"): 1000,
 }
 
 

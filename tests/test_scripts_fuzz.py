@@ -132,6 +132,11 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
     "count": Int(0),
     "due": Due(),
     ("enqueue", "max_attempts"): Int(0),
+    ("schedule_claim", "max_attempts"): Int(0),
+    ("schedule_claim", "name"): Text(nonempty=True),
+    "expected_ms": Int(0),
+    "next_ms": Int(2),  # after expected_ms, whose typical value is 1
+    ("schedules", "limit"): Int(1, 1000),
     "id_prefix": Text(),
     "backoff_ms": Int(0),
     "error": Text(),
@@ -154,6 +159,7 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
 # (enqueue: n records, then 0 or n ids, then max_ready, optional, after the ids)
 PAIRS, RECORDS, IDS = ("id...", "token..."), ("record...", "id...", "max_ready..."), ("id...",)
 MAX_READY = Int(1)
+RUNS, NAMED = ("id...", "record..."), ("name...",)  # schedule_claim's runs, schedules' names
 COUNTED = {"enqueue": "n"}  # a fixed entry that counts the tail's records
 
 
@@ -262,8 +268,11 @@ def valid_argv(draw: st.DrawFn, script: Script) -> list[str | bytes]:
             args += [draw(st.one_of(st.just(""), Text().valid())) for _ in range(n)]
             if draw(st.booleans()):
                 args.append(draw(MAX_READY.valid()))
-    elif shape == IDS:
+    elif shape in (IDS, NAMED):
         args += draw(st.lists(Text().valid(), max_size=4))
+    elif shape == RUNS:
+        for _ in range(draw(st.integers(0, 3))):
+            args += [draw(Text().valid()), draw(st.binary(max_size=16))]
     else:
         assert shape == (), f"{script.name}: a tail of unknown shape {shape}"
     return args
@@ -370,7 +379,7 @@ def test_every_argv_entry_has_a_domain() -> None:
     missing = [(s.name, e) for s in SCRIPTS.values() for e in fixed(s)
                if e not in COUNTED.values() and (s.name, e) not in DOMAINS and e not in DOMAINS]
     assert missing == []
-    assert {tail(s) for s in SCRIPTS.values()} <= {PAIRS, RECORDS, IDS, ()}
+    assert {tail(s) for s in SCRIPTS.values()} <= {PAIRS, RECORDS, IDS, RUNS, NAMED, ()}
 
 
 @pytest.mark.parametrize("name", WITH_ARGV)

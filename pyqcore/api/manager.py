@@ -33,6 +33,7 @@ class AllWorkerOptions(TypedDict, total=False):
     metrics: bool | WorkerMetrics  # see pyqcore.core.slot.WorkerOptions
     metrics_port: int | None  # one endpoint for all the queues' workers
     metrics_host: str
+    schedules: bool  # each worker also enqueues the due runs of its queue's schedules
     give_up_after: float | None
 
 
@@ -112,3 +113,8 @@ class ManagerApi(Generic[C, Q, D]):
     server_time = operation(ManagerCore.server_time)
     snapshot = operation(ManagerCore.snapshot)
     monitor_queue_sizes = operation(ManagerCore.monitor_queue_sizes)
+    schedule = operation(ManagerCore.schedule)
+    unschedule = operation(ManagerCore.unschedule)
+    schedules = operation(ManagerCore.schedules)
+    claim_due_schedules = operation(ManagerCore.claim_due_schedules)
+    run_scheduler = operation(ManagerCore.scheduler_loop)

@@ -56,6 +56,8 @@ class Worker(WorkerBase):
         with stop_on_signals(self.stop, install_signal_handlers), self.serving_metrics():
             heartbeat = asyncio.create_task(driver.run(heartbeat_loop(self.core, self.crew)))
             presence = asyncio.create_task(driver.run(presence_loop(self.presence)))
+            scheduler = asyncio.create_task(driver.run(self.scheduler_loop())) \
+                if self.schedules else presence
             try:
                 await asyncio.gather(*(driver.drive(slot_loop(self.core, self.crew),
                                                     self._perform)
@@ -63,7 +65,7 @@ class Worker(WorkerBase):
             finally:
                 self._finished.set()
                 self._alarm.set()
-                await asyncio.gather(heartbeat, presence)
+                await asyncio.gather(heartbeat, presence, scheduler)
         return self.outcome()
 
     async def _perform(self, effect: Any) -> Any:

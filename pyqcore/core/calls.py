@@ -30,6 +30,7 @@ from pyqcore.errors import (
 )
 from pyqcore.job import ErrorInfo, Job, decode_record, encode_record, encode_records
 from pyqcore.keys import QueueKeys
+from pyqcore.schedule import Schedule
 from pyqcore.scripts import Script, load_scripts
 from pyqcore.settings import (
     MAX_BATCH,
@@ -213,6 +214,23 @@ class DeadRow:
     record: bytes | None
     meta: bytes | None
     error: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A schedule as ``schedules.lua`` read it: its due time (-1: none) and definition."""
+
+    name: str
+    due_ms: int
+    definition: bytes | None
+
+
+def parse_stored(reply: Any) -> tuple[int, list[Stored]]:
+    """``schedules.lua``'s reply: the server's now and the schedules."""
+    reply = checked(reply)
+    now = int(reply[1])
+    return now, [Stored(text(reply[i]), int(reply[i + 1]), reply[i + 2] or None)
+                 for i in range(2, len(reply), 3)]
 
 
 def checked(reply: Any) -> list[Any]:
@@ -534,6 +552,32 @@ class QueueCalls:
             ]
 
         return self._call("peek_dead", [offset, limit, *ids], parse)
+
+    def read_schedules(self, names: Sequence[str], limit: int = 1
+                       ) -> Call[tuple[int, list[Stored]]]:
+        """The server's now (ms) and the schedules ``names`` of this queue, or the first
+        ``limit`` due (``pyqcore.core.schedules``)."""
+        return self._call("schedules", [limit, *names], parse_stored)
+
+    def claim_schedule(self, schedule: Schedule, due_ms: int, next_ms: int,
+                       runs: Sequence[int]) -> Call[int]:
+        """Enqueue the runs of ``schedule`` due at ``runs`` if its due time is still
+        ``due_ms`` (moving it to ``next_ms``); parses to how many jobs it added. Each run's
+        record is dated by its due time and encoded with this queue's serializer."""
+        s = self.settings
+        timeout = timeout_ms(schedule.timeout)
+        args: list[Arg] = [schedule.name, due_ms, next_ms,
+                           0 if schedule.max_retries is None else schedule.max_retries + 1]
+        for due in runs:
+            args.append(schedule.run_id(due))
+            args.append(encode_record(s.serializer, schedule.payload, schedule.context, due,
+                                      s.max_payload_bytes, timeout_ms=timeout))
+
+        def parse(reply: Any) -> int:
+            added: int = checked(reply)[1]
+            return added
+
+        return self._call("schedule_claim", args, parse)
 
     def counts(self) -> Call[dict[str, int]]:
         """How many jobs are ready, delayed, leased and dead."""

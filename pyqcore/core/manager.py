@@ -12,6 +12,7 @@ from pyqcore.core.effects import Command, Flow
 from pyqcore.core.presence import WorkerInfo, list_workers
 from pyqcore.core.queue import int_map, sum_counts
 from pyqcore.core.registry import Registry
+from pyqcore.core.schedules import ScheduleFlows
 from pyqcore.errors import DeserializationError
 from pyqcore.job import decode_record
 
@@ -28,11 +29,11 @@ class QueueSnapshot:
     oldest_ready_age: float | None  # seconds
 
 
-class ManagerCore:
-    """A registry and its dead-letter queue."""
+class ManagerCore(ScheduleFlows):
+    """A registry, its dead-letter queue and its schedules."""
 
     def __init__(self, registry: Registry, dead_letters: DeadLetters) -> None:
-        self.registry = registry
+        super().__init__(registry)
         self.dead_letters = dead_letters
 
     def known_queue_names(self) -> Flow[list[str]]:

@@ -210,6 +210,7 @@ class WorkerOptions(TypedDict, total=False):
     metrics: bool | WorkerMetrics  # record run time, wait and outcomes (pyqcore[metrics])
     metrics_port: int | None  # ... and serve them on this port while running
     metrics_host: str  # the address that listens (127.0.0.1 by default)
+    schedules: bool  # also enqueue the due runs of the queue's schedules (a scheduler loop)
     # seconds of failing round trips (an outage) before the worker raises: by default 30 s in
     # burst mode (BURST_GIVE_UP_AFTER), never otherwise (None)
     give_up_after: float | None

@@ -9,10 +9,12 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pyqcore.core.effects import Alarm, Flag
+from pyqcore.core.effects import Alarm, Flag, Flow
 from pyqcore.core.hooks import RunObserver, combined
 from pyqcore.core.presence import Presence
 from pyqcore.core.queue import QueueCore
+from pyqcore.core.registry import Registry
+from pyqcore.core.schedules import ScheduleFlows
 from pyqcore.core.slot import Crew, WorkerOptions, WorkerReport
 from pyqcore.errors import ConfigurationError
 
@@ -50,6 +52,14 @@ class WorkerBase:
                             hooks=combined(observers), **options)
         self.idle_wait = self.crew.idle_wait  # capped below the client's socket timeout
         self.presence = Presence(queue.core, self.crew, driver=driver, slots=concurrency)
+        self.schedules = options.get("schedules", False)
+
+    def scheduler_loop(self) -> Flow[None]:
+        """The loop of ``schedules=True``: the due runs of this queue's schedules, until the
+        worker has finished."""
+        registry = Registry(self.core.settings.prefix, self.core.settings.clock)
+        registry.add(self.core)
+        return ScheduleFlows(registry).scheduler_loop(self.crew.finished, [self.core.name])
 
     @property
     def report(self) -> WorkerReport:

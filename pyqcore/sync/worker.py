@@ -60,6 +60,9 @@ class Worker(WorkerBase):
                                     name=f"pyqcore-presence-{name}")
         slots = [threading.Thread(target=self._drive_slot, name=f"pyqcore-{name}-{i}")
                  for i in range(1, self.concurrency)]
+        if self.schedules:  # stops with the heartbeat, once every slot has finished
+            presence = threading.Thread(target=self._drive_presence_and_schedules, daemon=True,
+                                        name=f"pyqcore-presence-{name}")
         with stop_on_signals(self.stop, install_signal_handlers), self.serving_metrics():
             heartbeat.start()
             presence.start()
@@ -79,6 +82,13 @@ class Worker(WorkerBase):
     def _drive_slot(self) -> None:
         with Handlers(self.queue) as handlers:
             self.queue.driver.drive(slot_loop(self.core, self.crew), handlers.perform)
+
+    def _drive_presence_and_schedules(self) -> None:
+        scheduler = threading.Thread(target=self.queue.driver.run, args=(self.scheduler_loop(),),
+                                     daemon=True, name=f"pyqcore-scheduler-{self.queue.name}")
+        scheduler.start()
+        self.queue.driver.run(presence_loop(self.presence))
+        scheduler.join()
 
     def _drive_heartbeat(self) -> None:
         self.queue.driver.run(heartbeat_loop(self.core, self.crew))

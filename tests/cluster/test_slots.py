@@ -20,6 +20,7 @@ from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 from pyqcore import QueueManager
 from pyqcore.core.calls import Call, QueueCalls, lock_call, unlock_call
 from pyqcore.keys import QueueKeys
+from pyqcore.schedule import Schedule
 from pyqcore.scripts import load_scripts
 from pyqcore.settings import QueueSettings
 from tests.conftest import FakeClock, all_keys
@@ -55,6 +56,8 @@ def every_call(queue: str) -> list[Call[Any]]:
         calls.peek_dead(0, 10),
         calls.counts(),
         calls.room(),
+        calls.read_schedules(["s"], 10),
+        calls.claim_schedule(Schedule("s", queue, every=60), 60_000, 120_000, [60_000]),
         lock_call(lock_key, "token", 1000),
         unlock_call(lock_key, "token"),
     ]

@@ -26,6 +26,7 @@ FUZZ = "tests/test_scripts_fuzz.py"
 SERVER_CLOCK = "tests/test_server_clock.py"
 RETRY_RULES = "tests/test_retry_rules.py"
 TIMEOUTS = "tests/test_job_timeouts.py"
+SCHEDULES = "tests/test_schedules.py"
 AT = "tests/test_at.py"
 MEMORY = "tests/reliability/test_memory_pressure.py"
 
@@ -438,6 +439,40 @@ ENQUEUE = [
          "  if not due then\n",
          "  if true then\n",
          "a delayed job is ready at once", QUEUE),
+    _lua("schedule_claim", "schedule-claim-without-the-check",
+         "if current ~= expected or expected > now_ms() then\n",
+         "if false then\n",
+         "two schedulers that read one due time both enqueue its run", SCHEDULES),
+    _lua("schedule_claim", "schedule-claim-before-its-time",
+         "if current ~= expected or expected > now_ms() then\n",
+         "if current ~= expected then\n",
+         "a run is enqueued before its due time by the server's clock", SCHEDULES),
+    _lua("schedule_claim", "schedule-claim-does-not-move-on",
+         "redis.call('ZADD', due_key, ARGV[3], name)\n",
+         "",
+         "a claimed due time stays due: every pass claims it again", SCHEDULES),
+    _lua("schedule_claim", "schedule-claim-not-ready",
+         "  call_chunked('RPUSH', ready, fresh)\n",
+         "",
+         "a claimed run is stored but never ready", SCHEDULES),
+    _lua("schedule_claim", "schedule-claim-drops-the-limit",
+         "  if max_attempts > 0 then\n    call_chunked('HSET', meta, limits)",
+         "  if false then\n    call_chunked('HSET', meta, limits)",
+         "a schedule's max_retries is not kept with its runs", SCHEDULES),
+    _lua("schedules", "schedules-read-without-due-times",
+         "  reply[#reply + 1] = due and tonumber(due) or -1\n",
+         "  reply[#reply + 1] = -1\n",
+         "a schedule reads as never due: listed without its next run, never claimed",
+         SCHEDULES),
+    _py("schedules", "schedule-declared-again-restarts",
+        "            due = stored.due_ms\n",
+        "            due = wanted.due_after(now)\n",
+        "an application declaring its schedules at each start pushes their runs back",
+        SCHEDULES),
+    _py("schedules", "scheduler-skips-the-claim",
+        "                enqueued += yield from self._claim(home, queue, entry, now)\n",
+        "                continue\n",
+        "a scheduler pass never enqueues a due run", SCHEDULES),
     _lua("enqueue", "enqueue-at-is-a-delay",
          "  due = delay > now and delay or nil -- a time that has passed: ready now\n",
          "  due = now + delay\n",

@@ -1,18 +1,20 @@
 #!lua flags=allow-oom
 --[[
 extend: heartbeat. Moves the lease deadline of N jobs still held under their tokens to
-now + visibility, so a long job is not reclaimed while its worker is alive.
+now + visibility, so a long job is not reclaimed while its worker is alive. A job marked
+cancelled (cancel.lua) is not renewed: its lease ends at its current deadline.
 
 KEYS
   1  leased  ZSET  "token:id" -> lease deadline (ms)
+  2  meta    HASH  id -> "attempts:redrives", ":c" after them for a job cancelled while leased
 ARGV
   1     visibility_ms  integer, ms  new lease length from now (the server's clock), > 0
   2k    id             string       job id (k = 1..N)
   2k+1  token          16 hex       its lease token
 REPLY
-  {0, deadline_ms, extended, lost_id...}  deadline_ms is the new lease deadline (the server's
-                                          clock); lost ids are no longer held under the token
-                                          given
+  {0, deadline_ms, extended, cancelled, cancelled_id..., lost_id...}
+      deadline_ms is the new lease deadline (the server's clock); cancelled ids are held but
+      marked cancelled (not renewed); lost ids are no longer held under the token given
 ERRORS
   {1, message}  BAD_ARGUMENT; nothing written
 ]]
@@ -33,6 +35,17 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- @end clock
+-- @include cancel_mark
+-- generated from lua/includes/cancel_mark.lua by `make lua`: edit that file, not this block
+-- A leased job asked to stop (cancel.lua) has its meta entry marked: "attempts:redrives[:limit]:c".
+-- extend stops renewing its lease; fail and an expired lease (reserve) delete it instead of
+-- retrying; ack deletes it with the rest of the entry. Any rewrite (meta_put) drops the mark.
+local CANCEL_MARK = ':c'
+
+local function meta_cancelled(value) -- whether a leased job was asked to stop (cancel.lua)
+  return value ~= nil and value ~= false and string.sub(value, -2) == CANCEL_MARK
+end
+-- @end cancel_mark
 -- @include args
 -- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
 -- Argument checks. A script reads every ARGV entry it needs first, then returns
@@ -128,7 +141,7 @@ local function lease_pairs(first)
 end
 -- @end lease_pairs
 
-local leased = KEYS[1]
+local leased, meta = KEYS[1], KEYS[2]
 local visibility = arg_int(1, 'visibility_ms', 1)
 if #ARGV < 3 or #ARGV % 2 ~= 1 then
   bad = bad or 'ARGV[2..] must be (id, token) pairs, at least one'
@@ -141,16 +154,24 @@ local deadline = now_ms() + visibility
 local deadline_arg = string.format('%d', deadline) -- once: Redis would printf a number per job
 local ids, members, n = lease_pairs(2)
 local held = gather_chunked('ZMSCORE', leased, members)
-local renewed, reply, e = {}, {OK, deadline, 0}, 0
+-- Meta is empty unless some job has a history (HLEN is O(1)): only then look for marks.
+local states = redis.call('HLEN', meta) > 0 and gather_chunked('HMGET', meta, ids) or {}
+local renewed, reply, lost, e = {}, {OK, deadline, 0, 0}, {}, 0
 for i = 1, n do
-  if held[i] then
+  if not held[i] then
+    lost[#lost + 1] = ids[i]
+  elseif meta_cancelled(states[i]) then
+    reply[#reply + 1] = ids[i]
+  else
     e = e + 2
     renewed[e - 1] = deadline_arg
     renewed[e] = members[i]
-  else
-    reply[#reply + 1] = ids[i]
   end
 end
 call_chunked('ZADD', leased, renewed)
 reply[3] = e / 2
+reply[4] = #reply - 4
+for _, id in ipairs(lost) do
+  reply[#reply + 1] = id
+end
 return reply

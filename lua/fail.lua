@@ -12,6 +12,7 @@ KEYS
   6  errors   HASH  id -> last error (JSON)
   7  stats    HASH  counters
   8  wake     LIST  marker that blocked workers wait on
+  9  jobs     HASH  id -> serialized job record
 ARGV
   1  id            string       job id
   2  token         16 hex       the job's lease token
@@ -25,6 +26,7 @@ ARGV
 REPLY
   {0, "retry", due_ms}  the job waits in delayed until due_ms (or is back in ready, due now)
   {0, "dead", died_ms}  the job is in the dead-letter queue since died_ms
+  {0, "cancelled", now_ms}  the job was cancelled while leased (cancel.lua): deleted, not retried
   (times on the server's clock)
 ERRORS
   {1, message}  BAD_ARGUMENT; nothing written
@@ -119,6 +121,7 @@ end
 -- to ready; limit, when present, is the deliveries the job allows (its max_retries + 1), which
 -- fail and reserve's reclaim use instead of the queue's. A job on its first delivery with no
 -- limit of its own has no entry, so reserve and ack write none on the hot path.
+-- A leased job asked to stop carries a mark after them (cancel_mark.lua), which meta_get ignores.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -136,7 +139,7 @@ local function meta_get(value) -- attempts, redrives, limit (nil: the queue's)
   if not value then -- no history: the common case on the hot path
     return 0, 0
   end
-  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)$')
+  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)')
   if not a then
     return 0, 0
   end
@@ -148,6 +151,17 @@ local function meta_put(attempts, redrives, limit)
   return limit and value .. ':' .. int_to_str[limit] or value
 end
 -- @end meta
+-- @include cancel_mark
+-- generated from lua/includes/cancel_mark.lua by `make lua`: edit that file, not this block
+-- A leased job asked to stop (cancel.lua) has its meta entry marked: "attempts:redrives[:limit]:c".
+-- extend stops renewing its lease; fail and an expired lease (reserve) delete it instead of
+-- retrying; ack deletes it with the rest of the entry. Any rewrite (meta_put) drops the mark.
+local CANCEL_MARK = ':c'
+
+local function meta_cancelled(value) -- whether a leased job was asked to stop (cancel.lua)
+  return value ~= nil and value ~= false and string.sub(value, -2) == CANCEL_MARK
+end
+-- @end cancel_mark
 -- @include bury
 -- generated from lua/includes/bury.lua by `make lua`: edit that file, not this block
 -- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
@@ -179,10 +193,18 @@ end
 if redis.call('ZREM', leased, lease_member(token, id)) == 0 then
   return {LEASE_LOST, 'job ' .. id .. ' is not leased under token ' .. token}
 end
-local attempts, redrives, limit = meta_get(redis.call('HGET', meta, id))
+local history = redis.call('HGET', meta, id)
+local now = now_ms()
+if meta_cancelled(history) then -- cancelled while leased: this delivery was its last
+  redis.call('HDEL', KEYS[9], id)
+  redis.call('HDEL', meta, id)
+  redis.call('HDEL', errors, id)
+  redis.call('HINCRBY', stats, 'cancelled', '1')
+  return {OK, 'cancelled', now}
+end
+local attempts, redrives, limit = meta_get(history)
 attempts = attempts + 1 -- this delivery
 redis.call('HSET', meta, id, meta_put(attempts, redrives, limit))
-local now = now_ms()
 
 if retryable == 1 and attempts < (limit or max_attempts) then -- the job's own limit first
   redis.call('HSET', errors, id, error_json)

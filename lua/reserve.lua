@@ -2,7 +2,8 @@
 --[[
 reserve: lease up to N ready jobs to one worker, after housekeeping that makes jobs ready:
 promote due delayed jobs, and reclaim expired leases (each expired lease was a delivery, so it
-counted as an attempt: a job whose last allowed delivery expired goes to the dead-letter queue).
+counted as an attempt: a job whose last allowed delivery expired goes to the dead-letter queue;
+one cancelled while leased, see cancel.lua, is deleted).
 
 KEYS
   1  ready    LIST  ids waiting, FIFO
@@ -159,6 +160,7 @@ end
 -- to ready; limit, when present, is the deliveries the job allows (its max_retries + 1), which
 -- fail and reserve's reclaim use instead of the queue's. A job on its first delivery with no
 -- limit of its own has no entry, so reserve and ack write none on the hot path.
+-- A leased job asked to stop carries a mark after them (cancel_mark.lua), which meta_get ignores.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -176,7 +178,7 @@ local function meta_get(value) -- attempts, redrives, limit (nil: the queue's)
   if not value then -- no history: the common case on the hot path
     return 0, 0
   end
-  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)$')
+  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)')
   if not a then
     return 0, 0
   end
@@ -188,6 +190,17 @@ local function meta_put(attempts, redrives, limit)
   return limit and value .. ':' .. int_to_str[limit] or value
 end
 -- @end meta
+-- @include cancel_mark
+-- generated from lua/includes/cancel_mark.lua by `make lua`: edit that file, not this block
+-- A leased job asked to stop (cancel.lua) has its meta entry marked: "attempts:redrives[:limit]:c".
+-- extend stops renewing its lease; fail and an expired lease (reserve) delete it instead of
+-- retrying; ack deletes it with the rest of the entry. Any rewrite (meta_put) drops the mark.
+local CANCEL_MARK = ':c'
+
+local function meta_cancelled(value) -- whether a leased job was asked to stop (cancel.lua)
+  return value ~= nil and value ~= false and string.sub(value, -2) == CANCEL_MARK
+end
+-- @end cancel_mark
 -- @include bury
 -- generated from lua/includes/bury.lua by `make lua`: edit that file, not this block
 -- Moves one job to the queue's part of the dead-letter queue, with the error that put it there.
@@ -247,13 +260,16 @@ if #expired > 0 then
   end
   local states = gather_chunked('HMGET', meta, ids)
   local history, back = {}, {}
+  local cancelled = {}
   for i, id in ipairs(ids) do
     local attempts, redrives, limit = meta_get(states[i])
     attempts = attempts + 1
     history[2 * i - 1] = id
     history[2 * i] = meta_put(attempts, redrives, limit)
     limit = limit or max_attempts -- the job's own limit first (meta.lua)
-    if attempts >= limit then
+    if meta_cancelled(states[i]) then -- cancelled while leased (cancel.lua): not retried
+      cancelled[#cancelled + 1] = id
+    elseif attempts >= limit then
       bury(dead, errors, stats, id, now_arg, cjson.encode({
         type = 'LeaseExpired',
         message = 'lease expired during delivery ' .. attempts .. ' of ' .. limit,
@@ -264,6 +280,12 @@ if #expired > 0 then
     end
   end
   call_chunked('HSET', meta, history)
+  if #cancelled > 0 then
+    call_chunked('HDEL', jobs, cancelled)
+    call_chunked('HDEL', meta, cancelled)
+    call_chunked('HDEL', errors, cancelled)
+    redis.call('HINCRBY', stats, 'cancelled', string.format('%d', #cancelled))
+  end
   if #back > 0 then
     -- LPUSH puts each id in front of the previous one: push newest first to keep their order.
     local reversed = {}

@@ -18,7 +18,7 @@ from pyqcore.errors import (
     SerializationError,
 )
 from pyqcore.health import EvictionPolicyWarning
-from pyqcore.job import DeadLetterItem, ErrorInfo, Job
+from pyqcore.job import DeadLetterItem, ErrorInfo, Job, JobInfo, JobState
 from pyqcore.sync.dead_letter import DeadLetterQueue
 from pyqcore.sync.manager import QueueManager
 from pyqcore.sync.queue import BaseQueue
@@ -36,6 +36,8 @@ __all__ = [
     "ErrorInfo",
     "EvictionPolicyWarning",
     "Job",
+    "JobInfo",
+    "JobState",
     "LeaseLostError",
     "NonRetryableError",
     "Outcome",

@@ -40,6 +40,7 @@ from rich.text import Text
 
 from pyqcore.core.calls import QueueCalls
 from pyqcore.core.dead_letters import CHUNK
+from pyqcore.core.queue import clear_parts
 from pyqcore.errors import (
     DeserializationError,
     PyqcoreError,
@@ -543,16 +544,7 @@ def dlq_purge(state: State, queue: str | None, ids: tuple[str, ...],  # noqa: PL
         click.echo(f"nothing to purge: no jobs{age or ' dead'} in {what}")
         return
     if not yes:
-        try:
-            confirmed = click.confirm(f"Purge {plural(total, 'dead job')}{age} of {what} for "
-                                      "good?", default=False, err=True)
-        except click.Abort:  # end of input (or Ctrl-C) at the prompt
-            click.echo(err=True)  # end the prompt's line
-            raise CliError("no answer: nothing purged (--yes purges without asking)") from None
-        if not sys.stdin.isatty():  # the answer was not echoed: end the prompt's line
-            click.echo(err=True)
-        if not confirmed:
-            raise CliError("not confirmed: nothing purged")
+        confirm(f"Purge {plural(total, 'dead job')}{age} of {what} for good?", "purged", "purges")
     with progress("purging", total) as advance:
         purged = sum(dlq.purge(name, ids=wanted, on_progress=advance) if wanted else
                      dlq.purge(name, max_age=older_than, on_progress=advance) for name in names)
@@ -646,6 +638,39 @@ def scheduler(state: State, queues: tuple[str, ...], log_level: str) -> None:
     stop = threading.Event()
     with worker_logging(log_level), stop_on_signals(stop):
         state.manager().run_scheduler(stop, queues or None)
+def confirm(question: str, done: str, verb: str) -> None:
+    """Ask ``question`` on stderr; CliError ("nothing <done>") unless the answer is yes
+    (``verb``: what --yes does without asking)."""
+    try:
+        confirmed = click.confirm(question, default=False, err=True)
+    except click.Abort:  # end of input (or Ctrl-C) at the prompt
+        click.echo(err=True)  # end the prompt's line
+        raise CliError(f"no answer: nothing {done} (--yes {verb} without asking)") from None
+    if not sys.stdin.isatty():  # the answer was not echoed: end the prompt's line
+        click.echo(err=True)
+    if not confirmed:
+        raise CliError(f"not confirmed: nothing {done}")
+
+
+@cli.command()
+@click.argument("queue")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_state
+def clear(state: State, queue: str, yes: bool) -> None:
+    """Delete every waiting job (ready and delayed) of QUEUE; running and dead jobs stay.
+
+    Asks first, showing how many, unless --yes."""
+    state.check_queue(queue)
+    parts, run = state.parts_of(queue), state.manager().driver.run
+    counts = [run(part.counts()) for part in parts]
+    total = sum(c["ready"] + c["delayed"] for c in counts)
+    if total == 0:
+        click.echo(f"nothing to clear: no jobs waiting in queue {queue!r}")
+        return
+    if not yes:
+        confirm(f"Delete {plural(total, 'waiting job')} of queue {queue!r}?", "deleted",
+                "deletes")
+    click.echo(f"deleted {plural(run(clear_parts(parts)), 'job')}")
 
 
 # -- scripts, worker, bench, demo -----------------------------------------------------------

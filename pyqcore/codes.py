@@ -16,10 +16,12 @@ class Code(IntEnum):
 
 
 class Outcome(str, Enum):
-    """What ``fail`` did with a job: scheduled it again, or moved it to the dead-letter queue."""
+    """What ``fail`` did with a job: scheduled it again, moved it to the dead-letter queue, or
+    deleted it (it was cancelled while leased: ``queue.cancel``)."""
 
     RETRY = "retry"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
     def __str__(self) -> str:
         return self.value

@@ -11,7 +11,7 @@ import json
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pyqcore.errors import DeserializationError, PayloadTooLargeError, SerializationError
 from pyqcore.serializer import Serializer
@@ -31,12 +31,38 @@ class Job:
     lease_deadline: float  # seconds since the epoch; extended by heartbeats
     partition: int = 0  # which partition of a partitioned queue holds it (0 otherwise)
     timeout: float | None = None  # seconds a run may take: the job's own, else the queue's
+    cancelled: bool = False  # queue.cancel(id) asked it to stop: seen at the next heartbeat
 
 
 def run_timeout(jobs: Sequence[Job]) -> float | None:
     """The timeout of a run of ``jobs`` (a batch handler's): the shortest of theirs, or None."""
     timeouts = [job.timeout for job in jobs if job.timeout is not None]
     return min(timeouts) if timeouts else None
+
+
+JobState = Literal["waiting", "delayed", "active", "completed", "dead", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What ``queue.get_job(id)`` knows of one job, read in one consistent view. Times are
+    seconds since the epoch on the Redis server's clock."""
+
+    id: str
+    queue: str
+    state: JobState
+    payload: Any  # None when the record cannot be decoded (see ``record``)
+    context: Any
+    attempts: int  # deliveries so far: failed or expired ones, plus the running one if active
+    redrives: int  # trips from the dead-letter queue back to ready
+    added_at: float | None  # when the producer added it (None: record undecodable)
+    due_at: float | None = None  # delayed: when it becomes ready
+    lease_deadline: float | None = None  # active: when its lease ends unless extended
+    finished_at: float | None = None  # dead: when it died
+    error: ErrorInfo | None = None  # the last failed delivery's error
+    cancel_requested: bool = False  # active, and queue.cancel asked it to stop
+    record: bytes | None = None  # the raw stored record, kept when it cannot be decoded
+    partition: int = 0  # which partition of a partitioned queue holds it (0 otherwise)
 
 
 @dataclass(frozen=True, slots=True)

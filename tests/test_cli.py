@@ -509,3 +509,26 @@ def test_schedules_are_added_listed_and_removed_after_a_confirmation(
     missing = invoke(redis_server, "schedules", "remove", "nightly", "--yes")
     assert one_error_line(missing.stderr) == \
         "pyqcore: no schedule named 'nightly' under prefix 'pyqcore'"
+# -- clear ----------------------------------------------------------------------------------
+
+
+def test_clear_asks_first_then_deletes_every_waiting_job(redis_server: LocalRedis,
+                                                          client: Client) -> None:
+    queue = QueueManager(client).register("mail", partitions=2)
+    queue.add_batch(range(5))
+    queue.add("later", delay=60)
+    [held] = queue.reserve()
+    refused = invoke(redis_server, "clear", "mail", input="n\n")
+    assert refused.exit_code == 1
+    assert "Delete 5 waiting jobs of queue 'mail'? [y/N]" in refused.stderr
+    assert refused.stderr.splitlines()[-1] == "pyqcore: not confirmed: nothing deleted"
+    assert queue.counts() == {"ready": 4, "delayed": 1, "leased": 1, "dead": 0}
+    no_answer = invoke(redis_server, "clear", "mail")  # end of input: no
+    assert no_answer.exit_code == 1 and queue.counts()["ready"] == 4
+    assert ok(redis_server, "clear", "mail", "--yes") == "deleted 5 jobs\n"
+    assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 1, "dead": 0}
+    assert ok(redis_server, "clear", "mail") == \
+        "nothing to clear: no jobs waiting in queue 'mail'\n"
+    assert queue.ack(held) == 1
+    unknown = invoke(redis_server, "clear", "nope", "--yes")
+    assert unknown.exit_code != 0 and "unknown queue 'nope'" in unknown.stderr

@@ -101,8 +101,19 @@ def test_extend_needs_a_pair_and_renews_only_held_leases(q: Queue) -> None:
     before = q.snapshot()
     assert q("extend", 5000)[0] == Code.BAD_ARGUMENT
     assert q.snapshot() == before
-    assert q("extend", 5000, "a", T1, "a", T2, now=NOW + 1) == [Code.OK, NOW + 5001, 1, b"a"]
+    assert q("extend", 5000, "a", T1, "a", T2, now=NOW + 1) == [Code.OK, NOW + 5001, 1, 0, b"a"]
     assert q.client.zscore(q.key("leased"), f"{T1}:a") == NOW + 5001
+
+
+def test_extend_does_not_renew_a_job_cancelled_while_leased(q: Queue) -> None:
+    q.add("a")
+    q.add("b")
+    q.reserve(2, T1)
+    deadline = q.client.zscore(q.key("leased"), f"{T1}:a")
+    assert q("cancel", "a", "nobody") == [Code.OK, 2, 0]
+    assert q.client.hget(q.key("meta"), "a") == b"0:0:c"
+    assert q("extend", 5000, "a", T1, "b", T1, now=NOW + 1) == [Code.OK, NOW + 5001, 1, 1, b"a"]
+    assert q.client.zscore(q.key("leased"), f"{T1}:a") == deadline
 
 
 # -- reserve: order, bounds, housekeeping -------------------------------------------------------

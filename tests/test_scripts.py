@@ -222,7 +222,8 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
 # Scripts that run while Redis is out of memory (used_memory > maxmemory): workers reserve,
 # settle and lock, and the DLQ purges and redrives. enqueue has no flag, so Redis refuses its
 # first write (it writes nothing); the read-only scripts need none.
-ALLOW_OOM = {"ack", "extend", "fail", "lock", "purge", "redrive", "release", "reserve", "unlock"}
+ALLOW_OOM = {"ack", "cancel", "clear", "extend", "fail", "lock", "purge", "redrive", "release", "reserve",
+             "unlock"}
 
 
 def test_every_script_but_enqueue_that_writes_runs_when_redis_is_out_of_memory() -> None:
@@ -309,10 +310,13 @@ def test_script_flush_mid_run_reloads_transparently(client: redis.Redis) -> None
 
 HEADER_ARGV = {
     "ack": ("id...", "token..."),
+    "cancel": ("id...",),
+    "clear": ("limit",),
     "counts": (),
     "enqueue": ("due", "id_prefix", "n", "max_attempts", "record...", "id...", "max_ready..."),
     "extend": ("visibility_ms", "id...", "token..."),
     "fail": ("id", "token", "max_attempts", "backoff_ms", "error", "retryable"),
+    "job_info": ("id",),
     "lock": ("token", "ttl_ms"),
     "peek_dead": ("offset", "limit", "id..."),
     "purge": ("min_age_ms", "limit", "id..."),
@@ -328,10 +332,13 @@ HEADER_ARGV = {
 # The shortest call each script accepts: its fixed ARGV, then any variadic entries it needs.
 VALID_ARGV = {
     "ack": ["1", TOKEN],
+    "cancel": ["1"],
+    "clear": ["1000"],
     "counts": [],
     "enqueue": ["0", "", "1", "0", "record"],
     "extend": ["30000", "1", TOKEN],
     "fail": ["1", TOKEN, "4", "0", "{}", "1"],
+    "job_info": ["1"],
     "lock": ["holder", "1000"],
     "peek_dead": ["0", "10"],
     "purge": ["0", "1000"],
@@ -405,6 +412,9 @@ def every_python_call() -> list[Call[Any]]:
         calls.read_schedules(["a", "b"]),
         calls.claim_schedule(Schedule("s", "arity", every=60), 60_000, 120_000, []),
         calls.claim_schedule(Schedule("s", "arity", every=60), 60_000, 180_000, [60_000, 120_000]),
+        calls.job_info("1"),
+        calls.cancel(["1", "2"]),
+        calls.clear(),
         lock_call(lock_key, "holder", 1000),
         unlock_call(lock_key, "holder"),
     ]
@@ -489,6 +499,7 @@ def test_an_id_given_twice_counts_once(client: redis.Redis, name: str) -> None:
 
 # The bounds of one call: an argument past its bound is refused before any write.
 BOUNDS = {
+    ("clear", "limit"): MAX_BATCH,
     ("fail", "retryable"): 1,
     ("purge", "limit"): MAX_BATCH,
     ("redrive", "limit"): MAX_BATCH,

@@ -147,6 +147,8 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
     "max_age_ms": Int(-1),
     "max_redrives": Int(-1),
     ("peek_dead", "limit"): Int(1),
+    ("clear", "limit"): Int(1, MAX_BATCH),
+    ("job_info", "id"): Text(nonempty=True),
     ("purge", "limit"): Int(1, MAX_BATCH),
     ("redrive", "limit"): Int(1, MAX_BATCH),
     ("reserve", "token"): Token(),
@@ -161,6 +163,7 @@ PAIRS, RECORDS, IDS = ("id...", "token..."), ("record...", "id...", "max_ready..
 MAX_READY = Int(1)
 RUNS, NAMED = ("id...", "record..."), ("name...",)  # schedule_claim's runs, schedules' names
 COUNTED = {"enqueue": "n"}  # a fixed entry that counts the tail's records
+NEEDS_IDS = {"cancel"}  # scripts whose id tail is the whole call: at least one id
 
 
 def fixed(script: Script) -> tuple[str, ...]:
@@ -269,7 +272,7 @@ def valid_argv(draw: st.DrawFn, script: Script) -> list[str | bytes]:
             if draw(st.booleans()):
                 args.append(draw(MAX_READY.valid()))
     elif shape in (IDS, NAMED):
-        args += draw(st.lists(Text().valid(), max_size=4))
+        args += draw(st.lists(Text().valid(), min_size=script.name in NEEDS_IDS, max_size=4))
     elif shape == RUNS:
         for _ in range(draw(st.integers(0, 3))):
             args += [draw(Text().valid()), draw(st.binary(max_size=16))]
@@ -284,7 +287,8 @@ def typical_argv(script: Script) -> list[str | bytes]:
                                else "1" for e in fixed(script)]
     shape = tail(script)
     return args + (["l2", HELD["l2"]] if shape == PAIRS else
-                   ["record"] if shape == RECORDS else [])
+                   ["record"] if shape == RECORDS else
+                   ["l2"] if script.name in NEEDS_IDS else [])
 
 
 def checked_entries(script: Script) -> list[int]:
@@ -482,7 +486,7 @@ def test_a_token_that_holds_no_lease_settles_nothing(client: redis.Redis, name: 
         elif name == "extend":
             reply = call(client, script, ["30000", *flat])
             assert reply[0] == Code.OK and reply[2] == 0, reply
-            assert reply[3:] == [p[0].encode() for p in pairs]
+            assert reply[3:] == [0, *(p[0].encode() for p in pairs)]
         else:
             reply = call(client, script, flat)
             assert reply[:2] == [Code.OK, 0] and reply[2:] == [p[0].encode() for p in pairs]

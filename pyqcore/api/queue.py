@@ -189,6 +189,10 @@ class QueueApi:
     extend = operation(QueueCore.extend)
     release = operation(QueueCore.release)
     counts = operation(QueueCore.counts)
+    get_job = operation(QueueCore.get_job)
+    cancel = operation(QueueCore.cancel)
+    cancel_many = operation(QueueCore.cancel_many)
+    clear = operation(QueueCore.clear)
     stats = operation(QueueCore.stats)
 
 

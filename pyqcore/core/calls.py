@@ -44,6 +44,7 @@ Arg = str | bytes | int
 
 SWEEP_LIMIT = 1000  # most delayed promotions and expired leases one reserve call handles
 MAX_JOB_ID = 1024  # bytes
+CANCEL_BATCH = 100  # most ids per cancel call (each scans the ready list: lua/cancel.lua)
 
 
 def _ms(seconds: float) -> int:
@@ -116,6 +117,13 @@ def _job_id(job_id: str | None) -> str:
     return job_id
 
 
+def given_id(job_id: str) -> str:
+    """The id of an existing job, as given (a non-empty str up to MAX_JOB_ID bytes)."""
+    if job_id is None:
+        raise ConfigurationError("job_id must be a non-empty str, got None")
+    return _job_id(job_id)
+
+
 class Call(Generic[T]):
     """One script invocation, ready to send, the parser of its reply, and optionally what an
     error reply becomes (``on_error``; without it the driver raises the error as it came).
@@ -180,11 +188,13 @@ class Room:
 @dataclass(frozen=True, slots=True)
 class Settled:
     """Reply of ack / release / extend: how many jobs the tokens held, and the ids refused
-    (and for extend, the new lease deadline)."""
+    (and for extend, the new lease deadline and the held jobs cancelled meanwhile, which it
+    did not renew)."""
 
     count: int
     refused: list[str]
     deadline_ms: int = 0
+    cancelled: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +213,18 @@ class Redriven:
     kept_back: int
     not_dead: int
     examined: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One job as ``job_info`` found it, still undecoded (``at_ms``: the due time, lease
+    deadline or time it died, by state; -1 for a waiting job)."""
+
+    state: str
+    record: bytes
+    meta: bytes | None
+    error: bytes | None
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,7 +535,9 @@ class QueueCalls:
 
         def parse(reply: Any) -> Settled:
             reply = checked(reply)
-            return Settled(reply[2], _ids(reply[3:]), reply[1])
+            cancelled = 4 + reply[3]
+            return Settled(reply[2], _ids(reply[cancelled:]), reply[1],
+                           tuple(_ids(reply[4:cancelled])))
 
         return self._call("extend", [visibility_ms, *_pairs(pairs)], parse)
 
@@ -578,6 +602,34 @@ class QueueCalls:
             return added
 
         return self._call("schedule_claim", args, parse)
+    def job_info(self, job_id: str) -> Call[JobRow | None]:
+        """Where job ``job_id`` is in this partition, with its record, history and error."""
+
+        def parse(reply: Any) -> JobRow | None:
+            reply = checked(reply)
+            if len(reply) == 1:
+                return None
+            return JobRow(text(reply[1]), reply[2], reply[3], reply[4], int(float(reply[5])))
+
+        return self._call("job_info", [given_id(job_id)], parse)
+
+    def cancel(self, job_ids: Sequence[str]) -> Call[list[int]]:
+        """Cancel up to ``CANCEL_BATCH`` jobs: per id 1 deleted (it was waiting or delayed), 2
+        marked (it is leased), 0 nothing done."""
+
+        def parse(reply: Any) -> list[int]:
+            return [int(outcome) for outcome in checked(reply)[1:]]
+
+        return self._call("cancel", [given_id(i) for i in job_ids], parse)
+
+    def clear(self, limit: int = 1000) -> Call[tuple[int, int]]:
+        """Delete up to ``limit`` waiting jobs (ready, then delayed): (deleted, remaining)."""
+
+        def parse(reply: Any) -> tuple[int, int]:
+            reply = checked(reply)
+            return int(reply[1]), int(reply[2])
+
+        return self._call("clear", [limit], parse)
 
     def counts(self) -> Call[dict[str, int]]:
         """How many jobs are ready, delayed, leased and dead."""

@@ -23,12 +23,15 @@ from redis.exceptions import OutOfMemoryError
 from pyqcore.checks import MAX_LOCK_TTL, check_seconds
 from pyqcore.codes import Outcome
 from pyqcore.core.calls import (
+    CANCEL_BATCH,
     Call,
+    JobRow,
     NewJob,
     QueueCalls,
     Reservation,
     Settled,
     Shared,
+    given_id,
     lock_call,
     shared_of,
     text,
@@ -40,9 +43,14 @@ from pyqcore.core.coalesce import Coalescer, Flag
 from pyqcore.core.effects import Command, Flow, Pause, Waiter
 from pyqcore.core.partitions import Partitions, merge_settled
 from pyqcore.core.room import check_room
-from pyqcore.errors import ConfigurationError, LockNotAcquiredError, QueueFullError
+from pyqcore.errors import (
+    ConfigurationError,
+    DeserializationError,
+    LockNotAcquiredError,
+    QueueFullError,
+)
 from pyqcore.health import warn_if_evicting
-from pyqcore.job import ErrorInfo, Job
+from pyqcore.job import ErrorInfo, Job, JobInfo, decode_record
 from pyqcore.keys import QueueKeys, partitions_key, registry_key
 from pyqcore.settings import QueueSettings
 
@@ -299,7 +307,8 @@ class QueueCore:
         if not calls:
             return Settled(0, [])
         replies: list[Settled] = yield calls
-        return replace(merge_settled(replies), deadline_ms=replies[0].deadline_ms)
+        return replace(merge_settled(replies), deadline_ms=replies[0].deadline_ms,
+                       cancelled=tuple(i for reply in replies for i in reply.cancelled))
 
     # -- inspecting ----------------------------------------------------------------------------
 
@@ -313,6 +322,46 @@ class QueueCore:
         commands = [Command(("HGETALL", p.keys.key("stats")), int_map)
                     for p in self.partitions.parts]
         return sum_counts((yield commands))
+
+    def get_job(self, job_id: str) -> Flow[JobInfo | None]:
+        """What is known of job ``job_id``: its state (waiting, delayed, active, dead),
+        payload, attempts, times and last error; None once it is gone (acked, cancelled,
+        purged) or if it never existed. One read per partition, in one round trip (an id
+        added with a ``partition_key`` can live in any partition)."""
+        job_id = given_id(job_id)
+        parts = self.partitions.parts
+        found: list[JobRow | None] = yield [part.job_info(job_id) for part in parts]
+        for part, row in zip(parts, found, strict=True):
+            if row is not None:
+                return job_info(self.name, part, job_id, row)
+        return None
+
+    def cancel(self, job_id: str) -> Flow[bool]:
+        """Cancel one job; True if it was waiting or delayed and is now deleted, so no
+        handler will ever start it. An active job is only marked (False): its handler sees
+        ``job.cancelled`` after the next heartbeat, its lease is not renewed, and a failure
+        or an expired lease deletes it rather than retrying it. Dead or unknown: False."""
+        return (yield from self.cancel_many([job_id]))[0]
+
+    def cancel_many(self, job_ids: Iterable[str]) -> Flow[list[bool]]:
+        """``cancel`` of many jobs, in calls of ``CANCEL_BATCH`` ids per partition sent in
+        one round trip; one bool per id, in order."""
+        ids = [given_id(i) for i in job_ids]  # all checked before any write
+        parts = self.partitions.parts
+        chunks = [ids[i : i + CANCEL_BATCH] for i in range(0, len(ids), CANCEL_BATCH)]
+        calls = [part.cancel(chunk) for chunk in chunks for part in parts]
+        replies: list[list[int]] = (yield calls) if calls else []
+        done: list[bool] = []
+        for c, chunk in enumerate(chunks):
+            per_part = replies[c * len(parts) : (c + 1) * len(parts)]
+            done += [any(reply[i] == 1 for reply in per_part) for i in range(len(chunk))]
+        return done
+
+    def clear(self) -> Flow[int]:
+        """Delete every waiting job (ready and delayed) with its record, in bounded batches
+        (each call atomic; jobs added meanwhile may go too); leased and dead jobs stay.
+        Returns how many were deleted."""
+        return (yield from clear_parts(self.partitions.parts))
 
     # -- item locks ----------------------------------------------------------------------------
 
@@ -340,12 +389,52 @@ def int_map(raw: dict[Any, Any]) -> dict[str, int]:
 
 
 def renewed(held: list[Job], reply: Settled) -> int:
-    """Move the ``lease_deadline`` of the jobs an extend renewed; returns how many it did."""
-    lost = set(reply.refused)
+    """Move the ``lease_deadline`` of the jobs an extend renewed, and mark those it found
+    cancelled (not renewed); returns how many it renewed."""
+    lost, cancelled = set(reply.refused), set(reply.cancelled)
     for job in held:
-        if job.id not in lost:
+        if job.id in cancelled:
+            job.cancelled = True
+        elif job.id not in lost:
             job.lease_deadline = reply.deadline_ms / 1000.0
     return reply.count
+
+
+def clear_parts(parts: Iterable[QueueCalls]) -> Flow[int]:
+    """Delete every waiting job of these partitions, a bounded batch per call, until none is
+    left (``QueueCore.clear``; the CLI's ``pyqcore clear``); returns how many went."""
+    total = 0
+    for part in parts:
+        remaining = 1
+        while remaining:
+            deleted, remaining = yield part.clear()
+            total += deleted
+    return total
+
+
+def job_info(queue: str, part: QueueCalls, job_id: str, row: JobRow) -> JobInfo:
+    """A ``JobInfo`` from one partition's ``job_info`` reply."""
+    payload: Any = None
+    context: Any = None
+    added_at: float | None = None
+    raw: bytes | None = row.record
+    try:
+        payload, context, enqueued_ms, _ = decode_record(part.serializer, row.record)
+        added_at, raw = enqueued_ms / 1000.0, None
+    except DeserializationError:
+        pass
+    history = text(row.meta) if row.meta is not None else "0:0"
+    attempts, redrives = (int(n) for n in history.split(":")[:2])
+    at = row.at_ms / 1000.0
+    active = row.state == "active"
+    return JobInfo(
+        id=job_id, queue=queue, state=row.state,  # type: ignore[arg-type]
+        payload=payload, context=context, attempts=attempts + active, redrives=redrives,
+        added_at=added_at, due_at=at if row.state == "delayed" else None,
+        lease_deadline=at if active else None,
+        finished_at=at if row.state == "dead" else None,
+        error=ErrorInfo.from_json(row.error), cancel_requested=history.endswith(":c"),
+        record=raw, partition=part.partition)
 
 
 class LockWait:

@@ -234,9 +234,20 @@ def test_extend_moves_the_deadline_of_held_jobs_only() -> None:
     flow = Dialog(core().extend([held, lost], 60))
     [call] = flow.round()
     assert call.script.name == "extend" and call.args[0] == 60_000
-    flow.answer([[0, 123_000, 1, b"2"]])
+    flow.answer([[0, 123_000, 1, 0, b"2"]])
     assert flow.result == 1
     assert held.lease_deadline == 123.0 and lost.lease_deadline == NOW + 30
+    assert not held.cancelled and not lost.cancelled
+
+
+def test_extend_marks_the_jobs_cancelled_meanwhile_and_keeps_their_deadline() -> None:
+    held, cancelled, lost = job("1"), job("2"), job("3")
+    flow = Dialog(core().extend([held, cancelled, lost], 60))
+    flow.round()
+    flow.answer([[0, 123_000, 1, 1, b"2", b"3"]])
+    assert flow.result == 1
+    assert [j.cancelled for j in (held, cancelled, lost)] == [False, True, False]
+    assert cancelled.lease_deadline == NOW + 30 and held.lease_deadline == 123.0
 
 
 def test_a_wake_list_per_partition_on_one_server_and_one_at_a_time_on_a_cluster() -> None:

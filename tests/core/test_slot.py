@@ -180,7 +180,7 @@ def test_the_heartbeat_extends_only_leases_held_a_third_of_the_timeout() -> None
     flow.answer(False)  # 10 s passed: only the old lease is a third of the timeout old
     [extend] = flow.round()
     assert extend.script.name == "extend" and extend.args[2::2] == ["1"]
-    flow.answer([[0, int((NOW + 40) * 1000), 1]])
+    flow.answer([[0, int((NOW + 40) * 1000), 1, 0]])
     assert old.lease_deadline == NOW + 40
     assert isinstance(flow.effect, Pause)
     cast(threading.Event, crew.finished).set()  # every slot has finished: then the alarm

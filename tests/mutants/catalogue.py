@@ -29,6 +29,8 @@ TIMEOUTS = "tests/test_job_timeouts.py"
 SCHEDULES = "tests/test_schedules.py"
 AT = "tests/test_at.py"
 MEMORY = "tests/reliability/test_memory_pressure.py"
+CANCEL = "tests/test_cancel.py"
+STATUS = "tests/test_job_status.py"
 
 
 class CatalogueError(Exception):
@@ -278,8 +280,8 @@ RESERVE = [
          "an expired delivery does not count: a job that kills its worker cycles for ever",
          QUEUE),
     _lua("reserve", "reserve-expiry-one-more-delivery",
-         "    if attempts >= limit then\n",
-         "    if attempts > limit then\n",
+         "    elseif attempts >= limit then\n",
+         "    elseif attempts > limit then\n",
          "a job whose last delivery expired gets one delivery too many", QUEUE),
     _lua("reserve", "reserve-expiry-ignores-the-jobs-own-limit",
          "    limit = limit or max_attempts -- the job's own limit first (meta.lua)\n",
@@ -546,8 +548,8 @@ EXTEND = [
          "local deadline = now_ms() + 30000\n",
          "every extension lasts 30 s, whatever visibility_ms says", QUEUE),
     _lua("extend", "extend-resurrects-lost-leases",
-         "  if held[i] then\n",
-         "  if true then\n",
+         "  if not held[i] then\n",
+         "  if false then\n",
          "a stale worker's heartbeat creates a lease for a job someone else holds", QUEUE),
     _lua("extend", "extend-counts-every-pair",
          "reply[3] = e / 2\n",
@@ -908,8 +910,61 @@ MEMORY_PRESSURE = [
     _without_allow_oom("lock", "a handler cannot take an item lock"),
 ]
 
+STATUS_AND_CANCEL = [
+    _lua("job_info", "job-info-never-finds-a-lease",
+         "      if page[i] == lease_member(string.sub(page[i], 1, TOKEN_LENGTH), id) then\n",
+         "      if false then\n",
+         "an active job reads as waiting", STATUS),
+    _lua("job_info", "job-info-dead-read-as-delayed",
+         "local due = not died and redis.call('ZSCORE', delayed, id)\n",
+         "local due = redis.call('ZSCORE', delayed, id) or died\ndied = false\n",
+         "a dead job reads as delayed", STATUS),
+    _lua("cancel", "cancel-deletes-active-jobs",
+         "redis.call('LREM', ready, '1', id) == 1 then\n",
+         "redis.call('LREM', ready, '1', id) == 1 or true then\n",
+         "a running job's record is deleted under its handler (a lease of a job in no state)",
+         CANCEL),
+    _lua("cancel", "cancel-deletes-dead-jobs",
+         "  if redis.call('HEXISTS', jobs, id) == 1 and not redis.call('ZSCORE', dead, id) then\n",
+         "  if redis.call('HEXISTS', jobs, id) == 1 then\n",
+         "cancel marks a dead job instead of leaving it alone", CANCEL),
+    _lua("cancel", "cancel-marks-nothing",
+         "        redis.call('HSET', meta, id, meta_put(attempts, redrives, limit) .. CANCEL_MARK)\n",
+         "",
+         "an active job cannot be cancelled: its lease is renewed, a failure retries it", CANCEL),
+    _inc("cancel_mark", "cancel-mark-never-seen",
+         "  return value ~= nil and value ~= false and string.sub(value, -2) == CANCEL_MARK\n",
+         "  return false\n",
+         "a cancelled active job is renewed, retried and redelivered", CANCEL),
+    _inc("meta", "meta-marked-history-unread",
+         "local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)')\n",
+         "local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)$')\n",
+         "a marked job's attempts read as 0", CONTRACTS, CANCEL),
+    _lua("extend", "extend-renews-cancelled-jobs",
+         "  elseif meta_cancelled(states[i]) then\n",
+         "  elseif false then\n",
+         "a cancelled job's lease is renewed for ever and its handler never told", CANCEL),
+    _lua("fail", "fail-retries-cancelled-jobs",
+         "if meta_cancelled(history) then -- cancelled while leased: this delivery was its last\n",
+         "if false then\n",
+         "a cancelled active job that fails is retried", CANCEL),
+    _lua("reserve", "reserve-redelivers-cancelled-jobs",
+         "    if meta_cancelled(states[i]) then -- cancelled while leased (cancel.lua): not "
+         "retried\n",
+         "    if false then\n",
+         "a cancelled job whose lease expired is delivered again", CANCEL),
+    _lua("clear", "clear-leaves-delayed-jobs",
+         "if #ids < limit then\n",
+         "if false then\n",
+         "clear leaves delayed jobs waiting", CANCEL),
+    _lua("clear", "clear-keeps-records",
+         "  call_chunked('HDEL', jobs, ids)\n",
+         "",
+         "cleared jobs leave their records behind", CANCEL),
+]
+
 LUA = [*LUA_INCLUDES, *ACK, *RESERVE, *ENQUEUE, *EXTEND, *FAIL, *RELEASE, *REDRIVE, *PURGE,
-       *PEEK_DEAD, *COUNTS, *LOCKS, *MEMORY_PRESSURE]
+       *PEEK_DEAD, *COUNTS, *LOCKS, *MEMORY_PRESSURE, *STATUS_AND_CANCEL]
 
 SLOT = [
     _py("slot", "run-hook-hides-the-error",
@@ -1186,8 +1241,8 @@ QUEUE_FLOWS = [
         "failed = yield self.partitions.of(job).failure(job, info)",
         "fail(job, error, retry=False) retries", QUEUE),
     _py("queue", "renewed-moves-lost-deadlines",
-        "        if job.id not in lost:\n",
-        "        if True:\n",
+        "        elif job.id not in lost:\n",
+        "        elif True:\n",
         "a lost job's lease_deadline moves as if renewed", "tests/core/test_queue.py"),
     _py("queue", "ack-and-reserve-loses-the-ack-count",
         "settled = merge_settled(results[: len(acks)]) if done else None",
@@ -1581,7 +1636,26 @@ MEMORY_FLOWS = [
         MEMORY),
 ]
 
+STATUS_FLOWS = [
+    _py("queue", "renewed-ignores-cancelled",
+        "        if job.id in cancelled:\n            job.cancelled = True\n",
+        "        if False:\n            pass\n",
+        "a handler never sees job.cancelled", "tests/core/test_queue.py", CANCEL),
+    _py("queue", "cancel-many-true-for-marked",
+        "any(reply[i] == 1 for reply in per_part)",
+        "any(reply[i] > 0 for reply in per_part)",
+        "cancel answers True for a job that runs anyway", CANCEL),
+    _py("queue", "clear-one-batch",
+        "        while remaining:\n",
+        "        while remaining and not total:\n",
+        "clear stops after the first batch", CANCEL),
+    _py("queue", "job-info-attempts-without-the-running-one",
+        "attempts=attempts + active,",
+        "attempts=attempts,",
+        "an active job's attempts miss the delivery under way", STATUS),
+]
+
 CORE = [*SLOT, *QUEUE_FLOWS, *DEAD_LETTER_FLOWS, *COALESCE, *PRESENCE, *WORKER_FLOWS, *MANAGER,
-        *MEMORY_FLOWS]
+        *MEMORY_FLOWS, *STATUS_FLOWS]
 
 ALL = [*LUA, *CORE]

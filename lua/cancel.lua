@@ -1,0 +1,117 @@
+#!lua flags=allow-oom
+--[[
+cancel: stop jobs by id. A waiting or delayed job is deleted (it will never be delivered); a
+leased (active) job is marked in meta ("attempts:redrives[:limit]:c"): its handler sees it as
+job.cancelled after the next heartbeat, extend no longer renews its lease, and a failed
+delivery or an expired lease deletes it instead of retrying (an ack still completes it). Dead
+jobs and unknown ids are left alone. Each id costs a scan of the ready list (LREM): at most
+100 ids per call.
+
+KEYS
+  1  ready    LIST  ids waiting, FIFO
+  2  delayed  ZSET  id -> due time (ms)
+  3  dead     ZSET  id -> time it died (ms)
+  4  jobs     HASH  id -> serialized job record
+  5  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
+  6  errors   HASH  id -> last error (JSON)
+  7  stats    HASH  counters ("cancelled": jobs deleted by a cancel)
+ARGV
+  k  id  string  job id (k = 1..N, N <= 100)
+REPLY
+  {0, outcome...}  one per id, in order: 1 deleted (it was waiting or delayed), 2 marked (it is
+                   active), 0 nothing done (unknown, dead, or already marked)
+ERRORS
+  {1, message}  BAD_ARGUMENT: no id, more than 100, or an empty one; nothing written
+]]
+-- @include codes
+-- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+-- @end codes
+-- @include meta
+-- generated from lua/includes/meta.lua by `make lua`: edit that file, not this block
+-- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some,
+-- or "attempts:redrives:limit" for a job added with its own max_retries (enqueue writes
+-- "0:0:limit"). attempts counts the deliveries that ended without an ack (failed, expired) since
+-- the job was added or last redriven; redrives counts its trips from the dead-letter queue back
+-- to ready; limit, when present, is the deliveries the job allows (its max_retries + 1), which
+-- fail and reserve's reclaim use instead of the queue's. A job on its first delivery with no
+-- limit of its own has no entry, so reserve and ack write none on the hot path.
+-- A leased job asked to stop carries a mark after them (cancel_mark.lua), which meta_get ignores.
+-- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
+-- take few distinct values, so each conversion is done once per script call.
+local int_to_str = setmetatable({}, {__index = function(memo, n)
+  local s = string.format('%d', n)
+  memo[n] = s
+  return s
+end})
+local str_to_int = setmetatable({}, {__index = function(memo, s)
+  local n = tonumber(s) or 0
+  memo[s] = n
+  return n
+end})
+
+local function meta_get(value) -- attempts, redrives, limit (nil: the queue's)
+  if not value then -- no history: the common case on the hot path
+    return 0, 0
+  end
+  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)')
+  if not a then
+    return 0, 0
+  end
+  return str_to_int[a], str_to_int[r], l ~= '' and str_to_int[l] or nil
+end
+
+local function meta_put(attempts, redrives, limit)
+  local value = int_to_str[attempts] .. ':' .. int_to_str[redrives]
+  return limit and value .. ':' .. int_to_str[limit] or value
+end
+-- @end meta
+-- @include cancel_mark
+-- generated from lua/includes/cancel_mark.lua by `make lua`: edit that file, not this block
+-- A leased job asked to stop (cancel.lua) has its meta entry marked: "attempts:redrives[:limit]:c".
+-- extend stops renewing its lease; fail and an expired lease (reserve) delete it instead of
+-- retrying; ack deletes it with the rest of the entry. Any rewrite (meta_put) drops the mark.
+local CANCEL_MARK = ':c'
+
+local function meta_cancelled(value) -- whether a leased job was asked to stop (cancel.lua)
+  return value ~= nil and value ~= false and string.sub(value, -2) == CANCEL_MARK
+end
+-- @end cancel_mark
+
+local ready, delayed, dead, jobs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, errors, stats = KEYS[5], KEYS[6], KEYS[7]
+if #ARGV < 1 or #ARGV > 100 then
+  return {BAD_ARGUMENT, 'ARGV must be 1 to 100 ids, got ' .. #ARGV}
+end
+for i, id in ipairs(ARGV) do
+  if id == '' then
+    return {BAD_ARGUMENT, string.format('ARGV[%d] id must not be empty', i)}
+  end
+end
+
+local reply, deleted = {OK}, 0
+for i, id in ipairs(ARGV) do
+  local outcome = 0
+  if redis.call('HEXISTS', jobs, id) == 1 and not redis.call('ZSCORE', dead, id) then
+    if redis.call('ZREM', delayed, id) == 1 or redis.call('LREM', ready, '1', id) == 1 then
+      redis.call('HDEL', jobs, id)
+      redis.call('HDEL', meta, id)
+      redis.call('HDEL', errors, id)
+      deleted = deleted + 1
+      outcome = 1
+    else -- in no list but held: leased
+      local value = redis.call('HGET', meta, id)
+      if not meta_cancelled(value) then
+        local attempts, redrives, limit = meta_get(value)
+        redis.call('HSET', meta, id, meta_put(attempts, redrives, limit) .. CANCEL_MARK)
+        outcome = 2
+      end
+    end
+  end
+  reply[i + 1] = outcome
+end
+if deleted > 0 then
+  redis.call('HINCRBY', stats, 'cancelled', string.format('%d', deleted))
+end
+return reply

@@ -1,0 +1,79 @@
+--[[
+job_info: where one job is and what is known about it, in one consistent read (read-only).
+A job with a record is dead, delayed, leased (active) or else ready (waiting): the leased set is
+searched by the id's members (it holds only the jobs in flight); the ready list is not searched.
+
+KEYS
+  1  delayed  ZSET  id -> due time (ms)
+  2  leased   ZSET  "token:id" -> lease deadline (ms)
+  3  dead     ZSET  id -> time it died (ms)
+  4  jobs     HASH  id -> serialized job record
+  5  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
+  6  errors   HASH  id -> last error (JSON)
+ARGV
+  1  id  string  job id
+REPLY
+  {0}                                               no such job
+  {0, state, record, meta, error, at_ms}            state is "waiting", "delayed", "active" or
+                                                    "dead"; meta and error may be nil; at_ms is
+                                                    the due time (delayed), the lease deadline
+                                                    (active), the time it died (dead), else -1
+ERRORS
+  {1, message}  BAD_ARGUMENT: empty id
+]]
+-- @include codes
+-- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED = 0, 1, 2, 3
+-- @end codes
+-- @include lease
+-- generated from lua/includes/lease.lua by `make lua`: edit that file, not this block
+-- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
+-- token is holding the member: a batch of leases is granted with one ZADD (reserve.lua),
+-- checked and dropped with one ZADD XX CH and one ZREM (take_leases.lua), and no per-job state
+-- is written to lease a job. Tokens are exactly TOKEN_LENGTH hex digits, so "token:id" splits
+-- one way only, whatever the id contains.
+local TOKEN_LENGTH = 16
+
+local function lease_member(token, id)
+  return token .. ':' .. id
+end
+-- @end lease
+
+local delayed, leased, dead, jobs, meta, errors = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local id = ARGV[1] or ''
+if id == '' then
+  return {BAD_ARGUMENT, 'ARGV[1] id must not be empty'}
+end
+
+local record = redis.call('HGET', jobs, id)
+if not record then
+  return {OK}
+end
+local state, at = 'waiting', -1
+local died = redis.call('ZSCORE', dead, id)
+local due = not died and redis.call('ZSCORE', delayed, id)
+if died then
+  state, at = 'dead', died
+elseif due then
+  state, at = 'delayed', due
+else
+  -- A lease is "token:id" with a token of TOKEN_LENGTH characters: the member spelled with
+  -- its own token and this id is this job's lease.
+  local total = redis.call('ZCARD', leased)
+  for first = 0, total - 1, 1000 do
+    local page = redis.call('ZRANGE', leased, string.format('%d', first),
+                            string.format('%d', first + 999), 'WITHSCORES')
+    for i = 1, #page, 2 do
+      if page[i] == lease_member(string.sub(page[i], 1, TOKEN_LENGTH), id) then
+        state, at = 'active', page[i + 1]
+        break
+      end
+    end
+    if state == 'active' then
+      break
+    end
+  end
+end
+return {OK, state, record, redis.call('HGET', meta, id), redis.call('HGET', errors, id),
+        tostring(at)}

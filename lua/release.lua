@@ -1,17 +1,23 @@
 #!lua flags=allow-oom
 --[[
 release: give back leased jobs that a worker took but never started (it is shutting down).
-They return to the front of ready and the delivery is not counted as an attempt.
+They return to the front of ready and the delivery is not counted as an attempt; a job
+cancelled while leased (cancel.lua) is deleted instead.
 
 KEYS
   1  ready   LIST  ids waiting, FIFO
   2  leased  ZSET  "token:id" -> lease deadline (ms)
   3  wake    LIST  marker that blocked workers wait on
+  4  jobs    HASH  id -> serialized job record
+  5  meta    HASH  id -> "attempts:redrives[:limit]", ":c" after them for a cancelled job
+  6  errors  HASH  id -> last error (JSON)
+  7  stats   HASH  counters ("cancelled")
 ARGV
   2k-1  id     string   job id (k = 1..N)
   2k    token  16 hex   its lease token
 REPLY
-  {0, released, lost_id...}  lost ids were not held under the token given; untouched
+  {0, released, lost_id...}  released counts the cancelled jobs deleted too; lost ids were not
+                             held under the token given; untouched
 ERRORS
   {1, message}  BAD_ARGUMENT; nothing written
 ]]
@@ -20,6 +26,36 @@ ERRORS
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
 -- @end codes
+-- @include cancel_mark
+-- generated from lua/includes/cancel_mark.lua by `make lua`: edit that file, not this block
+-- A leased job asked to stop (cancel.lua) has its meta entry marked: "attempts:redrives[:limit]:c".
+-- extend stops renewing its lease; fail and an expired lease (reserve) delete it instead of
+-- retrying; ack deletes it with the rest of the entry. Any rewrite (meta_put) drops the mark.
+local CANCEL_MARK = ':c'
+
+local function meta_cancelled(value) -- whether a leased job was asked to stop (cancel.lua)
+  return value ~= nil and value ~= false and string.sub(value, -2) == CANCEL_MARK
+end
+-- @end cancel_mark
+-- @include gather_chunked
+-- generated from lua/includes/gather_chunked.lua by `make lua`: edit that file, not this block
+-- For a command that answers per item (HMGET, ZMSCORE): calls it over items in slices of 1000,
+-- under Lua's unpack limit (about 8000 values in Redis's Lua 5.1), and joins the replies.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
+end
+-- @end gather_chunked
 -- @include call_chunked
 -- generated from lua/includes/call_chunked.lua by `make lua`: edit that file, not this block
 -- Calls a variadic command over items in slices of 1000, so any count stays under Lua's unpack
@@ -115,13 +151,33 @@ end
 -- @end wake
 
 local ready, leased, wake_key = KEYS[1], KEYS[2], KEYS[3]
+local jobs, meta, errors, stats = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 if #ARGV < 2 or #ARGV % 2 ~= 0 then
   return {BAD_ARGUMENT, 'ARGV must be (id, token) pairs, at least one'}
 end
 
 -- The delivery never started, so it leaves no history: the lease just goes.
 local ids, members, n = lease_pairs(1)
-local back, refused = take_leases(leased, ids, members, n)
+local held, refused = take_leases(leased, ids, members, n)
+local back = held
+-- Meta is empty unless some job has a history (HLEN is O(1)): only then look for cancel marks.
+if #held > 0 and redis.call('HLEN', meta) > 0 then
+  local states, cancelled = gather_chunked('HMGET', meta, held), {}
+  back = {}
+  for i, id in ipairs(held) do
+    if meta_cancelled(states[i]) then
+      cancelled[#cancelled + 1] = id
+    else
+      back[#back + 1] = id
+    end
+  end
+  if #cancelled > 0 then
+    call_chunked('HDEL', jobs, cancelled)
+    call_chunked('HDEL', meta, cancelled)
+    call_chunked('HDEL', errors, cancelled)
+    redis.call('HINCRBY', stats, 'cancelled', string.format('%d', #cancelled))
+  end
+end
 if #back > 0 then
   -- LPUSH puts each id in front of the previous one: push newest first to keep their order.
   local reversed = {}
@@ -131,7 +187,7 @@ if #back > 0 then
   call_chunked('LPUSH', ready, reversed)
   wake(wake_key)
 end
-local reply = {OK, #back}
+local reply = {OK, #held}
 for i, id in ipairs(refused) do
   reply[i + 2] = id
 end

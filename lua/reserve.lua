@@ -160,7 +160,6 @@ end
 -- to ready; limit, when present, is the deliveries the job allows (its max_retries + 1), which
 -- fail and reserve's reclaim use instead of the queue's. A job on its first delivery with no
 -- limit of its own has no entry, so reserve and ack write none on the hot path.
--- A leased job asked to stop carries a mark after them (cancel_mark.lua), which meta_get ignores.
 -- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
 -- take few distinct values, so each conversion is done once per script call.
 local int_to_str = setmetatable({}, {__index = function(memo, n)
@@ -178,7 +177,7 @@ local function meta_get(value) -- attempts, redrives, limit (nil: the queue's)
   if not value then -- no history: the common case on the hot path
     return 0, 0
   end
-  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)')
+  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)$')
   if not a then
     return 0, 0
   end

@@ -48,7 +48,8 @@ def test_dead_and_unknown_jobs_are_left_alone(api: Api, client: Client, clock: F
     assert queue.fail(job, RuntimeError("boom")) is Outcome.DEAD
     assert queue.cancel(job_id) is False
     assert queue.cancel("nobody") is False
-    assert (queue.get_job(job_id) or pytest.fail("dead job gone")).state == "dead"
+    info = queue.get_job(job_id)
+    assert info is not None and (info.state, info.cancel_requested) == ("dead", False)
 
 
 def test_an_active_job_is_marked_and_its_lease_no_longer_renewed(
@@ -170,3 +171,15 @@ def test_a_job_with_its_own_retry_limit_keeps_it_through_a_cancel_mark(
     assert info is not None and (info.attempts, info.cancel_requested) == (1, True)
     assert queue.fail(job, RuntimeError("stopped")) is Outcome.CANCELLED
     assert queue.get_job(job_id) is None
+
+
+def test_a_cancelled_active_job_given_back_unstarted_is_deleted(
+    api: Api, client: Client, clock: FakeClock
+) -> None:
+    queue = make(api, client, clock)
+    job_id, other = queue.add("cancelled"), queue.add("other")
+    jobs = queue.reserve(2)
+    queue.cancel(job_id)
+    assert queue.release(jobs) == 2
+    assert [j.id for j in queue.reserve(10)] == [other]
+    assert queue.get_job(job_id) is None and stat(queue, "cancelled") == 1

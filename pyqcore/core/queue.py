@@ -405,8 +405,8 @@ def clear_parts(parts: Iterable[QueueCalls]) -> Flow[int]:
     left (``QueueCore.clear``; the CLI's ``pyqcore clear``); returns how many went."""
     total = 0
     for part in parts:
-        remaining = 1
-        while remaining:
+        deleted = remaining = 1
+        while remaining and deleted:  # a call that deleted nothing ends it: never a spin
             deleted, remaining = yield part.clear()
             total += deleted
     return total

@@ -58,6 +58,9 @@ def every_call(queue: str) -> list[Call[Any]]:
         calls.room(),
         calls.read_schedules(["s"], 10),
         calls.claim_schedule(Schedule("s", queue, every=60), 60_000, 120_000, [60_000]),
+        calls.job_info("1"),
+        calls.cancel(["1", "2"]),
+        calls.clear(),
         lock_call(lock_key, "token", 1000),
         unlock_call(lock_key, "token"),
     ]

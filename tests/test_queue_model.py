@@ -11,7 +11,8 @@ public API against a real Redis and, beside it, a small pure-Python model of the
 - a token that holds no lease (acked, failed, released, reclaimed, or another job's) settles
   nothing: each ack / extend / release answers with the model's count, a stale fail raises
   LeaseLostError, and the keys stay the model's;
-- no job is delivered or counted past max_retries + 1 attempts.
+- no job is delivered or counted past max_retries + 1 attempts (its own max_retries, when
+  it was added with one, else the queue's).
 
 The queue's settings (retries, lease length, backoff) are drawn per example. On both drivers
 (the asyncio one through ``tests.support.drivers``' blocking view, fewer examples).
@@ -50,6 +51,7 @@ pytestmark = BOTH_DRIVERS
 EXAMPLES = int(os.environ.get("PYQCORE_MODEL_EXAMPLES", "120"))
 STEPS = int(os.environ.get("PYQCORE_MODEL_STEPS", "80"))
 CUSTOM_IDS = ["c1", "c2", "c3"]  # never a number, so never an automatic id
+OWN_MAX_RETRIES = st.one_of(st.none(), st.none(), st.integers(0, 2))  # mostly the queue's
 COUNTERS = ("added", "completed", "retried", "dead", "reclaimed", "redriven", "purged")
 
 
@@ -63,8 +65,13 @@ class Entry:
     token: str = ""  # leased: its lease token
     attempts: int = 0  # deliveries that ended without an ack since it was added or redriven
     redrives: int = 0
-    history: bool = False  # whether meta holds "attempts:redrives" for it
+    history: bool = False  # whether meta holds "attempts:redrives[:limit]" for it
     error: bool = False  # whether an error is stored for it
+    limit: int | None = None  # its own deliveries allowed (its max_retries + 1), if given
+
+    def meta(self) -> str:
+        own = "" if self.limit is None else f":{self.limit}"
+        return f"{self.attempts}:{self.redrives}{own}"
 
 
 class Model:
@@ -83,8 +90,10 @@ class Model:
     def of(self, state: str) -> dict[str, int]:
         return {i: e.score for i, e in self.jobs.items() if e.state == state}
 
-    def add(self, payloads: list[Any], ids: list[str | None], delay_ms: int) -> list[str]:
-        """enqueue: automatic ids numbered from "added"; a custom id that exists is skipped."""
+    def add(self, payloads: list[Any], ids: list[str | None], delay_ms: int,
+            max_retries: int | None = None) -> list[str]:
+        """enqueue: automatic ids numbered from "added"; a custom id that exists is skipped;
+        a job's own max_retries is its history from the start."""
         number = self.stats["added"]
         self.stats["added"] += sum(1 for i in ids if i is None)
         given: list[str] = []
@@ -102,10 +111,16 @@ class Model:
             given.append(job_id)
             fresh.append(job_id)
             state = "delayed" if delay_ms else "ready"
-            self.jobs[job_id] = Entry(payload, state, self.now + delay_ms if delay_ms else 0)
+            limit = None if max_retries is None else max_retries + 1
+            self.jobs[job_id] = Entry(payload, state, self.now + delay_ms if delay_ms else 0,
+                                      history=limit is not None, limit=limit)
             if not delay_ms:
                 self.ready.append(job_id)
         return given
+
+    def allowed(self, entry: Entry) -> int:
+        """The deliveries a job allows: its own limit, else the queue's."""
+        return self.max_attempts if entry.limit is None else entry.limit
 
     def holds(self, job: Job) -> bool:
         entry = self.jobs.get(job.id)
@@ -142,7 +157,7 @@ class Model:
             entry = self.jobs[job_id]
             entry.attempts += 1
             entry.history = True
-            if entry.attempts >= self.max_attempts:
+            if entry.attempts >= self.allowed(entry):
                 self.bury(job_id)
             else:
                 entry.state = "ready"
@@ -169,7 +184,7 @@ class Model:
         entry = self.jobs[job.id]
         entry.attempts += 1
         entry.history = True
-        if retry and entry.attempts < self.max_attempts:
+        if retry and entry.attempts < self.allowed(entry):
             entry.error = True
             self.stats["retried"] += 1
             backoff_ms = round(self.backoff.delay(job.attempt) * 1000)
@@ -272,20 +287,25 @@ class QueueMachine(RuleBasedStateMachine):
     # -- producing -------------------------------------------------------------------------
 
     @rule(payload=st.integers(0, 99), job_id=st.none() | st.sampled_from(CUSTOM_IDS),
-          delay=st.sampled_from([0.0, 0.0, 1.0, 5.0]))
-    def add(self, payload: int, job_id: str | None, delay: float) -> None:
-        [expected] = self.model.add([payload], [job_id], round(delay * 1000))
-        assert self.queue.add(payload, delay=delay, job_id=job_id) == expected
+          delay=st.sampled_from([0.0, 0.0, 1.0, 5.0]), max_retries=OWN_MAX_RETRIES)
+    def add(self, payload: int, job_id: str | None, delay: float,
+            max_retries: int | None) -> None:
+        [expected] = self.model.add([payload], [job_id], round(delay * 1000), max_retries)
+        assert self.queue.add(payload, delay=delay, job_id=job_id,
+                              max_retries=max_retries) == expected
 
     @rule(payloads=st.lists(st.integers(0, 99), min_size=1, max_size=4), data=st.data(),
-          delay=st.sampled_from([0.0, 2.0]))
-    def add_batch(self, payloads: list[int], data: st.DataObject, delay: float) -> None:
+          delay=st.sampled_from([0.0, 2.0]), max_retries=OWN_MAX_RETRIES)
+    def add_batch(self, payloads: list[int], data: st.DataObject, delay: float,
+                  max_retries: int | None) -> None:
         ids = None
         if data.draw(st.booleans()):
             ids = data.draw(st.lists(st.none() | st.sampled_from(CUSTOM_IDS),
                                      min_size=len(payloads), max_size=len(payloads)))
-        expected = self.model.add(payloads, ids or [None] * len(payloads), round(delay * 1000))
-        assert self.queue.add_batch(payloads, delay=delay, job_ids=ids) == expected
+        expected = self.model.add(payloads, ids or [None] * len(payloads), round(delay * 1000),
+                                  max_retries)
+        assert self.queue.add_batch(payloads, delay=delay, job_ids=ids,
+                                    max_retries=max_retries) == expected
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -296,7 +316,7 @@ class QueueMachine(RuleBasedStateMachine):
         jobs = self.queue.reserve(count, visibility_timeout=visibility)
         assert [(j.id, j.attempt) for j in jobs] == list(zip(ids, attempts, strict=True))
         for job in jobs:
-            assert job.attempt <= self.model.max_attempts
+            assert job.attempt <= self.model.allowed(self.model.jobs[job.id])
             assert job.payload == self.model.jobs[job.id].payload
             assert job.lease_deadline == (self.now_ms() + length) / 1000
             self.model.jobs[job.id].token = job.token
@@ -392,9 +412,8 @@ class QueueMachine(RuleBasedStateMachine):
         key = self.queue.keys.key
         meta = {text(k): text(v) for k, v in
                 cast(dict[bytes, bytes], self.client.hgetall(key("meta"))).items()}
-        assert meta == {i: f"{e.attempts}:{e.redrives}" for i, e in model.jobs.items()
-                        if e.history}
-        assert all(e.attempts <= model.max_attempts for e in model.jobs.values())
+        assert meta == {i: e.meta() for i, e in model.jobs.items() if e.history}
+        assert all(e.attempts <= model.allowed(e) for e in model.jobs.values())
         errors = {text(k) for k in cast(list[bytes], self.client.hkeys(key("errors")))}
         assert errors == {i for i, e in model.jobs.items() if e.error}
         stats = self.queue.stats()

@@ -19,6 +19,7 @@ from pyqcore.errors import (
 )
 from pyqcore.health import EvictionPolicyWarning
 from pyqcore.job import DeadLetterItem, ErrorInfo, Job, JobInfo, JobState
+from pyqcore.schedule import Schedule
 from pyqcore.sync.dead_letter import DeadLetterQueue
 from pyqcore.sync.manager import QueueManager
 from pyqcore.sync.queue import BaseQueue
@@ -46,6 +47,7 @@ __all__ = [
     "QueueManager",
     "RedisAuthenticationError",
     "RedisUnavailableError",
+    "Schedule",
     "SerializationError",
     "Worker",
     "WorkerReport",

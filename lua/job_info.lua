@@ -2,6 +2,7 @@
 job_info: where one job is and what is known about it, in one consistent read (read-only).
 A job with a record is dead, delayed, leased (active) or else ready (waiting): the leased set is
 searched by the id's members (it holds only the jobs in flight); the ready list is not searched.
+A job with none may be a kept completed one (keep_completed: complete.lua).
 
 KEYS
   1  delayed  ZSET  id -> due time (ms)
@@ -9,7 +10,10 @@ KEYS
   3  dead     ZSET  id -> time it died (ms)
   4  jobs     HASH  id -> serialized job record
   5  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
-  6  errors   HASH  id -> last error (JSON)
+  6  errors     HASH  id -> last error (JSON)
+  7  completed  ZSET  id -> time it completed (ms): kept completed jobs
+  8  kept       HASH  id -> "attempts:redrives:" and the job's record
+  9  results    HASH  id -> the handler's return value, serialized
 ARGV
   1  id  string  job id
 REPLY
@@ -18,6 +22,8 @@ REPLY
                                                     "dead"; meta and error may be nil; at_ms is
                                                     the due time (delayed), the lease deadline
                                                     (active), the time it died (dead), else -1
+  {0, "completed", kept, nil, nil, at_ms, result}   a kept completed job: kept as stored, at_ms
+                                                    when it completed, result may be nil
 ERRORS
   {1, message}  BAD_ARGUMENT: empty id
 ]]
@@ -41,6 +47,7 @@ end
 -- @end lease
 
 local delayed, leased, dead, jobs, meta, errors = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local completed, kept, results = KEYS[7], KEYS[8], KEYS[9]
 local id = ARGV[1] or ''
 if id == '' then
   return {BAD_ARGUMENT, 'ARGV[1] id must not be empty'}
@@ -48,7 +55,12 @@ end
 
 local record = redis.call('HGET', jobs, id)
 if not record then
-  return {OK}
+  local done_at = redis.call('ZSCORE', completed, id)
+  if not done_at then
+    return {OK}
+  end
+  return {OK, 'completed', redis.call('HGET', kept, id), false, false, done_at,
+          redis.call('HGET', results, id)}
 end
 local state, at = 'waiting', -1
 local died = redis.call('ZSCORE', dead, id)

@@ -32,6 +32,7 @@ class Job:
     partition: int = 0  # which partition of a partitioned queue holds it (0 otherwise)
     timeout: float | None = None  # seconds a run may take: the job's own, else the queue's
     cancelled: bool = False  # queue.cancel(id) asked it to stop: seen at the next heartbeat
+    result: Any = None  # what the handler returned (kept when the queue has store_results)
 
 
 def run_timeout(jobs: Sequence[Job]) -> float | None:
@@ -58,9 +59,10 @@ class JobInfo:
     added_at: float | None  # when the producer added it (None: record undecodable)
     due_at: float | None = None  # delayed: when it becomes ready
     lease_deadline: float | None = None  # active: when its lease ends unless extended
-    finished_at: float | None = None  # dead: when it died
+    finished_at: float | None = None  # dead: when it died; completed: when it completed
     error: ErrorInfo | None = None  # the last failed delivery's error
     cancel_requested: bool = False  # active, and queue.cancel asked it to stop
+    result: Any = None  # completed, with store_results: what the handler returned
     record: bytes | None = None  # the raw stored record, kept when it cannot be decoded
     partition: int = 0  # which partition of a partitioned queue holds it (0 otherwise)
 

@@ -17,6 +17,8 @@ from pyqcore.testing import ManualClock
 
 MAX_RETRIES_LIMIT = 10_000
 MAX_VISIBILITY_TIMEOUT = 7 * 24 * 3600.0
+MAX_KEEP_COMPLETED = 366 * 24 * 3600.0  # seconds: a year
+MAX_KEEP_COUNT = 100_000_000
 MAX_BATCH = 10_000  # jobs per script call: keeps every call far below Redis's busy threshold
 MAX_PARTITIONS = 1024
 MAX_READY_LIMIT = 2**53 - 1  # the largest integer the enqueue script reads exactly
@@ -91,6 +93,9 @@ class QueueSettings:
     timeout: float | None = None  # seconds a handler run may take (None: no limit)
     retry_on: tuple[type[BaseException], ...] | None = None  # None: every exception retries
     dead_on: tuple[type[BaseException], ...] = ()  # these bury the job at once
+    keep_completed: float = 0.0  # seconds a completed job is kept (0: no age bound)
+    keep_completed_count: int = 0  # most completed jobs kept (0: no count bound)
+    store_results: bool = False  # keep each completed job's handler return value
     offset: ServerOffset = field(default_factory=ServerOffset, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,11 +117,25 @@ class QueueSettings:
         object.__setattr__(self, "dead_on", exception_types("dead_on", self.dead_on))
         if self.max_ready is not None:
             _number("max_ready", self.max_ready, 1, MAX_READY_LIMIT, integer=True)
+        _number("keep_completed", self.keep_completed, 0, MAX_KEEP_COMPLETED, integer=False)
+        _number("keep_completed_count", self.keep_completed_count, 0, MAX_KEEP_COUNT,
+                integer=True)
+        if not isinstance(self.store_results, bool):
+            raise ConfigurationError(f"store_results must be True or False, got "
+                                     f"{self.store_results!r}")
+        if self.store_results and not self.keeps_completed:
+            raise ConfigurationError("store_results=True keeps results with completed jobs: "
+                                     "give keep_completed (seconds) or keep_completed_count")
         if not isinstance(self.backoff, Backoff):
             raise ConfigurationError(f"backoff must be a pyqcore.Backoff, got {self.backoff!r}")
         if not (callable(getattr(self.serializer, "dumps", None))
                 and callable(getattr(self.serializer, "loads", None))):
             raise ConfigurationError("serializer must have dumps(obj) -> bytes and loads(bytes)")
+
+    @property
+    def keeps_completed(self) -> bool:
+        """Whether completed jobs are kept (acks go through complete.lua instead of ack.lua)."""
+        return self.keep_completed > 0 or self.keep_completed_count > 0
 
     def retries(self, error: BaseException) -> bool:
         """Whether a delivery that failed with ``error`` may be retried (attempts allowing):

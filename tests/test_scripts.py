@@ -17,7 +17,7 @@ import pytest
 import redis
 from redis.exceptions import NoScriptError
 
-from pyqcore import BaseQueue
+from pyqcore import BaseQueue, Job
 from pyqcore.codes import Code
 from pyqcore.core.calls import Call, QueueCalls, lock_call, unlock_call
 from pyqcore.keys import QueueKeys
@@ -222,8 +222,8 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
 # Scripts that run while Redis is out of memory (used_memory > maxmemory): workers reserve,
 # settle and lock, the DLQ purges and redrives, and cancel and clear delete. enqueue has no
 # flag, so Redis refuses its first write (it writes nothing); the read-only scripts need none.
-ALLOW_OOM = {"ack", "cancel", "clear", "extend", "fail", "lock", "purge", "redrive", "release",
-             "reserve", "unlock"}
+ALLOW_OOM = {"ack", "cancel", "clear", "complete", "extend", "fail", "lock", "purge", "redrive",
+             "release", "reserve", "unlock"}
 
 
 def test_every_script_but_enqueue_that_writes_runs_when_redis_is_out_of_memory() -> None:
@@ -312,6 +312,7 @@ HEADER_ARGV = {
     "ack": ("id...", "token..."),
     "cancel": ("id...",),
     "clear": ("limit",),
+    "complete": ("keep_ms", "keep_count", "id...", "token...", "result..."),
     "counts": (),
     "enqueue": ("due", "id_prefix", "n", "max_attempts", "record...", "id...", "max_ready..."),
     "extend": ("visibility_ms", "id...", "token..."),
@@ -334,6 +335,7 @@ VALID_ARGV = {
     "ack": ["1", TOKEN],
     "cancel": ["1"],
     "clear": ["1000"],
+    "complete": ["0", "10", "1", TOKEN, ""],
     "counts": [],
     "enqueue": ["0", "", "1", "0", "record"],
     "extend": ["30000", "1", TOKEN],
@@ -415,6 +417,8 @@ def every_python_call() -> list[Call[Any]]:
         calls.job_info("1"),
         calls.cancel(["1", "2"]),
         calls.clear(),
+        QueueCalls(QueueSettings(name="arity", keep_completed_count=10)).finish(
+            [Job("1", "arity", None, None, 1, 0.0, TOKEN, 0.0)]),
         lock_call(lock_key, "holder", 1000),
         unlock_call(lock_key, "holder"),
     ]

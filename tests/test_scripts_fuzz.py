@@ -146,6 +146,8 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
     "min_age_ms": Int(0),
     "max_age_ms": Int(-1),
     "max_redrives": Int(-1),
+    "keep_ms": Int(0),
+    "keep_count": Int(0),
     ("peek_dead", "limit"): Int(1),
     ("clear", "limit"): Int(1, MAX_BATCH),
     ("job_info", "id"): Text(nonempty=True),
@@ -160,6 +162,7 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
 # The variadic tails, by their entries' names.
 # (enqueue: n records, then 0 or n ids, then max_ready, optional, after the ids)
 PAIRS, RECORDS, IDS = ("id...", "token..."), ("record...", "id...", "max_ready..."), ("id...",)
+TRIPLES = ("id...", "token...", "result...")  # complete: each lease with its result
 MAX_READY = Int(1)
 RUNS, NAMED = ("id...", "record..."), ("name...",)  # schedule_claim's runs, schedules' names
 COUNTED = {"enqueue": "n"}  # a fixed entry that counts the tail's records
@@ -263,6 +266,11 @@ def valid_argv(draw: st.DrawFn, script: Script) -> list[str | bytes]:
         for _ in range(draw(st.integers(1, 4))):
             args += [draw(st.sampled_from(SEEDED_IDS)), draw(st.one_of(
                 Token().valid(), st.sampled_from(Token().invalid())))]
+    elif shape == TRIPLES:
+        for _ in range(draw(st.integers(1, 4))):
+            args += [draw(st.sampled_from(SEEDED_IDS)), draw(st.one_of(
+                Token().valid(), st.sampled_from(Token().invalid()))),
+                draw(st.one_of(st.just(b""), st.binary(min_size=1, max_size=16)))]
     elif shape == RECORDS:
         n = draw(st.integers(1, 3))
         args[fixed(script).index(COUNTED[script.name])] = str(n)
@@ -287,6 +295,7 @@ def typical_argv(script: Script) -> list[str | bytes]:
                                else "1" for e in fixed(script)]
     shape = tail(script)
     return args + (["l2", HELD["l2"]] if shape == PAIRS else
+                   ["l2", HELD["l2"], ""] if shape == TRIPLES else
                    ["record"] if shape == RECORDS else
                    ["l2"] if script.name in NEEDS_IDS else [])
 
@@ -305,7 +314,7 @@ def one_bad_argument(draw: st.DrawFn, script: Script) -> tuple[list[str | bytes]
     ways = ["truncated"] if script.argv else []
     ways += ["entry"] if checked_entries(script) else []
     shape = tail(script)
-    ways += ["odd pairs", "no pairs"] if shape == PAIRS else []
+    ways += ["odd pairs", "no pairs"] if shape in (PAIRS, TRIPLES) else []
     ways += ["n too big", "n wrong", "max_ready"] if shape == RECORDS else []
     way = draw(st.sampled_from(ways))
     argc = script.argc
@@ -383,7 +392,7 @@ def test_every_argv_entry_has_a_domain() -> None:
     missing = [(s.name, e) for s in SCRIPTS.values() for e in fixed(s)
                if e not in COUNTED.values() and (s.name, e) not in DOMAINS and e not in DOMAINS]
     assert missing == []
-    assert {tail(s) for s in SCRIPTS.values()} <= {PAIRS, RECORDS, IDS, RUNS, NAMED, ()}
+    assert {tail(s) for s in SCRIPTS.values()} <= {PAIRS, TRIPLES, RECORDS, IDS, RUNS, NAMED, ()}
 
 
 @pytest.mark.parametrize("name", WITH_ARGV)

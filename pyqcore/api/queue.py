@@ -60,6 +60,9 @@ class QueueOptions(TypedDict, total=False):
     timeout: float | None
     retry_on: type[BaseException] | Iterable[type[BaseException]] | None
     dead_on: type[BaseException] | Iterable[type[BaseException]] | None
+    keep_completed: float | None
+    keep_completed_count: int | None
+    store_results: bool | None
 
 
 class QueueApi:
@@ -79,6 +82,11 @@ class QueueApi:
     # retry_on) goes to the dead-letter queue at once, attempts left or not.
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None
     dead_on: type[BaseException] | tuple[type[BaseException], ...] = ()
+    # Completed jobs kept for get_job (and their results with store_results), trimmed by age
+    # and count; off by default (0, 0): an ack then deletes the job, as before.
+    keep_completed: float = 0.0  # seconds
+    keep_completed_count: int = 0
+    store_results: bool = False  # the handler's return value, kept with the completed job
     max_ready: int | None = None  # adds refused (QueueFullError) past this many jobs waiting
 
     core: QueueCore
@@ -122,6 +130,9 @@ class QueueApi:
             timeout=given("timeout"),
             retry_on=given("retry_on"),  # a class or several: made a tuple there
             dead_on=given("dead_on"),
+            keep_completed=given("keep_completed"),
+            keep_completed_count=given("keep_completed_count"),
+            store_results=given("store_results"),
         )
         self.settings = s
         self.name, self.max_retries, self.backoff = s.name, s.max_retries, s.backoff
@@ -129,6 +140,8 @@ class QueueApi:
         self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
         self.partitions, self.tracing, self.max_ready = s.partitions, s.tracing, s.max_ready
         self.retry_on, self.dead_on, self.timeout = s.retry_on, s.dead_on, s.timeout
+        self.keep_completed, self.keep_completed_count = s.keep_completed, s.keep_completed_count
+        self.store_results = s.store_results
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
         self.core = QueueCore(s, cluster=driver.cluster, new_waiter=driver.new_waiter)
         self.core.check_eviction = first_use(driver.client)

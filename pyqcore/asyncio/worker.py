@@ -75,8 +75,8 @@ class Worker(WorkerBase):
         if kind is Job:
             timeout = effect.timeout if self._cancellable[0] else None
             try:
-                await (self._run_job(effect) if timeout is None
-                       else within(self._run_job(effect), timeout))
+                effect.result = await (self._run_job(effect) if timeout is None
+                                       else within(self._run_job(effect), timeout))
             except Exception as exc:  # the job failed (the worker carries on)
                 return exc
             return None

@@ -11,9 +11,10 @@ test's ``ManualClock`` sends it, as the first ARGV entry of the scripts' test-on
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, TypeVar
 
@@ -40,6 +41,7 @@ from pyqcore.settings import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("pyqcore")
 Arg = str | bytes | int
 
 SWEEP_LIMIT = 1000  # most delayed promotions and expired leases one reserve call handles
@@ -225,6 +227,7 @@ class JobRow:
     meta: bytes | None
     error: bytes | None
     at_ms: int
+    result: bytes | None = None  # a kept completed job's, with store_results
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,6 +516,26 @@ class QueueCalls:
             "reserve", [count, visibility_ms, max_attempts, sweep_limit, token], parse
         )
 
+    def finish(self, jobs: Sequence[Job]) -> Call[Settled]:
+        """Ack ``jobs``; on a queue that keeps completed jobs, keep them (and with
+        store_results each ``job.result``, serialized) through complete.lua instead. A result
+        that cannot be serialized is logged and not kept: the job still completes."""
+        s = self.settings
+        if not s.keeps_completed:
+            return self.ack([(j.id, j.token) for j in jobs])
+        args: list[Arg] = [round(s.keep_completed * 1000), s.keep_completed_count]
+        for job in jobs:
+            args += [job.id, job.token, self._result(job) if s.store_results else ""]
+        return self._call("complete", args, _settled)
+
+    def _result(self, job: Job) -> bytes:
+        try:
+            return self.serializer.dumps(job.result)
+        except Exception as exc:  # the handler's value, not the caller's input: never lose the ack
+            log.error("queue %s: job %s returned a value that cannot be serialized, not kept: "
+                      "%s", self.queue, job.id, exc)
+            return b""
+
     def ack(self, pairs: Iterable[tuple[str, str]]) -> Call[Settled]:
         """Finish (id, token) pairs; refused ids had stale tokens."""
         return self._call("ack", _pairs(pairs), _settled)
@@ -609,7 +632,13 @@ class QueueCalls:
             reply = checked(reply)
             if len(reply) == 1:
                 return None
-            return JobRow(text(reply[1]), reply[2], reply[3], reply[4], int(float(reply[5])))
+            row = JobRow(text(reply[1]), reply[2], reply[3], reply[4], int(float(reply[5])))
+            if row.state != "completed":
+                return row
+            # kept: b"attempts:redrives:" + record; its history stands where meta's would
+            attempts, redrives, record = (reply[2] or b"0:0:").split(b":", 2)
+            return replace(row, record=record, meta=attempts + b":" + redrives,
+                           result=reply[6] if len(reply) > 6 else None)
 
         return self._call("job_info", [given_id(job_id)], parse)
 

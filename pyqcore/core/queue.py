@@ -223,7 +223,7 @@ class QueueCore:
         hot path); returns the ack's reply unless done is empty, and the reservation unless
         count is 0."""
         yield from self._announced()
-        acks = [part.ack(pairs(group)) for part, group in self.partitions.grouped(done)]
+        acks = [part.finish(group) for part, group in self.partitions.grouped(done)]
         first, *others = self.partitions.reading_order()
         calls: list[Call[Any]] = [*acks, first.lease(count)] if count else acks
         results = (yield calls) if calls else []
@@ -268,7 +268,7 @@ class QueueCore:
 
     def ack(self, jobs: Job | Iterable[Job]) -> Flow[int]:
         """Finish jobs; returns how many were acked (a job whose lease was lost counts 0)."""
-        return (yield from self._settle(jobs, lambda part, group: part.ack(pairs(group)))).count
+        return (yield from self._settle(jobs, lambda part, group: part.finish(group))).count
 
     def fail(self, job: Job, error: BaseException | ErrorInfo, *, retry: bool = True
              ) -> Flow[Outcome]:
@@ -432,8 +432,9 @@ def job_info(queue: str, part: QueueCalls, job_id: str, row: JobRow) -> JobInfo:
         payload=payload, context=context, attempts=attempts + active, redrives=redrives,
         added_at=added_at, due_at=at if row.state == "delayed" else None,
         lease_deadline=at if active else None,
-        finished_at=at if row.state == "dead" else None,
+        finished_at=at if row.state in ("dead", "completed") else None,
         error=ErrorInfo.from_json(row.error), cancel_requested=history.endswith(":c"),
+        result=None if row.result is None else part.serializer.loads(row.result),
         record=raw, partition=part.partition)
 
 

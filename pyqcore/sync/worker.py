@@ -109,7 +109,7 @@ class Handlers:
         kind = type(effect)
         if kind is Job:
             try:
-                self._finish(self.queue.process_job(effect), effect.timeout)
+                effect.result = self._finish(self.queue.process_job(effect), effect.timeout)
             except Exception as exc:  # a handler's failure is the job's, never the worker's
                 return exc
             return None

@@ -17,7 +17,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
-from pyqcore import QueueManager
+from pyqcore import Job, QueueManager
 from pyqcore.core.calls import Call, QueueCalls, lock_call, unlock_call
 from pyqcore.keys import QueueKeys
 from pyqcore.schedule import Schedule
@@ -61,6 +61,8 @@ def every_call(queue: str) -> list[Call[Any]]:
         calls.job_info("1"),
         calls.cancel(["1", "2"]),
         calls.clear(),
+        QueueCalls(QueueSettings(name=queue, keep_completed_count=10)).finish(
+            [Job("1", queue, None, None, 1, 0.0, "ab" * 8, 0.0)]),
         lock_call(lock_key, "token", 1000),
         unlock_call(lock_key, "token"),
     ]

@@ -31,6 +31,7 @@ AT = "tests/test_at.py"
 MEMORY = "tests/reliability/test_memory_pressure.py"
 CANCEL = "tests/test_cancel.py"
 STATUS = "tests/test_job_status.py"
+RESULTS = "tests/test_results.py"
 
 
 class CatalogueError(Exception):
@@ -953,6 +954,30 @@ STATUS_AND_CANCEL = [
          "    if meta_cancelled(states[i]) then\n",
          "    if false then\n",
          "a cancelled job given back on shutdown is delivered again", CANCEL),
+    _lua("complete", "complete-keeps-nothing",
+         "  call_chunked('HSET', kept, entries)\n",
+         "",
+         "a completed job reads as unknown (and the kept set and its times disagree)", RESULTS),
+    _lua("complete", "complete-keeps-no-results",
+         "  call_chunked('HSET', results, outputs)\n",
+         "",
+         "store_results keeps nothing", RESULTS),
+    _lua("complete", "complete-keeps-a-stale-result",
+         "  call_chunked('HDEL', results, none)",
+         "  -- ",
+         "a re-added id's completion without a result shows the earlier run's", RESULTS),
+    _lua("complete", "complete-trims-nothing-by-age",
+         "  if keep_ms > 0 then\n",
+         "  if false then\n",
+         "keep_completed keeps jobs for ever", RESULTS),
+    _lua("complete", "complete-trims-nothing-by-count",
+         "  if keep_count > 0 and #old < budget then\n",
+         "  if false then\n",
+         "keep_completed_count keeps every job", RESULTS),
+    _lua("job_info", "job-info-never-reads-kept-jobs",
+         "  if not done_at then\n",
+         "  if true then\n",
+         "a kept completed job reads as unknown", RESULTS),
     _lua("clear", "clear-leaves-delayed-jobs",
          "if #ids < limit then\n",
          "if false then\n",
@@ -1649,6 +1674,10 @@ STATUS_FLOWS = [
         "        while remaining and deleted:",
         "        while remaining and deleted and not total:",
         "clear stops after the first batch", CANCEL),
+    _py("calls", "finish-never-keeps",
+        "        if not s.keeps_completed:\n",
+        "        if True:\n",
+        "keep_completed keeps nothing: acks delete the job", RESULTS),
     _py("queue", "job-info-attempts-without-the-running-one",
         "attempts=attempts + active,",
         "attempts=attempts,",

@@ -28,8 +28,9 @@ from pyqcore.sync.driver import Client
 TOKEN_LENGTH = 16  # a lease member is "<16 hex>:<id>" (lua/includes/lease.lua)
 STATES = ("ready", "delayed", "leased", "dead")
 PARTS = (*STATES, "jobs", "meta", "errors", "wake")
+KEPT = ("completed", "kept", "results")  # completed jobs kept (keep_completed): no state
 # A queue's key: "<prefix>:{<queue or queue#i>}:<part>"; locks, stats and registry keys aside.
-QUEUE_KEY = re.compile(rb"^(?P<base>.+:\{[^{}]+\}):(?P<part>" + "|".join(PARTS).encode()
+QUEUE_KEY = re.compile(rb"^(?P<base>.+:\{[^{}]+\}):(?P<part>" + "|".join((*PARTS, *KEPT)).encode()
                        + rb")$")
 COUNTS = load_scripts()["counts"]
 
@@ -44,6 +45,7 @@ class Partition:
     history: set[str] = field(default_factory=set)
     errors: set[str] = field(default_factory=set)
     counted: dict[str, int] = field(default_factory=dict)  # counts.lua's answer
+    kept: dict[str, set[str]] = field(default_factory=dict)  # completed, kept, results ids
     problems: list[str] = field(default_factory=list)
 
     def check(self) -> list[str]:
@@ -67,6 +69,12 @@ class Partition:
         if stray := sorted(self.errors - self.records):
             found.append(f"{self.name}:errors: errors of {len(stray)} jobs that are gone: "
                          f"{stray[:20]}")
+        if self.kept and self.kept["kept"] != self.kept["completed"]:
+            found.append(f"{self.name}: kept completed jobs without both a time and an entry: "
+                         f"{sorted(self.kept['kept'] ^ self.kept['completed'])[:20]}")
+        if stray := sorted(self.kept.get("results", set()) - self.kept.get("completed", set())):
+            found.append(f"{self.name}:results: results of {len(stray)} jobs not kept: "
+                         f"{stray[:20]}")
         sizes = {state: len(ids) for state, ids in self.states.items()}
         if self.counted != sizes:
             found.append(f"{self.name}: counts.lua says {self.counted}, the keys hold {sizes}")
@@ -84,11 +92,15 @@ def read_partition(node: Any, base: str) -> Partition:
     for name in ("jobs", "meta", "errors"):
         pipe.hkeys(key[name])
     pipe.llen(key["wake"])
+    pipe.zrange(f"{base}:completed", 0, -1)
+    pipe.hkeys(f"{base}:kept")
+    pipe.hkeys(f"{base}:results")
     keys = [key[p] for p in COUNTS.key_parts]
     pipe.eval(COUNTS.source, len(keys), *keys)
     found = Partition(base)
     try:
-        ready, delayed, leased, dead, jobs, meta, errors, wake, counted = pipe.execute()
+        (ready, delayed, leased, dead, jobs, meta, errors, wake, completed, kept, results,
+         counted) = pipe.execute()
     except redis.ResponseError as exc:  # e.g. WRONGTYPE: a key clobbered
         found.problems.append(f"{base}: its keys cannot be read: {exc}")
         return found
@@ -116,6 +128,8 @@ def read_partition(node: Any, base: str) -> Partition:
     if wake > 1:
         found.problems.append(f"{base}:wake: {wake} wake-up markers (at most one)")
     found.counted = dict(zip(STATES, counted[1:5], strict=True))
+    found.kept = {name: {text(i) for i in ids} for name, ids in
+                  (("completed", completed), ("kept", kept), ("results", results))}
     return found
 
 

@@ -1,0 +1,282 @@
+#!lua flags=allow-oom
+--[[
+complete: ack for a queue that keeps completed jobs (keep_completed, store_results). Finishes
+N leased jobs as ack does (only under their current lease), then keeps each: its finish time in
+completed, its record and attempts in kept, and with results its handler's return value
+(serialized by the caller) in results. Then trims what is kept, oldest first, by age and by
+count: at most N + 100 entries per call, so a call's work stays bounded and the kept set
+shrinks faster than it grows. Queues that keep nothing use ack.lua: this costs them nothing.
+
+KEYS
+  1  leased     ZSET  "token:id" -> lease deadline (ms)
+  2  jobs       HASH  id -> serialized job record
+  3  meta       HASH  id -> "attempts:redrives[:limit]" (jobs with a history only)
+  4  errors     HASH  id -> last error (JSON)
+  5  stats      HASH  counters
+  6  completed  ZSET  id -> time it completed (ms): the kept completed jobs
+  7  kept       HASH  id -> "attempts:redrives:" and the job's record (this delivery counted)
+  8  results    HASH  id -> the handler's return value, serialized
+ARGV
+  1     keep_ms     integer, ms  keep a completed job this long (0: no age bound)
+  2     keep_count  integer      keep at most this many (0: no count bound; pyqcore always
+                                 sends one bound or both)
+  3k    id          string       job id (k = 1..N)
+  3k+1  token       16 hex       its lease token
+  3k+2  result      bytes        its handler's return value, serialized; "" to keep none
+REPLY
+  {0, acked, refused_id...}  as ack: acked = how many jobs completed; refused ids follow
+ERRORS
+  {1, message}  BAD_ARGUMENT; nothing written
+]]
+-- @include codes
+-- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
+-- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
+local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
+-- @end codes
+-- @include clock
+-- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
+-- The queue's one clock is the Redis server's: now_ms() reads TIME, in milliseconds since the
+-- epoch. No script takes the time from its caller, so a client whose clock is off changes
+-- nothing. Redis >= 7 replicates a script's effects (the writes it made), never the script
+-- itself, so replicas and the AOF get the values computed here: reading the clock inside a
+-- script is deterministic for them. Read it only where time matters (a plain add never does).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- @end clock
+-- @include args
+-- generated from lua/includes/args.lua by `make lua`: edit that file, not this block
+-- Argument checks. A script reads every ARGV entry it needs first, then returns
+-- {BAD_ARGUMENT, bad} before its first write if any was wrong.
+local MAX_INT = 9007199254740991 -- 2^53 - 1: the largest integer a Lua double holds exactly
+
+-- The first argument error found; a script checks it before its first write.
+local bad
+
+-- ARGV[i] as an integer within [min, max] (max defaults to MAX_INT), written as Redis writes
+-- one ("0", "-1", "42": no sign, space or leading zero), since scripts hand the text on to
+-- Redis commands, which refuse "007" and "-0" after earlier writes; a missing entry is an
+-- error. Records a readable error otherwise.
+local function arg_int(i, name, min, max)
+  max = max or MAX_INT
+  local s = ARGV[i]
+  local v = s and (s == '0' or string.match(s, '^%-?[1-9]%d*$')) and tonumber(s)
+  if not v or v < min or v > max then
+    if max == MAX_INT then
+      bad = bad or string.format('ARGV[%d] %s must be an integer >= %d, got %q', i, name, min, tostring(s))
+    else
+      bad = bad or string.format('ARGV[%d] %s must be an integer in [%d, %d], got %q', i, name, min, max, tostring(s))
+    end
+    return min
+  end
+  return v
+end
+-- @end args
+-- @include call_chunked
+-- generated from lua/includes/call_chunked.lua by `make lua`: edit that file, not this block
+-- Calls a variadic command over items in slices of 1000, so any count stays under Lua's unpack
+-- limit (about 8000 values in Redis's Lua 5.1); returns the last slice's reply (no call at all,
+-- and nil, for no items).
+local function call_chunked(cmd, key, items)
+  local last
+  for i = 1, #items, 1000 do
+    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+  return last
+end
+-- @end call_chunked
+-- @include gather_chunked
+-- generated from lua/includes/gather_chunked.lua by `make lua`: edit that file, not this block
+-- For a command that answers per item (HMGET, ZMSCORE): calls it over items in slices of 1000,
+-- under Lua's unpack limit (about 8000 values in Redis's Lua 5.1), and joins the replies.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
+end
+-- @end gather_chunked
+-- @include lease
+-- generated from lua/includes/lease.lua by `make lua`: edit that file, not this block
+-- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
+-- token is holding the member: a batch of leases is granted with one ZADD (reserve.lua),
+-- checked and dropped with one ZADD XX CH and one ZREM (take_leases.lua), and no per-job state
+-- is written to lease a job. Tokens are exactly TOKEN_LENGTH hex digits, so "token:id" splits
+-- one way only, whatever the id contains.
+local TOKEN_LENGTH = 16
+
+local function lease_member(token, id)
+  return token .. ':' .. id
+end
+-- @end lease
+-- @include take_leases
+-- generated from lua/includes/take_leases.lua by `make lua`: edit that file, not this block
+-- Removes the held leases among members (from lease_pairs.lua) and says whose they
+-- were: the ids taken, in the order given, and the ids refused. ZADD XX CH first moves each
+-- held member to score -1, a deadline no lease has, and counts them: when all are held (the
+-- usual case) the count is the whole answer; otherwise the members now at -1 are exactly the
+-- held ones. ZMSCORE would answer per member, but it formats each score with printf:
+-- callgrind counts 12% more instructions per ack with it.
+local function take_leases(leased, ids, members, n)
+  local marks, held = {}, 0
+  for i = 1, n do
+    marks[2 * i - 1] = '-1'
+    marks[2 * i] = members[i]
+  end
+  for i = 1, #marks, 1000 do -- slices of 500 pairs, under Lua's unpack limit
+    held = held + redis.call('ZADD', leased, 'XX', 'CH', unpack(marks, i, math.min(i + 999, #marks)))
+  end
+  if held == n then
+    call_chunked('ZREM', leased, members)
+    return ids, {}
+  end
+  local mine, taken, gone, refused = {}, {}, {}, {}
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', leased, '-1', '-1')) do
+    mine[member] = true
+  end
+  for i = 1, n do
+    if mine[members[i]] then
+      taken[#taken + 1] = ids[i]
+      gone[#gone + 1] = members[i]
+    else
+      refused[#refused + 1] = ids[i]
+    end
+  end
+  call_chunked('ZREM', leased, gone)
+  return taken, refused
+end
+-- @end take_leases
+-- @include meta
+-- generated from lua/includes/meta.lua by `make lua`: edit that file, not this block
+-- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some,
+-- or "attempts:redrives:limit" for a job added with its own max_retries (enqueue writes
+-- "0:0:limit"). attempts counts the deliveries that ended without an ack (failed, expired) since
+-- the job was added or last redriven; redrives counts its trips from the dead-letter queue back
+-- to ready; limit, when present, is the deliveries the job allows (its max_retries + 1), which
+-- fail and reserve's reclaim use instead of the queue's. A job on its first delivery with no
+-- limit of its own has no entry, so reserve and ack write none on the hot path.
+-- Number <-> string conversions go through printf/strtod in Lua 5.1; attempts and redrives
+-- take few distinct values, so each conversion is done once per script call.
+local int_to_str = setmetatable({}, {__index = function(memo, n)
+  local s = string.format('%d', n)
+  memo[n] = s
+  return s
+end})
+local str_to_int = setmetatable({}, {__index = function(memo, s)
+  local n = tonumber(s) or 0
+  memo[s] = n
+  return n
+end})
+
+local function meta_get(value) -- attempts, redrives, limit (nil: the queue's)
+  if not value then -- no history: the common case on the hot path
+    return 0, 0
+  end
+  local a, r, l = string.match(value, '^(%d+):(%d+):?(%d*)$')
+  if not a then
+    return 0, 0
+  end
+  return str_to_int[a], str_to_int[r], l ~= '' and str_to_int[l] or nil
+end
+
+local function meta_put(attempts, redrives, limit)
+  local value = int_to_str[attempts] .. ':' .. int_to_str[redrives]
+  return limit and value .. ':' .. int_to_str[limit] or value
+end
+-- @end meta
+
+local leased, jobs, meta, errors, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local completed, kept, results = KEYS[6], KEYS[7], KEYS[8]
+local keep_ms = arg_int(1, 'keep_ms', 0)
+local keep_count = arg_int(2, 'keep_count', 0)
+if #ARGV < 5 or (#ARGV - 2) % 3 ~= 0 then
+  bad = bad or 'ARGV[3..] must be (id, token, result) triples, at least one'
+end
+if bad then
+  return {BAD_ARGUMENT, bad}
+end
+
+-- (id, token) as lease_pairs reads them, each followed by its result.
+local ids, members, values, seen, n = {}, {}, {}, {}, 0
+for i = 3, #ARGV, 3 do
+  n = n + 1
+  local id, token = ARGV[i], ARGV[i + 1]
+  local member = #token == TOKEN_LENGTH and lease_member(token, id) or ''
+  if seen[member] then
+    member = ''
+  end
+  seen[member] = true
+  ids[n], members[n] = id, member
+  values[n] = ARGV[i + 2]
+end
+local done, refused = take_leases(leased, ids, members, n)
+local d = #done
+if d > 0 then
+  local now_arg = string.format('%d', now_ms())
+  local records = gather_chunked('HMGET', jobs, done)
+  local states = gather_chunked('HMGET', meta, done)
+  local result_of = {}
+  for i = 1, n do
+    result_of[ids[i]] = values[i]
+  end
+  local finished, entries, outputs, none = {}, {}, {}, {}
+  for i, id in ipairs(done) do
+    finished[2 * i - 1] = now_arg
+    finished[2 * i] = id
+    entries[2 * i - 1] = id
+    local attempts, redrives = meta_get(states[i])
+    entries[2 * i] = meta_put(attempts + 1, redrives) .. ':' .. (records[i] or '')
+    if result_of[id] ~= '' then
+      outputs[#outputs + 1] = id
+      outputs[#outputs + 1] = result_of[id]
+    else
+      none[#none + 1] = id
+    end
+  end
+  call_chunked('HDEL', jobs, done)
+  call_chunked('HDEL', meta, done)
+  call_chunked('HDEL', errors, done)
+  call_chunked('ZADD', completed, finished)
+  call_chunked('HSET', kept, entries)
+  call_chunked('HSET', results, outputs)
+  call_chunked('HDEL', results, none) -- a re-added id's earlier result is not this one's
+  redis.call('HINCRBY', stats, 'completed', string.format('%d', d))
+
+  -- Trim, oldest first: by age, then by count; at most d + 100 entries per call.
+  local budget = d + 100
+  local old = {}
+  if keep_ms > 0 then
+    old = redis.call('ZRANGEBYSCORE', completed, '-inf', string.format('(%d', tonumber(now_arg) - keep_ms),
+                     'LIMIT', '0', string.format('%d', budget))
+  end
+  if keep_count > 0 and #old < budget then
+    local excess = redis.call('ZCARD', completed) - #old - keep_count
+    if excess > 0 then
+      local first = #old
+      local more = redis.call('ZRANGE', completed, string.format('%d', first),
+                              string.format('%d', first + math.min(excess, budget - #old) - 1))
+      for _, id in ipairs(more) do
+        old[#old + 1] = id
+      end
+    end
+  end
+  if #old > 0 then
+    call_chunked('ZREM', completed, old)
+    call_chunked('HDEL', kept, old)
+    call_chunked('HDEL', results, old)
+  end
+end
+local reply = {OK, d}
+for i, id in ipairs(refused) do
+  reply[i + 2] = id
+end
+return reply

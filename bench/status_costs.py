@@ -19,10 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis  # noqa: E402
+import redis
 
-from pyqcore import BaseQueue  # noqa: E402
-from tests.support import LocalRedis  # noqa: E402
+from pyqcore import BaseQueue
+from tests.support import LocalRedis
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "off (ack.lua)": {},

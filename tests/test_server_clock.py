@@ -119,8 +119,8 @@ def test_only_a_manual_clock_is_accepted(client: redis.Redis, clock: Any) -> Non
 def test_production_scripts_take_no_time_from_their_caller() -> None:
     production, variant = load_scripts(), load_scripts(manual_clock=True)
     readers = {name for name, s in production.items() if s.reads_clock}
-    assert readers == {"enqueue", "reserve", "fail", "extend", "redrive", "purge", "schedules",
-                       "schedule_claim"}
+    assert readers == {"enqueue", "reserve", "fail", "extend", "redrive", "purge", "complete",
+                       "schedules", "schedule_claim"}
     for name, script in production.items():
         assert "table.remove(ARGV" not in script.source, name
         assert "redis.call('TIME')" in script.source or name not in readers

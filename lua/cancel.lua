@@ -4,17 +4,23 @@ cancel: stop jobs by id. A waiting or delayed job is deleted (it will never be d
 leased (active) job is marked in meta ("attempts:redrives[:limit]:c"): its handler sees it as
 job.cancelled after the next heartbeat, extend no longer renews its lease, and a failed
 delivery or an expired lease deletes it instead of retrying (an ack still completes it). Dead
-jobs and unknown ids are left alone. Each id costs a scan of the ready list (LREM): at most
-100 ids per call.
+jobs and unknown ids are left alone. Each id costs a scan of the ready list (LREM), or for a
+ranked job (a priority or a group: ranked.lua) of its group and priority's range of the ranked
+jobs: at most 100 ids per call.
 
 KEYS
-  1  ready    LIST  ids waiting, FIFO
-  2  delayed  ZSET  id -> due time (ms)
-  3  dead     ZSET  id -> time it died (ms)
-  4  jobs     HASH  id -> serialized job record
-  5  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
-  6  errors   HASH  id -> last error (JSON)
-  7  stats    HASH  counters ("cancelled": jobs deleted by a cancel)
+  1   ready    LIST  ids waiting, FIFO
+  2   delayed  ZSET  id -> due time (ms)
+  3   dead     ZSET  id -> time it died (ms)
+  4   jobs     HASH  id -> serialized job record
+  5   meta     HASH  id -> "attempts:redrives" (jobs with a history only)
+  6   errors   HASH  id -> last error (JSON)
+  7   stats    HASH  counters ("cancelled": jobs deleted by a cancel)
+  8   attrs    HASH  id -> "<priority> <group>", ranked jobs only (attrs.lua)
+  9   ranked   ZSET  the ready ranked jobs (ranked.lua)
+  10  flow     HASH  per-group counts and flags (arm.lua): "ready G"
+  11  groups   ZSET  group -> turn: the round robin of groups that may lease now
+  12  gwait    ZSET  group -> ms: groups waiting out their group rate limit
 ARGV
   k  id  string  job id (k = 1..N, N <= 100)
 REPLY
@@ -66,6 +72,34 @@ local function meta_put(attempts, redrives, limit)
   return limit and value .. ':' .. int_to_str[limit] or value
 end
 -- @end meta
+-- @include attrs
+-- generated from lua/includes/attrs.lua by `make lua`: edit that file, not this block
+-- A job added with a priority or a group (a ranked job; ranked.lua) has an entry in the attrs
+-- hash, "<priority> <group>" (group "" = none), from its add until it is acked or purged; a plain
+-- job has none.
+local function attrs_split(value) -- priority, group
+  local p, g = string.match(value, '^(%-?%d+) (.*)$')
+  return tonumber(p) or 0, g or ''
+end
+-- @end attrs
+-- @include ranked
+-- generated from lua/includes/ranked.lua by `make lua`: edit that file, not this block
+-- Ranked jobs: jobs added with a priority or a group (a plain add has neither and goes to the
+-- ready LIST). While ready, a ranked job is a member of the ranked ZSET. Every member scores 0,
+-- so the set sorts by the member's bytes: "<group> <band> <seq> <id>", band = 1000 - priority in
+-- 4 digits (higher priority first), seq in 16 digits (FIFO within a priority). Group names hold
+-- no space and no control character, so the members of group G are exactly the range
+-- ["G ", "G!"), and the ranked jobs with no group the range [" ", "!").
+-- seq counts up from SEQ_BASE for jobs placed at the back and down from it for jobs placed at
+-- the front (released or reclaimed), with the counters "back" and "front" of the flow hash:
+-- 4e15 of each before a seq would need a 17th digit.
+local BAND_ZERO, SEQ_BASE = 1000, 4000000000000000
+
+-- The member's start, "<group> <band> ", shared by every job of one group and priority.
+local function ranked_prefix(group, priority)
+  return string.format('%s %04d ', group, BAND_ZERO - priority)
+end
+-- @end ranked
 -- @include cancel_mark
 -- generated from lua/includes/cancel_mark.lua by `make lua`: edit that file, not this block
 -- A leased job asked to stop (cancel.lua) has its meta entry marked: "attempts:redrives[:limit]:c".
@@ -89,14 +123,46 @@ for i, id in ipairs(ARGV) do
   end
 end
 
+local attrs, ranked, flow, groups, gwait = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local flowing = redis.call('EXISTS', attrs) == 1 -- some job has a priority or a group
+
+-- Removes a ready ranked job, found by a scan of the members of its group and priority; a group
+-- left with nothing ready leaves the round robin. Whether it was ready.
+local function unrank(value, id)
+  local priority, group = attrs_split(value)
+  local prefix = ranked_prefix(group, priority)
+  local lo, hi, offset = '[' .. prefix, '(' .. prefix .. ':', 0 -- ':' sorts after the seq digits
+  repeat
+    local page = redis.call('ZRANGEBYLEX', ranked, lo, hi, 'LIMIT', string.format('%d', offset), '1000')
+    for _, member in ipairs(page) do
+      if string.sub(member, #prefix + 18) == id then -- "<prefix><16-digit seq> <id>"
+        redis.call('ZREM', ranked, member)
+        if group ~= '' and redis.call('HINCRBY', flow, 'ready ' .. group, '-1') <= 0 then
+          redis.call('HDEL', flow, 'ready ' .. group)
+          redis.call('ZREM', groups, group)
+          redis.call('ZREM', gwait, group)
+        end
+        return true
+      end
+    end
+    offset = offset + 1000
+  until #page < 1000
+  return false
+end
+
 local reply, deleted = {OK}, 0
 for i, id in ipairs(ARGV) do
   local outcome = 0
   if redis.call('HEXISTS', jobs, id) == 1 and not redis.call('ZSCORE', dead, id) then
-    if redis.call('ZREM', delayed, id) == 1 or redis.call('LREM', ready, '1', id) == 1 then
+    local value = flowing and redis.call('HGET', attrs, id)
+    if redis.call('ZREM', delayed, id) == 1 or
+        (value and unrank(value, id) or not value and redis.call('LREM', ready, '1', id) == 1) then
       redis.call('HDEL', jobs, id)
       redis.call('HDEL', meta, id)
       redis.call('HDEL', errors, id)
+      if value then
+        redis.call('HDEL', attrs, id)
+      end
       deleted = deleted + 1
       outcome = 1
     else -- in no list but held: leased

@@ -1,19 +1,25 @@
 #!lua flags=allow-oom
 --[[
-clear: delete up to limit waiting jobs (ready first, then delayed) with their records, history
-and errors; leased and dead jobs are left alone. Callers repeat until remaining is 0.
+clear: delete up to limit waiting jobs (ready first: the plain list, then the ranked jobs; then
+delayed) with their records, history and errors; leased and dead jobs are left alone. Callers
+repeat until remaining is 0.
 
 KEYS
-  1  ready    LIST  ids waiting, FIFO
-  2  delayed  ZSET  id -> due time (ms)
-  3  jobs     HASH  id -> serialized job record
-  4  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
-  5  errors   HASH  id -> last error (JSON)
-  6  stats    HASH  counters ("cancelled": jobs deleted by a clear or a cancel)
+  1   ready    LIST  ids waiting, FIFO
+  2   delayed  ZSET  id -> due time (ms)
+  3   jobs     HASH  id -> serialized job record
+  4   meta     HASH  id -> "attempts:redrives" (jobs with a history only)
+  5   errors   HASH  id -> last error (JSON)
+  6   stats    HASH  counters ("cancelled": jobs deleted by a clear or a cancel)
+  7   attrs    HASH  id -> "<priority> <group>", ranked jobs only (attrs.lua)
+  8   ranked   ZSET  the ready ranked jobs (ranked.lua)
+  9   flow     HASH  per-group counts and flags (arm.lua): "ready G"
+  10  groups   ZSET  group -> turn: the round robin of groups that may lease now
+  11  gwait    ZSET  group -> ms: groups waiting out their group rate limit
 ARGV
   1  limit  integer  most jobs deleted by this call, 1..10000
 REPLY
-  {0, deleted, remaining}  remaining = waiting jobs left (ready + delayed)
+  {0, deleted, remaining}  remaining = waiting jobs left (ready, ranked + delayed)
 ERRORS
   {1, message}  BAD_ARGUMENT; nothing written
 ]]
@@ -70,7 +76,29 @@ if bad then
   return {BAD_ARGUMENT, bad}
 end
 
+local attrs, ranked, flow = KEYS[7], KEYS[8], KEYS[9]
 local ids = redis.call('LPOP', ready, string.format('%d', limit)) or {}
+local flowing = redis.call('EXISTS', attrs) == 1 -- some job has a priority or a group
+if #ids < limit and flowing then -- the ranked ready jobs: each group's count drops with them
+  local members = redis.call('ZRANGE', ranked, '0', string.format('%d', limit - #ids - 1))
+  call_chunked('ZREM', ranked, members)
+  local order, per = {}, {}
+  for _, member in ipairs(members) do
+    local group, id = string.match(member, '^([^ ]*) %d+ %d+ (.*)$')
+    ids[#ids + 1] = id
+    if group ~= '' and not per[group] then
+      order[#order + 1] = group
+    end
+    per[group] = (per[group] or 0) + 1
+  end
+  for _, group in ipairs(order) do -- a group left with nothing ready leaves the round robin
+    if redis.call('HINCRBY', flow, 'ready ' .. group, string.format('%d', -per[group])) <= 0 then
+      redis.call('HDEL', flow, 'ready ' .. group)
+      redis.call('ZREM', KEYS[10], group)
+      redis.call('ZREM', KEYS[11], group)
+    end
+  end
+end
 if #ids < limit then
   local later = redis.call('ZRANGE', delayed, '0', string.format('%d', limit - #ids - 1))
   if #later > 0 then
@@ -84,6 +112,10 @@ if #ids > 0 then
   call_chunked('HDEL', jobs, ids)
   call_chunked('HDEL', meta, ids)
   call_chunked('HDEL', errors, ids)
+  if flowing then
+    call_chunked('HDEL', attrs, ids)
+  end
   redis.call('HINCRBY', stats, 'cancelled', string.format('%d', #ids))
 end
-return {OK, #ids, redis.call('LLEN', ready) + redis.call('ZCARD', delayed)}
+return {OK, #ids, redis.call('LLEN', ready) + redis.call('ZCARD', ranked) +
+  redis.call('ZCARD', delayed)}

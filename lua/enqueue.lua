@@ -1,13 +1,20 @@
 --[[
-enqueue: store N jobs and make them ready (or delayed) in one atomic call.
+enqueue: store N jobs and make them ready (or delayed) in one atomic call. A plain add sends
+KEYS 1-6; a ranked add (jobs with a priority or a group) also sends the optional KEYS 7-11, and
+its ARGV ends with the priority and the group.
 
 KEYS
-  1  ready    LIST  ids waiting, FIFO
-  2  delayed  ZSET  id -> due time (ms)
-  3  jobs     HASH  id -> serialized job record
-  4  stats    HASH  counters; field "added" also numbers the queue's automatic ids
-  5  wake     LIST  marker that blocked workers wait on
-  6  meta     HASH  id -> "attempts:redrives:limit": written only with max_attempts > 0
+  1   ready    LIST  ids waiting, FIFO
+  2   delayed  ZSET  id -> due time (ms)
+  3   jobs     HASH  id -> serialized job record
+  4   stats    HASH  counters; field "added" also numbers the queue's automatic ids
+  5   wake     LIST  marker that blocked workers wait on
+  6   meta     HASH  id -> "attempts:redrives:limit": written only with max_attempts > 0
+  7   attrs    HASH  (optional) id -> "<priority> <group>", ranked jobs only (attrs.lua)
+  8   ranked   ZSET  (optional) the ready ranked jobs (ranked.lua)
+  9   flow     HASH  (optional) seq counters and per-group counts and flags (arm.lua)
+  10  groups   ZSET  (optional) group -> turn: the round robin of groups that may lease now
+  11  gwait    ZSET  (optional) group -> ms: groups waiting out their group rate limit
 ARGV
   1        due           string       when the jobs are due, on the server's clock: "0" = ready
                                       now (no clock read); "<ms>" = that many ms from now
@@ -21,11 +28,17 @@ ARGV
   4+k      record        bytes        job k's serialized record, stored as is (k = 1..n)
   4+n+k    id            string       job k's id, optional: give all n or none; "" or absent =
                                       take the queue's next number (so a batch of automatic ids
-                                      sends no id at all: half the arguments)
-  5+2n     max_ready     integer      optional, last, after all n ids: refuse the call if it
-                                      would take the jobs waiting (ready + delayed) past this
-                                      many (>= 1); absent = no limit (so an add without a
-                                      limit sends what it always did, and pays nothing for it)
+                                      sends no id at all: half the arguments); a ranked add
+                                      gives all n
+  5+2n     priority      integer      a ranked add only: the jobs' priority, -1000..1000
+                                      (higher leased first)
+  6+2n     group         string       a ranked add only: the jobs' group, "" = none (no space)
+  5+2n     max_ready     integer      optional, last, after all n ids (a ranked add: after its
+                                      group): refuse the call if it would take the jobs
+                                      waiting (ready + delayed) past this many (>= 1); absent
+                                      = no limit (so an add without a limit sends what it
+                                      always did, and pays nothing for it). A plain add counts
+                                      the plain ready list, a ranked add the ranked jobs too
 REPLY
   id                       for a plain add (n = 1, no id given, due 0, max_attempts 0): the id
                            it got,
@@ -38,7 +51,8 @@ REPLY
                            add, that job was skipped and the existing one left untouched
 ERRORS
   {1, message}  BAD_ARGUMENT: bad due, n, max_attempts or max_ready, or not n records and
-                then 0 or n ids (and max_ready); nothing written
+                then 0 or n ids (a ranked add: n ids, a priority and a group), and max_ready;
+                nothing written
   {4, message}  QUEUE_FULL: ready + delayed + n > max_ready (duplicates count: they are
                 found later); nothing written
   Redis's own OOM error when used_memory > maxmemory as the call starts: its first write is
@@ -149,6 +163,141 @@ local function gather_chunked(cmd, key, items)
   return all
 end
 -- @end gather_chunked
+-- @include attrs
+-- generated from lua/includes/attrs.lua by `make lua`: edit that file, not this block
+-- A job added with a priority or a group (a ranked job; ranked.lua) has an entry in the attrs
+-- hash, "<priority> <group>" (group "" = none), from its add until it is acked or purged; a plain
+-- job has none.
+local function attrs_split(value) -- priority, group
+  local p, g = string.match(value, '^(%-?%d+) (.*)$')
+  return tonumber(p) or 0, g or ''
+end
+-- @end attrs
+-- @include ranked
+-- generated from lua/includes/ranked.lua by `make lua`: edit that file, not this block
+-- Ranked jobs: jobs added with a priority or a group (a plain add has neither and goes to the
+-- ready LIST). While ready, a ranked job is a member of the ranked ZSET. Every member scores 0,
+-- so the set sorts by the member's bytes: "<group> <band> <seq> <id>", band = 1000 - priority in
+-- 4 digits (higher priority first), seq in 16 digits (FIFO within a priority). Group names hold
+-- no space and no control character, so the members of group G are exactly the range
+-- ["G ", "G!"), and the ranked jobs with no group the range [" ", "!").
+-- seq counts up from SEQ_BASE for jobs placed at the back and down from it for jobs placed at
+-- the front (released or reclaimed), with the counters "back" and "front" of the flow hash:
+-- 4e15 of each before a seq would need a 17th digit.
+local BAND_ZERO, SEQ_BASE = 1000, 4000000000000000
+
+-- The member's start, "<group> <band> ", shared by every job of one group and priority.
+local function ranked_prefix(group, priority)
+  return string.format('%s %04d ', group, BAND_ZERO - priority)
+end
+-- @end ranked
+-- @include arm
+-- generated from lua/includes/arm.lua by `make lua`: edit that file, not this block
+-- Groups share the leasing round robin. The flow hash keeps, per group G, "ready G" (G's jobs in
+-- ranked), "active G" (G's leases held), "paused G" and "capped G" (set while G is held out of
+-- the round robin at its group_concurrency); a field is absent when 0 or unset. The groups ZSET
+-- is the round robin: the groups that may lease a job now, scored by turn (the lowest goes next,
+-- a group served goes to the back); its member "" stands for the ready jobs with no group. A
+-- group waiting out its group_rate_limit is in gwait instead, scored by when it may start again.
+-- Every event that can make a group eligible (an add, a lease ending, a resume) arms it, and
+-- reserve checks each limit again before leasing: a group with nothing ready costs nothing, and
+-- one at a limit is out of the round robin until it may start again.
+-- fk holds the keys: flow, groups, gwait (and ready, ranked for place.lua).
+
+local function next_turn(groups_key) -- a turn behind every group in the round robin
+  local last = redis.call('ZRANGE', groups_key, '-1', '-1', 'WITHSCORES')[2]
+  return (tonumber(last) or 0) + 1
+end
+
+-- Puts group g at the back of the round robin if it may lease a job now (and is not in it).
+local function arm(fk, g)
+  local state = redis.call('HMGET', fk.flow, 'ready ' .. g, 'paused ' .. g, 'capped ' .. g)
+  if state[1] and not state[2] and not state[3] and not redis.call('ZSCORE', fk.gwait, g) then
+    redis.call('ZADD', fk.groups, 'NX', string.format('%d', next_turn(fk.groups)), g)
+  end
+end
+-- @end arm
+-- @include group_counts
+-- generated from lua/includes/group_counts.lua by `make lua`: edit that file, not this block
+-- Adds delta to a count of the flow hash (arm.lua); a count that reaches 0 is deleted.
+local function count_add(flow_key, field, delta)
+  if redis.call('HINCRBY', flow_key, field, string.format('%d', delta)) <= 0 then
+    redis.call('HDEL', flow_key, field)
+  end
+end
+
+-- The groups among attrs values (false: a plain job), in first-seen order, and their counts.
+-- A call's jobs share few values: each is parsed once.
+local function group_counts(values)
+  local order, per, group_of = {}, {}, {}
+  for _, value in ipairs(values) do
+    if value then
+      local g = group_of[value]
+      if not g then
+        local _
+        _, g = attrs_split(value)
+        group_of[value] = g
+      end
+      if g ~= '' then
+        if not per[g] then
+          order[#order + 1] = g
+          per[g] = 0
+        end
+        per[g] = per[g] + 1
+      end
+    end
+  end
+  return order, per
+end
+-- @end group_counts
+-- @include place
+-- generated from lua/includes/place.lua by `make lua`: edit that file, not this block
+-- Makes jobs ready where each belongs: a plain job (values[i] false: no attrs entry) in the ready
+-- LIST, a ranked one in the ranked ZSET under its group and priority (ranked.lua). At the back,
+-- or with front ahead of the jobs of its kind (a job given back: released or reclaimed); the
+-- jobs keep the order given either way. Returns how many went to the ready LIST.
+local function place(fk, ids, values, front)
+  local plain, ranked, p, r = {}, {}, 0, 0
+  for i, id in ipairs(ids) do
+    if values[i] then
+      r = r + 1
+      ranked[r] = i
+    else
+      p = p + 1
+      plain[p] = id
+    end
+  end
+  if front then -- LPUSH puts each id in front of the previous one: push the last first
+    for i = 1, math.floor(p / 2) do
+      plain[i], plain[p + 1 - i] = plain[p + 1 - i], plain[i]
+    end
+  end
+  call_chunked(front and 'LPUSH' or 'RPUSH', fk.ready, plain)
+  if r > 0 then
+    local top = redis.call('HINCRBY', fk.flow, front and 'front' or 'back', string.format('%d', r))
+    local first = front and SEQ_BASE - top or SEQ_BASE + top - r + 1
+    local members, prefixes = {}, {} -- prefixes: by attrs value, made once per call
+    for j, i in ipairs(ranked) do
+      local value = values[i]
+      local prefix = prefixes[value]
+      if not prefix then
+        local priority, group = attrs_split(value)
+        prefix = ranked_prefix(group, priority)
+        prefixes[value] = prefix
+      end
+      members[2 * j - 1] = '0'
+      members[2 * j] = prefix .. string.format('%016d ', first + j - 1) .. ids[i]
+    end
+    call_chunked('ZADD', fk.ranked, members)
+    local order, per = group_counts(values)
+    for _, g in ipairs(order) do
+      count_add(fk.flow, 'ready ' .. g, per[g])
+      arm(fk, g)
+    end
+  end
+  return p
+end
+-- @end place
 
 local ready, delayed, jobs, stats, wake_key, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 -- due: a delay in ms, or "@" and an absolute due time (ms since the epoch)
@@ -161,17 +310,34 @@ local id_prefix = ARGV[2] or ''
 local n = arg_int(3, 'n', 1)
 local max_attempts = arg_int(4, 'max_attempts', 0)
 local after = #ARGV - 4 - n -- after the records: nothing, the n ids, or the ids and max_ready
-local with_ids = after == n or after == n + 1
-local max_ready = after == n + 1 and arg_int(5 + 2 * n, 'max_ready', 1) or 0
-if not (with_ids or after == 0) then
-  bad = bad or string.format('ARGV[5..] must be %d records and then 0 or %d ids (then '
-    .. 'max_ready, optional), got %d values', n, n, #ARGV - 4)
+local ranked_add = #KEYS > 6 -- a priority or a group: the keys and ARGV that go with it
+local with_ids, max_ready, priority, group
+if ranked_add then -- the n ids, the priority and the group, then max_ready (optional)
+  with_ids = after == n + 2 or after == n + 3
+  max_ready = after == n + 3 and arg_int(7 + 2 * n, 'max_ready', 1) or 0
+  priority = arg_int(5 + 2 * n, 'priority', -BAND_ZERO, BAND_ZERO)
+  group = ARGV[6 + 2 * n]
+  if not with_ids then
+    bad = bad or string.format('ARGV[5..] must be %d records, %d ids, a priority and a group '
+      .. '(then max_ready, optional), got %d values', n, n, #ARGV - 4)
+  elseif string.find(group, '[%s%c]') or priority == 0 and group == '' then
+    bad = bad or string.format('ARGV[%d] group must hold no space (and a plain add sends no '
+      .. 'ranking), got %q', 6 + 2 * n, group)
+  end
+else
+  with_ids = after == n or after == n + 1
+  max_ready = after == n + 1 and arg_int(5 + 2 * n, 'max_ready', 1) or 0
+  if not (with_ids or after == 0) then
+    bad = bad or string.format('ARGV[5..] must be %d records and then 0 or %d ids (then '
+      .. 'max_ready, optional), got %d values', n, n, #ARGV - 4)
+  end
 end
 if bad then
   return {BAD_ARGUMENT, bad}
 end
 if max_ready > 0 then
-  local waiting = redis.call('LLEN', ready) + redis.call('ZCARD', delayed)
+  local waiting = redis.call('LLEN', ready) + redis.call('ZCARD', delayed) +
+    (ranked_add and redis.call('ZCARD', KEYS[8]) or 0)
   if waiting + n > max_ready then
     return {QUEUE_FULL, string.format('%d jobs are waiting (ready + delayed): %d more would pass '
       .. 'max_ready=%d', waiting, n, max_ready)}
@@ -294,8 +460,22 @@ if #fresh > 0 then
     end
     call_chunked('HSET', meta, limits)
   end
-  local should_wake
-  if not due then
+  local should_wake, values
+  if ranked_add then -- a ranked job's attrs entry says where it waits while ready (place.lua)
+    local value, fields = string.format('%d ', priority) .. group, {}
+    values = {}
+    for i, id in ipairs(fresh) do
+      fields[2 * i - 1] = id
+      fields[2 * i] = value
+      values[i] = value
+    end
+    call_chunked('HSET', KEYS[7], fields)
+  end
+  if not due and ranked_add then
+    place({ready = ready, ranked = KEYS[8], flow = KEYS[9], groups = KEYS[10], gwait = KEYS[11]},
+      fresh, values, false)
+    should_wake = true
+  elseif not due then
     -- Only a ready list that was empty can have workers blocked on it; a longer one was
     -- non-empty at their last reserve, which passes the wake-up on while work remains.
     should_wake = call_chunked('RPUSH', ready, fresh) == #fresh

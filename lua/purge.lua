@@ -9,6 +9,7 @@ KEYS
   3  meta    HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
   4  errors  HASH  id -> last error (JSON)
   5  stats   HASH  counters
+  6  attrs   HASH  id -> "<priority> <group>", ranked jobs only (attrs.lua)
 ARGV
   1    min_age_ms   integer, ms  with no ids: purge jobs dead for longer than this (by the
                                  server's clock); 0 = every dead job (no clock read)
@@ -107,6 +108,7 @@ if #ids > 0 then
   call_chunked('HDEL', jobs, ids)
   call_chunked('HDEL', meta, ids)
   call_chunked('HDEL', errors, ids)
+  call_chunked('HDEL', KEYS[6], ids)
   redis.call('HINCRBY', stats, 'purged', string.format('%d', #ids))
 end
 return {OK, #ids}

@@ -1,16 +1,22 @@
 #!lua flags=allow-oom
 --[[
-redrive: move dead jobs back to the back of ready under the same id, attempts reset to 0.
+redrive: move dead jobs back to the back of ready (of their kind: place.lua) under the same id,
+attempts reset to 0.
 Either the ids given, or the dead jobs dead for at most max_age_ms, in bounded batches.
 A job already redriven max_redrives times stays dead, so a poison job cannot cycle forever.
 
 KEYS
-  1  ready   LIST  ids waiting, FIFO
-  2  dead    ZSET  id -> time it died (ms)
-  3  meta    HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
-  4  errors  HASH  id -> last error (JSON)
-  5  stats   HASH  counters
-  6  wake    LIST  marker that blocked workers wait on
+  1   ready   LIST  ids waiting, FIFO
+  2   dead    ZSET  id -> time it died (ms)
+  3   meta    HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
+  4   errors  HASH  id -> last error (JSON)
+  5   stats   HASH  counters
+  6   wake    LIST  marker that blocked workers wait on
+  7   attrs   HASH  id -> "<priority> <group>", ranked jobs only (attrs.lua)
+  8   ranked  ZSET  the ready ranked jobs (ranked.lua)
+  9   flow    HASH  seq counters and per-group counts and flags (arm.lua)
+  10  groups  ZSET  group -> turn: the round robin of groups that may lease now
+  11  gwait   ZSET  group -> ms: groups waiting out their group rate limit
 ARGV
   1    max_redrives  integer      redrives allowed per job; -1 = no limit (an operator's requeue)
   2    max_age_ms    integer, ms  with no ids: consider jobs dead for at most this long (by
@@ -107,6 +113,141 @@ local function gather_chunked(cmd, key, items)
   return all
 end
 -- @end gather_chunked
+-- @include attrs
+-- generated from lua/includes/attrs.lua by `make lua`: edit that file, not this block
+-- A job added with a priority or a group (a ranked job; ranked.lua) has an entry in the attrs
+-- hash, "<priority> <group>" (group "" = none), from its add until it is acked or purged; a plain
+-- job has none.
+local function attrs_split(value) -- priority, group
+  local p, g = string.match(value, '^(%-?%d+) (.*)$')
+  return tonumber(p) or 0, g or ''
+end
+-- @end attrs
+-- @include ranked
+-- generated from lua/includes/ranked.lua by `make lua`: edit that file, not this block
+-- Ranked jobs: jobs added with a priority or a group (a plain add has neither and goes to the
+-- ready LIST). While ready, a ranked job is a member of the ranked ZSET. Every member scores 0,
+-- so the set sorts by the member's bytes: "<group> <band> <seq> <id>", band = 1000 - priority in
+-- 4 digits (higher priority first), seq in 16 digits (FIFO within a priority). Group names hold
+-- no space and no control character, so the members of group G are exactly the range
+-- ["G ", "G!"), and the ranked jobs with no group the range [" ", "!").
+-- seq counts up from SEQ_BASE for jobs placed at the back and down from it for jobs placed at
+-- the front (released or reclaimed), with the counters "back" and "front" of the flow hash:
+-- 4e15 of each before a seq would need a 17th digit.
+local BAND_ZERO, SEQ_BASE = 1000, 4000000000000000
+
+-- The member's start, "<group> <band> ", shared by every job of one group and priority.
+local function ranked_prefix(group, priority)
+  return string.format('%s %04d ', group, BAND_ZERO - priority)
+end
+-- @end ranked
+-- @include arm
+-- generated from lua/includes/arm.lua by `make lua`: edit that file, not this block
+-- Groups share the leasing round robin. The flow hash keeps, per group G, "ready G" (G's jobs in
+-- ranked), "active G" (G's leases held), "paused G" and "capped G" (set while G is held out of
+-- the round robin at its group_concurrency); a field is absent when 0 or unset. The groups ZSET
+-- is the round robin: the groups that may lease a job now, scored by turn (the lowest goes next,
+-- a group served goes to the back); its member "" stands for the ready jobs with no group. A
+-- group waiting out its group_rate_limit is in gwait instead, scored by when it may start again.
+-- Every event that can make a group eligible (an add, a lease ending, a resume) arms it, and
+-- reserve checks each limit again before leasing: a group with nothing ready costs nothing, and
+-- one at a limit is out of the round robin until it may start again.
+-- fk holds the keys: flow, groups, gwait (and ready, ranked for place.lua).
+
+local function next_turn(groups_key) -- a turn behind every group in the round robin
+  local last = redis.call('ZRANGE', groups_key, '-1', '-1', 'WITHSCORES')[2]
+  return (tonumber(last) or 0) + 1
+end
+
+-- Puts group g at the back of the round robin if it may lease a job now (and is not in it).
+local function arm(fk, g)
+  local state = redis.call('HMGET', fk.flow, 'ready ' .. g, 'paused ' .. g, 'capped ' .. g)
+  if state[1] and not state[2] and not state[3] and not redis.call('ZSCORE', fk.gwait, g) then
+    redis.call('ZADD', fk.groups, 'NX', string.format('%d', next_turn(fk.groups)), g)
+  end
+end
+-- @end arm
+-- @include group_counts
+-- generated from lua/includes/group_counts.lua by `make lua`: edit that file, not this block
+-- Adds delta to a count of the flow hash (arm.lua); a count that reaches 0 is deleted.
+local function count_add(flow_key, field, delta)
+  if redis.call('HINCRBY', flow_key, field, string.format('%d', delta)) <= 0 then
+    redis.call('HDEL', flow_key, field)
+  end
+end
+
+-- The groups among attrs values (false: a plain job), in first-seen order, and their counts.
+-- A call's jobs share few values: each is parsed once.
+local function group_counts(values)
+  local order, per, group_of = {}, {}, {}
+  for _, value in ipairs(values) do
+    if value then
+      local g = group_of[value]
+      if not g then
+        local _
+        _, g = attrs_split(value)
+        group_of[value] = g
+      end
+      if g ~= '' then
+        if not per[g] then
+          order[#order + 1] = g
+          per[g] = 0
+        end
+        per[g] = per[g] + 1
+      end
+    end
+  end
+  return order, per
+end
+-- @end group_counts
+-- @include place
+-- generated from lua/includes/place.lua by `make lua`: edit that file, not this block
+-- Makes jobs ready where each belongs: a plain job (values[i] false: no attrs entry) in the ready
+-- LIST, a ranked one in the ranked ZSET under its group and priority (ranked.lua). At the back,
+-- or with front ahead of the jobs of its kind (a job given back: released or reclaimed); the
+-- jobs keep the order given either way. Returns how many went to the ready LIST.
+local function place(fk, ids, values, front)
+  local plain, ranked, p, r = {}, {}, 0, 0
+  for i, id in ipairs(ids) do
+    if values[i] then
+      r = r + 1
+      ranked[r] = i
+    else
+      p = p + 1
+      plain[p] = id
+    end
+  end
+  if front then -- LPUSH puts each id in front of the previous one: push the last first
+    for i = 1, math.floor(p / 2) do
+      plain[i], plain[p + 1 - i] = plain[p + 1 - i], plain[i]
+    end
+  end
+  call_chunked(front and 'LPUSH' or 'RPUSH', fk.ready, plain)
+  if r > 0 then
+    local top = redis.call('HINCRBY', fk.flow, front and 'front' or 'back', string.format('%d', r))
+    local first = front and SEQ_BASE - top or SEQ_BASE + top - r + 1
+    local members, prefixes = {}, {} -- prefixes: by attrs value, made once per call
+    for j, i in ipairs(ranked) do
+      local value = values[i]
+      local prefix = prefixes[value]
+      if not prefix then
+        local priority, group = attrs_split(value)
+        prefix = ranked_prefix(group, priority)
+        prefixes[value] = prefix
+      end
+      members[2 * j - 1] = '0'
+      members[2 * j] = prefix .. string.format('%016d ', first + j - 1) .. ids[i]
+    end
+    call_chunked('ZADD', fk.ranked, members)
+    local order, per = group_counts(values)
+    for _, g in ipairs(order) do
+      count_add(fk.flow, 'ready ' .. g, per[g])
+      arm(fk, g)
+    end
+  end
+  return p
+end
+-- @end place
 -- @include wake
 -- generated from lua/includes/wake.lua by `make lua`: edit that file, not this block
 -- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
@@ -202,7 +343,9 @@ if m > 0 then
   call_chunked('HSET', meta, history)
   call_chunked('ZREM', dead, moved)
   call_chunked('HDEL', errors, moved)
-  call_chunked('RPUSH', ready, moved)
+  local fk = {ready = ready, ranked = KEYS[8], flow = KEYS[9], groups = KEYS[10], gwait = KEYS[11]}
+  place(fk, moved, redis.call('EXISTS', KEYS[7]) == 1 and gather_chunked('HMGET', KEYS[7], moved) or {},
+    false)
   redis.call('HINCRBY', stats, 'redriven', string.format('%d', m))
   wake(wake_key)
 end

@@ -4,38 +4,64 @@ reserve: lease up to N ready jobs to one worker, after housekeeping that makes j
 promote due delayed jobs, and reclaim expired leases (each expired lease was a delivery, so it
 counted as an attempt: a job whose last allowed delivery expired goes to the dead-letter queue;
 one cancelled while leased, see cancel.lua, is deleted).
+Flow control is decided here, for the whole fleet at once: a paused queue leases nothing; at
+most max_active leases are held; at most rate_starts jobs start in any window of
+rate_window_ms; ranked jobs (a priority or a group: ranked.lua) go by priority, and groups take
+turns (arm.lua), each within its group_concurrency and group rate limit. A queue that never
+used priorities, groups or pause has neither the paused nor the attrs key, and takes the plain
+FIFO path; a limit of 0 is no limit and costs nothing.
 
 KEYS
-  1  ready    LIST  ids waiting, FIFO
-  2  delayed  ZSET  id -> due time (ms)
-  3  leased   ZSET  "token:id" -> lease deadline (ms)
-  4  dead     ZSET  id -> time it died (ms)
-  5  jobs     HASH  id -> serialized job record
-  6  meta     HASH  id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
-  7  errors   HASH  id -> last error (JSON: type, message, traceback)
-  8  stats    HASH  counters
-  9  wake     LIST  marker that blocked workers wait on
+  1   ready    LIST    ids waiting, FIFO (the plain jobs)
+  2   delayed  ZSET    id -> due time (ms)
+  3   leased   ZSET    "token:id" -> lease deadline (ms)
+  4   dead     ZSET    id -> time it died (ms)
+  5   jobs     HASH    id -> serialized job record
+  6   meta     HASH    id -> "attempts:redrives[:limit]" (jobs with a history or their own limit)
+  7   errors   HASH    id -> last error (JSON: type, message, traceback)
+  8   stats    HASH    counters
+  9   wake     LIST    marker that blocked workers wait on
+  10  paused   STRING  "1" while the queue is paused (pause.lua)
+  11  starved  STRING  set when max_active stopped a lease: the next lease to end wakes a worker
+  12  attrs    HASH    id -> "<priority> <group>", ranked jobs only (attrs.lua)
+  13  ranked   ZSET    the ready ranked jobs, by group, priority and age (ranked.lua)
+  14  flow     HASH    seq counters and per-group counts and flags (arm.lua)
+  15  groups   ZSET    group -> turn: the round robin of groups that may lease now (arm.lua)
+  16  gwait    ZSET    group -> ms: groups waiting out their group rate limit
+  17  limiter  ZSET    sliding-window logs of starts (window.lua)
 ARGV
-  1  count         integer      most jobs to lease (0 = housekeeping only)
-  2  visibility_ms integer, ms  lease length, > 0
-  3  max_attempts  integer      deliveries allowed per job (max_retries + 1), >= 1 (a job
-                                added with its own max_retries keeps its limit: meta.lua)
-  4  sweep_limit   integer      most delayed promotions, most expired leases and most
-                                orphans handled, 1..10000 (MAX_BATCH in pyqcore/settings.py:
-                                bounds one call)
-  5  token         16 hex       the lease token of this call's jobs: random, from the caller
-                                (a counter in Redis would repeat itself after a failover to
-                                a replica that had not seen its last values)
+  1   count                 integer      most jobs to lease (0 = housekeeping only)
+  2   visibility_ms         integer, ms  lease length, > 0
+  3   max_attempts          integer      deliveries allowed per job (max_retries + 1), >= 1 (a
+                                         job added with its own max_retries keeps its limit:
+                                         meta.lua)
+  4   sweep_limit           integer      most delayed promotions, most expired leases and most
+                                         orphans handled, 1..10000 (MAX_BATCH in
+                                         pyqcore/settings.py: bounds one call)
+  5   token                 16 hex       the lease token of this call's jobs: random, from the
+                                         caller (a counter in Redis would repeat itself after
+                                         a failover to a replica that had not seen its last
+                                         values)
+  6   max_active            integer      most leases held at once; 0 = no limit
+  7   rate_starts           integer      most starts per window; 0 = no rate limit
+  8   rate_window_ms        integer, ms  the rate limit's window, > 0 with rate_starts (else 0)
+  9   group_concurrency     integer      most leases held at once per group; 0 = no limit
+  10  group_rate_starts     integer      most starts per window per group; 0 = no limit
+  11  group_rate_window_ms  integer, ms  its window, > 0 with group_rate_starts (else 0)
 REPLY
-  {0, token, deadline_ms, wait_ms, id1, record1, attempt1, ...}
+  {0, token, deadline_ms, wait_ms, throttle, id1, record1, attempt1, ...}
   token is the lease token of every job in this reply; deadline_ms is their lease deadline
-  on the server's clock; attempt is the delivery number (1 = first); wait_ms, in a reply with
-  no job only (else -1), is how long from now (ms, >= 0) until the earliest due time of a
-  delayed job or lease deadline, -1 if none: a worker with nothing to do sleeps that long,
-  whatever its own clock says; 0 if ids are still ready though this reply has no job (see
-  orphans): call again at once. Ids whose record is missing (orphans: evicted, deleted) are
-  dropped, counted in stats as "orphaned", and more ids taken in their place, up to
-  sweep_limit orphans per call.
+  on the server's clock; attempt is the delivery number (1 = first). In a reply with no job
+  (else -1), wait_ms is how long from now (ms, >= 0) until something could be leased without
+  an add: the earliest due time of a delayed job, lease deadline, or group rate limit's next
+  place, -1 if none; a worker with nothing to do sleeps that long, whatever its own clock says;
+  0 if plain ids are still ready though this reply has no job (see orphans): call again at once.
+  throttle says what held the lease back: 0 nothing (count reached, or nothing ready), 1 RATE
+  (rate_limit: nothing starts for wait_ms, whatever is added), 2 FULL (max_active leases held:
+  the next to end wakes a worker), 3 GROUPS (ready jobs wait for their groups' limits), 4
+  PAUSED. Ids whose record is missing (orphans: evicted, deleted) are dropped, counted in stats
+  as "orphaned", and (from the plain list) more ids taken in their place, up to sweep_limit
+  orphans per call.
 ERRORS
   {1, message}  BAD_ARGUMENT (e.g. sweep_limit > 10000); nothing written
 ]]
@@ -212,6 +238,202 @@ local function bury(dead_key, errors_key, stats_key, id, now_arg, error_json)
 end
 -- @end bury
 
+-- @include attrs
+-- generated from lua/includes/attrs.lua by `make lua`: edit that file, not this block
+-- A job added with a priority or a group (a ranked job; ranked.lua) has an entry in the attrs
+-- hash, "<priority> <group>" (group "" = none), from its add until it is acked or purged; a plain
+-- job has none.
+local function attrs_split(value) -- priority, group
+  local p, g = string.match(value, '^(%-?%d+) (.*)$')
+  return tonumber(p) or 0, g or ''
+end
+-- @end attrs
+-- @include ranked
+-- generated from lua/includes/ranked.lua by `make lua`: edit that file, not this block
+-- Ranked jobs: jobs added with a priority or a group (a plain add has neither and goes to the
+-- ready LIST). While ready, a ranked job is a member of the ranked ZSET. Every member scores 0,
+-- so the set sorts by the member's bytes: "<group> <band> <seq> <id>", band = 1000 - priority in
+-- 4 digits (higher priority first), seq in 16 digits (FIFO within a priority). Group names hold
+-- no space and no control character, so the members of group G are exactly the range
+-- ["G ", "G!"), and the ranked jobs with no group the range [" ", "!").
+-- seq counts up from SEQ_BASE for jobs placed at the back and down from it for jobs placed at
+-- the front (released or reclaimed), with the counters "back" and "front" of the flow hash:
+-- 4e15 of each before a seq would need a 17th digit.
+local BAND_ZERO, SEQ_BASE = 1000, 4000000000000000
+
+-- The member's start, "<group> <band> ", shared by every job of one group and priority.
+local function ranked_prefix(group, priority)
+  return string.format('%s %04d ', group, BAND_ZERO - priority)
+end
+-- @end ranked
+-- @include arm
+-- generated from lua/includes/arm.lua by `make lua`: edit that file, not this block
+-- Groups share the leasing round robin. The flow hash keeps, per group G, "ready G" (G's jobs in
+-- ranked), "active G" (G's leases held), "paused G" and "capped G" (set while G is held out of
+-- the round robin at its group_concurrency); a field is absent when 0 or unset. The groups ZSET
+-- is the round robin: the groups that may lease a job now, scored by turn (the lowest goes next,
+-- a group served goes to the back); its member "" stands for the ready jobs with no group. A
+-- group waiting out its group_rate_limit is in gwait instead, scored by when it may start again.
+-- Every event that can make a group eligible (an add, a lease ending, a resume) arms it, and
+-- reserve checks each limit again before leasing: a group with nothing ready costs nothing, and
+-- one at a limit is out of the round robin until it may start again.
+-- fk holds the keys: flow, groups, gwait (and ready, ranked for place.lua).
+
+local function next_turn(groups_key) -- a turn behind every group in the round robin
+  local last = redis.call('ZRANGE', groups_key, '-1', '-1', 'WITHSCORES')[2]
+  return (tonumber(last) or 0) + 1
+end
+
+-- Puts group g at the back of the round robin if it may lease a job now (and is not in it).
+local function arm(fk, g)
+  local state = redis.call('HMGET', fk.flow, 'ready ' .. g, 'paused ' .. g, 'capped ' .. g)
+  if state[1] and not state[2] and not state[3] and not redis.call('ZSCORE', fk.gwait, g) then
+    redis.call('ZADD', fk.groups, 'NX', string.format('%d', next_turn(fk.groups)), g)
+  end
+end
+-- @end arm
+-- @include group_counts
+-- generated from lua/includes/group_counts.lua by `make lua`: edit that file, not this block
+-- Adds delta to a count of the flow hash (arm.lua); a count that reaches 0 is deleted.
+local function count_add(flow_key, field, delta)
+  if redis.call('HINCRBY', flow_key, field, string.format('%d', delta)) <= 0 then
+    redis.call('HDEL', flow_key, field)
+  end
+end
+
+-- The groups among attrs values (false: a plain job), in first-seen order, and their counts.
+-- A call's jobs share few values: each is parsed once.
+local function group_counts(values)
+  local order, per, group_of = {}, {}, {}
+  for _, value in ipairs(values) do
+    if value then
+      local g = group_of[value]
+      if not g then
+        local _
+        _, g = attrs_split(value)
+        group_of[value] = g
+      end
+      if g ~= '' then
+        if not per[g] then
+          order[#order + 1] = g
+          per[g] = 0
+        end
+        per[g] = per[g] + 1
+      end
+    end
+  end
+  return order, per
+end
+-- @end group_counts
+-- @include place
+-- generated from lua/includes/place.lua by `make lua`: edit that file, not this block
+-- Makes jobs ready where each belongs: a plain job (values[i] false: no attrs entry) in the ready
+-- LIST, a ranked one in the ranked ZSET under its group and priority (ranked.lua). At the back,
+-- or with front ahead of the jobs of its kind (a job given back: released or reclaimed); the
+-- jobs keep the order given either way. Returns how many went to the ready LIST.
+local function place(fk, ids, values, front)
+  local plain, ranked, p, r = {}, {}, 0, 0
+  for i, id in ipairs(ids) do
+    if values[i] then
+      r = r + 1
+      ranked[r] = i
+    else
+      p = p + 1
+      plain[p] = id
+    end
+  end
+  if front then -- LPUSH puts each id in front of the previous one: push the last first
+    for i = 1, math.floor(p / 2) do
+      plain[i], plain[p + 1 - i] = plain[p + 1 - i], plain[i]
+    end
+  end
+  call_chunked(front and 'LPUSH' or 'RPUSH', fk.ready, plain)
+  if r > 0 then
+    local top = redis.call('HINCRBY', fk.flow, front and 'front' or 'back', string.format('%d', r))
+    local first = front and SEQ_BASE - top or SEQ_BASE + top - r + 1
+    local members, prefixes = {}, {} -- prefixes: by attrs value, made once per call
+    for j, i in ipairs(ranked) do
+      local value = values[i]
+      local prefix = prefixes[value]
+      if not prefix then
+        local priority, group = attrs_split(value)
+        prefix = ranked_prefix(group, priority)
+        prefixes[value] = prefix
+      end
+      members[2 * j - 1] = '0'
+      members[2 * j] = prefix .. string.format('%016d ', first + j - 1) .. ids[i]
+    end
+    call_chunked('ZADD', fk.ranked, members)
+    local order, per = group_counts(values)
+    for _, g in ipairs(order) do
+      count_add(fk.flow, 'ready ' .. g, per[g])
+      arm(fk, g)
+    end
+  end
+  return p
+end
+-- @end place
+-- @include leases_ended
+-- generated from lua/includes/leases_ended.lua by `make lua`: edit that file, not this block
+-- Books the end of leases (acked, failed, released, reclaimed) of jobs with these attrs values:
+-- each group's active count drops, and a group held at its group_concurrency is armed again
+-- (the flow hash's "capped" counts the groups held so). Returns whether one was: its jobs
+-- may start again, so a worker waiting for them should be woken.
+local function leases_ended(fk, values)
+  local order, per = group_counts(values)
+  local uncapped = false
+  for _, g in ipairs(order) do
+    count_add(fk.flow, 'active ' .. g, -per[g])
+    if redis.call('HDEL', fk.flow, 'capped ' .. g) == 1 then
+      count_add(fk.flow, 'capped', -1)
+      arm(fk, g)
+      uncapped = true
+    end
+  end
+  return uncapped
+end
+-- @end leases_ended
+-- @include window
+-- generated from lua/includes/window.lua by `make lua`: edit that file, not this block
+-- Sliding-window logs of job starts, for rate_limit and group_rate_limit: in the limiter ZSET at
+-- score 0, one member per start, "<owner> <ms> <tag>": owner "" for the queue's own limit, the
+-- group's name for its group's; ms the start time in 15 digits, so the bytes sort by time within
+-- an owner. At most `limit` starts in any window of window_ms, both ends counted: a start at now
+-- is allowed while fewer than `limit` entries are >= now - window_ms. Each look first trims the
+-- owner's entries older than that, so a log never holds more than `limit` entries. A log's
+-- times never go back: a caller whose now is before the newest entry (the server's clock
+-- stepped back; a test's clock read before another caller's) starts nothing until then, since
+-- the entries it would need were trimmed by that later look.
+
+-- How many more starts the owner's log allows now; when none, also the time (ms) the next one is.
+local function window_room(key, owner, now, window_ms, limit)
+  local lo, hi = '[' .. owner .. ' ', '(' .. owner .. '!'
+  local newest = redis.call('ZREVRANGEBYLEX', key, hi, lo, 'LIMIT', '0', '1')[1]
+  local newest_at = newest and tonumber(string.sub(newest, #owner + 2, #owner + 16))
+  if newest_at and newest_at > now then
+    return 0, newest_at
+  end
+  redis.call('ZREMRANGEBYLEX', key, lo, string.format('(%s %015d', owner, now - window_ms))
+  local held = redis.call('ZLEXCOUNT', key, lo, hi)
+  if held < limit then
+    return limit - held, now
+  end
+  -- Full: a place frees up when the entry held - limit + 1 from the oldest leaves the window.
+  local entry = redis.call('ZRANGEBYLEX', key, lo, hi, 'LIMIT', string.format('%d', held - limit), '1')[1]
+  return 0, tonumber(string.sub(entry, #owner + 2, #owner + 16)) + window_ms + 1
+end
+
+-- Logs k starts of the owner at now; tag makes the members unique (the reserve's lease token).
+local function window_add(key, owner, now, tag, k)
+  local prefix, entries = string.format('%s %015d %s:', owner, now, tag), {}
+  for i = 1, k do
+    entries[2 * i - 1] = '0'
+    entries[2 * i] = prefix .. i
+  end
+  call_chunked('ZADD', key, entries)
+end
+-- @end window
+
 -- The leased ZSET also holds PIN, scored +inf, which is never a lease. PIN is longer than
 -- zset-max-listpack-value (64 bytes by default), so the set is a skiplist + hash table from its
 -- first ZADD on and never becomes a listpack: in a listpack, each member a batch adds or checks
@@ -226,30 +448,51 @@ local function lease_id(member)
   return string.sub(member, TOKEN_LENGTH + 2)
 end
 
+-- Why nothing (more) was leased (the reply's throttle; pyqcore.codes.Throttle mirrors it).
+local NONE, RATE, FULL, GROUPS, PAUSED = 0, 1, 2, 3, 4
+
 local ready, delayed, leased, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local jobs, meta, errors, stats, wake_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local paused_key, starved, attrs, ranked, limiter = KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[17]
+local fk = {ready = ready, ranked = ranked, flow = KEYS[14], groups = KEYS[15], gwait = KEYS[16]}
 local count = arg_int(1, 'count', 0)
 local visibility = arg_int(2, 'visibility_ms', 1)
 local max_attempts = arg_int(3, 'max_attempts', 1)
 local sweep = arg_int(4, 'sweep_limit', 1, 10000)
 local token = arg_token(5, 'token')
+local max_active = arg_int(6, 'max_active', 0)
+local rate_starts = arg_int(7, 'rate_starts', 0)
+local rate_window = arg_int(8, 'rate_window_ms', 0)
+local group_cap = arg_int(9, 'group_concurrency', 0)
+local group_starts = arg_int(10, 'group_rate_starts', 0)
+local group_window = arg_int(11, 'group_rate_window_ms', 0)
+if (rate_starts > 0) ~= (rate_window > 0) or (group_starts > 0) ~= (group_window > 0) then
+  bad = bad or 'ARGV[7..8] and ARGV[10..11]: a rate limit needs both its starts and its window'
+end
 if bad then
   return {BAD_ARGUMENT, bad}
 end
 
--- Promote delayed jobs that are due, oldest due first, to the back of ready.
--- Numbers go to redis.call as strings (formatted once, or as they came in): Redis formats a
--- Lua number argument with printf('%.17g'), a few thousand instructions each (callgrind).
 local now = now_ms()
 local now_arg, sweep_arg = string.format('%d', now), ARGV[4]
+-- A queue that never used priorities, groups or pause has neither key: one EXISTS says so,
+-- and then every step below is the plain FIFO queue's.
+local flowing = redis.call('EXISTS', paused_key, attrs) > 0
+local function attrs_of(ids) -- each id's attrs value, false for a plain job
+  return flowing and gather_chunked('HMGET', attrs, ids) or {}
+end
+
+-- Promote delayed jobs that are due, oldest due first, to the back of ready (of their kind).
+-- Numbers go to redis.call as strings (formatted once, or as they came in): Redis formats a
+-- Lua number argument with printf('%.17g'), a few thousand instructions each (callgrind).
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_arg, 'LIMIT', '0', sweep_arg)
 if #due > 0 then
-  call_chunked('RPUSH', ready, due)
+  place(fk, due, attrs_of(due), false)
   call_chunked('ZREM', delayed, due)
 end
 
--- Reclaim expired leases: back to the front of ready, or to the dead-letter queue. An expired
--- lease was a delivery, so it counts as an attempt.
+-- Reclaim expired leases: back to the front of ready (of their kind), or to the dead-letter
+-- queue. An expired lease was a delivery, so it counts as an attempt.
 local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now_arg, 'LIMIT', '0', sweep_arg)
 if #expired > 0 then
   call_chunked('ZREM', leased, expired)
@@ -258,7 +501,8 @@ if #expired > 0 then
     ids[i] = lease_id(member)
   end
   local states = gather_chunked('HMGET', meta, ids)
-  local history, back = {}, {}
+  local values = attrs_of(ids)
+  local history, back, back_values = {}, {}, {}
   local cancelled = {}
   for i, id in ipairs(ids) do
     local attempts, redrives, limit = meta_get(states[i])
@@ -276,6 +520,7 @@ if #expired > 0 then
       }))
     else
       back[#back + 1] = id
+      back_values[#back] = values[i]
     end
   end
   call_chunked('HSET', meta, history)
@@ -283,25 +528,199 @@ if #expired > 0 then
     call_chunked('HDEL', jobs, cancelled)
     call_chunked('HDEL', meta, cancelled)
     call_chunked('HDEL', errors, cancelled)
+    if flowing then
+      call_chunked('HDEL', attrs, cancelled)
+    end
     redis.call('HINCRBY', stats, 'cancelled', string.format('%d', #cancelled))
   end
-  if #back > 0 then
-    -- LPUSH puts each id in front of the previous one: push newest first to keep their order.
-    local reversed = {}
-    for i = #back, 1, -1 do
-      reversed[#reversed + 1] = back[i]
-    end
-    call_chunked('LPUSH', ready, reversed)
+  if flowing then
+    leases_ended(fk, values)
   end
+  place(fk, back, back_values, true)
   redis.call('HINCRBY', stats, 'reclaimed', string.format('%d', #expired))
 end
 
-local reply = {OK, token, now + visibility, -1}
-local ids = count > 0 and redis.call('LPOP', ready, ARGV[1])
-local ready_left -- ids are still ready after this call
-if ids then
+-- How many jobs may start now: count, within max_active and rate_limit.
+local budget, throttle, wait = count, NONE, nil
+if budget > 0 and flowing and redis.call('EXISTS', paused_key) == 1 then
+  budget, throttle = 0, PAUSED
+end
+if budget > 0 and max_active > 0 then
+  local room = max_active - math.max(redis.call('ZCARD', leased) - 1, 0) -- less PIN
+  if room <= 0 then
+    budget, throttle = 0, FULL
+    redis.call('SET', starved, '1')
+  elseif room < budget then
+    budget = room
+  end
+end
+if budget > 0 and rate_starts > 0 then
+  local room, free_at = window_room(limiter, '', now, rate_window, rate_starts)
+  if room == 0 then
+    budget, throttle, wait = 0, RATE, free_at - now
+  elseif room < budget then
+    budget = room
+  end
+end
+
+-- Ready jobs with no group, best first: ranked with a priority above 0, the ready LIST (0),
+-- ranked below 0. Appends their ids to taken and their ranked members to members.
+local HIGH_END = string.format('( %04d', BAND_ZERO) -- the jobs with no group and priority > 0
+local function take_ungrouped(n, taken, members)
+  local high = redis.call('ZRANGEBYLEX', ranked, '[ ', HIGH_END, 'LIMIT', '0', string.format('%d', n))
+  local plain = #high < n and redis.call('LPOP', ready, string.format('%d', n - #high)) or {}
+  local low = #high + #plain < n and redis.call('ZRANGEBYLEX', ranked, HIGH_END, '(!', 'LIMIT', '0',
+    string.format('%d', n - #high - #plain)) or {}
+  for _, part in ipairs({high, plain, low}) do
+    for _, item in ipairs(part) do
+      if part == plain then
+        taken[#taken + 1] = item
+      else
+        taken[#taken + 1] = string.match(item, '^[^ ]* %d+ %d+ (.*)$')
+        members[#members + 1] = item
+      end
+    end
+  end
+end
+
+-- The round robin (arm.lua): up to n jobs, one per group per turn, each group within its
+-- limits; groups served go to the back, groups that may not lease now leave the round robin.
+-- Returns the ids in delivery order, each one's group ('' = none), and the ranked members
+-- taken; done(delivered) then books the leases (delivered: group -> jobs delivered).
+local function take_in_turn(n)
+  local due_groups = redis.call('ZRANGEBYSCORE', fk.gwait, '-inf', now_arg)
+  if #due_groups > 0 then
+    call_chunked('ZREM', fk.gwait, due_groups)
+    for _, g in ipairs(due_groups) do
+      arm(fk, g)
+    end
+  end
+  local taken, members, group_of = {}, {}, {}
+  if redis.call('ZCARD', fk.groups) == 0 then -- no group may lease now
+    take_ungrouped(n, taken, members)
+    return taken, group_of, members, nil
+  end
+  local ungrouped = redis.call('LLEN', ready) + redis.call('ZLEXCOUNT', ranked, '[ ', '(!')
+  if ungrouped > 0 then -- the jobs with no group take their turns too
+    redis.call('ZADD', fk.groups, 'NX', string.format('%d', next_turn(fk.groups)), '')
+  end
+  local heads = redis.call('ZRANGE', fk.groups, '0', string.format('%d', n - 1))
+  local fields = {}
+  for i, g in ipairs(heads) do
+    fields[2 * i - 1] = 'ready ' .. g
+    fields[2 * i] = 'active ' .. g
+  end
+  local held = gather_chunked('HMGET', fk.flow, fields)
+  local allow, ready_n, active_n, free_at = {}, {}, {}, {}
+  for i, g in ipairs(heads) do
+    if g == '' then
+      ready_n[i], active_n[i], allow[i] = ungrouped, 0, ungrouped
+    else
+      ready_n[i], active_n[i] = tonumber(held[2 * i - 1]) or 0, tonumber(held[2 * i]) or 0
+      allow[i] = ready_n[i]
+      if group_cap > 0 then
+        allow[i] = math.min(allow[i], group_cap - active_n[i])
+      end
+      if group_starts > 0 then
+        local room
+        room, free_at[i] = window_room(limiter, g, now, group_window, group_starts)
+        allow[i] = math.min(allow[i], room)
+      end
+    end
+  end
+  -- One job per group per turn, until n or every group's allowance is spent.
+  local turns, take, left, more = {}, {}, n, true
+  for i = 1, #heads do
+    take[i] = 0
+  end
+  while left > 0 and more do
+    more = false
+    for i = 1, #heads do
+      if left > 0 and take[i] < allow[i] then
+        take[i] = take[i] + 1
+        turns[#turns + 1] = i
+        left = left - 1
+        more = true
+      end
+    end
+  end
+  local got = {}
+  for i, g in ipairs(heads) do
+    got[i] = {}
+    if take[i] > 0 and g == '' then
+      take_ungrouped(take[i], got[i], members)
+    elseif take[i] > 0 then
+      for _, m in ipairs(redis.call('ZRANGEBYLEX', ranked, '[' .. g .. ' ', '(' .. g .. '!', 'LIMIT', '0',
+          string.format('%d', take[i]))) do
+        got[i][#got[i] + 1] = string.match(m, '^[^ ]* %d+ %d+ (.*)$')
+        members[#members + 1] = m
+      end
+      count_add(fk.flow, 'ready ' .. g, -#got[i])
+    end
+  end
+  local next_of, last_turn = {}, {}
+  for t, i in ipairs(turns) do
+    next_of[i] = (next_of[i] or 0) + 1
+    local id = got[i][next_of[i]]
+    if id then
+      taken[#taken + 1] = id
+      group_of[#taken] = heads[i]
+      last_turn[i] = t
+    end
+  end
+  local function done(delivered)
+    -- Groups served go to the back, in the order of their last turn; a group leaves the round
+    -- robin when it has nothing ready, reaches group_concurrency or its rate limit.
+    local order = {}
+    for i = 1, #heads do
+      order[i] = i
+    end
+    table.sort(order, function(a, b) return (last_turn[a] or 0) < (last_turn[b] or 0) end)
+    local turn = next_turn(fk.groups)
+    for _, i in ipairs(order) do
+      local g, started = heads[i], delivered[heads[i]] or 0
+      if g ~= '' and started > 0 then
+        count_add(fk.flow, 'active ' .. g, started)
+        if group_starts > 0 then
+          window_add(limiter, g, now, token, started)
+        end
+      end
+      local room
+      if g ~= '' and group_starts > 0 then
+        room, free_at[i] = window_room(limiter, g, now, group_window, group_starts)
+      end
+      if ready_n[i] - #got[i] <= 0 then
+        redis.call('ZREM', fk.groups, g)
+      elseif g ~= '' and group_cap > 0 and active_n[i] + started >= group_cap then
+        redis.call('ZREM', fk.groups, g)
+        if redis.call('HSETNX', fk.flow, 'capped ' .. g, '1') == 1 then
+          redis.call('HINCRBY', fk.flow, 'capped', '1')
+        end
+      elseif room == 0 then
+        redis.call('ZREM', fk.groups, g)
+        redis.call('ZADD', fk.gwait, string.format('%d', free_at[i]), g)
+      elseif last_turn[i] then
+        redis.call('ZADD', fk.groups, 'XX', string.format('%d', turn), g)
+        turn = turn + 1
+      end
+    end
+  end
+  return taken, group_of, members, done
+end
+
+local reply = {OK, token, now + visibility, -1, NONE}
+local ids, group_of, members, done
+if budget > 0 and not flowing then
+  ids = redis.call('LPOP', ready, budget == count and ARGV[1] or string.format('%d', budget))
+elseif budget > 0 then
+  ids, group_of, members, done = take_in_turn(budget)
+  call_chunked('ZREM', ranked, members)
+end
+local delivered = {} -- group ('' = none) -> jobs delivered, when groups took turns
+local ready_left -- plain ids are still ready after this call
+if ids and #ids > 0 then
   local deadline = string.format('%d', now + visibility) -- formatted once, not per job
-  local lease, n, r, orphans, asked = {'inf', PIN}, 2, 4, {}, count
+  local lease, n, r, orphans, asked = {'inf', PIN}, 2, 5, {}, budget
   while ids do
     local records = gather_chunked('HMGET', jobs, ids)
     -- Jobs with a history are few (meta is empty unless deliveries failed or expired): HLEN is
@@ -317,14 +736,18 @@ if ids then
         reply[r + 2] = records[i]
         reply[r + 3] = meta_get(states[i]) + 1 -- this delivery's number
         r = r + 3
+        if group_of then
+          local g = group_of[i] or ''
+          delivered[g] = (delivered[g] or 0) + 1
+        end
       else
         orphans[#orphans + 1] = id
       end
     end
-    -- Orphans took places: take as many ids again while ready may hold more (the pop was
-    -- full), up to sweep_limit orphans per call.
-    local short = count - (r - 4) / 3
-    ids = short > 0 and #ids == asked and #orphans < sweep and
+    -- Orphans took places: take as many ids again while the plain list may hold more (the
+    -- pop was full), up to sweep_limit orphans per call.
+    local short = budget - (r - 5) / 3
+    ids = not group_of and short > 0 and #ids == asked and #orphans < sweep and
       redis.call('LPOP', ready, string.format('%d', short))
     asked = short
   end
@@ -332,28 +755,51 @@ if ids then
   if #orphans > 0 then -- ids whose record is gone: nothing to deliver, drop their history
     call_chunked('HDEL', meta, orphans)
     call_chunked('HDEL', errors, orphans)
+    if flowing then
+      call_chunked('HDEL', attrs, orphans)
+    end
     redis.call('HINCRBY', stats, 'orphaned', string.format('%d', #orphans))
   end
-  -- More ready work than this worker took: pass the wake-up on to another blocked worker.
+  if rate_starts > 0 and r > 5 then
+    window_add(limiter, '', now, token, (r - 5) / 3)
+  end
+  -- More ready work than this worker took, and no limit held it back: pass the wake-up on to
+  -- another blocked worker.
   ready_left = redis.call('LLEN', ready) > 0
-  if ready_left then
+  if budget == count and (ready_left or flowing and
+      (redis.call('ZCARD', fk.groups) > 0 or redis.call('ZLEXCOUNT', ranked, '[ ', '(!') > 0)) then
     wake(wake_key)
   end
+end
+if done then
+  done(delivered)
+end
+if #reply == 5 and ids and (redis.call('ZCARD', fk.gwait) > 0 or redis.call('HEXISTS', fk.flow, 'capped') == 1) then
+  throttle = GROUPS -- ready jobs wait for their groups' limits
 end
 
 -- For a worker given nothing to do: how long until something becomes ready without an
 -- enqueue, from now (so the worker needs no clock of its own to sleep). (A reply with jobs
 -- skips it: two ZRANGE WITHSCORES, each score printf'd and parsed back, were a fifth of a
--- one-job reserve.) 0 when ids are ready now, though this call took only orphans: the caller
--- calls again at once instead of taking the queue for empty.
-if #reply == 4 and ready_left then
-  reply[4] = 0
-elseif #reply == 4 then
-  local first_due = redis.call('ZRANGE', delayed, '0', '0', 'WITHSCORES')[2]
-  local first_deadline = redis.call('ZRANGE', leased, '0', '0', 'WITHSCORES')[2] -- inf: only PIN
-  local next_event = math.min(tonumber(first_due) or math.huge, tonumber(first_deadline) or math.huge)
-  if next_event ~= math.huge then
-    reply[4] = math.max(0, next_event - now)
+-- one-job reserve.) Under the rate limit, the wait is the limit's: nothing starts sooner. 0
+-- when plain ids are ready now, though this call took only orphans: the caller calls again at
+-- once instead of taking the queue for empty.
+reply[5] = throttle
+if #reply == 5 then
+  if wait then
+    reply[4] = math.max(0, wait)
+  elseif ready_left then
+    reply[4] = 0
+  else
+    local first_due = redis.call('ZRANGE', delayed, '0', '0', 'WITHSCORES')[2]
+    local first_deadline = redis.call('ZRANGE', leased, '0', '0', 'WITHSCORES')[2] -- inf: only PIN
+    local next_event = math.min(tonumber(first_due) or math.huge, tonumber(first_deadline) or math.huge)
+    if flowing then
+      next_event = math.min(next_event, tonumber(redis.call('ZRANGE', fk.gwait, '0', '0', 'WITHSCORES')[2]) or math.huge)
+    end
+    if next_event ~= math.huge then
+      reply[4] = math.max(0, next_event - now)
+    end
   end
 end
 return reply

@@ -33,7 +33,9 @@ if TYPE_CHECKING:  # importlib.resources.abc is 3.11+; only the annotation needs
 # An optional shebang line (Redis 7 script flags, e.g. "#!lua flags=allow-oom"), then the header.
 _HEADER = re.compile(r"\A(?:#!lua(?: flags=(?P<flags>[\w,-]*))?\n)?--\[\[\n(?P<body>.*?)\n\]\]\n",
                      re.S)
-_KEY_LINE = re.compile(r"^\s+(\d+)\s+(\w+)\s+(LIST|ZSET|HASH|STRING|SET)\b")
+# A KEYS entry: its index, part name and type; "(optional)" after the type marks a key that
+# only some calls send (all optional keys come last: enqueue's ranked-add keys).
+_KEY_LINE = re.compile(r"^\s+(\d+)\s+(\w+)\s+(LIST|ZSET|HASH|STRING|SET)\b\s*(\(optional\))?")
 # An ARGV entry: two spaces, its position, its name. A fixed entry's position is its index
 # (1, 2, ...); one after a variable part is a pattern ("3..", "2k-1", "3+n+k", or "4+2n": one
 # optional entry after the n-long ones). Deeper lines continue the description above them.
@@ -49,9 +51,10 @@ VARIADIC = "..."  # suffix of a variadic ARGV entry's name in Script.argv
 class Script:
     """One Lua script: its source, SHA1 (for EVALSHA), documented header, key parts, ARGV
     entry names in order (a variadic entry's name ends with ``...``: ``("offset", "limit",
-    "id...")``), whether it reads the clock (carries the ``clock`` include), and the flags of
+    "id...")``), whether it reads the clock (carries the ``clock`` include), the flags of
     its shebang line (``("allow-oom",)``: it runs when Redis is out of memory; none for a
-    script without one)."""
+    script without one), and how many of its keys every call sends (the rest are optional:
+    ``(optional)`` in the header)."""
 
     name: str
     source: str
@@ -61,6 +64,12 @@ class Script:
     argv: tuple[str, ...]
     reads_clock: bool = False
     flags: tuple[str, ...] = ()
+    required_keys: int = 0
+
+    @property
+    def required_parts(self) -> tuple[str, ...]:
+        """The key parts every call sends (all but the optional ones)."""
+        return self.key_parts[: self.required_keys]
 
     @property
     def argc(self) -> int:
@@ -77,6 +86,7 @@ class Script:
         header = match.group("body")
         parts: list[str] = []
         argv: list[str] = []
+        required = 0
         section = ""
         for line in header.splitlines():
             if line.strip() and not line.startswith(" "):
@@ -86,12 +96,16 @@ class Script:
                 if int(key.group(1)) != len(parts) + 1:
                     raise ValueError(f"lua/{name}.lua: KEYS are not numbered 1, 2, ...")
                 parts.append(key.group(2))
+                if key.group(4) is None:
+                    if required != len(parts) - 1:
+                        raise ValueError(f"lua/{name}.lua: a required key follows an optional one")
+                    required = len(parts)
             elif section == "ARGV" and (arg := _ARGV_LINE.match(line)):
                 argv.append(_argv_entry(name, arg.group("pos"), arg.group("name"), argv))
         sha = hashlib.sha1(source.encode()).hexdigest()
         flags = tuple(f for f in (match.group("flags") or "").split(",") if f)
         return cls(name, source, sha, header, tuple(parts), tuple(argv),
-                   _CLOCK.search(source) is not None, flags)
+                   _CLOCK.search(source) is not None, flags, required)
 
 
 def _argv_entry(script: str, position: str, name: str, before: list[str]) -> str:

@@ -19,6 +19,7 @@ from pyqcore.errors import (
 )
 from pyqcore.health import EvictionPolicyWarning
 from pyqcore.job import DeadLetterItem, ErrorInfo, Job, JobInfo, JobState
+from pyqcore.limits import GroupCounts
 from pyqcore.schedule import Schedule
 from pyqcore.sync.dead_letter import DeadLetterQueue
 from pyqcore.sync.manager import QueueManager
@@ -36,6 +37,7 @@ __all__ = [
     "DeserializationError",
     "ErrorInfo",
     "EvictionPolicyWarning",
+    "GroupCounts",
     "Job",
     "JobInfo",
     "JobState",

@@ -40,7 +40,7 @@ from rich.text import Text
 
 from pyqcore.core.calls import QueueCalls
 from pyqcore.core.dead_letters import CHUNK
-from pyqcore.core.queue import clear_parts
+from pyqcore.core.queue import clear_parts, read_group_counts, set_paused
 from pyqcore.errors import (
     DeserializationError,
     PyqcoreError,
@@ -671,6 +671,62 @@ def clear(state: State, queue: str, yes: bool) -> None:
         confirm(f"Delete {plural(total, 'waiting job')} of queue {queue!r}?", "deleted",
                 "deletes")
     click.echo(f"deleted {plural(run(clear_parts(parts)), 'job')}")
+
+
+# -- pause and resume -----------------------------------------------------------------------
+
+
+def _set_paused(state: State, queue: str, group: str | None, paused: bool) -> None:
+    state.check_queue(queue)
+    manager = state.manager()
+    changed: bool = manager.driver.run(set_paused(state.parts_of(queue), paused, group))
+    what = f"group {group!r} of queue {queue!r}" if group is not None else f"queue {queue!r}"
+    verb = "paused" if paused else "resumed"
+    click.echo(f"{verb} {what}" if changed else f"{what} was already {verb}")
+
+
+@cli.command()
+@click.argument("queue")
+@click.option("--group", metavar="GROUP", help="Only this group of the queue.")
+@pass_state
+def pause(state: State, queue: str, group: str | None) -> None:
+    """Pause QUEUE (or one of its groups): workers lease nothing new from it until resumed.
+
+    Jobs already leased run on and settle; adds go on. The pause is kept in Redis, so it
+    holds across worker restarts."""
+    _set_paused(state, queue, group, True)
+
+
+@cli.command()
+@click.argument("queue")
+@click.option("--group", metavar="GROUP", help="Only this group of the queue.")
+@pass_state
+def resume(state: State, queue: str, group: str | None) -> None:
+    """Resume QUEUE (or one of its groups) after a pause: workers lease from it again."""
+    _set_paused(state, queue, group, False)
+
+
+@cli.command()
+@click.argument("queue")
+@pass_state
+def groups(state: State, queue: str) -> None:
+    """Show QUEUE's groups: jobs ready and leased per group, and which are paused."""
+    state.check_queue(queue)
+    manager = state.manager()
+    view: dict[str, dict[str, int]] = manager.driver.run(
+        read_group_counts(state.parts_of(queue)))
+    out = console()
+    if not view:
+        out.print(f"queue {queue!r} has no group with jobs ready or leased, and none paused")
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"groups of queue {queue!r}", title_justify="left")
+    for column, justify in (("group", "left"), ("ready", "right"), ("active", "right"),
+                            ("paused", "left")):
+        table.add_column(column, justify=justify, no_wrap=column == "group")  # type: ignore[arg-type]
+    for name, counts in sorted(view.items()):
+        table.add_row(Text(name), str(counts["ready"]), str(counts["active"]),
+                      "paused" if counts["paused"] else "")
+    out.print(table)
 
 
 # -- scripts, worker, bench, demo -----------------------------------------------------------

@@ -12,6 +12,7 @@ from pyqcore.backoff import Backoff
 from pyqcore.checks import check_seconds
 from pyqcore.errors import ConfigurationError, NonRetryableError
 from pyqcore.keys import DEFAULT_PREFIX, validate_name
+from pyqcore.limits import RateLimit, check_cap, check_rate_limit, share
 from pyqcore.serializer import MSGPACK, Serializer
 from pyqcore.testing import ManualClock
 
@@ -96,6 +97,11 @@ class QueueSettings:
     keep_completed: float = 0.0  # seconds a completed job is kept (0: no age bound)
     keep_completed_count: int = 0  # most completed jobs kept (0: no count bound)
     store_results: bool = False  # keep each completed job's handler return value
+    # Flow control (pyqcore.limits), decided inside reserve for the whole fleet; None: none.
+    rate_limit: RateLimit | None = None  # given as (starts, seconds)
+    max_active: int | None = None
+    group_concurrency: int | None = None
+    group_rate_limit: RateLimit | None = None  # given as (starts, seconds)
     offset: ServerOffset = field(default_factory=ServerOffset, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +116,13 @@ class QueueSettings:
         _number("max_payload_bytes", self.max_payload_bytes, 1, 512 * 1024 * 1024, integer=True)
         _number("batch_size", self.batch_size, 1, MAX_BATCH, integer=True)
         _number("partitions", self.partitions, 1, MAX_PARTITIONS, integer=True)
+        # A queue-wide limit is shared by the partitions: each gets at least 1.
+        object.__setattr__(self, "rate_limit",
+                           check_rate_limit("rate_limit", self.rate_limit, self.partitions))
+        check_cap("max_active", self.max_active, self.partitions)
+        check_cap("group_concurrency", self.group_concurrency)
+        object.__setattr__(self, "group_rate_limit",
+                           check_rate_limit("group_rate_limit", self.group_rate_limit))
         if not isinstance(self.tracing, bool):
             raise ConfigurationError(f"tracing must be True or False, got {self.tracing!r}")
         if self.retry_on is not None:
@@ -149,6 +162,17 @@ class QueueSettings:
     def max_attempts(self) -> int:
         """Deliveries allowed per job: the first one plus ``max_retries``."""
         return self.max_retries + 1
+
+    def limits_of(self, partition: int) -> tuple[int, int, int, int, int, int]:
+        """Reserve's flow-control ARGV for one partition (0 = no limit): max_active,
+        rate_limit's starts and window (ms), group_concurrency, group_rate_limit's starts and
+        window. A queue-wide limit is split over the partitions (``pyqcore.limits.share``)."""
+        parts, rate, group_rate = self.partitions, self.rate_limit, self.group_rate_limit
+        rate = rate.share(parts, partition) if rate else None
+        return (share(self.max_active, parts, partition) if self.max_active else 0,
+                rate.starts if rate else 0, rate.window_ms if rate else 0,
+                self.group_concurrency or 0,
+                group_rate.starts if group_rate else 0, group_rate.window_ms if group_rate else 0)
 
     @property
     def visibility_ms(self) -> int:

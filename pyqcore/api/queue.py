@@ -63,6 +63,10 @@ class QueueOptions(TypedDict, total=False):
     keep_completed: float | None
     keep_completed_count: int | None
     store_results: bool | None
+    rate_limit: tuple[int, float] | None
+    max_active: int | None
+    group_concurrency: int | None
+    group_rate_limit: tuple[int, float] | None
 
 
 class QueueApi:
@@ -88,6 +92,11 @@ class QueueApi:
     keep_completed_count: int = 0
     store_results: bool = False  # the handler's return value, kept with the completed job
     max_ready: int | None = None  # adds refused (QueueFullError) past this many jobs waiting
+    # Flow control, decided inside reserve for the whole fleet (README "Flow control"):
+    rate_limit: tuple[int, float] | None = None  # (n, s): at most n starts in any s seconds
+    max_active: int | None = None  # at most this many jobs leased at once
+    group_concurrency: int | None = None  # at most this many leased at once per group
+    group_rate_limit: tuple[int, float] | None = None  # (n, s) per group
 
     core: QueueCore
 
@@ -133,6 +142,10 @@ class QueueApi:
             keep_completed=given("keep_completed"),
             keep_completed_count=given("keep_completed_count"),
             store_results=given("store_results"),
+            rate_limit=given("rate_limit"),
+            max_active=given("max_active"),
+            group_concurrency=given("group_concurrency"),
+            group_rate_limit=given("group_rate_limit"),
         )
         self.settings = s
         self.name, self.max_retries, self.backoff = s.name, s.max_retries, s.backoff
@@ -142,6 +155,11 @@ class QueueApi:
         self.retry_on, self.dead_on, self.timeout = s.retry_on, s.dead_on, s.timeout
         self.keep_completed, self.keep_completed_count = s.keep_completed, s.keep_completed_count
         self.store_results = s.store_results
+        self.rate_limit = None if s.rate_limit is None else (s.rate_limit.starts,
+                                                             s.rate_limit.seconds)
+        self.group_rate_limit = None if s.group_rate_limit is None else (
+            s.group_rate_limit.starts, s.group_rate_limit.seconds)
+        self.max_active, self.group_concurrency = s.max_active, s.group_concurrency
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
         self.core = QueueCore(s, cluster=driver.cluster, new_waiter=driver.new_waiter)
         self.core.check_eviction = first_use(driver.client)
@@ -206,6 +224,12 @@ class QueueApi:
     cancel = operation(QueueCore.cancel)
     cancel_many = operation(QueueCore.cancel_many)
     clear = operation(QueueCore.clear)
+    group_counts = operation(QueueCore.group_counts)
+    pause = operation(QueueCore.pause)
+    resume = operation(QueueCore.resume)
+    is_paused = operation(QueueCore.is_paused)
+    pause_group = operation(QueueCore.pause_group)
+    resume_group = operation(QueueCore.resume_group)
     stats = operation(QueueCore.stats)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 from redis.exceptions import OutOfMemoryError
 
 from pyqcore.checks import MAX_DELAY, check_seconds
-from pyqcore.codes import Code, Outcome
+from pyqcore.codes import Code, Outcome, Throttle
 from pyqcore.errors import (
     ConfigurationError,
     DeserializationError,
@@ -31,6 +31,7 @@ from pyqcore.errors import (
 )
 from pyqcore.job import ErrorInfo, Job, decode_record, encode_record, encode_records
 from pyqcore.keys import QueueKeys
+from pyqcore.limits import UNRANKED, Rank
 from pyqcore.schedule import Schedule
 from pyqcore.scripts import Script, load_scripts
 from pyqcore.settings import (
@@ -174,6 +175,12 @@ class Reservation:
     wait_ms: int | None  # with no job: ms from now to the next due time or lease deadline
     partition: int = 0  # the partition it leased from
     more_ready: bool = False  # no job, yet ids are ready: the call dropped only orphans
+    throttle: Throttle = Throttle.NONE  # what held the lease back, if anything
+
+    @property
+    def rate_limited(self) -> bool:
+        """Nothing may start before ``wait_ms`` (rate_limit), whatever is added meanwhile."""
+        return self.throttle is Throttle.RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,24 +359,26 @@ class QueueCalls:
         self._max_ready = settings.max_ready or 0  # 0: no limit, not sent
         self._scripts = load_scripts(manual_clock=self._clock is not None)
         self._keys = {name: self.keys.keys(s.key_parts) for name, s in self._scripts.items()}
+        self._plain_enqueue_keys = self._keys["enqueue"][: self._scripts["enqueue"].required_keys]
+        self._limits = settings.limits_of(self.partition)  # reserve's flow-control ARGV
 
     # -- operations in the caller's terms (seconds, payloads, exceptions) ----------------------
 
     def add(
         self, payloads: Sequence[Any], contexts: Sequence[Any], shared: Shared,
-        job_ids: Sequence[str | None], *, timeout: int = 0,
+        job_ids: Sequence[str | None], *, timeout: int = 0, rank: Rank = UNRANKED,
     ) -> list[Call[list[str] | QueueFullError]]:
         """Encode every record first (a bad one raises before any write), then one call per
         ``batch_size`` jobs. Each call parses to the jobs' ids (an existing id for a duplicate),
         or to the QueueFullError of a call refused (it wrote nothing). ``timeout``: the jobs'
-        own, in ms (0: none)."""
+        own, in ms (0: none). A ``rank`` (priority, group) makes them ranked jobs."""
         s = self.settings
         records = encode_records(s.serializer, payloads, contexts, s.stamp_ms(),
                                  s.max_payload_bytes, timeout_ms=timeout)
         custom = any(i is not None for i in job_ids)
         ids = [_job_id(i) for i in job_ids] if custom else [""] * len(records)
         step = s.batch_size
-        return [refusable(self.enqueue(ids[i : i + step], records[i : i + step], shared))
+        return [refusable(self.enqueue(ids[i : i + step], records[i : i + step], shared, rank))
                 for i in range(0, len(records), step)]
 
     def add_one(self, payload: Any, context: Any, shared: Shared, job_id: str | None, *,
@@ -393,26 +402,28 @@ class QueueCalls:
                                                  s.max_payload_bytes, timeout_ms=timeout), given))
         return redone
 
-    def enqueue_jobs(self, jobs: Sequence[NewJob]) -> Call[list[str]]:
-        """One enqueue call of jobs that share a ``Shared`` (at most ``batch_size``): parses to
-        their ids in order. One job is built without the lists a batch needs."""
-        if len(jobs) > 1:
-            return self.enqueue([j[2] for j in jobs], [j[1] for j in jobs], jobs[0][0])
+    def enqueue_jobs(self, jobs: Sequence[NewJob], rank: Rank = UNRANKED) -> Call[list[str]]:
+        """One enqueue call of jobs that share a ``Shared`` (at most ``batch_size``) and a
+        rank: parses to their ids in order. One plain job is built without the lists a batch
+        needs."""
+        if len(jobs) > 1 or not rank.plain:
+            return self.enqueue([j[2] for j in jobs], [j[1] for j in jobs], jobs[0][0], rank)
         (due, max_attempts), record, given = jobs[0]
+        keys = self._plain_enqueue_keys
         if not given and not self._max_ready:  # a plain add
             return self._call("enqueue", [due, self._id_prefix, 1, max_attempts, record],
-                              _one_numbered, refuse_out_of_memory)
+                              _one_numbered, refuse_out_of_memory, keys)
         args: list[Arg] = [due, self._id_prefix, 1, max_attempts, record, given]  # "": automatic
         if self._max_ready:  # last, after the id
             args.append(self._max_ready)
         if not given:
-            return self._call("enqueue", args, _one_numbered, refuse_out_of_memory)
+            return self._call("enqueue", args, _one_numbered, refuse_out_of_memory, keys)
 
         def parse(reply: Any) -> list[str]:
             checked(reply)
             return [given]
 
-        return self._call("enqueue", args, parse, refuse_out_of_memory)
+        return self._call("enqueue", args, parse, refuse_out_of_memory, keys)
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
         """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""
@@ -421,7 +432,7 @@ class QueueCalls:
             raise ConfigurationError(f"count must be an int from 0 to {MAX_BATCH}, got {count!r}")
         visibility = s.visibility_ms if visibility_timeout is None else _ms(visibility_timeout)
         return self.reserve(count, visibility_ms=visibility, max_attempts=s.max_attempts,
-                            sweep_limit=SWEEP_LIMIT, token=lease_token())
+                            sweep_limit=SWEEP_LIMIT, token=lease_token(), limits=self._limits)
 
     def failure(self, job: Job, error: ErrorInfo, retry: bool = True) -> Call[Failed]:
         """Retry ``job`` after the queue's backoff for its attempt, or bury it with ``error``."""
@@ -445,25 +456,32 @@ class QueueCalls:
     # -- the scripts' own calls ----------------------------------------------------------------
 
     def _call(self, name: str, args: Sequence[Arg], parse: Callable[[Any], T],
-              on_error: Callable[[Exception], T] | None = None) -> Call[T]:
+              on_error: Callable[[Exception], T] | None = None,
+              keys: Sequence[str] | None = None) -> Call[T]:
         script = self._scripts[name]
         if self._clock is not None and script.reads_clock:  # tests only: the variant's ARGV
             args = [self._clock.now_ms(), *args]
-        return Call(script, self._keys[name], args, parse, on_error)
+        return Call(script, self._keys[name] if keys is None else keys, args, parse, on_error)
 
     def enqueue(
-        self, ids: Sequence[str], records: Sequence[bytes], shared: Shared = PLAIN
+        self, ids: Sequence[str], records: Sequence[bytes], shared: Shared = PLAIN,
+        rank: Rank = UNRANKED,
     ) -> Call[list[str]]:
         """Store jobs, ready now or when ``shared`` says, with its limit of deliveries; "" ids
         are numbered by the queue. Parses to the ids of the jobs (for a duplicate, the id it
         was given: the job already there is left as it was); raises QueueFullError if refused
-        (max_ready, or Redis out of memory: nothing written)."""
+        (max_ready, or Redis out of memory: nothing written). A ranked add (``rank`` not
+        plain) sends the optional keys, every id, the priority and the group."""
         # Records, then the ids only when one is custom: a batch of automatic ids sends half
         # the arguments.
         due, max_attempts = shared
         args: list[Arg] = [due, self._id_prefix, len(records), max_attempts, *records]
         custom = any(ids)
-        if custom or self._max_ready:  # max_ready comes last, after the ids ("" = automatic)
+        keys = self._plain_enqueue_keys
+        if not rank.plain:  # every id, the priority and the group: then max_ready
+            args += [*ids, rank.priority, rank.group or ""]
+            keys = self._keys["enqueue"]
+        elif custom or self._max_ready:  # max_ready comes last, after the ids ("": automatic)
             args += ids
         if self._max_ready:
             args.append(self._max_ready)
@@ -475,7 +493,7 @@ class QueueCalls:
             numbers = iter(numbered)
             return [job_id or next(numbers) for job_id in ids]
 
-        return self._call("enqueue", args, parse, refuse_out_of_memory)
+        return self._call("enqueue", args, parse, refuse_out_of_memory, keys)
 
     def room(self) -> Call[Room]:
         """The jobs waiting in this partition and its server's memory, read before an add of
@@ -489,8 +507,11 @@ class QueueCalls:
 
     def reserve(
         self, count: int, *, visibility_ms: int, max_attempts: int, sweep_limit: int, token: str,
+        limits: Sequence[int] = (0, 0, 0, 0, 0, 0),
     ) -> Call[Reservation]:
-        """Lease up to ``count`` jobs (after promoting due and reclaiming expired ones)."""
+        """Lease up to ``count`` jobs (after promoting due and reclaiming expired ones), within
+        ``limits``: max_active, rate_limit's starts and window (ms), group_concurrency,
+        group_rate_limit's starts and window (0 = none; ``QueueSettings.limits_of``)."""
         queue, loads, partition = self.queue, self.serializer, self.partition
         default_timeout = self.settings.timeout
 
@@ -499,7 +520,7 @@ class QueueCalls:
             token, deadline, wait = text(reply[1]), reply[2] / 1000.0, reply[3]
             jobs: list[Job] = []
             bad: list[tuple[str, str, DeserializationError]] = []
-            for i in range(4, len(reply), 3):
+            for i in range(5, len(reply), 3):
                 job_id = reply[i].decode()
                 try:
                     payload, context, enqueued_ms, own = decode_record(loads, reply[i + 1])
@@ -510,10 +531,12 @@ class QueueCalls:
                     Job(job_id, queue, payload, context, reply[i + 2], enqueued_ms / 1000.0,
                         token, deadline, partition, own / 1000.0 if own else default_timeout)
                 )
-            return Reservation(jobs, bad, None if wait < 0 else wait, partition, wait == 0)
+            throttle = Throttle(reply[4])  # more_ready: call again at once (nothing held back)
+            return Reservation(jobs, bad, None if wait < 0 else wait, partition,
+                               wait == 0 and throttle is Throttle.NONE, throttle)
 
         return self._call(
-            "reserve", [count, visibility_ms, max_attempts, sweep_limit, token], parse
+            "reserve", [count, visibility_ms, max_attempts, sweep_limit, token, *limits], parse
         )
 
     def finish(self, jobs: Sequence[Job]) -> Call[Settled]:
@@ -659,6 +682,14 @@ class QueueCalls:
             return int(reply[1]), int(reply[2])
 
         return self._call("clear", [limit], parse)
+
+    def pause(self, paused: bool, group: str | None = None) -> Call[bool]:
+        """Pause (or resume) the queue, or one group of it; parses to whether that changed."""
+
+        def parse(reply: Any) -> bool:
+            return bool(checked(reply)[1])
+
+        return self._call("pause", [int(paused), group or ""], parse)
 
     def counts(self) -> Call[dict[str, int]]:
         """How many jobs are ready, delayed, leased and dead."""

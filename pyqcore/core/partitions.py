@@ -17,6 +17,7 @@ from typing import Any
 from pyqcore.core.calls import Call, NewJob, QueueCalls, Settled, Shared
 from pyqcore.errors import ConfigurationError, QueueFullError
 from pyqcore.job import Job
+from pyqcore.limits import UNRANKED, Rank
 from pyqcore.settings import QueueSettings
 
 
@@ -57,13 +58,18 @@ class Partitions:
     def add(
         self, payloads: Sequence[Any], contexts: Sequence[Any], shared: Shared,
         job_ids: Sequence[str | None], keys: Sequence[str | None], *, timeout: int = 0,
+        rank: Rank = UNRANKED,
     ) -> tuple[list[Call[list[str] | QueueFullError]], list[list[int]], list[int]]:
         """Enqueue calls for every partition a job goes to (each encodes its records before
         anything is sent), and, per call, the positions of its jobs in the caller's order and
-        its partition."""
+        its partition. Jobs of a ``rank.group`` without a partition key go where the group's
+        name routes."""
+        if rank.group is not None:
+            keys = [rank.group if key is None else key for key in keys]
         if len(self.parts) == 1:
             self.route(job_ids, keys)  # checks the keys
-            one = self.parts[0].add(payloads, contexts, shared, job_ids, timeout=timeout)
+            one = self.parts[0].add(payloads, contexts, shared, job_ids, timeout=timeout,
+                                    rank=rank)
             step = self.parts[0].settings.batch_size
             return one, [list(range(i, min(i + step, len(payloads))))
                          for i in range(0, len(payloads), step)], [0] * len(one)
@@ -77,7 +83,7 @@ class Partitions:
                 continue
             step = part.settings.batch_size
             calls += part.add([payloads[i] for i in mine], [contexts[i] for i in mine], shared,
-                              [job_ids[i] for i in mine], timeout=timeout)
+                              [job_ids[i] for i in mine], timeout=timeout, rank=rank)
             positions += [mine[i : i + step] for i in range(0, len(mine), step)]
             owners += [p] * (len(calls) - len(owners))
         return calls, positions, owners

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.exceptions import OutOfMemoryError
 
 from pyqcore.checks import MAX_LOCK_TTL, check_seconds
-from pyqcore.codes import Outcome
+from pyqcore.codes import Outcome, Throttle
 from pyqcore.core.calls import (
     CANCEL_BATCH,
     Call,
@@ -52,6 +52,7 @@ from pyqcore.errors import (
 from pyqcore.health import warn_if_evicting
 from pyqcore.job import ErrorInfo, Job, JobInfo, decode_record
 from pyqcore.keys import QueueKeys, partitions_key, registry_key
+from pyqcore.limits import GroupCounts, Rank, check_rank, group_counts
 from pyqcore.settings import QueueSettings
 
 if TYPE_CHECKING:
@@ -136,23 +137,41 @@ class QueueCore:
         self, payload: Any, *, context: Any = None, delay: float | None = None,
         at: datetime | None = None, job_id: str | None = None,
         partition_key: str | None = None, max_retries: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, priority: int = 0, group: str | None = None,
     ) -> Flow[str]:
         """Add one job; returns its id. With ``job_id`` the add is idempotent: if a job with
         that id exists, nothing changes. ``delay`` (seconds from now) or ``at`` (an aware
         datetime), both on the Redis server's clock, schedule it for later. ``max_retries``
         and ``timeout`` (seconds a run may take) override the queue's for this job. On a
         partitioned queue, jobs with the same
-        ``partition_key`` share a partition (and FIFO). Concurrent adds (tasks, threads) on one
-        queue object share script calls: the adds that arrive while one is in flight go
-        together in the next (``pyqcore.core.coalesce``); each is checked and encoded first
-        (when the flow starts: on asyncio at ``await``), so a bad one fails only its caller."""
+        ``partition_key`` share a partition (and FIFO). ``priority`` (-1000..1000, default 0):
+        higher is leased first, FIFO within a priority. ``group``: the job takes turns with
+        the other groups' (and partitions by the group unless ``partition_key`` is given).
+        Concurrent plain adds (tasks, threads) on one queue object share script calls: the
+        adds that arrive while one is in flight go together in the next
+        (``pyqcore.core.coalesce``); each is checked and encoded first (when the flow starts:
+        on asyncio at ``await``), so a bad one fails only its caller."""
         if self.tracing is not None:
             context = self.tracing.inject(context)
         shared = shared_of(delay, at, max_retries)
-        partition, job = self.partitions.add_one(payload, context, shared, job_id, partition_key,
+        if type(priority) is int and priority == 0 and group is None:  # a plain add: cheap check
+            partition, job = self.partitions.add_one(payload, context, shared, job_id,
+                                                     partition_key, timeout=timeout_ms(timeout))
+            return (yield from self._adds[partition].submit(job))
+        rank = check_rank(priority, group)
+        key = partition_key if partition_key is not None else rank.group
+        partition, job = self.partitions.add_one(payload, context, shared, job_id, key,
                                                  timeout=timeout_ms(timeout))
-        return (yield from self._adds[partition].submit(job))
+        return (yield from self._add_ranked(self.partitions.parts[partition], job, rank))
+
+    def _add_ranked(self, part: QueueCalls, job: NewJob, rank: Rank) -> Flow[str]:
+        """One ranked job's enqueue call (after announcing the queue, the first time: the
+        record is dated again by the server clock's offset it learns)."""
+        if not self.announced:
+            yield from self.announce()
+            [job] = part.redated([job])
+        ids: list[str] = yield part.enqueue_jobs([job], rank)
+        return ids[0]
 
     def _enqueue(self, part: QueueCalls, jobs: list[NewJob]) -> Call[list[str]] | Flow[list[str]]:
         """One enqueue call of jobs for ``part`` (after announcing the queue, the first time)."""
@@ -169,34 +188,35 @@ class QueueCore:
         self, payloads: Iterable[Any], *, context: Any = None, delay: float | None = None,
         at: datetime | None = None, job_ids: Sequence[str | None] | None = None,
         partition_keys: Sequence[str | None] | None = None, max_retries: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, priority: int = 0, group: str | None = None,
     ) -> Flow[list[str]]:
         """Add many jobs with one script call per ``batch_size`` jobs (and partition), all
         sent in one round trip; returns their ids in order. Every payload is encoded before
         anything is written, so one unserializable payload writes nothing. ``delay``, ``at``,
-        ``max_retries`` and ``timeout`` apply to every job, as in ``add``. A batch of several
-        calls first checks that the queue has room for all of it (``max_ready``, Redis's
-        ``maxmemory``): QueueFullError, with nothing added, if not (see
+        ``max_retries``, ``timeout``, ``priority`` and ``group`` apply to every job, as in
+        ``add``. A batch of several calls first checks that the queue has room for all of it
+        (``max_ready``, Redis's ``maxmemory``): QueueFullError, with nothing added, if not (see
         ``pyqcore.core.room``)."""
+        rank = check_rank(priority, group)
         if self.tracing is not None:  # now: the caller's context, wherever the flow runs
             context = self.tracing.inject(context)
         shared = shared_of(delay, at, max_retries)
         return self._add_batch(payloads, context, shared, job_ids, partition_keys,
-                               timeout=timeout_ms(timeout))
+                               timeout=timeout_ms(timeout), rank=rank)
 
     def _add_batch(
         self, payloads: Iterable[Any], context: Any, shared: Shared,
         job_ids: Sequence[str | None] | None, partition_keys: Sequence[str | None] | None, *,
-        timeout: int,
+        timeout: int, rank: Rank,
     ) -> Flow[list[str]]:
         payloads, ids, keys = batch_arguments(payloads, job_ids, partition_keys)
         contexts = [context] * len(payloads)
         calls, positions, owners = self.partitions.add(payloads, contexts, shared, ids, keys,
-                                                       timeout=timeout)
+                                                       timeout=timeout, rank=rank)
         if not self.announced:  # encoded again once announced, dated with the server offset
             yield from self.announce()
             calls, positions, owners = self.partitions.add(payloads, contexts, shared, ids,
-                                                           keys, timeout=timeout)
+                                                           keys, timeout=timeout, rank=rank)
         if len(calls) > 1:
             yield from check_room(self.name, self.partitions.parts, calls, positions, owners,
                                   max_ready=self.settings.max_ready)
@@ -239,8 +259,10 @@ class QueueCore:
         """While a partition had nothing, try it again if more is ready there now (it took only
         orphans, or more was due than one call handles), then the next ones (a round trip
         each): a worker never sleeps, nor a burst worker stops, while some partition has ready
-        jobs. Then bury what was undecodable."""
+        jobs. Then bury what was undecodable. With no job, the reply's wait is the soonest of
+        the partitions', and its throttle what held them back (``merged_throttle``)."""
         soonest: int | None = None
+        throttles: list[Throttle] = []
         parts = iter(others)
         while True:
             while reservation.more_ready:
@@ -248,6 +270,7 @@ class QueueCore:
                     count, visibility_timeout)
             if reservation.jobs or reservation.undecodable:
                 break
+            throttles.append(reservation.throttle)
             if (wait := reservation.wait_ms) is not None:  # 0 is a wait too (due now)
                 soonest = wait if soonest is None else min(soonest, wait)
             if (part := next(parts, None)) is None:
@@ -258,7 +281,8 @@ class QueueCore:
             log.error("queue %s: job %s has a corrupt record, moved to the DLQ: %s",
                       self.name, job_id, exc)
             yield part.bury(job_id, token, ErrorInfo.from_exception(exc))
-        return replace(reservation, wait_ms=soonest)
+        throttle = merged_throttle(throttles) if throttles else reservation.throttle
+        return replace(reservation, wait_ms=soonest, throttle=throttle)
 
     def wake_keys(self) -> list[str]:
         """What an idle worker blocks on: every partition's wake list, or on a cluster (where
@@ -310,7 +334,43 @@ class QueueCore:
         return replace(merge_settled(replies), deadline_ms=replies[0].deadline_ms,
                        cancelled=tuple(i for reply in replies for i in reply.cancelled))
 
+    # -- pausing -------------------------------------------------------------------------------
+
+    def pause(self) -> Flow[bool]:
+        """Pause the queue: no worker leases a job of it until ``resume`` (jobs already leased
+        run on and settle; adds go on). Kept in Redis, so it holds across worker restarts;
+        returns False if it was paused already."""
+        yield from self._announced()
+        return (yield from set_paused(self.partitions.parts, True))
+
+    def resume(self) -> Flow[bool]:
+        """Resume a paused queue (its waiting workers are woken); returns False if it was not
+        paused."""
+        yield from self._announced()
+        return (yield from set_paused(self.partitions.parts, False))
+
+    def is_paused(self) -> Flow[bool]:
+        """Whether the queue is paused."""
+        found = yield [Command(("EXISTS", p.keys.key("paused"))) for p in self.partitions.parts]
+        return any(found)
+
+    def pause_group(self, group: str) -> Flow[bool]:
+        """Pause one group: its jobs wait (and adds to it go on) while the other groups' jobs
+        are leased; returns False if it was paused already."""
+        yield from self._announced()
+        return (yield from set_paused(self.partitions.parts, True, group))
+
+    def resume_group(self, group: str) -> Flow[bool]:
+        """Resume a paused group; returns False if it was not paused."""
+        yield from self._announced()
+        return (yield from set_paused(self.partitions.parts, False, group))
+
     # -- inspecting ----------------------------------------------------------------------------
+
+    def group_counts(self) -> Flow[dict[str, GroupCounts]]:
+        """Per group with jobs ready or leased, or paused: its ready jobs, its leases and
+        whether it is paused (summed over partitions)."""
+        return (yield from read_group_counts(self.partitions.parts))
 
     def counts(self) -> Flow[dict[str, int]]:
         """Jobs per state: ready, delayed, leased, dead (one consistent read per partition)."""
@@ -381,6 +441,37 @@ class QueueCore:
     def release_lock(self, item: str, token: str) -> Call[bool]:
         """Release the item lock ``item`` if ``token`` still holds it."""
         return unlock_call(self.keys.lock(item), token)
+
+
+def set_paused(parts: Sequence[QueueCalls], paused: bool, group: str | None = None
+               ) -> Flow[bool]:
+    """Pause or resume every partition of a queue (or one group of it, which a partitioned
+    queue may hold in several), in one round trip; returns whether any changed."""
+    if group is not None:
+        check_rank(0, group)
+    changed: list[bool] = yield [part.pause(paused, group) for part in parts]
+    return any(changed)
+
+
+def read_group_counts(parts: Sequence[QueueCalls]) -> Flow[dict[str, GroupCounts]]:
+    """The groups of a queue's partitions (their ``flow`` hashes), summed by group."""
+    per_part: list[dict[str, GroupCounts]] = yield [
+        Command(("HGETALL", part.keys.key("flow")), group_counts) for part in parts]
+    total: dict[str, GroupCounts] = {}
+    for counts in per_part:
+        for group, seen in counts.items():
+            total[group] = total.get(group, GroupCounts()) + seen
+    return total
+
+
+def merged_throttle(throttles: Sequence[Throttle]) -> Throttle:
+    """What held back a reserve over several partitions: RATE only if every partition was
+    rate-limited (else a worker could miss another partition's jobs), else the first limit
+    met (a worker waits for it rather than stopping), else the last answer."""
+    if all(t is Throttle.RATE for t in throttles):
+        return Throttle.RATE
+    limits = [t for t in throttles if t in (Throttle.FULL, Throttle.GROUPS)]
+    return limits[0] if limits else throttles[-1]
 
 
 def int_map(raw: dict[Any, Any]) -> dict[str, int]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict, TypeVar
 
 from pyqcore.checks import check_seconds
-from pyqcore.codes import Outcome
+from pyqcore.codes import Outcome, Throttle
 from pyqcore.core.calls import Call, Reservation, Settled
 from pyqcore.core.effects import Alarm, Batch, Block, Flag, Flow, Pause, flow_of
 from pyqcore.core.failures import TRANSIENT, Outage, typed
@@ -345,9 +345,10 @@ def split_batch(
 class Step(NamedTuple):
     """What a slot does after a round trip."""
 
-    action: Literal["stop", "again", "sleep", "run"]
+    action: Literal["stop", "again", "sleep", "wait", "run"]
     jobs: list[Job]
-    wait_ms: int | None = None  # for "sleep": ms until something becomes ready anyway
+    wait_ms: int | None = None  # for "sleep": ms until something becomes ready anyway; for
+    # "wait": ms until the rate limit lets a job start (nothing an add does can start one sooner)
 
 
 class SlotPlan:
@@ -408,8 +409,10 @@ class SlotPlan:
             return Step("run", jobs)
         if buried:
             return Step("again", [])
-        if crew.burst:  # nothing ready, and this slot holds nothing
-            return Step("stop", [])
+        if reservation.rate_limited:
+            return Step("wait", [], reservation.wait_ms)
+        if crew.burst and reservation.throttle in (Throttle.NONE, Throttle.PAUSED):
+            return Step("stop", [])  # nothing ready (a limit would let something start later)
         return Step("sleep", [], reservation.wait_ms)
 
     def batch_ran(self, done: list[Job], ran: int, elapsed: float) -> None:
@@ -484,6 +487,8 @@ def slot_loop(core: QueueCore, crew: Crew) -> Flow[None]:
             return
         if step.action == "sleep":
             yield from _wait_for_work(core, crew, step.wait_ms)
+        elif step.action == "wait":  # rate-limited: exactly until the next start is allowed
+            yield Pause(max(step.wait_ms or 0, 1) / 1000.0, crew.stop)
         elif step.action == "run":
             started = time.monotonic()
             run = _run_whole_batch if crew.batches else _run_one_by_one

@@ -182,6 +182,16 @@ def invariants_after_the_test(request: pytest.FixtureRequest,
 
 
 @pytest.fixture
+def patient_client(backend: Backend, client: Client) -> Iterator[Client]:
+    """Another client of the test's deployment, whose socket timeout (60 s) lets a worker
+    block 30 s on its wake list: a test that a wake-up ends the wait sooner needs it (with the
+    default 5 s timeout the worker would look again after 4 s anyway)."""
+    conn = backend.client(socket_timeout=60)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

@@ -37,7 +37,7 @@ class Queue:
     def __call__(self, script: str, *args: str | int, now: int = NOW) -> Any:
         """Run ``script`` with these ARGV, at time ``now`` (ms) if it reads the clock."""
         s = SCRIPTS[script]
-        keys = self.keys.keys(s.key_parts)
+        keys = self.keys.keys(s.required_parts)
         clock = [now] if s.reads_clock else []
         return self.client.eval(s.source, len(keys), *keys, *clock, *args)
 
@@ -49,8 +49,8 @@ class Queue:
                     now=now)
 
     def reserve(self, count: int, token: str = T1, *, now: int = NOW, sweep: int = 1000,
-                vis: int = VIS, max_attempts: int = 4) -> Any:
-        return self("reserve", count, vis, max_attempts, sweep, token, now=now)
+                vis: int = VIS, max_attempts: int = 4, limits: tuple[int, ...] = (0,) * 6) -> Any:
+        return self("reserve", count, vis, max_attempts, sweep, token, *limits, now=now)
 
     def bury(self, job_id: str, token: str, now: int = NOW) -> Any:
         return self("fail", job_id, token, 4, 0, '{"type": "E"}', 0, now=now)
@@ -122,13 +122,13 @@ def test_due_jobs_go_to_the_back_of_ready(q: Queue) -> None:
     q.add("early")
     q.add("due", delay=1000, now=NOW - 1000)  # due at NOW
     reply = q.reserve(2)
-    assert reply[4::3] == [b"early", b"due"]
+    assert reply[5::3] == [b"early", b"due"]
 
 
 def test_one_reserve_promotes_and_reclaims_at_most_sweep_limit_jobs(q: Queue) -> None:
     q.add("d1", "d2", "d3", delay=10, now=NOW - 20)  # due at NOW - 10
     reply = q.reserve(0, sweep=2)
-    assert reply == [Code.OK, T1.encode(), NOW + VIS, 0]  # d3 is still due: no wait
+    assert reply == [Code.OK, T1.encode(), NOW + VIS, 0, 0]  # d3 is still due: no wait
     assert q.ready() == [b"d1", b"d2"]
     assert q.client.zcard(q.key("delayed")) == 1
     q.reserve(3, T2)  # d3 promoted, then all three leased
@@ -144,8 +144,8 @@ def test_reclaimed_jobs_go_to_the_front_of_ready_in_their_order(q: Queue) -> Non
     q.reserve(2, T1)
     q.add("waiting")
     reply = q.reserve(3, T2, now=NOW + VIS)
-    assert reply[4::3] == [b"a", b"b", b"waiting"]
-    assert reply[6::3] == [2, 2, 1]  # the expired delivery counted
+    assert reply[5::3] == [b"a", b"b", b"waiting"]
+    assert reply[7::3] == [2, 2, 1]  # the expired delivery counted
     assert q.client.hget(q.key("stats"), "reclaimed") == b"2"
 
 
@@ -153,7 +153,7 @@ def test_a_housekeeping_reserve_leases_nothing_and_wakes_nobody(q: Queue) -> Non
     q.add("a", "b")
     q.client.delete(q.key("wake"))
     before = q.snapshot()
-    assert q.reserve(0) == [Code.OK, T1.encode(), NOW + VIS, -1]
+    assert q.reserve(0) == [Code.OK, T1.encode(), NOW + VIS, -1, 0]
     assert q.snapshot() == before
 
 
@@ -297,7 +297,7 @@ def test_a_redrive_scan_counts_what_it_examined_from_its_offset_and_age(q: Queue
     # old, kept1 and kept2 stay back
     assert q("redrive", 2, 2, 0, 1000, now=NOW + 2) == [Code.OK, 1, 2, 0, 3]
     assert q.ready() == [b"young"]
-    assert q.reserve(1, T2)[4] == b"young" and q("ack", "young", T2) == [Code.OK, 1]
+    assert q.reserve(1, T2)[5] == b"young" and q("ack", "young", T2) == [Code.OK, 1]
     dead(q, ("late", NOW + 3))
     assert q("redrive", 2, 3, 2, 1000, now=NOW + 3) == [Code.OK, 1, 0, 0, 1]  # past the kept
     assert q.ready() == [b"late"]

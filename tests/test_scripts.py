@@ -21,6 +21,7 @@ from pyqcore import BaseQueue, Job
 from pyqcore.codes import Code
 from pyqcore.core.calls import Call, QueueCalls, lock_call, unlock_call
 from pyqcore.keys import QueueKeys
+from pyqcore.limits import Rank
 from pyqcore.schedule import Schedule
 from pyqcore.scripts import (
     VARIADIC,
@@ -203,7 +204,7 @@ def test_every_key_shares_the_queue_hash_tag() -> None:
 def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
                                                  client: redis.Redis) -> None:
     k = QueueKeys("pyqcore", "cli")
-    enqueue = k.keys(SCRIPTS["enqueue"].key_parts)
+    enqueue = k.keys(SCRIPTS["enqueue"].required_parts)
     out = subprocess.run(
         ["redis-cli", "-p", str(redis_server.port), "--eval", str(LUA / "enqueue.lua"),
          *enqueue, ",", "0", "", "1", "0", "record-bytes"],
@@ -265,7 +266,7 @@ def test_bad_arguments_get_an_error_code_and_write_nothing(client: redis.Redis,
     queue.reserve()
     before = {key: client.dump(key) for key in client.keys("*")}
     script = SCRIPTS[name]
-    keys = queue.keys.keys(script.key_parts) if name != "lock" else [queue.keys.lock("x")]
+    keys = queue.keys.keys(script.required_parts) if name != "lock" else [queue.keys.lock("x")]
     client.script_load(script.source)
     reply = client.evalsha(script.sha, len(keys), *keys, *BAD_ARGS[name])
     assert reply[0] == Code.BAD_ARGUMENT
@@ -286,7 +287,7 @@ def test_bad_arguments_get_an_error_code_and_write_nothing(client: redis.Redis,
 ])
 def test_enqueue_takes_n_records_then_all_or_no_ids(client: redis.Redis,
                                                     args: list[str]) -> None:
-    keys = QueueKeys("pyqcore", "layout").keys(SCRIPTS["enqueue"].key_parts)
+    keys = QueueKeys("pyqcore", "layout").keys(SCRIPTS["enqueue"].required_parts)
     reply = client.eval(SCRIPTS["enqueue"].source, len(keys), *keys, *args)
     assert reply[0] == Code.BAD_ARGUMENT, reply
     assert client.keys("*") == []
@@ -314,16 +315,20 @@ HEADER_ARGV = {
     "clear": ("limit",),
     "complete": ("keep_ms", "keep_count", "id...", "token...", "result..."),
     "counts": (),
-    "enqueue": ("due", "id_prefix", "n", "max_attempts", "record...", "id...", "max_ready..."),
+    "enqueue": ("due", "id_prefix", "n", "max_attempts", "record...", "id...", "priority...",
+                "group...", "max_ready..."),
     "extend": ("visibility_ms", "id...", "token..."),
     "fail": ("id", "token", "max_attempts", "backoff_ms", "error", "retryable"),
     "job_info": ("id",),
     "lock": ("token", "ttl_ms"),
+    "pause": ("pause", "group"),
     "peek_dead": ("offset", "limit", "id..."),
     "purge": ("min_age_ms", "limit", "id..."),
     "redrive": ("max_redrives", "max_age_ms", "offset", "limit", "id..."),
     "release": ("id...", "token..."),
-    "reserve": ("count", "visibility_ms", "max_attempts", "sweep_limit", "token"),
+    "reserve": ("count", "visibility_ms", "max_attempts", "sweep_limit", "token", "max_active",
+                "rate_starts", "rate_window_ms", "group_concurrency", "group_rate_starts",
+                "group_rate_window_ms"),
     "room": (),
     "schedule_claim": ("name", "expected_ms", "next_ms", "max_attempts", "id...", "record..."),
     "schedules": ("limit", "name..."),
@@ -342,11 +347,12 @@ VALID_ARGV = {
     "fail": ["1", TOKEN, "4", "0", "{}", "1"],
     "job_info": ["1"],
     "lock": ["holder", "1000"],
+    "pause": ["1", ""],
     "peek_dead": ["0", "10"],
     "purge": ["0", "1000"],
     "redrive": ["3", "-1", "0", "1000"],
     "release": ["1", TOKEN],
-    "reserve": ["1", "30000", "4", "1000", TOKEN],
+    "reserve": ["1", "30000", "4", "1000", TOKEN, "0", "0", "0", "0", "0", "0"],
     "room": [],
     "schedule_claim": ["s", "1000", "2000", "0"],
     "schedules": ["10"],
@@ -397,7 +403,11 @@ def every_python_call() -> list[Call[Any]]:
     return [
         calls.enqueue([""], [b"record"]),
         calls.enqueue(["a", "b"], [b"r1", b"r2"]),
+        calls.enqueue(["", "b"], [b"r1", b"r2"], rank=Rank(5, "g")),  # ranked: optional keys
         calls.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=TOKEN),
+        calls.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=TOKEN,
+                      limits=(5, 10, 1000, 1, 2, 500)),
+        calls.pause(True, "g"),
         calls.ack([("1", TOKEN)]),
         calls.fail("1", TOKEN, max_attempts=4, backoff_ms=0, error_json="{}", retryable=True),
         calls.extend(1000, [("1", TOKEN)]),
@@ -429,11 +439,15 @@ def test_python_sends_the_header_arity() -> None:
     assert {call.script.name for call in built} == set(SCRIPTS)
     for call in built:
         script = call.script
-        assert len(call.keys) == len(script.key_parts) == header_key_count(script), script.name
+        assert len(script.key_parts) == header_key_count(script), script.name
+        # Every key, or (a plain add) the ones before the optional keys.
+        assert len(call.keys) in {len(script.key_parts), script.required_keys}, script.name
         if script.argc == len(script.argv):  # fixed ARGV only: exactly that many
             assert len(call.args) == script.argc, script.name
         else:
             assert len(call.args) >= script.argc, script.name
+    plain, _, ranked = (c for c in built if c.script.name == "enqueue")
+    assert (len(plain.keys), len(ranked.keys)) == (6, 11)
 
 
 def snapshot(client: redis.Redis) -> dict[bytes | str, bytes | None]:
@@ -460,7 +474,7 @@ def test_a_missing_argument_is_refused_before_any_write(client: redis.Redis, nam
     valid = VALID_ARGV[name]
     assert len(valid) >= script.argc
     short = valid[: script.argc - 1] if cut == "one fixed too few" and script.argc else valid[:-1]
-    keys = seeded(client).keys.keys(script.key_parts)
+    keys = seeded(client).keys.keys(script.required_parts)
     before = snapshot(client)
     dbsize = client.dbsize()
     reply = client.eval(script.source, len(keys), *keys, *short)
@@ -476,7 +490,7 @@ def test_a_missing_argument_is_refused_before_any_write(client: redis.Redis, nam
 def test_counts_takes_no_argument(client: redis.Redis) -> None:
     script = SCRIPTS["counts"]
     assert script.argv == () and VALID_ARGV["counts"] == []
-    keys = seeded(client).keys.keys(script.key_parts)
+    keys = seeded(client).keys.keys(script.required_parts)
     assert client.eval(script.source, len(keys), *keys) == [Code.OK, 1, 0, 1, 1]
 
 
@@ -488,7 +502,7 @@ def test_an_id_given_twice_counts_once(client: redis.Redis, name: str) -> None:
     [job] = queue.reserve()
     queue.fail(job, RuntimeError("boom"), retry=False)
     script = SCRIPTS[name]
-    keys = queue.keys.keys(script.key_parts)
+    keys = queue.keys.keys(script.required_parts)
     fixed = VALID_ARGV[name]
     reply = client.eval(script.source, len(keys), *keys, *fixed, job_id, "gone", job_id, "gone")
     if name == "redrive":
@@ -505,6 +519,7 @@ def test_an_id_given_twice_counts_once(client: redis.Redis, name: str) -> None:
 BOUNDS = {
     ("clear", "limit"): MAX_BATCH,
     ("fail", "retryable"): 1,
+    ("pause", "pause"): 1,
     ("purge", "limit"): MAX_BATCH,
     ("redrive", "limit"): MAX_BATCH,
     ("reserve", "sweep_limit"): MAX_BATCH,
@@ -532,7 +547,7 @@ def test_bounded_arguments_are_the_documented_ones() -> None:
 def test_an_argument_past_its_bound_is_refused(client: redis.Redis, name: str,
                                                arg: str) -> None:
     script = SCRIPTS[name]
-    keys = seeded(client).keys.keys(script.key_parts)
+    keys = seeded(client).keys.keys(script.required_parts)
     at = script.argv.index(arg)
     args = list(VALID_ARGV[name])
     before = snapshot(client)

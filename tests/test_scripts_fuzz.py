@@ -154,14 +154,25 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
     ("purge", "limit"): Int(1, MAX_BATCH),
     ("redrive", "limit"): Int(1, MAX_BATCH),
     ("reserve", "token"): Token(),
+    "max_active": Int(0),
+    "rate_starts": Int(0),
+    "rate_window_ms": Int(0),
+    "group_concurrency": Int(0),
+    "group_rate_starts": Int(0),
+    "group_rate_window_ms": Int(0),
+    ("pause", "pause"): Int(0, 1),
+    ("pause", "group"): Text(),
     ("fail", "token"): Token(),
     ("fail", "id"): Text(nonempty=True),
     ("lock", "token"): Text(nonempty=True),
     ("unlock", "token"): Text(nonempty=True),
 }
 # The variadic tails, by their entries' names.
-# (enqueue: n records, then 0 or n ids, then max_ready, optional, after the ids)
-PAIRS, RECORDS, IDS = ("id...", "token..."), ("record...", "id...", "max_ready..."), ("id...",)
+# (enqueue: n records, then 0 or n ids, then max_ready, optional, after the ids; its priority
+# and group come only with its optional keys, a ranked add, which keys_of does not send: its
+# calls here are plain adds)
+PAIRS, IDS = ("id...", "token..."), ("id...",)
+RECORDS = ("record...", "id...", "priority...", "group...", "max_ready...")
 TRIPLES = ("id...", "token...", "result...")  # complete: each lease with its result
 MAX_READY = Int(1)
 RUNS, NAMED = ("id...", "record..."), ("name...",)  # schedule_claim's runs, schedules' names
@@ -186,7 +197,7 @@ def hex_token() -> st.SearchStrategy[str]:
 
 
 def keys_of(script: Script) -> list[str]:
-    return KEYS.keys(script.key_parts)
+    return KEYS.keys(script.required_parts)
 
 
 # -- the seeded queue and what "writes nothing" means ------------------------------------------
@@ -209,6 +220,9 @@ def ok(client: redis.Redis, name: str, *args: str | int, at: int) -> Any:
     return reply
 
 
+NO_LIMITS = (0,) * 6  # reserve's flow-control ARGV: no limit
+
+
 def seed(client: redis.Redis) -> None:
     """A queue with a job in every state, through its own scripts: x1 dead (with its error
     and history), l1 leased under HELD["l1"] and expired, l2 leased and live, r1 and r2
@@ -217,12 +231,12 @@ def seed(client: redis.Redis) -> None:
     seconds, micros = client.time()
     now = int(seconds) * 1000 + int(micros) // 1000  # the server's, which the fuzzed calls read
     ok(client, "enqueue", 0, "", 1, 0, "record x1", "x1", at=now)
-    ok(client, "reserve", 1, 1000, 1, 1000, "c" * 16, at=now - 60_000)
+    ok(client, "reserve", 1, 1000, 1, 1000, "c" * 16, *NO_LIMITS, at=now - 60_000)
     ok(client, "fail", "x1", "c" * 16, 1, 0, '{"type": "E"}', 1, at=now - 60_000)
     ok(client, "enqueue", 0, "", 1, 0, "record l2", "l2", at=now)
-    ok(client, "reserve", 1, 60_000, 3, 1000, HELD["l2"], at=now - 100)
+    ok(client, "reserve", 1, 60_000, 3, 1000, HELD["l2"], *NO_LIMITS, at=now - 100)
     ok(client, "enqueue", 0, "", 1, 0, "record l1", "l1", at=now)
-    ok(client, "reserve", 1, 30_000, 3, 1000, HELD["l1"], at=now - 31_000)
+    ok(client, "reserve", 1, 30_000, 3, 1000, HELD["l1"], *NO_LIMITS, at=now - 31_000)
     ok(client, "enqueue", 0, "", 2, 0, "record r1", "record r2", "r1", "r2", at=now)
     ok(client, "enqueue", 1, "", 1, 0, "record d1", "d1", at=now - 2)
     ok(client, "enqueue", 60_000, "", 1, 0, "record d2", "d2", at=now)

@@ -63,6 +63,7 @@ def every_call(queue: str) -> list[Call[Any]]:
         calls.clear(),
         QueueCalls(QueueSettings(name=queue, keep_completed_count=10)).finish(
             [Job("1", queue, None, None, 1, 0.0, "ab" * 8, 0.0)]),
+        calls.pause(True, "tenant-7"),
         lock_call(lock_key, "token", 1000),
         unlock_call(lock_key, "token"),
     ]

@@ -70,9 +70,9 @@ def record(payload: Any, enqueued_ms: int = 1_000) -> bytes:
 
 
 def reserved(jobs: list[tuple[str, bytes, int]], *, token: str = "ab" * 8,
-             deadline_ms: int = 9_000, wait_ms: int = -1) -> list[Any]:
-    """reserve's reply: {0, token, deadline_ms, wait_ms, id, record, attempt, ...}."""
-    flat: list[Any] = [0, token.encode(), deadline_ms, wait_ms]
+             deadline_ms: int = 9_000, wait_ms: int = -1, throttle: int = 0) -> list[Any]:
+    """reserve's reply: {0, token, deadline_ms, wait_ms, throttle, id, record, attempt, ...}."""
+    flat: list[Any] = [0, token.encode(), deadline_ms, wait_ms, throttle]
     for job_id, rec, attempt in jobs:
         flat += [job_id.encode(), rec, attempt]
     return flat

@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, ResponseError
 from redis.retry import Retry
 
-from pyqcore import BaseQueue, Job, Outcome, QueueManager
+from pyqcore import BaseQueue, GroupCounts, Job, Outcome, QueueManager
 from pyqcore.core.calls import lock_call
 from pyqcore.errors import LockNotAcquiredError, NonRetryableError
 from tests.support import LocalRedis, free_port, tls_unsupported, wait_until
@@ -31,13 +31,14 @@ ACL_PASSWORD = "test-only-secret"
 # What pyqcore itself sends, outside scripts (the registry, the wake lists, the worker
 # registry's beats: HSET, PEXPIRE, ZADD, ZREMRANGEBYSCORE, and DEL + ZREM on leaving).
 CLIENT_COMMANDS = ("evalsha", "eval", "sadd", "smembers", "hget", "hsetnx", "hgetall", "blpop",
-                   "hset", "pexpire", "zadd", "zremrangebyscore", "del", "zrem")
+                   "hset", "pexpire", "zadd", "zremrangebyscore", "del", "zrem", "exists")
 # What pyqcore's Lua scripts call (Redis checks each redis.call against the caller's ACL).
 # (INFO: room.lua reads the server's memory before a batch of several script calls.)
 SCRIPT_COMMANDS = ("del", "get", "set", "hdel", "hexists", "hget", "hincrby", "hlen", "hmget",
-                   "hset", "info", "llen", "lpop", "lpush", "rpush", "pexpire", "pttl", "time",
-                   "zadd", "zcard", "zcount", "zmscore", "zrange", "zrangebyscore", "zrem",
-                   "zscore")
+                   "hset", "hsetnx", "info", "llen", "lpop", "lpush", "rpush", "pexpire", "pttl",
+                   "time", "zadd", "zcard", "zcount", "zmscore", "zrange", "zrangebyscore",
+                   "zrem", "zscore", "exists", "zrangebylex", "zrevrangebylex", "zlexcount",
+                   "zremrangebylex")
 PYQCORE_COMMANDS = tuple(sorted(set(CLIENT_COMMANDS) | set(SCRIPT_COMMANDS)))
 
 # The exact line documented in the README (with a real password in place of this one).
@@ -152,6 +153,20 @@ def run_everything(client: redis.Redis, admin: redis.Redis) -> None:
         assert emails.driver.run(lock_call(emails.keys.lock("user:7"), token, 5000)) is None
     [job] = emails.reserve()
     assert emails.release(job) == 1  # back to the front of ready, uncounted
+
+    # flow control: priorities, groups and their limits, rate limit, max_active, pause
+    flows = manager.register("flows", rate_limit=(2, 60.0), max_active=5, group_concurrency=1,
+                             group_rate_limit=(5, 60.0))
+    flows.add("vip", priority=5)
+    flows.add_batch(["a1", "a2"], group="a")
+    assert flows.pause_group("b") and flows.resume_group("b")
+    assert flows.pause() and flows.is_paused() and flows.reserve() == []
+    assert flows.resume() and not flows.is_paused()
+    got = flows.reserve(count=10)  # group a, then the jobs of no group: its turn
+    assert [j.payload for j in got] == ["a1", "vip"]
+    assert flows.reserve(count=10) == []  # the rate limit's window is full
+    assert flows.group_counts()["a"] == GroupCounts(ready=1, active=1)
+    assert flows.ack(got) == 2
 
     admin.script_flush()  # the next EVALSHA gets NOSCRIPT: EVAL with the source, as this user
     thumbs.add_batch(range(4))  # round robin over both partitions

@@ -2,7 +2,10 @@
 delayed, leased, dead); nothing left behind for a job that is gone (no record, history,
 error or lease of an acked or purged job: the records are exactly the jobs in some state);
 counts.lua's answer equal to the keys' sizes; no lease left at the settling mark; at most one
-wake-up marker.
+wake-up marker. Flow control (lua/includes/ranked.lua, arm.lua): a ready ranked job's member
+agrees with its attrs entry, attrs only for jobs that exist, each group's ready and active counts
+equal what ranked and leased hold, and the round robin holds exactly the groups that may lease
+(a group with jobs ready, not paused, not capped, not waiting out its rate limit is in it).
 
 ``assert_consistent(client, queue)`` checks one queue object's partitions (the state-machine
 tests call it after each transition); ``database_problems(client)`` finds every queue in the
@@ -27,7 +30,9 @@ from pyqcore.sync.driver import Client
 
 TOKEN_LENGTH = 16  # a lease member is "<16 hex>:<id>" (lua/includes/lease.lua)
 STATES = ("ready", "delayed", "leased", "dead")
-PARTS = (*STATES, "jobs", "meta", "errors", "wake")
+FLOW = ("attrs", "ranked", "flow", "groups", "gwait")
+PARTS = (*STATES, "jobs", "meta", "errors", "wake", *FLOW)
+RANKED = re.compile(r"^([^ ]*) (\d{4}) (\d{16}) (.*)$", re.S)  # "<group> <band> <seq> <id>"
 KEPT = ("completed", "kept", "results")  # completed jobs kept (keep_completed): no state
 # A queue's key: "<prefix>:{<queue or queue#i>}:<part>"; locks, stats and registry keys aside.
 QUEUE_KEY = re.compile(rb"^(?P<base>.+:\{[^{}]+\}):(?P<part>" + "|".join((*PARTS, *KEPT)).encode()
@@ -47,6 +52,7 @@ class Partition:
     counted: dict[str, int] = field(default_factory=dict)  # counts.lua's answer
     kept: dict[str, set[str]] = field(default_factory=dict)  # completed, kept, results ids
     problems: list[str] = field(default_factory=list)
+    attrs: dict[str, str] = field(default_factory=dict)  # ranked jobs: "<priority> <group>"
 
     def check(self) -> list[str]:
         """Every invariant this partition breaks, as readable lines naming the ids."""
@@ -74,6 +80,8 @@ class Partition:
                          f"{sorted(self.kept['kept'] ^ self.kept['completed'])[:20]}")
         if stray := sorted(self.kept.get("results", set()) - self.kept.get("completed", set())):
             found.append(f"{self.name}:results: results of {len(stray)} jobs not kept: "
+        if stray := sorted(set(self.attrs) - self.records):
+            found.append(f"{self.name}:attrs: attrs of {len(stray)} jobs that are gone: "
                          f"{stray[:20]}")
         sizes = {state: len(ids) for state, ids in self.states.items()}
         if self.counted != sizes:
@@ -95,12 +103,17 @@ def read_partition(node: Any, base: str) -> Partition:
     pipe.zrange(f"{base}:completed", 0, -1)
     pipe.hkeys(f"{base}:kept")
     pipe.hkeys(f"{base}:results")
+    pipe.hgetall(key["attrs"])
+    pipe.zrange(key["ranked"], 0, -1)
+    pipe.hgetall(key["flow"])
+    pipe.zrange(key["groups"], 0, -1)
+    pipe.zrange(key["gwait"], 0, -1)
     keys = [key[p] for p in COUNTS.key_parts]
     pipe.eval(COUNTS.source, len(keys), *keys)
     found = Partition(base)
     try:
-        (ready, delayed, leased, dead, jobs, meta, errors, wake, completed, kept, results,
-         counted) = pipe.execute()
+        (ready, delayed, leased, dead, jobs, meta, errors, wake, completed, kept, results, attrs,
+         ranked, flow, groups, gwait, counted) = pipe.execute()
     except redis.ResponseError as exc:  # e.g. WRONGTYPE: a key clobbered
         found.problems.append(f"{base}: its keys cannot be read: {exc}")
         return found
@@ -118,6 +131,16 @@ def read_partition(node: Any, base: str) -> Partition:
         if job_id in leases:
             found.problems.append(f"{base}:leased: job {job_id} is leased twice")
         leases[job_id] = float(score)
+    found.attrs = {text(k): text(v) for k, v in attrs.items()}
+    if listed := [i for i in ids if i in found.attrs]:
+        found.problems.append(f"{base}:ready: ranked jobs in the plain list: {listed[:20]}")
+    ranked_ids = check_ranked(found, [text(m) for m in ranked])
+    ids += ranked_ids
+    if len(set(ids)) != len(ids):
+        found.problems.append(f"{base}: an id is ready twice (list and ranked): {ids[:50]}")
+    check_groups(found, {text(k): text(v) for k, v in flow.items()}, ranked_ids=ranked_ids,
+                 leases=leases, turns=[text(g) for g in groups],
+                 waiting=[text(g) for g in gwait])
     found.states = {"ready": {job_id: float(i) for i, job_id in enumerate(ids)},
                     "delayed": {text(m): float(s) for m, s in delayed},
                     "leased": leases,
@@ -131,6 +154,62 @@ def read_partition(node: Any, base: str) -> Partition:
     found.kept = {name: {text(i) for i in ids} for name, ids in
                   (("completed", completed), ("kept", kept), ("results", results))}
     return found
+
+
+def check_ranked(found: Partition, members: list[str]) -> list[str]:
+    """The ids of the ranked members, in order; a member that disagrees with its job's attrs
+    entry (group, priority) is a problem."""
+    ids = []
+    for member in members:
+        match = RANKED.match(member)
+        if not match:
+            found.problems.append(f"{found.name}:ranked: a member of the wrong shape: {member!r}")
+            continue
+        group, band, _, job_id = match.groups()
+        ids.append(job_id)
+        expected = f"{1000 - int(band)} {group}"
+        if found.attrs.get(job_id) != expected:
+            found.problems.append(f"{found.name}:ranked: {member!r} but its attrs say "
+                                  f"{found.attrs.get(job_id)!r}")
+    return ids
+
+
+def check_groups(found: Partition, flow: dict[str, str], *, ranked_ids: list[str],
+                 leases: dict[str, float], turns: list[str], waiting: list[str]) -> None:
+    """Each group's counts in the flow hash against ranked and leased, and the round robin
+    (groups) and gwait against the groups that may lease."""
+    ready: dict[str, int] = {}
+    active: dict[str, int] = {}
+    for job_id in ranked_ids:
+        group = found.attrs.get(job_id, " ").split(" ", 1)[1]
+        if group:
+            ready[group] = ready.get(group, 0) + 1
+    for job_id in leases:
+        group = found.attrs.get(job_id, "0 ").split(" ", 1)[1]
+        if group:
+            active[group] = active.get(group, 0) + 1
+    counted = {kind: {f.split(" ", 1)[1]: int(v) for f, v in flow.items()
+                      if f.startswith(kind + " ")} for kind in ("ready", "active")}
+    if counted["ready"] != ready:
+        found.problems.append(f"{found.name}:flow: ready counts {counted['ready']}, ranked "
+                              f"holds {ready}")
+    if counted["active"] != active:
+        found.problems.append(f"{found.name}:flow: active counts {counted['active']}, leased "
+                              f"holds {active}")
+    paused = {f.split(" ", 1)[1] for f in flow if f.startswith("paused ")}
+    capped = {f.split(" ", 1)[1] for f in flow if f.startswith("capped ")}
+    if int(flow.get("capped", 0)) != len(capped):
+        found.problems.append(f"{found.name}:flow: 'capped' says {flow.get('capped')}, "
+                              f"{len(capped)} groups are capped")
+    if both := set(turns) & set(waiting):
+        found.problems.append(f"{found.name}: groups in the round robin and in gwait: {both}")
+    held = (set(turns) - {""}) & (paused | capped | {g for g in turns if not ready.get(g)})
+    if held:
+        found.problems.append(f"{found.name}:groups: groups that may not lease are in the "
+                              f"round robin: {sorted(held)}")
+    if left := sorted(set(ready) - paused - capped - set(turns) - set(waiting)):
+        found.problems.append(f"{found.name}: groups with jobs ready are out of the round "
+                              f"robin: {left}")
 
 
 def primaries(client: Client) -> list[redis.Redis]:

@@ -80,6 +80,7 @@ class Partition:
                          f"{sorted(self.kept['kept'] ^ self.kept['completed'])[:20]}")
         if stray := sorted(self.kept.get("results", set()) - self.kept.get("completed", set())):
             found.append(f"{self.name}:results: results of {len(stray)} jobs not kept: "
+                         f"{stray[:20]}")
         if stray := sorted(set(self.attrs) - self.records):
             found.append(f"{self.name}:attrs: attrs of {len(stray)} jobs that are gone: "
                          f"{stray[:20]}")

@@ -161,7 +161,7 @@ def test_an_orphan_is_dropped_and_another_id_taken_in_its_place(q: Queue) -> Non
     q.add("gone1", "a", "gone2", "gone3", "b", "c")
     q.client.hdel(q.key("jobs"), "gone1", "gone2", "gone3")
     reply = q.reserve(2)  # takes gone1, a; then gone2, gone3; then b
-    assert reply[4::3] == [b"a", b"b"] and reply[3] == -1
+    assert reply[5::3] == [b"a", b"b"] and reply[3] == -1
     assert q.ready() == [b"c"]
     assert q.client.hget(q.key("stats"), "orphaned") == b"3"
 
@@ -169,13 +169,13 @@ def test_an_orphan_is_dropped_and_another_id_taken_in_its_place(q: Queue) -> Non
 def test_a_reserve_drops_at_most_sweep_limit_orphans_and_says_more_are_ready(q: Queue) -> None:
     q.add("gone1", "gone2", "gone3", "a")
     q.client.hdel(q.key("jobs"), "gone1", "gone2", "gone3")
-    assert q.reserve(1, sweep=2) == [Code.OK, T1.encode(), NOW + VIS, 0]  # 0: call again
+    assert q.reserve(1, sweep=2) == [Code.OK, T1.encode(), NOW + VIS, 0, 0]  # 0: call again
     assert q.ready() == [b"gone3", b"a"]
-    assert q.reserve(1, T2, sweep=2)[4::3] == [b"a"]
+    assert q.reserve(1, T2, sweep=2)[5::3] == [b"a"]
     assert q.client.hget(q.key("stats"), "orphaned") == b"3"
     q.add("gone4")  # an orphan, then nothing ready: the usual wait (until a's deadline)
     q.client.hdel(q.key("jobs"), "gone4")
-    assert q.reserve(1, T3) == [Code.OK, T3.encode(), NOW + VIS, VIS]
+    assert q.reserve(1, T3) == [Code.OK, T3.encode(), NOW + VIS, VIS, 0]
     assert q.ready() == []
 
 
@@ -183,7 +183,7 @@ def test_integer_arguments_are_integers(q: Queue) -> None:
     q.add("a")
     before = q.snapshot()
     for bad in ("1.5", "1e3", "0x10", " 7"):
-        reply = q("reserve", bad, VIS, 4, 1000, T1)
+        reply = q("reserve", bad, VIS, 4, 1000, T1, *(0,) * 6)
         assert reply[0] == Code.BAD_ARGUMENT, bad
     assert q.snapshot() == before
 

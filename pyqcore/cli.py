@@ -50,6 +50,7 @@ from pyqcore.errors import (
 )
 from pyqcore.job import decode_record, encode_record
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
+from pyqcore.limits import GroupCounts
 from pyqcore.rates import Rates
 from pyqcore.scripts import load_scripts, lua_dir
 from pyqcore.sentinel import is_sentinel_url, sentinel_client
@@ -713,8 +714,7 @@ def groups(state: State, queue: str) -> None:
     """Show QUEUE's groups: jobs ready and leased per group, and which are paused."""
     state.check_queue(queue)
     manager = state.manager()
-    view: dict[str, dict[str, int]] = manager.driver.run(
-        read_group_counts(state.parts_of(queue)))
+    view: dict[str, GroupCounts] = manager.driver.run(read_group_counts(state.parts_of(queue)))
     out = console()
     if not view:
         out.print(f"queue {queue!r} has no group with jobs ready or leased, and none paused")
@@ -724,8 +724,8 @@ def groups(state: State, queue: str) -> None:
                             ("paused", "left")):
         table.add_column(column, justify=justify, no_wrap=column == "group")  # type: ignore[arg-type]
     for name, counts in sorted(view.items()):
-        table.add_row(Text(name), str(counts["ready"]), str(counts["active"]),
-                      "paused" if counts["paused"] else "")
+        table.add_row(Text(name), str(counts.ready), str(counts.active),
+                      "paused" if counts.paused else "")
     out.print(table)
 
 

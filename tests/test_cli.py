@@ -160,6 +160,25 @@ def test_dlq_list_requeue_and_purge(redis_server: LocalRedis, client: Client) ->
     assert ok(redis_server, "dlq", "list", "--queue", "mail") == "no dead jobs in queue 'mail'\n"
 
 
+def test_pause_resume_and_groups(redis_server: LocalRedis, client: Client) -> None:
+    queue = QueueManager(client).register("mail")
+    queue.add_batch(["a1", "a2"], group="acme")
+    queue.add("b1", group="bolt")
+    assert ok(redis_server, "pause", "mail") == "paused queue 'mail'\n"
+    assert ok(redis_server, "pause", "mail") == "queue 'mail' was already paused\n"
+    assert queue.is_paused() and queue.reserve() == []
+    assert ok(redis_server, "resume", "mail") == "resumed queue 'mail'\n"
+    assert ok(redis_server, "pause", "mail", "--group", "acme") == \
+        "paused group 'acme' of queue 'mail'\n"
+    assert [j.payload for j in queue.reserve(count=5)] == ["b1"]
+    listing = ok(redis_server, "groups", "mail")
+    assert row(listing, "acme") == ["2", "0", "paused"] and row(listing, "bolt") == ["0", "1"]
+    assert ok(redis_server, "resume", "mail", "--group", "acme") == \
+        "resumed group 'acme' of queue 'mail'\n"
+    assert len(queue.reserve(count=5)) == 2
+    assert invoke(redis_server, "pause", "nope").exit_code == 1  # unknown queue
+
+
 def test_dlq_list_shows_payloads_as_text_not_markup(redis_server: LocalRedis,
                                                      client: Client) -> None:
     queue = QueueManager(client).register("mail")

@@ -182,3 +182,19 @@ def test_a_groups_jobs_share_a_partition_so_its_limits_hold(api: Api, client: Cl
         queue.add(i, group="g")
     parts = {job.partition for _ in range(3) for job in queue.reserve(count=10)}
     assert len(parts) == 1  # one lease at a time, wherever the reserve starts
+
+
+def test_cancel_and_clear_take_ranked_jobs_out_of_their_group(api: Api, client: Client,
+                                                               clock: FakeClock) -> None:
+    queue = make(api, client, clock)
+    ids = queue.add_batch(["g1", "g2", "g3"], group="g")
+    queue.add("later", group="g", delay=60, priority=3)
+    queue.add_batch(["h1", "h2"], group="h", priority=2)
+    assert queue.cancel(ids[1]) is True  # a ready job of a group: deleted, g keeps g1 and g3
+    assert queue.group_counts()["g"].ready == 2
+    assert [j.payload for j in queue.reserve(count=10)] == ["g1", "h1", "g3", "h2"]
+    assert queue.clear() == 1  # the delayed one (its attrs go with it: checked after the test)
+    queue.add_batch(["x1", "x2"], group="x")
+    queue.add("y1", priority=-1)
+    assert queue.clear() == 3
+    assert queue.counts()["ready"] == 0 and client.zcard(queue.keys.key("groups")) == 0

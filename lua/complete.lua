@@ -8,14 +8,20 @@ count: at most N + 100 entries per call, so a call's work stays bounded and the 
 shrinks faster than it grows. Queues that keep nothing use ack.lua: this costs them nothing.
 
 KEYS
-  1  leased     ZSET  "token:id" -> lease deadline (ms)
-  2  jobs       HASH  id -> serialized job record
-  3  meta       HASH  id -> "attempts:redrives[:limit]" (jobs with a history only)
-  4  errors     HASH  id -> last error (JSON)
-  5  stats      HASH  counters
-  6  completed  ZSET  id -> time it completed (ms): the kept completed jobs
-  7  kept       HASH  id -> "attempts:redrives:" and the job's record (this delivery counted)
-  8  results    HASH  id -> the handler's return value, serialized
+  1   leased     ZSET  "token:id" -> lease deadline (ms)
+  2   jobs       HASH  id -> serialized job record
+  3   meta       HASH  id -> "attempts:redrives[:limit]" (jobs with a history only)
+  4   errors     HASH  id -> last error (JSON)
+  5   stats      HASH  counters
+  6   completed  ZSET  id -> time it completed (ms): the kept completed jobs
+  7   kept       HASH  id -> "attempts:redrives:" and the job's record (this delivery counted)
+  8   results    HASH  id -> the handler's return value, serialized
+  9   attrs      HASH  id -> "<priority> <group>", ranked jobs only (attrs.lua)
+  10  starved    STRING  set when max_active stopped a lease (reserve.lua): a lease ending wakes one
+  11  flow       HASH  per-group counts and flags (arm.lua)
+  12  groups     ZSET  group -> turn: the round robin of groups that may lease now
+  13  gwait      ZSET  group -> ms: groups waiting out their group rate limit
+  14  wake       LIST  marker that blocked workers wait on
 ARGV
   1     keep_ms     integer, ms  keep a completed job this long (0: no age bound)
   2     keep_count  integer      keep at most this many (0: no count bound; pyqcore always
@@ -105,6 +111,104 @@ local function gather_chunked(cmd, key, items)
   return all
 end
 -- @end gather_chunked
+-- @include attrs
+-- generated from lua/includes/attrs.lua by `make lua`: edit that file, not this block
+-- A job added with a priority or a group (a ranked job; ranked.lua) has an entry in the attrs
+-- hash, "<priority> <group>" (group "" = none), from its add until it is acked or purged; a plain
+-- job has none.
+local function attrs_split(value) -- priority, group
+  local p, g = string.match(value, '^(%-?%d+) (.*)$')
+  return tonumber(p) or 0, g or ''
+end
+-- @end attrs
+-- @include arm
+-- generated from lua/includes/arm.lua by `make lua`: edit that file, not this block
+-- Groups share the leasing round robin. The flow hash keeps, per group G, "ready G" (G's jobs in
+-- ranked), "active G" (G's leases held), "paused G" and "capped G" (set while G is held out of
+-- the round robin at its group_concurrency); a field is absent when 0 or unset. The groups ZSET
+-- is the round robin: the groups that may lease a job now, scored by turn (the lowest goes next,
+-- a group served goes to the back); its member "" stands for the ready jobs with no group. A
+-- group waiting out its group_rate_limit is in gwait instead, scored by when it may start again.
+-- Every event that can make a group eligible (an add, a lease ending, a resume) arms it, and
+-- reserve checks each limit again before leasing: a group with nothing ready costs nothing, and
+-- one at a limit is out of the round robin until it may start again.
+-- fk holds the keys: flow, groups, gwait (and ready, ranked for place.lua).
+
+local function next_turn(groups_key) -- a turn behind every group in the round robin
+  local last = redis.call('ZRANGE', groups_key, '-1', '-1', 'WITHSCORES')[2]
+  return (tonumber(last) or 0) + 1
+end
+
+-- Puts group g at the back of the round robin if it may lease a job now (and is not in it).
+local function arm(fk, g)
+  local state = redis.call('HMGET', fk.flow, 'ready ' .. g, 'paused ' .. g, 'capped ' .. g)
+  if state[1] and not state[2] and not state[3] and not redis.call('ZSCORE', fk.gwait, g) then
+    redis.call('ZADD', fk.groups, 'NX', string.format('%d', next_turn(fk.groups)), g)
+  end
+end
+-- @end arm
+-- @include group_counts
+-- generated from lua/includes/group_counts.lua by `make lua`: edit that file, not this block
+-- Adds delta to a count of the flow hash (arm.lua); a count that reaches 0 is deleted.
+local function count_add(flow_key, field, delta)
+  if redis.call('HINCRBY', flow_key, field, string.format('%d', delta)) <= 0 then
+    redis.call('HDEL', flow_key, field)
+  end
+end
+
+-- The groups among attrs values (false: a plain job), in first-seen order, and their counts.
+-- A call's jobs share few values: each is parsed once.
+local function group_counts(values)
+  local order, per, group_of = {}, {}, {}
+  for _, value in ipairs(values) do
+    if value then
+      local g = group_of[value]
+      if not g then
+        local _
+        _, g = attrs_split(value)
+        group_of[value] = g
+      end
+      if g ~= '' then
+        if not per[g] then
+          order[#order + 1] = g
+          per[g] = 0
+        end
+        per[g] = per[g] + 1
+      end
+    end
+  end
+  return order, per
+end
+-- @end group_counts
+-- @include leases_ended
+-- generated from lua/includes/leases_ended.lua by `make lua`: edit that file, not this block
+-- Books the end of leases (acked, failed, released, reclaimed) of jobs with these attrs values:
+-- each group's active count drops, and a group held at its group_concurrency is armed again
+-- (the flow hash's "capped" counts the groups held so). Returns whether one was: its jobs
+-- may start again, so a worker waiting for them should be woken.
+local function leases_ended(fk, values)
+  local order, per = group_counts(values)
+  local uncapped = false
+  for _, g in ipairs(order) do
+    count_add(fk.flow, 'active ' .. g, -per[g])
+    if redis.call('HDEL', fk.flow, 'capped ' .. g) == 1 then
+      count_add(fk.flow, 'capped', -1)
+      arm(fk, g)
+      uncapped = true
+    end
+  end
+  return uncapped
+end
+-- @end leases_ended
+-- @include wake
+-- generated from lua/includes/wake.lua by `make lua`: edit that file, not this block
+-- Leaves one marker on the wake list, so exactly one blocked worker wakes (and rechecks).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+-- @end wake
 -- @include lease
 -- generated from lua/includes/lease.lua by `make lua`: edit that file, not this block
 -- A lease is one member of the leased ZSET, "token:id" scored by its deadline. Holding the
@@ -250,6 +354,16 @@ if d > 0 then
   call_chunked('HSET', results, outputs)
   call_chunked('HDEL', results, none) -- a re-added id's earlier result is not this one's
   redis.call('HINCRBY', stats, 'completed', string.format('%d', d))
+  -- Neither key exists on a queue that never used priorities, groups or max_active (ack.lua).
+  if redis.call('EXISTS', KEYS[9], KEYS[10]) > 0 then
+    local uncapped = leases_ended({flow = KEYS[11], groups = KEYS[12], gwait = KEYS[13]},
+      gather_chunked('HMGET', KEYS[9], done))
+    call_chunked('HDEL', KEYS[9], done)
+    -- A worker may wait for a place under max_active, or for a group back under its limit.
+    if redis.call('DEL', KEYS[10]) == 1 or uncapped then
+      wake(KEYS[14])
+    end
+  end
 
   -- Trim, oldest first: by age, then by count; at most d + 100 entries per call.
   local budget = d + 100

@@ -198,3 +198,14 @@ def test_cancel_and_clear_take_ranked_jobs_out_of_their_group(api: Api, client: 
     queue.add("y1", priority=-1)
     assert queue.clear() == 3
     assert queue.counts()["ready"] == 0 and client.zcard(queue.keys.key("groups")) == 0
+
+
+def test_a_queue_keeping_completed_jobs_ends_its_groups_leases(api: Api, client: Client,
+                                                                clock: FakeClock) -> None:
+    queue = make(api, client, clock, group_concurrency=1, keep_completed_count=10)
+    queue.add_batch(["g1", "g2"], group="g")
+    [g1] = queue.reserve(count=5)
+    assert queue.reserve(count=5) == []
+    assert queue.ack(g1) == 1  # through complete.lua: g is back under its limit
+    assert [j.payload for j in queue.reserve(count=5)] == ["g2"]
+    assert not client.hexists(queue.keys.key("attrs"), g1.id)

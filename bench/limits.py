@@ -14,7 +14,14 @@ limits behind the targets that run.py reports as missed.
   client), and pyqcore, in alternating runs: what crossing into Lua costs by itself;
 - drain with a batch handler: pyqcore's own share (a no-op batch handler), the body's share
   (redis-py INCR pipelined 1,000 at a time, and one round trip at a time), and the drain of
-  run.py's batch setting, so the drain's bound is the sum of the two shares.
+  run.py's batch setting, so the drain's bound is the sum of the two shares;
+- concurrent adds (a gather of 1,000): what asyncio itself costs per task (a gather of tasks
+  that each await a future), pyqcore's client cost (its gather on a client that answers at
+  once), the gather on Redis and add_batch of the same jobs, alternating: the gather cannot
+  beat asyncio's cost plus add_batch's;
+- two worker processes: the drain of run.py's p2 and best settings, with the CPU its worker
+  processes, Redis and everything else on the machine used meanwhile (/proc): what a second
+  process can find on 2 cores.
 
 Writes the tables to bench/results/limits.md.
 """
@@ -22,8 +29,10 @@ Writes the tables to bench/results/limits.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -32,6 +41,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
+import redis.asyncio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout
@@ -41,6 +51,7 @@ import _shared as s  # noqa: E402
 import pyqcore_bench  # noqa: E402
 import redispy_bench  # noqa: E402
 
+import pyqcore.asyncio  # noqa: E402
 from pyqcore import BaseQueue, Job  # noqa: E402
 from tests.support import LocalRedis  # noqa: E402
 
@@ -236,6 +247,132 @@ def batch_drain(url: str, blocks: int) -> list[str]:
     ]
 
 
+class AnswersAtOnce:
+    """A redis.asyncio stand-in that answers every enqueue call after one turn of the loop:
+    what a gather of adds costs the client alone."""
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    async def execute_command(self, *args: Any) -> Any:
+        await asyncio.sleep(0)
+        n = int(args[10])  # EVALSHA sha 5 k1..k5 delay_ms id_prefix n records...
+        return b"1" if n == 1 else [0, ",".join(map(str, range(1, n + 1))).encode()]
+
+
+async def _asyncio_alone(n: int) -> None:
+    """A gather of ``n`` tasks, each awaiting a future that another task resolves."""
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(n)]
+
+    async def wait(future: asyncio.Future[None]) -> None:
+        await future
+
+    async def release() -> None:
+        await asyncio.sleep(0)
+        for future in futures:
+            future.set_result(None)
+
+    await asyncio.gather(release(), *(wait(f) for f in futures))
+
+
+def concurrent_adds(url: str, blocks: int) -> list[str]:
+    """µs per add of a gather of CONCURRENT adds, and what bounds it, in alternating blocks."""
+    payloads = [s.payload(i) for i in range(s.CONCURRENT)]
+
+    async def go() -> dict[str, list[float]]:
+        client = redis.asyncio.Redis.from_url(url)
+        on_redis = pyqcore.asyncio.BaseQueue(client, name="gather")
+        batched = pyqcore.asyncio.BaseQueue(client, name="batch")
+        at_once = pyqcore.asyncio.BaseQueue(AnswersAtOnce(), name="fake")  # type: ignore[arg-type]
+        at_once.core.announced = True
+        variants: dict[str, Callable[[], Any]] = {
+            "asyncio alone: a gather of 1,000 tasks awaiting a future each":
+                lambda: _asyncio_alone(s.CONCURRENT),
+            "pyqcore's gather on a client that answers at once (its client cost)":
+                lambda: asyncio.gather(*(at_once.add(p) for p in payloads)),
+            "pyqcore's gather on Redis (a default redis.asyncio.Redis)":
+                lambda: asyncio.gather(*(on_redis.add(p) for p in payloads)),
+            "add_batch of the same 1,000 jobs": lambda: batched.add_batch(payloads),
+        }
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(blocks * 3):
+            for name, run in variants.items():
+                began = time.perf_counter()
+                await run()
+                times[name].append((time.perf_counter() - began) / s.CONCURRENT * 1e6)
+        await client.aclose()
+        return times
+
+    times = asyncio.run(go())
+    us = {name: statistics.median(values) for name, values in times.items()}
+    names = list(us)
+    floor, batch = us[names[0]], us[names[3]]
+    rows = ["| 1,000 adds awaited at once | µs/add | adds/s | ÷ add_batch's rate |",
+            "|---|---:|---:|---:|"]
+    for name, value in us.items():
+        rows.append(f"| {name} | {value:.1f} | {1e6 / value:,.0f} | {batch / value:.0%} |")
+    bound = floor + batch
+    rows.append(f"| bound: asyncio alone + add_batch's cost per job | {bound:.1f} | "
+                f"{1e6 / bound:,.0f} | {batch / bound:.0%} |")
+    return rows
+
+
+def _group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of process group ``pgid`` and of
+    their children (pyqcore's supervisor starts each worker in a session of its own)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, int, int]] = {}  # pid -> (ppid, pgrp, cpu ticks)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the name: state, ppid, pgrp, ..., utime (14th), stime (15th)
+        stats[int(stat.parent.name)] = (int(fields[1]), int(fields[2]),
+                                        int(fields[11]) + int(fields[12]))
+    group = {pid for pid, (_, pgrp, _) in stats.items() if pgrp == pgid}
+    group |= {pid for pid, (ppid, _, _) in stats.items() if ppid in group}
+    return sum(stats[pid][2] for pid in group) / ticks
+
+
+def _machine_busy() -> float:
+    """CPU seconds every core of the machine has spent busy so far (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_drains(url: str) -> list[str]:
+    """run.py's drain at the best setting and with two processes, and the cores the worker
+    processes, Redis and the rest of the machine used meanwhile."""
+    rows = ["| drain (INCR), pyqcore | jobs/s | worker processes' cores | Redis's cores | "
+            "the rest of the machine's cores |", "|---|---:|---:|---:|---:|"]
+    r = redis.Redis.from_url(url)
+    for setting in ("best", "p2"):
+        r.flushall()
+        opts = s.Options(url=url, workload="drain", jobs=DRAIN_JOBS, concurrency=2,
+                         setting=setting, rate=0.0, seconds=0.0, role="bench")
+        pyqcore_bench.enqueue_bulk(opts, DRAIN_JOBS)
+        workers = s.start_workers(pyqcore_bench.ADAPTER, opts, DRAIN_JOBS, "incr")
+        try:
+            while not r.exists(s.FIRST):
+                workers.check()
+                time.sleep(0.001)
+            began, busy, redis_cpu = time.time(), _machine_busy(), s.cpu_seconds(r)
+            group = sum(_group_cpu(p.pid) for p in workers.procs)
+            r.blpop([s.DONE], 60)
+            wall = time.time() - began
+            group = sum(_group_cpu(p.pid) for p in workers.procs) - group
+            busy, redis_cpu = _machine_busy() - busy, s.cpu_seconds(r) - redis_cpu
+        finally:
+            workers.stop()
+        rows.append(f"| {pyqcore_bench.settings(opts)} | {DRAIN_JOBS / wall:,.0f} | "
+                    f"{group / wall:.2f} | {redis_cpu / wall:.2f} | "
+                    f"{max(0.0, busy - group - redis_cpu) / wall:.2f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--url", help="measure on this Redis (it is FLUSHALLed!) instead of a new one")
@@ -248,12 +385,16 @@ def main(argv: list[str] | None = None) -> int:
         single = single_add(r, a.blocks)
         cpu = redis_cpu(url, a.blocks)
         drain = batch_drain(url, a.blocks)
+        gather = concurrent_adds(url, a.blocks)
+        processes = process_drains(url)
     text = "\n".join([
         "# pyqcore: the limits under the targets", "",
         f"{time.strftime('%Y-%m-%d %H:%M')} · medians; `python bench/limits.py` to rerun.", "",
         "## Single add", "", *single, "",
         "## Redis CPU per job life cycle", "", *cpu, "",
         "## Drain with a batch handler (INCR per job, pipelined per batch)", "", *drain, "",
+        "## Concurrent adds (a gather of 1,000)", "", *gather, "",
+        "## Two worker processes on 2 cores", "", *processes, "",
     ])
     RESULTS.write_text(text)
     print(text)

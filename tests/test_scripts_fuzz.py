@@ -22,6 +22,7 @@ examples per script and property (default 40; ``make fuzz`` runs more).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -177,6 +178,8 @@ TRIPLES = ("id...", "token...", "result...")  # complete: each lease with its re
 MAX_READY = Int(1)
 RUNS, NAMED = ("id...", "record..."), ("name...",)  # schedule_claim's runs, schedules' names
 COUNTED = {"enqueue": "n"}  # a fixed entry that counts the tail's records
+# A fixed entry that must be greater than another's value (its domain's own bounds aside).
+AFTER = {("schedule_claim", "next_ms"): "expected_ms"}
 NEEDS_IDS = {"cancel"}  # scripts whose id tail is the whole call: at least one id
 
 
@@ -275,6 +278,12 @@ def valid_argv(draw: st.DrawFn, script: Script) -> list[str | bytes]:
     """ARGV a caller may send: each fixed entry within its domain, a well-formed tail."""
     args: list[str | bytes] = [draw(domain(script, e).valid()) if e not in COUNTED.values()
                                else "" for e in fixed(script)]
+    for (name, later), earlier in AFTER.items():
+        if name == script.name:
+            i, j = fixed(script).index(later), fixed(script).index(earlier)
+            base = min(int(args[j]), MAX_INT - 1)
+            args[j] = str(base)
+            args[i] = str(draw(st.integers(base + 1, min(MAX_INT, base + 2 * NOW))))
     shape = tail(script)
     if shape == PAIRS:
         for _ in range(draw(st.integers(1, 4))):
@@ -320,6 +329,20 @@ def checked_entries(script: Script) -> list[int]:
             if e not in COUNTED.values() and domain(script, e).invalid()]
 
 
+def invalid(script: Script, i: int, args: Sequence[str | bytes]) -> list[str]:
+    """Values outside fixed entry i's domain in this call: its own invalid values, and for an
+    entry that must come after another (``AFTER``), none past that one's value but its value
+    itself."""
+    entry = fixed(script)[i]
+    wrong = domain(script, entry).invalid()
+    earlier = AFTER.get((script.name, entry))
+    if earlier is None:
+        return wrong
+    floor = int(args[fixed(script).index(earlier)])
+    return [*(w for w in wrong if not (re.fullmatch(r"0|-?[1-9]\d*", w) and int(w) > floor)),
+            str(floor)]
+
+
 @st.composite
 def one_bad_argument(draw: st.DrawFn, script: Script) -> tuple[list[str | bytes], str]:
     """A valid ARGV with exactly one thing wrong, and what it is ("ARGV[i]" when the script
@@ -334,7 +357,7 @@ def one_bad_argument(draw: st.DrawFn, script: Script) -> tuple[list[str | bytes]
     argc = script.argc
     if way == "entry":
         i = draw(st.sampled_from(checked_entries(script)))
-        args[i] = draw(st.sampled_from(domain(script, fixed(script)[i]).invalid()))
+        args[i] = draw(st.sampled_from(invalid(script, i, args)))
         return args, f"ARGV[{i + 1}]"
     if way == "truncated":
         keep = draw(st.integers(0, argc - 1)) if argc else 0

@@ -12,7 +12,8 @@ from pyqcore import Backoff, BaseQueue, GroupCounts, Job
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
 from tests.support.drivers import Api, in_thread
-from tests.test_worker import blocked_on_blpop, wait_for
+from tests.support.waiting import wait_for
+from tests.test_worker import blocked_on_blpop
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 

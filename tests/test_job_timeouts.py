@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from typing import cast
 
@@ -20,15 +19,10 @@ from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, all_keys
 from tests.reliability.failover import Records
 from tests.support.drivers import Api, in_thread
+from tests.support.waiting import wait_for
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
-
-def wait_for(condition: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -60,7 +54,7 @@ def test_a_plain_handler_past_its_timeout_fails_and_keeps_its_slot_until_it_retu
     queue.add("hangs")
     queue.add("next")
     running = in_thread(queue.process, burst=True, install_signal_handlers=False)
-    wait_for(lambda: queue.counts()["dead"] == 1)  # failed at its timeout, while still running
+    wait_for(lambda: queue.counts()["dead"] == 1, 20)  # failed at its timeout, while still running
     assert dead(api, client, "t") == [("hangs", "JobTimeoutError", 1)]
     assert runs == ["hangs"]  # its thread holds the one slot: "next" waits
     assert queue.counts() == {"ready": 1, "delayed": 0, "leased": 0, "dead": 1}
@@ -105,7 +99,7 @@ def test_a_jobs_own_timeout_wins_over_the_queues(api: Api, client: Client,
     queue.add("patient", timeout=60.0)
     queue.add("hasty", timeout=0.3)
     running = in_thread(queue.process, burst=True, install_signal_handlers=False)
-    wait_for(lambda: queue.counts()["dead"] == 1)
+    wait_for(lambda: queue.counts()["dead"] == 1, 20)
     release.set()
     assert running.result(30).acked == 1
     assert seen == {"patient": 60.0, "hasty": 0.3}
@@ -121,7 +115,7 @@ def test_a_batch_handler_past_its_timeout_fails_its_whole_batch(
     queue = api.BaseQueue(client, name="t", batch_handler=hangs, timeout=0.3, max_retries=0)
     queue.add("x")
     running = in_thread(queue.process, burst=True, install_signal_handlers=False)
-    wait_for(lambda: queue.counts()["dead"] == 1)
+    wait_for(lambda: queue.counts()["dead"] == 1, 20)
     release.set()
     assert running.result(30) == WorkerReport(delivered=1, dead=1, timed_out=1)
 

@@ -6,8 +6,6 @@ and a cluster."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -15,6 +13,7 @@ from pyqcore import Backoff, BaseQueue, ConfigurationError, Job
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock, all_keys, primaries
 from tests.support.drivers import Api, in_thread
+from tests.support.waiting import wait_for
 from tests.support.windows import most_in_window
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
@@ -24,12 +23,6 @@ def make(api: Api, client: Client, clock: FakeClock, **options: object) -> BaseQ
     options.setdefault("backoff", Backoff.fixed(0))
     return api.BaseQueue(client, name="lim", clock=clock, **options)  # type: ignore[arg-type]
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 def reserve_calls(client: Client) -> int:
@@ -87,7 +80,7 @@ def test_an_ack_wakes_a_worker_waiting_for_a_place(api: Api, client: Client,
     [held] = queue.reserve()
     worker = api.Worker(queue, idle_wait=30.0)
     run = in_thread(worker.run, install_signal_handlers=False)
-    wait_for(lambda: client.exists(queue.keys.key("starved")) == 1)  # it found no place
+    wait_for(lambda: client.exists(queue.keys.key("starved")) == 1, 20)  # it found no place
     queue.ack(held)  # the ack wakes it: no 30 s wait
     assert done.wait(10)
     worker.stop.set()
@@ -164,7 +157,7 @@ def test_rate_limit_holds_for_a_fleet_and_its_long_run_rate_is_the_limit(
     workers = [api.Worker(q, concurrency=3) for q in queues]
     runs = [in_thread(w.run, install_signal_handlers=False) for w in workers]
     for window in range(1, windows + 1):
-        wait_for(lambda: len(starts) >= n * window)  # noqa: B023 - read at once
+        wait_for(lambda: len(starts) >= n * window, 20)  # noqa: B023 - read at once
         assert len(starts) == n * window  # no more until the clock moves
         clock.advance(seconds + 0.001)
     calls = reserve_calls(client)

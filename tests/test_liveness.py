@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
@@ -27,19 +27,13 @@ from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend
 from tests.support.drivers import Api, in_thread
 from tests.support.invariants import primaries
+from tests.support.waiting import wait_for
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
 IDLE = 60.0  # how long an idle worker may block: never reached in a passing test
 WAKE = 5.0  # how soon a woken worker must have run the job
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Wait until ``condition()`` holds (polling the condition, never sleeping a guess)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
-        time.sleep(0.005)
 
 
 def blocked(client: Client) -> int:

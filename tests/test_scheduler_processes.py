@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime
 
 from pyqcore import QueueManager, Worker
@@ -17,13 +16,7 @@ from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS, FakeClock
 from tests.support import LocalRedis
 from tests.support.drivers import Api, in_thread
-
-
-def wait_for(condition: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+from tests.support.waiting import wait_for
 
 
 def due_ms(job_id: str) -> int:
@@ -45,13 +38,13 @@ def test_three_schedulers_add_every_due_time_exactly_once(redis_server: LocalRed
     worker = Worker(queue, idle_wait=0.2)
     running = in_thread(worker.run, install_signal_handlers=False)
     try:
-        wait_for(lambda: len(seen) >= 10)  # about ten seconds of a schedule every second
+        wait_for(lambda: len(seen) >= 10, 60)  # about ten seconds of a schedule every second
     finally:
         for process in schedulers:
             process.send_signal(signal.SIGTERM)
         errors = [process.communicate(timeout=30)[1] for process in schedulers]
     assert [p.returncode for p in schedulers] == [0, 0, 0], errors
-    wait_for(lambda: queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0})
+    wait_for(lambda: queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}, 60)
     worker.stop.set()
     running.result(30)
     assert len(seen) == len(set(seen))  # each due time once

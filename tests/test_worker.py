@@ -27,18 +27,12 @@ from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, Backend, FakeClock
 from tests.support.drivers import Api, in_thread
 from tests.support.invariants import primaries
+from tests.support.waiting import wait_for
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def wait_for(condition: object, timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` is true (polling a condition, not sleeping a guess)."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def blocked_on_blpop(client: Client) -> bool:

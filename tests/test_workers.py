@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 from pyqcore import Job, QueueManager
 from pyqcore.core.presence import BEAT_SECONDS, MISSED_BEATS
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
 from tests.support.drivers import Api, in_thread
+from tests.support.waiting import wait_for
 
 pytestmark = BOTH_DRIVERS_AND_BACKENDS
 
-
-def wait_for(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_a_running_worker_is_listed_with_what_it_holds_and_leaves_when_it_stops(

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from pyqcore import ConfigurationError, Job, QueueManager
 from pyqcore.core.calls import text
 from pyqcore.sync.supervisor import Supervisor, default_concurrency, run_processes
 from tests.support import LocalRedis, free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.sync.test_supervisor:manager"
@@ -95,13 +96,6 @@ def tagged(token: str) -> list[int]:
 def children_of(pid: int, token: str) -> list[int]:
     return sorted(p for p in tagged(token) if parent_of(p) == pid)
 
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

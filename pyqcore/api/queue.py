@@ -18,6 +18,7 @@ from pyqcore.errors import ConfigurationError
 from pyqcore.health import first_use
 from pyqcore.job import Job
 from pyqcore.keys import DEFAULT_PREFIX, QueueKeys
+from pyqcore.limits import RateLimit
 from pyqcore.serializer import MSGPACK, Serializer
 from pyqcore.settings import QueueSettings
 from pyqcore.testing import ManualClock
@@ -69,6 +70,16 @@ class QueueOptions(TypedDict, total=False):
     group_rate_limit: tuple[int, float] | None
 
 
+# The options whose default is a class attribute of the queue (prefix, clock and rng are not).
+_CLASS_DEFAULTS = tuple(key for key in QueueOptions.__annotations__
+                        if key not in ("prefix", "clock", "rng"))
+
+
+def _as_option(value: Any) -> Any:
+    """A checked setting as the option is written: a RateLimit as its (starts, seconds)."""
+    return (value.starts, value.seconds) if isinstance(value, RateLimit) else value
+
+
 class QueueApi:
     """A named queue. Class attributes are the defaults; constructor options override them."""
 
@@ -118,48 +129,14 @@ class QueueApi:
         self.handler = handler
         self.batch_handler = batch_handler
 
-        def given(key: str) -> Any:
-            value = options.get(key)
-            return getattr(self, key) if value is None else value
-
-        s = QueueSettings(
-            name=given("name"),
-            max_retries=given("max_retries"),
-            visibility_timeout=given("visibility_timeout"),
-            backoff=given("backoff"),
-            serializer=given("serializer"),
-            max_payload_bytes=given("max_payload_bytes"),
-            batch_size=given("batch_size"),
-            partitions=given("partitions"),
-            max_ready=given("max_ready"),
-            prefix=options.get("prefix", DEFAULT_PREFIX),
-            clock=options.get("clock"),
-            rng=options.get("rng") or random.Random(),
-            tracing=given("tracing"),
-            timeout=given("timeout"),
-            retry_on=given("retry_on"),  # a class or several: made a tuple there
-            dead_on=given("dead_on"),
-            keep_completed=given("keep_completed"),
-            keep_completed_count=given("keep_completed_count"),
-            store_results=given("store_results"),
-            rate_limit=given("rate_limit"),
-            max_active=given("max_active"),
-            group_concurrency=given("group_concurrency"),
-            group_rate_limit=given("group_rate_limit"),
-        )
+        given: dict[str, Any] = {
+            key: getattr(self, key) if options.get(key) is None else options.get(key)
+            for key in _CLASS_DEFAULTS}
+        s = QueueSettings(**given, prefix=options.get("prefix", DEFAULT_PREFIX),
+                          clock=options.get("clock"), rng=options.get("rng") or random.Random())
         self.settings = s
-        self.name, self.max_retries, self.backoff = s.name, s.max_retries, s.backoff
-        self.visibility_timeout, self.serializer = s.visibility_timeout, s.serializer
-        self.max_payload_bytes, self.batch_size = s.max_payload_bytes, s.batch_size
-        self.partitions, self.tracing, self.max_ready = s.partitions, s.tracing, s.max_ready
-        self.retry_on, self.dead_on, self.timeout = s.retry_on, s.dead_on, s.timeout
-        self.keep_completed, self.keep_completed_count = s.keep_completed, s.keep_completed_count
-        self.store_results = s.store_results
-        self.rate_limit = None if s.rate_limit is None else (s.rate_limit.starts,
-                                                             s.rate_limit.seconds)
-        self.group_rate_limit = None if s.group_rate_limit is None else (
-            s.group_rate_limit.starts, s.group_rate_limit.seconds)
-        self.max_active, self.group_concurrency = s.max_active, s.group_concurrency
+        for key in _CLASS_DEFAULTS:  # the attributes show the checked settings
+            setattr(self, key, _as_option(getattr(s, key)))
         self.keys = QueueKeys(s.prefix, s.name)  # a partitioned queue's own keys (item locks)
         self.core = QueueCore(s, cluster=driver.cluster, new_waiter=driver.new_waiter)
         self.core.check_eviction = first_use(driver.client)

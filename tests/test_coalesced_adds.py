@@ -206,6 +206,21 @@ def test_threads_sharing_a_queue_add_every_job_once(api: Api, client: Client) ->
     assert len(stored(queue)) == 8 * per_producer
 
 
+def test_a_queue_of_many_partitions_stays_within_two_calls_in_flight(
+        api: Api, client: Client) -> None:
+    """Calls in flight are counted for the whole queue object: a gather of 1,000 adds over
+    200 partitions would need 400 connections at two a partition (a default pool holds 100)."""
+    queue = api.BaseQueue(client, name="q", partitions=200)
+    queue.add("announces the queue")
+    reset_stats(client)
+    ids = at_once(queue, "add", adds([f"job {i}" for i in range(1000)]))
+    assert all(isinstance(i, str) for i in ids), [i for i in ids if not isinstance(i, str)][:3]
+    assert len(set(ids)) == 1000
+    if api.name == "asyncio":  # two alone, then a call per partition (a gather's order)
+        assert evalsha_calls(client) <= ADDS_IN_FLIGHT + 200
+    assert len(stored(queue)) == 1001
+
+
 def test_a_partitioned_queue_merges_adds_per_partition(api: Api, client: Client) -> None:
     queue = api.BaseQueue(client, name="q", partitions=3)
     queue.add("announces the queue")

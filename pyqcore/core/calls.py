@@ -161,9 +161,10 @@ class Call(Generic[T]):
 Shared = tuple[Arg, int]
 PLAIN: Shared = (0, 0)  # ready now, the queue's max_retries: every plain add shares this one
 
-# One job to add, checked and encoded: (shared, record, job_id): see Shared, its record, and
-# its custom id ("" to be numbered). A plain tuple: one is built per add.
-NewJob = tuple[Shared, bytes, str]
+# One job to add, checked and encoded: (partition, shared, record, job_id): the partition it
+# goes to, see Shared, its record, and its custom id ("" to be numbered). A plain tuple: one is
+# built per add.
+NewJob = tuple[int, Shared, bytes, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +387,7 @@ class QueueCalls:
         """``add`` of a single job, checked and encoded, ready to be sent alone or with others
         (``enqueue_jobs``); ``timeout``: its own, in ms (0: none)."""
         s = self.settings
-        return (shared,
+        return (self.partition, shared,
                 encode_record(s.serializer, payload, context, s.stamp_ms(), s.max_payload_bytes,
                               timeout_ms=timeout),
                 _job_id(job_id))
@@ -396,19 +397,20 @@ class QueueCalls:
         before the server clock's offset was known)."""
         s, stamp = self.settings, self.settings.stamp_ms()
         redone: list[NewJob] = []
-        for shared, record, given in jobs:
+        for partition, shared, record, given in jobs:
             payload, context, _, timeout = decode_record(s.serializer, record)
-            redone.append((shared, encode_record(s.serializer, payload, context, stamp,
-                                                 s.max_payload_bytes, timeout_ms=timeout), given))
+            redone.append((partition, shared,
+                           encode_record(s.serializer, payload, context, stamp,
+                                         s.max_payload_bytes, timeout_ms=timeout), given))
         return redone
 
     def enqueue_jobs(self, jobs: Sequence[NewJob], rank: Rank = UNRANKED) -> Call[list[str]]:
-        """One enqueue call of jobs that share a ``Shared`` (at most ``batch_size``) and a
-        rank: parses to their ids in order. One plain job is built without the lists a batch
-        needs."""
+        """One enqueue call of jobs of this partition that share a ``Shared`` (at most
+        ``batch_size``) and a rank: parses to their ids in order. One plain job is built without
+        the lists a batch needs."""
         if len(jobs) > 1 or not rank.plain:
-            return self.enqueue([j[2] for j in jobs], [j[1] for j in jobs], jobs[0][0], rank)
-        (due, max_attempts), record, given = jobs[0]
+            return self.enqueue([j[3] for j in jobs], [j[2] for j in jobs], jobs[0][1], rank)
+        _, (due, max_attempts), record, given = jobs[0]
         keys = self._plain_enqueue_keys
         if not given and not self._max_ready:  # a plain add
             return self._call("enqueue", [due, self._id_prefix, 1, max_attempts, record],

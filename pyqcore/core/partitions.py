@@ -91,12 +91,12 @@ class Partitions:
     def add_one(
         self, payload: Any, context: Any, shared: Shared, job_id: str | None, key: str | None,
         *, timeout: int = 0,
-    ) -> tuple[int, NewJob]:
-        """One job, checked and encoded, and the partition ``route`` gives it."""
+    ) -> NewJob:
+        """One job, checked and encoded, for the partition ``route`` gives it."""
         if key is None and len(self.parts) == 1:
-            return 0, self.parts[0].add_one(payload, context, shared, job_id, timeout=timeout)
-        p = self.route([job_id], [key])[0]
-        return p, self.parts[p].add_one(payload, context, shared, job_id, timeout=timeout)
+            return self.parts[0].add_one(payload, context, shared, job_id, timeout=timeout)
+        part = self.parts[self.route([job_id], [key])[0]]
+        return part.add_one(payload, context, shared, job_id, timeout=timeout)
 
     def reading_order(self) -> list[QueueCalls]:
         """All partitions, starting one further along at every call, so none is starved."""

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
@@ -60,8 +59,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyqcore")
 
-due_of = itemgetter(0)  # a NewJob's Shared: only jobs due alike, with one limit, share a call
-ADDS_IN_FLIGHT = 2  # enqueue calls in flight per partition before adds wait and share one
+# A NewJob's partition and Shared: only jobs of one partition, due alike with one limit, share
+# an enqueue call.
+partition_and_shared = itemgetter(0, 1)
+ADDS_IN_FLIGHT = 2  # enqueue calls of a queue object in flight before adds wait and share one
 
 
 class QueueCore:
@@ -74,11 +75,13 @@ class QueueCore:
         self.name = settings.name
         self.cluster = cluster
         self.partitions = Partitions(settings)
-        # Concurrent adds share calls, per partition (see pyqcore.core.coalesce); a driver
-        # gives its waiting primitive, flows driven by hand (tests) a Flag.
-        self._adds = [Coalescer(partial(self._enqueue, part), new_waiter,
-                                limit=settings.batch_size, key=due_of, in_flight=ADDS_IN_FLIGHT)
-                      for part in self.partitions.parts]
+        # Concurrent adds share calls (see pyqcore.core.coalesce): at most ADDS_IN_FLIGHT
+        # calls in flight for the whole queue object, each for one partition, whatever their
+        # number (a pool of 100 connections holds a queue of 1,024 partitions). A driver gives
+        # its waiting primitive, flows driven by hand (tests) a Flag.
+        self._adds: Coalescer[NewJob, str] = Coalescer(
+            self._enqueue, new_waiter, limit=settings.batch_size, key=partition_and_shared,
+            in_flight=ADDS_IN_FLIGHT)
         self.keys = QueueKeys(settings.prefix, settings.name)  # the logical queue's own keys
         self.announced = False
         self.check_eviction = False  # with the announcement (set for a client's first queue)
@@ -155,14 +158,14 @@ class QueueCore:
             context = self.tracing.inject(context)
         shared = shared_of(delay, at, max_retries)
         if type(priority) is int and priority == 0 and group is None:  # a plain add: cheap check
-            partition, job = self.partitions.add_one(payload, context, shared, job_id,
-                                                     partition_key, timeout=timeout_ms(timeout))
-            return (yield from self._adds[partition].submit(job))
+            job = self.partitions.add_one(payload, context, shared, job_id, partition_key,
+                                          timeout=timeout_ms(timeout))
+            return (yield from self._adds.submit(job))
         rank = check_rank(priority, group)
         key = partition_key if partition_key is not None else rank.group
-        partition, job = self.partitions.add_one(payload, context, shared, job_id, key,
-                                                 timeout=timeout_ms(timeout))
-        return (yield from self._add_ranked(self.partitions.parts[partition], job, rank))
+        job = self.partitions.add_one(payload, context, shared, job_id, key,
+                                      timeout=timeout_ms(timeout))
+        return (yield from self._add_ranked(self.partitions.parts[job[0]], job, rank))
 
     def _add_ranked(self, part: QueueCalls, job: NewJob, rank: Rank) -> Flow[str]:
         """One ranked job's enqueue call (after announcing the queue, the first time: the
@@ -173,8 +176,10 @@ class QueueCore:
         ids: list[str] = yield part.enqueue_jobs([job], rank)
         return ids[0]
 
-    def _enqueue(self, part: QueueCalls, jobs: list[NewJob]) -> Call[list[str]] | Flow[list[str]]:
-        """One enqueue call of jobs for ``part`` (after announcing the queue, the first time)."""
+    def _enqueue(self, jobs: list[NewJob]) -> Call[list[str]] | Flow[list[str]]:
+        """One enqueue call of jobs of one partition (after announcing the queue, the first
+        time)."""
+        part = self.partitions.parts[jobs[0][0]]
         return part.enqueue_jobs(jobs) if self.announced else self._after_announce(part, jobs)
 
     def _after_announce(self, part: QueueCalls, jobs: list[NewJob]) -> Flow[list[str]]:

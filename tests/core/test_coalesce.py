@@ -18,8 +18,9 @@ from pyqcore.settings import QueueSettings
 from tests.core.dialog import Dialog, announced
 
 
-def core(*, batch_size: int = 1000, announce: bool = False) -> QueueCore:
-    queue = QueueCore(QueueSettings(name="q", batch_size=batch_size), cluster=False)
+def core(*, batch_size: int = 1000, announce: bool = False, partitions: int = 1) -> QueueCore:
+    queue = QueueCore(QueueSettings(name="q", batch_size=batch_size, partitions=partitions),
+                      cluster=False)
     queue.announced = not announce
     return queue
 
@@ -139,6 +140,22 @@ def test_only_adds_due_alike_share_a_call_in_order_of_arrival() -> None:
     now_1.answer([0, b"3,4"])
     now_2.answer(None)
     assert (now_1.result, now_2.result) == ("3", "4")
+
+
+def test_each_call_carries_one_partitions_adds_and_all_share_the_calls_in_flight() -> None:
+    queue = core(partitions=3)
+    first, second = busy(queue)
+    waiting = [Dialog(queue.add(f"job {i}", partition_key=f"k{i % 2}")) for i in range(4)]
+    first.answer([0, b"0-1"])
+    waiting[0].answer(None)
+    merged = waiting[0].script()
+    assert payloads(merged) == ["job 0", "job 2"]
+    assert all(k.startswith("pyqcore:{q#") for k in merged.keys)
+    assert not waiter(waiting[1]).woken  # the other partition's: two calls are in flight
+    second.answer([0, b"1-1"])
+    waiting[1].answer(None)
+    other = waiting[1].script()
+    assert payloads(other) == ["job 1", "job 3"] and other.keys[0] != merged.keys[0]
 
 
 def test_a_waiter_that_leaves_before_its_turn_is_not_sent() -> None:

@@ -155,7 +155,9 @@ end
 -- generated from lua/includes/arm.lua by `make lua`: edit that file, not this block
 -- Groups share the leasing round robin. The flow hash keeps, per group G, "ready G" (G's jobs in
 -- ranked), "active G" (G's leases held), "paused G" and "capped G" (set while G is held out of
--- the round robin at its group_concurrency); a field is absent when 0 or unset. The groups ZSET
+-- the round robin at its group_concurrency: "1" while jobs of G wait for it, counted in the
+-- hash's "capped"; "0" when G reached it with nothing left ready, so that an add keeps G out
+-- too, and becomes "1" then); a field is absent when 0 or unset. The groups ZSET
 -- is the round robin: the groups that may lease a job now, scored by turn (the lowest goes next,
 -- a group served goes to the back); its member "" stands for the ready jobs with no group. A
 -- group waiting out its group_rate_limit is in gwait instead, scored by when it may start again.
@@ -172,6 +174,10 @@ end
 -- Puts group g at the back of the round robin if it may lease a job now (and is not in it).
 local function arm(fk, g)
   local state = redis.call('HMGET', fk.flow, 'ready ' .. g, 'paused ' .. g, 'capped ' .. g)
+  if state[1] and state[3] == '0' then -- held with nothing ready, and now jobs wait for it
+    redis.call('HSET', fk.flow, 'capped ' .. g, '1')
+    redis.call('HINCRBY', fk.flow, 'capped', '1')
+  end
   if state[1] and not state[2] and not state[3] and not redis.call('ZSCORE', fk.gwait, g) then
     redis.call('ZADD', fk.groups, 'NX', string.format('%d', next_turn(fk.groups)), g)
   end
@@ -269,10 +275,14 @@ local function leases_ended(fk, values)
   local uncapped = false
   for _, g in ipairs(order) do
     count_add(fk.flow, 'active ' .. g, -per[g])
-    if redis.call('HDEL', fk.flow, 'capped ' .. g) == 1 then
-      count_add(fk.flow, 'capped', -1)
+    local capped = redis.call('HGET', fk.flow, 'capped ' .. g)
+    if capped then
+      redis.call('HDEL', fk.flow, 'capped ' .. g)
       arm(fk, g)
-      uncapped = true
+      if capped == '1' then -- jobs of g waited for it
+        count_add(fk.flow, 'capped', -1)
+        uncapped = true
+      end
     end
   end
   return uncapped

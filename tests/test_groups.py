@@ -8,6 +8,8 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+import pytest
+
 from pyqcore import Backoff, BaseQueue, GroupCounts, Job
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
@@ -83,20 +85,50 @@ def test_group_concurrency_one_runs_a_group_one_job_at_a_time_in_order(
     assert payloads(queue) == ["h2"]
 
 
+def test_an_add_to_a_group_at_its_concurrency_does_not_spend_another_groups_turn(
+    api: Api, client: Client, clock: FakeClock,
+) -> None:
+    queue = make(api, client, clock, group_concurrency=1)
+    queue.add("g1", group="g")
+    [g1] = queue.reserve()
+    queue.add("g2", group="g")  # g holds its one lease: the add leaves it out of the round robin
+    queue.add("h1", group="h")
+    assert client.zrange(queue.keys.key("groups"), 0, -1) == [b"h"]
+    assert payloads(queue, 1) == ["h1"]  # a one-job lease goes to h, not to g's empty turn
+    queue.ack(g1)
+    assert payloads(queue) == ["g2"]
+
+
+@pytest.mark.parametrize("g2_added", ["before", "after"])  # g1's lease took g's last job
 def test_a_worker_waits_for_a_group_under_its_limit_and_an_ack_wakes_it(
-    api: Api, client: Client, patient_client: Client, clock: FakeClock,
+    api: Api, client: Client, patient_client: Client, clock: FakeClock, g2_added: str,
 ) -> None:
     ran: list[str] = []
     queue = make(api, patient_client, clock, group_concurrency=1,
                  handler=lambda job: ran.append(job.payload))
-    queue.add_batch(["g1", "g2"], group="g")
+    queue.add_batch(["g1", "g2"] if g2_added == "before" else ["g1"], group="g")
     [g1] = queue.reserve()
+    if g2_added == "after":
+        queue.add("g2", group="g")
     # A burst worker does not stop while jobs wait for their group's limit: it waits.
     run = in_thread(queue.process, burst=True, idle_wait=30.0, install_signal_handlers=False)
     wait_for(lambda: blocked_on_blpop(client))
     queue.ack(g1)  # g is back under its limit: the ack wakes the worker (no 30 s wait)
     assert run.result(15).acked == 1
     assert ran == ["g2"]
+
+
+def test_a_burst_worker_does_not_wait_for_a_group_at_its_limit_with_nothing_ready(
+    api: Api, client: Client, patient_client: Client, clock: FakeClock,
+) -> None:
+    queue = make(api, patient_client, clock, group_concurrency=1, handler=lambda job: None)
+    queue.add("g1", group="g")
+    [g1] = queue.reserve()  # g's last job: g is at its limit with nothing left ready
+    run = in_thread(queue.process, burst=True, idle_wait=30.0, install_signal_handlers=False)
+    try:
+        assert run.result(15).acked == 0  # nothing waits for g's limit: it stops at once
+    finally:
+        queue.ack(g1)  # (else wakes a worker that waits)
 
 
 def test_group_concurrency_holds_for_a_fleet_and_keeps_each_groups_order(

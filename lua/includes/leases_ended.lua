@@ -7,10 +7,14 @@ local function leases_ended(fk, values)
   local uncapped = false
   for _, g in ipairs(order) do
     count_add(fk.flow, 'active ' .. g, -per[g])
-    if redis.call('HDEL', fk.flow, 'capped ' .. g) == 1 then
-      count_add(fk.flow, 'capped', -1)
+    local capped = redis.call('HGET', fk.flow, 'capped ' .. g)
+    if capped then
+      redis.call('HDEL', fk.flow, 'capped ' .. g)
       arm(fk, g)
-      uncapped = true
+      if capped == '1' then -- jobs of g waited for it
+        count_add(fk.flow, 'capped', -1)
+        uncapped = true
+      end
     end
   end
   return uncapped

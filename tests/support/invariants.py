@@ -199,9 +199,10 @@ def check_groups(found: Partition, flow: dict[str, str], *, ranked_ids: list[str
                               f"holds {active}")
     paused = {f.split(" ", 1)[1] for f in flow if f.startswith("paused ")}
     capped = {f.split(" ", 1)[1] for f in flow if f.startswith("capped ")}
-    if int(flow.get("capped", 0)) != len(capped):
+    waited = [g for g in capped if flow[f"capped {g}"] == "1"]  # "0": capped with none ready
+    if int(flow.get("capped", 0)) != len(waited):
         found.problems.append(f"{found.name}:flow: 'capped' says {flow.get('capped')}, "
-                              f"{len(capped)} groups are capped")
+                              f"{len(waited)} groups are capped with jobs waiting")
     if both := set(turns) & set(waiting):
         found.problems.append(f"{found.name}: groups in the round robin and in gwait: {both}")
     held = (set(turns) - {""}) & (paused | capped | {g for g in turns if not ready.get(g)})

@@ -13,6 +13,7 @@ import pytest
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from pyqcore.codes import Throttle
 from pyqcore.core.calls import Settled
 from pyqcore.core.dead_letters import CHUNK
 from pyqcore.core.effects import Block, Pause
@@ -330,6 +331,19 @@ def test_an_idle_reservation_names_the_soonest_event_of_every_partition(
     assert settled is None and reservation.wait_ms == soonest
     again = [a == b for a, b in itertools.pairwise(asked)]
     assert again == [wait == 0 for wait in waits[1:-1]]
+
+
+@pytest.mark.parametrize("throttle", [Throttle.FULL, Throttle.GROUPS, Throttle.PAUSED])
+def test_a_partition_due_now_is_not_outbid_by_a_later_partitions_wait(throttle: Throttle) -> None:
+    # A wait of 0 under a limit (e.g. more leases expired than one call reclaims, at
+    # max_active): something there may be leased at once, whatever the others wait for.
+    queue = queue_core(3)
+    flow = Dialog(queue.ack_and_reserve([], 5))
+    flow.answer([reserved([], wait_ms=0, throttle=throttle)])
+    flow.answer(reserved([], wait_ms=5000))
+    flow.answer(reserved([], wait_ms=-1))
+    _settled, reservation = flow.result
+    assert reservation.wait_ms == 0  # the slot blocks for 10 ms, not 5 s
 
 
 def test_settling_over_partitions_adds_up_every_partition() -> None:

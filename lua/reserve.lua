@@ -54,7 +54,7 @@ REPLY
   on the server's clock; attempt is the delivery number (1 = first). In a reply with no job
   (else -1), wait_ms is how long from now (ms, >= 0) until something could be leased without
   an add: the earliest due time of a delayed job, lease deadline, or group rate limit's next
-  place, -1 if none; a worker with nothing to do sleeps that long, whatever its own clock says;
+  place (not while paused or at max_active: a resume or a lease's end wakes), -1 if none; a worker with nothing to do sleeps that long, whatever its own clock says;
   0 if plain ids are still ready though this reply has no job (see orphans): call again at once.
   throttle says what held the lease back: 0 nothing (count reached, or nothing ready), 1 RATE
   (rate_limit: nothing starts for wait_ms, whatever is added), 2 FULL (max_active leases held:
@@ -805,7 +805,10 @@ if #reply == 5 then
     local first_due = redis.call('ZRANGE', delayed, '0', '0', 'WITHSCORES')[2]
     local first_deadline = redis.call('ZRANGE', leased, '0', '0', 'WITHSCORES')[2] -- inf: only PIN
     local next_event = math.min(tonumber(first_due) or math.huge, tonumber(first_deadline) or math.huge)
-    if flowing then
+    -- A group's rate window matters only when jobs may start: paused or at max_active,
+    -- nothing starts before a resume or a lease's end, which wake a worker (a group whose
+    -- window passed meanwhile would make an idle worker call again every 10 ms).
+    if flowing and throttle ~= PAUSED and throttle ~= FULL then
       next_event = math.min(next_event, tonumber(redis.call('ZRANGE', fk.gwait, '0', '0', 'WITHSCORES')[2]) or math.huge)
     end
     if next_event ~= math.huge then

@@ -181,6 +181,28 @@ def test_a_group_at_its_rate_limit_does_not_hold_up_the_others(api: Api, client:
     assert payloads(queue) == ["a2", "b3", "a3"]
 
 
+@pytest.mark.parametrize("held_by", ["pause", "max_active"])
+def test_a_worker_held_back_is_not_told_to_call_again_for_a_groups_passed_window(
+    api: Api, client: Client, clock: FakeClock, held_by: str,
+) -> None:
+    limits = {"max_active": 1} if held_by == "max_active" else {}
+    queue = make(api, client, clock, group_rate_limit=(1, 1.0), **limits)
+    queue.add_batch(["a1", "a2"], group="a")
+    [a1] = queue.reserve()  # a waits out its window in gwait
+    if held_by == "pause":
+        queue.pause()
+        queue.ack(a1)
+    clock.advance(5.0)  # a's window passed, but nothing starts before a resume or a lease's end
+    reservation = queue.driver.run(queue.core.partitions.parts[0].lease(1))
+    expected = None if held_by == "pause" else 25_000  # a1's lease deadline, not 0: no polling
+    assert (reservation.jobs, reservation.wait_ms) == ([], expected)
+    if held_by == "pause":
+        queue.resume()
+    else:
+        queue.ack(a1)
+    assert payloads(queue) == ["a2"]
+
+
 def test_a_group_with_nothing_ready_leaves_the_round_robin(api: Api, client: Client,
                                                            clock: FakeClock) -> None:
     queue = make(api, client, clock)

@@ -1147,6 +1147,11 @@ FLOW_SCRIPTS = [
          "        local waiting = true\n",
          "a group that reached group_concurrency with nothing ready counts as holding jobs "
          "back: burst workers wait for its leases to end", GROUPS),
+    _lua("reserve", "reserve-held-worker-polls-for-a-group-window",
+         "    if flowing and throttle ~= PAUSED and throttle ~= FULL then\n",
+         "    if flowing then\n",
+         "a paused queue (or one at max_active) with a group whose rate window passed tells "
+         "idle workers to call again at once: each polls every 10 ms", GROUPS),
     _lua("reserve", "reserve-no-groups-throttle",
          "  throttle = GROUPS -- ready jobs wait for their groups' limits\n",
          "",

@@ -70,17 +70,22 @@ class AsyncDriver(Driving):
 
     async def call(self, call: Call[T]) -> T:
         """Send one script call and parse its reply; an error reply the call reads
-        (``Call.on_error``) is its result, any other error is raised typed."""
+        (``Call.on_error``) is its result, any other error is raised typed. Then its
+        ``done``, if it has one, whatever happened (a cancellation too)."""
         try:
             try:
-                reply = await self.client.execute_command(*command_of(call))
-            except NoScriptError:
-                reply = await self.client.execute_command(*eval_args(call))
-        except Exception as exc:  # a bare call's error (see run), or one the call reads
-            if call.on_error is None or not isinstance(exc, ResponseError):
-                raise_typed(exc)
-            return call.on_error(exc)
-        return call.parse(reply)
+                try:
+                    reply = await self.client.execute_command(*command_of(call))
+                except NoScriptError:
+                    reply = await self.client.execute_command(*eval_args(call))
+            except Exception as exc:  # a bare call's error (see run), or one the call reads
+                if call.on_error is None or not isinstance(exc, ResponseError):
+                    raise_typed(exc)
+                return call.on_error(exc)
+            return call.parse(reply)
+        finally:
+            if call.done is not None:
+                call.done()
 
     async def call_all(self, calls: Sequence[Call[Any] | Command]) -> list[Any]:
         """Send several calls in one round trip (each stays atomic on its own), in order."""

@@ -130,10 +130,13 @@ def given_id(job_id: str) -> str:
 class Call(Generic[T]):
     """One script invocation, ready to send, the parser of its reply, and optionally what an
     error reply becomes (``on_error``; without it the driver raises the error as it came).
+    ``done``, if set, runs once the call's I/O is over, whatever its outcome: only on a call
+    that is an operation by itself, never one a flow yields (a coalesced add frees its slot
+    with it, ``pyqcore.core.coalesce``).
     (A slotted class: one is built per operation, and a frozen dataclass costs five times as
     much to build.)"""
 
-    __slots__ = ("args", "keys", "on_error", "parse", "script")
+    __slots__ = ("args", "done", "keys", "on_error", "parse", "script")
 
     def __init__(self, script: Script, keys: Sequence[str], args: Sequence[Arg],
                  parse: Callable[[Any], T],
@@ -143,6 +146,7 @@ class Call(Generic[T]):
         self.args = args
         self.parse = parse
         self.on_error = on_error
+        self.done: Callable[[], None] | None = None
 
     def error_reply(self, error: Exception) -> T:
         """What Redis's error reply to this call becomes: ``on_error``'s value (or the typed
@@ -324,9 +328,10 @@ def _numbered(reply: Any) -> str:
     return text(checked(reply)[1])
 
 
-def _one_numbered(reply: Any) -> list[str]:
-    """The id of the one job of an enqueue call without custom ids."""
-    return [_numbered(reply)]
+def _one_numbered(reply: Any) -> str:
+    """The id of the one job of an enqueue call without custom ids (a plain add's reply is
+    that id alone: read without a call more, it is every add's path)."""
+    return reply.decode() if type(reply) is bytes else _numbered(reply)
 
 
 def _ids(values: Iterable[bytes | str]) -> list[str]:
@@ -361,6 +366,9 @@ class QueueCalls:
         self._scripts = load_scripts(manual_clock=self._clock is not None)
         self._keys = {name: self.keys.keys(s.key_parts) for name, s in self._scripts.items()}
         self._plain_enqueue_keys = self._keys["enqueue"][: self._scripts["enqueue"].required_keys]
+        # A plain add's call, built without ``_call`` (every add's path) unless a test's clock
+        # adds its ARGV.
+        self._plain_enqueue = None if self._clock is not None else self._scripts["enqueue"]
         self._limits = settings.limits_of(self.partition)  # reserve's flow-control ARGV
 
     # -- operations in the caller's terms (seconds, payloads, exceptions) ----------------------
@@ -390,7 +398,7 @@ class QueueCalls:
         return (self.partition, shared,
                 encode_record(s.serializer, payload, context, s.stamp_ms(), s.max_payload_bytes,
                               timeout_ms=timeout),
-                _job_id(job_id))
+                "" if job_id is None else _job_id(job_id))
 
     def redated(self, jobs: Sequence[NewJob]) -> list[NewJob]:
         """Jobs with their records dated now by ``stamp_ms`` (the queue's first adds, encoded
@@ -404,28 +412,32 @@ class QueueCalls:
                                          s.max_payload_bytes, timeout_ms=timeout), given))
         return redone
 
-    def enqueue_jobs(self, jobs: Sequence[NewJob], rank: Rank = UNRANKED) -> Call[list[str]]:
-        """One enqueue call of jobs of this partition that share a ``Shared`` (at most
-        ``batch_size``) and a rank: parses to their ids in order. One plain job is built without
-        the lists a batch needs."""
-        if len(jobs) > 1 or not rank.plain:
-            return self.enqueue([j[3] for j in jobs], [j[2] for j in jobs], jobs[0][1], rank)
-        _, (due, max_attempts), record, given = jobs[0]
+    def enqueue_one(self, job: NewJob) -> Call[str]:
+        """One plain job's enqueue call (a lone add), built without the lists a batch needs:
+        parses to its id."""
+        _, (due, max_attempts), record, given = job
         keys = self._plain_enqueue_keys
         if not given and not self._max_ready:  # a plain add
-            return self._call("enqueue", [due, self._id_prefix, 1, max_attempts, record],
-                              _one_numbered, refuse_out_of_memory, keys)
-        args: list[Arg] = [due, self._id_prefix, 1, max_attempts, record, given]  # "": automatic
+            args: list[Arg] = [due, self._id_prefix, 1, max_attempts, record]
+            if self._plain_enqueue is not None:
+                return Call(self._plain_enqueue, keys, args, _one_numbered, refuse_out_of_memory)
+            return self._call("enqueue", args, _one_numbered, refuse_out_of_memory, keys)
+        args = [due, self._id_prefix, 1, max_attempts, record, given]  # "": automatic
         if self._max_ready:  # last, after the id
             args.append(self._max_ready)
         if not given:
             return self._call("enqueue", args, _one_numbered, refuse_out_of_memory, keys)
 
-        def parse(reply: Any) -> list[str]:
+        def parse(reply: Any) -> str:
             checked(reply)
-            return [given]
+            return given
 
         return self._call("enqueue", args, parse, refuse_out_of_memory, keys)
+
+    def enqueue_jobs(self, jobs: Sequence[NewJob], rank: Rank = UNRANKED) -> Call[list[str]]:
+        """One enqueue call of jobs of this partition that share a ``Shared`` (at most
+        ``batch_size``) and a rank: parses to their ids in order."""
+        return self.enqueue([j[3] for j in jobs], [j[2] for j in jobs], jobs[0][1], rank)
 
     def lease(self, count: int, visibility_timeout: float | None = None) -> Call[Reservation]:
         """Reserve up to ``count`` jobs for ``visibility_timeout`` seconds (the queue's default)."""

@@ -12,6 +12,10 @@ add as fast as they did with a connection each. Only items with the same ``key``
 (a batch is one script call, never a pipeline of several, so a call that fails fails exactly
 the callers it carried); a call carries at most ``limit``.
 
+A lone caller's item, once it can go as a bare ``Call`` (a queue already announced), is that
+call itself, not a flow: the driver sends it and then runs its ``done``, which frees its place
+(no generator to drive: a lone add costs what one plain script call does).
+
 Written once for both drivers: a flow waits for its turn by yielding ``Turn(waiter)``, where
 the waiter comes from the driver's ``new_waiter`` (a lock a thread blocks on, a future a task
 awaits) and is woken by the flow that hands it a result or the lead. Each caller checks and
@@ -86,11 +90,37 @@ class Coalescer(Generic[I, R]):
         self._sending = 0  # calls in flight
         self._waiting: dict[Hashable, list[Entry[I, R]]] = {}  # by key, in order of arrival
 
-    def submit(self, item: I) -> Flow[R]:
-        """The flow of one caller's item: sent now if no call is in flight, else with the
-        items that arrived while it was; returns the item's result."""
+    def submit(self, item: I, alone: Callable[[I], Call[R]] | None = None
+               ) -> Call[R] | Flow[R]:
+        """The operation of one caller's item: sent now if fewer than ``in_flight`` calls are
+        in flight, else with the items that arrived meanwhile; its result. ``alone`` builds the
+        item's own call, if it can go as a bare ``Call``: then a lone item is that call, whose
+        ``done`` frees its place (no flow to drive: a lone add costs what a plain call does)."""
+        if alone is not None and self._take():
+            try:
+                call = alone(item)
+            except BaseException:
+                self._pass_on()
+                raise
+            call.done = self._pass_on
+            return call
+        return self._flow(item)
+
+    def _take(self) -> bool:
+        """Count one more call in flight, if fewer than ``in_flight`` are."""
         lock = self._lock
         lock.acquire()  # not ``with``: this is every add's path, and ``with`` costs twice as much
+        lone = self._sending < self._most
+        if lone:
+            self._sending += 1
+        lock.release()
+        return lone
+
+    def _flow(self, item: I) -> Flow[R]:
+        """The flow of one caller's item: sent alone if fewer than ``in_flight`` calls are in
+        flight (through ``send``, a flow the first time), else it waits for its turn."""
+        lock = self._lock
+        lock.acquire()
         try:
             lone = self._sending < self._most
             if lone:

@@ -25,7 +25,9 @@ into QueueFullError; in a batch of several calls, into a value, so the flow know
 
 A driver (``pyqcore.sync.driver``, ``pyqcore.asyncio.driver``) is that table and nothing else:
 every decision about which call comes next lives in the flows, written once for both.
-An operation that is a single script call may be a bare ``Call`` instead of a flow.
+An operation that is a single script call may be a bare ``Call`` instead of a flow; the
+driver then runs its ``done`` hook, if set, once the call's I/O is over, whatever happened (a
+lone add frees its place among the calls in flight: ``pyqcore.core.coalesce``).
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ class QueueCore:
         at: datetime | None = None, job_id: str | None = None,
         partition_key: str | None = None, max_retries: int | None = None,
         timeout: float | None = None, priority: int = 0, group: str | None = None,
-    ) -> Flow[str]:
+    ) -> Call[str] | Flow[str]:
         """Add one job; returns its id. With ``job_id`` the add is idempotent: if a job with
         that id exists, nothing changes. ``delay`` (seconds from now) or ``at`` (an aware
         datetime), both on the Redis server's clock, schedule it for later. ``max_retries``
@@ -159,13 +159,18 @@ class QueueCore:
         shared = shared_of(delay, at, max_retries)
         if type(priority) is int and priority == 0 and group is None:  # a plain add: cheap check
             job = self.partitions.add_one(payload, context, shared, job_id, partition_key,
-                                          timeout=timeout_ms(timeout))
-            return (yield from self._adds.submit(job))
+                                          timeout=0 if timeout is None else timeout_ms(timeout))
+            # Once announced, a lone add is a bare call (no flow to drive: its cheapest path).
+            return self._adds.submit(job, self._alone if self.announced else None)
         rank = check_rank(priority, group)
         key = partition_key if partition_key is not None else rank.group
         job = self.partitions.add_one(payload, context, shared, job_id, key,
                                       timeout=timeout_ms(timeout))
-        return (yield from self._add_ranked(self.partitions.parts[job[0]], job, rank))
+        return self._add_ranked(self.partitions.parts[job[0]], job, rank)
+
+    def _alone(self, job: NewJob) -> Call[str]:
+        """A lone plain add's call: its job alone, to its partition."""
+        return self.partitions.parts[job[0]].enqueue_one(job)
 
     def _add_ranked(self, part: QueueCalls, job: NewJob, rank: Rank) -> Flow[str]:
         """One ranked job's enqueue call (after announcing the queue, the first time: the

@@ -80,17 +80,22 @@ class SyncDriver(Driving):
             return result
 
     def call(self, call: Call[T]) -> T:
-        """Send one script call and parse its reply, or its error (``Call.error_reply``)."""
+        """Send one script call and parse its reply, or its error (``Call.error_reply``);
+        then its ``done``, if it has one, whatever happened."""
         try:
-            try:  # EVAL with the source on NOSCRIPT
-                reply = self.client.execute_command(  # type: ignore[no-untyped-call]
-                    *command_of(call))
-            except NoScriptError:
-                reply = self.client.execute_command(  # type: ignore[no-untyped-call]
-                    *eval_args(call))
-        except ResponseError as exc:
-            return call.error_reply(exc)
-        return call.parse(reply)
+            try:
+                try:  # EVAL with the source on NOSCRIPT
+                    reply = self.client.execute_command(  # type: ignore[no-untyped-call]
+                        *command_of(call))
+                except NoScriptError:
+                    reply = self.client.execute_command(  # type: ignore[no-untyped-call]
+                        *eval_args(call))
+            except ResponseError as exc:
+                return call.error_reply(exc)
+            return call.parse(reply)
+        finally:
+            if call.done is not None:
+                call.done()
 
     def call_all(self, calls: Sequence[Call[Any] | Command]) -> list[Any]:
         """Send several calls in one round trip (each stays atomic on its own), in order."""

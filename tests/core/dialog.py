@@ -17,10 +17,12 @@ from pyqcore.settings import QueueSettings
 
 
 class Dialog:
-    """One flow, stepped by the test: ``effect`` is what it asks for now."""
+    """One flow, stepped by the test: ``effect`` is what it asks for now. An operation that
+    is a bare ``Call`` is a flow of that one call, after which its ``done`` runs, as the
+    drivers run it."""
 
-    def __init__(self, flow: Flow[Any]) -> None:
-        self.steps = Steps(flow)
+    def __init__(self, flow: Flow[Any] | Call[Any]) -> None:
+        self.steps = Steps(alone(flow) if isinstance(flow, Call) else flow)
 
     @property
     def effect(self) -> Any:
@@ -57,6 +59,15 @@ class Dialog:
     def result(self) -> Any:
         assert not self.steps.running, f"the flow still asks for {self.steps.effect!r}"
         return self.steps.result
+
+
+def alone(call: Call[Any]) -> Flow[Any]:
+    """A bare call performed as a driver does: its reply, then its ``done``."""
+    try:
+        return (yield call)
+    finally:
+        if call.done is not None:
+            call.done()
 
 
 def names(calls: list[Any]) -> list[str]:

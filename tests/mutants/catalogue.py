@@ -1632,6 +1632,18 @@ COALESCE = [
         "            lone = True\n",
         "concurrent adds each take a connection: a gather of 1,000 runs out of them",
         "tests/core/test_coalesce.py", COALESCED),
+    _py("coalesce", "coalesce-lone-call-never-waits",
+        "        lone = self._sending < self._most\n        if lone:\n"
+        "            self._sending += 1\n        lock.release()\n",
+        "        lone = True\n        if lone:\n"
+        "            self._sending += 1\n        lock.release()\n",
+        "every add is sent alone as a bare call: a gather of 1,000 runs out of connections",
+        "tests/core/test_coalesce.py", COALESCED),
+    _py("coalesce", "coalesce-lone-call-keeps-its-place",
+        "            call.done = self._pass_on\n",
+        "",
+        "a lone add never frees its place: after two, every add waits for ever",
+        "tests/core/test_coalesce.py", COALESCED),
     _py("queue", "coalesce-one-call-in-flight",
         "            in_flight=ADDS_IN_FLIGHT)",
         "            in_flight=1)",
@@ -1879,10 +1891,8 @@ MEMORY_FLOWS = [
         "return Call(call.script, call.keys, call.args, parse)",
         "a batch call refused for memory raises redis-py's OutOfMemoryError", MEMORY),
     _py("calls", "add-out-of-memory-raised-raw",
-        "[due, self._id_prefix, 1, max_attempts, record],\n"
-        "                              _one_numbered, refuse_out_of_memory, keys)",
-        "[due, self._id_prefix, 1, max_attempts, record],\n"
-        "                              _one_numbered, None, keys)",
+        "Call(self._plain_enqueue, keys, args, _one_numbered, refuse_out_of_memory)",
+        "Call(self._plain_enqueue, keys, args, _one_numbered, None)",
         "an add refused for memory raises redis-py's OutOfMemoryError", MEMORY),
     _py("calls", "coalesced-add-out-of-memory-raised-raw",
         "args, parse, refuse_out_of_memory, keys)\n\n    def room(",

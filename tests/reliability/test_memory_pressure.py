@@ -19,6 +19,7 @@ from redis.exceptions import OutOfMemoryError
 
 from pyqcore import Job, Outcome, QueueFullError
 from pyqcore.core.calls import PLAIN
+from pyqcore.core.queue import ADDS_IN_FLIGHT
 from pyqcore.errors import ConfigurationError
 from tests.conftest import BOTH_DRIVERS
 from tests.support import LocalRedis, wait_until
@@ -111,6 +112,22 @@ def test_an_add_while_redis_is_out_of_memory_is_refused_and_writes_nothing(
         queue.add_batch(payloads(3000, 10))  # three calls: refused before the first
     assert full.value.ids == [None] * 3000
     assert (queue.stats(), client.llen(queue.keys.key("ready"))) == before
+
+
+def test_lone_adds_refused_one_after_another_each_free_their_place(
+    api: Api, client: redis.Redis
+) -> None:
+    """A lone add is a bare call whose place among the calls in flight the driver frees
+    whatever its outcome (``pyqcore.core.coalesce``): refused adds, more of them than may be in
+    flight, each raise at once, and the next add, once Redis has room, is stored."""
+    queue = api.BaseQueue(client, name="lone")
+    fill_then_run_out(client, queue, jobs=500)
+    for i in range(ADDS_IN_FLIGHT + 2):  # one by one (a hang fails at_once's timeout)
+        [refused] = at_once(queue, "add", [((f"refused {i}",), {})])
+        assert isinstance(refused, QueueFullError), refused
+    client.config_set("maxmemory", 0)
+    assert isinstance(queue.add("fits"), str)
+    assert queue.counts()["ready"] == 501
 
 
 def test_concurrent_adds_sharing_calls_are_each_refused(api: Api, client: redis.Redis) -> None:

@@ -1,7 +1,7 @@
 """Where pyqcore's time goes, against the least any Redis client or script could spend: the
 limits behind the targets that run.py reports as missed.
 
-    python bench/limits.py [--url URL] [--blocks N]
+    python bench/limits.py [--url URL] [--blocks N] [--only single,gather,...]
 
 - single add: one round trip each, in alternating blocks so drift hits every variant alike:
   redis-py LPUSH, EVALSHA of a one-line LPUSH script, EVALSHA of the three commands a
@@ -16,9 +16,12 @@ limits behind the targets that run.py reports as missed.
   (redis-py INCR pipelined 1,000 at a time, and one round trip at a time), and the drain of
   run.py's batch setting, so the drain's bound is the sum of the two shares;
 - concurrent adds (a gather of 1,000): what asyncio itself costs per task (a gather of tasks
-  that each await a future), pyqcore's client cost (its gather on a client that answers at
-  once), the gather on Redis and add_batch of the same jobs, alternating: the gather cannot
-  beat asyncio's cost plus add_batch's;
+  that each await one shared future, and a future each, with no Redis at all), pyqcore's
+  client cost (its gather on a client that answers at once), the gather on Redis and
+  add_batch of the same jobs, alternating: the gather cannot beat asyncio's cost plus
+  add_batch's, and the target's budget per caller is set against asyncio's own cost;
+- concurrent adds from threads: what a thread's wake-up costs (threads in a ring of locks),
+  8 threads sharing a sync queue (run.py's workload) and the sync add_batch, alternating;
 - two worker processes: the drain of run.py's p2 and best settings, with the CPU its worker
   processes, Redis and everything else on the machine used meanwhile (/proc): what a second
   process can find on 2 cores.
@@ -35,6 +38,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -256,21 +260,22 @@ class AnswersAtOnce:
 
     async def execute_command(self, *args: Any) -> Any:
         await asyncio.sleep(0)
-        n = int(args[10])  # EVALSHA sha 5 k1..k5 delay_ms id_prefix n records...
+        n = int(args[3 + int(args[2]) + 2])  # EVALSHA sha numkeys keys... due id_prefix n ...
         return b"1" if n == 1 else [0, ",".join(map(str, range(1, n + 1))).encode()]
 
 
-async def _asyncio_alone(n: int) -> None:
-    """A gather of ``n`` tasks, each awaiting a future that another task resolves."""
+async def _asyncio_alone(n: int, *, shared: bool) -> None:
+    """A gather of ``n`` tasks, each awaiting a future that another task resolves: one future
+    they all share, or one each (as each add waiting in pyqcore's coalescer has)."""
     loop = asyncio.get_running_loop()
-    futures = [loop.create_future() for _ in range(n)]
+    futures = [loop.create_future()] * n if shared else [loop.create_future() for _ in range(n)]
 
     async def wait(future: asyncio.Future[None]) -> None:
         await future
 
     async def release() -> None:
         await asyncio.sleep(0)
-        for future in futures:
+        for future in set(futures):
             future.set_result(None)
 
     await asyncio.gather(release(), *(wait(f) for f in futures))
@@ -287,13 +292,12 @@ def concurrent_adds(url: str, blocks: int) -> list[str]:
         at_once = pyqcore.asyncio.BaseQueue(AnswersAtOnce(), name="fake")  # type: ignore[arg-type]
         at_once.core.announced = True
         variants: dict[str, Callable[[], Any]] = {
-            "asyncio alone: a gather of 1,000 tasks awaiting a future each":
-                lambda: _asyncio_alone(s.CONCURRENT),
+            SHARED_FUTURE: lambda: _asyncio_alone(s.CONCURRENT, shared=True),
+            OWN_FUTURES: lambda: _asyncio_alone(s.CONCURRENT, shared=False),
             "pyqcore's gather on a client that answers at once (its client cost)":
                 lambda: asyncio.gather(*(at_once.add(p) for p in payloads)),
-            "pyqcore's gather on Redis (a default redis.asyncio.Redis)":
-                lambda: asyncio.gather(*(on_redis.add(p) for p in payloads)),
-            "add_batch of the same 1,000 jobs": lambda: batched.add_batch(payloads),
+            ON_REDIS: lambda: asyncio.gather(*(on_redis.add(p) for p in payloads)),
+            ADD_BATCH: lambda: batched.add_batch(payloads),
         }
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(blocks * 3):
@@ -304,18 +308,108 @@ def concurrent_adds(url: str, blocks: int) -> list[str]:
         await client.aclose()
         return times
 
-    times = asyncio.run(go())
-    us = {name: statistics.median(values) for name, values in times.items()}
-    names = list(us)
-    floor, batch = us[names[0]], us[names[3]]
-    rows = ["| 1,000 adds awaited at once | µs/add | adds/s | ÷ add_batch's rate |",
+    us = {name: statistics.median(values) for name, values in asyncio.run(go()).items()}
+    floor, batch, gathered = us[SHARED_FUTURE], us[ADD_BATCH], us[ON_REDIS]
+    rows = ["| 1,000 adds awaited at once (asyncio) | µs/add | adds/s | ÷ add_batch's rate |",
             "|---|---:|---:|---:|"]
     for name, value in us.items():
         rows.append(f"| {name} | {value:.1f} | {1e6 / value:,.0f} | {batch / value:.0%} |")
     bound = floor + batch
-    rows.append(f"| bound: asyncio alone + add_batch's cost per job | {bound:.1f} | "
-                f"{1e6 / bound:,.0f} | {batch / bound:.0%} |")
+    rows.append(f"| bound: asyncio alone (a shared future) + add_batch's cost per job | "
+                f"{bound:.1f} | {1e6 / bound:,.0f} | {batch / bound:.0%} |")
+    target = 2 * batch  # 50% of add_batch's rate
+    rows += ["", f"The target (50% of add_batch's rate) allows {target:.1f} µs per add: "
+             f"{target - batch:.1f} µs per caller beyond add_batch's {batch:.1f} µs a job. "
+             f"CPython's task machinery alone (a task that awaits a shared future) costs "
+             f"{floor:.1f} µs, {floor / (target - batch):.1f} times that budget; pyqcore's gather "
+             f"costs {gathered - batch:.1f} µs per caller beyond add_batch's share."]
     return rows
+
+
+SHARED_FUTURE = "asyncio alone: a gather of 1,000 tasks that await one shared future"
+OWN_FUTURES = "asyncio alone: a gather of 1,000 tasks that await a future each"
+ON_REDIS = "pyqcore's gather on Redis (a default redis.asyncio.Redis)"
+ADD_BATCH = "add_batch of the same 1,000 jobs"
+THREAD_HOPS = 20_000  # wake-ups per timed ring run
+
+
+def _threads_alone(threads: int) -> float:
+    """µs per wake-up of a thread blocked on a lock another thread releases: ``threads``
+    threads in a ring, each waiting for its lock and then releasing the next one's (what a
+    thread waiting in the coalescer pays to be handed its result or its turn)."""
+    locks = [threading.Lock() for _ in range(threads)]
+    for lock in locks:
+        lock.acquire()
+    hops = THREAD_HOPS // threads
+
+    def hop(i: int) -> None:
+        for _ in range(hops):
+            locks[i].acquire()
+            locks[(i + 1) % threads].release()
+
+    ring = [threading.Thread(target=hop, args=(i,)) for i in range(threads)]
+    for t in ring:
+        t.start()
+    began = time.perf_counter()
+    locks[0].release()
+    for t in ring:
+        t.join()
+    return (time.perf_counter() - began) / (hops * threads) * 1e6
+
+
+def _threads_adding(url: str, threads: int, jobs: int) -> float:
+    """µs per add of ``threads`` threads sharing one sync queue, each adding in a loop."""
+    queue = BaseQueue(redis.Redis.from_url(url), name="threads")
+    queue.add("announces the queue")
+    per = jobs // threads
+
+    def produce() -> None:
+        for i in range(per):
+            queue.add(s.payload(i))
+
+    workers = [threading.Thread(target=produce) for _ in range(threads)]
+    began = time.perf_counter()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return (time.perf_counter() - began) / (per * threads) * 1e6
+
+
+def _sync_batch(url: str, jobs: int) -> float:
+    """µs per job of the sync add_batch, 1,000 a call."""
+    queue = BaseQueue(redis.Redis.from_url(url), name="sync-batch")
+    payloads = [s.payload(i) for i in range(1000)]
+    queue.add_batch(payloads)  # announces
+    began = time.perf_counter()
+    for _ in range(jobs // 1000):
+        queue.add_batch(payloads)
+    return (time.perf_counter() - began) / (jobs // 1000 * 1000) * 1e6
+
+
+def threaded_adds(url: str, blocks: int) -> list[str]:
+    """Threads sharing a sync queue (run.py's 8), against what a thread wake-up costs and the
+    sync add_batch, in alternating runs."""
+    threads = pyqcore_bench.THREADS
+    runs: dict[str, list[float]] = {"hop": [], "adds": [], "batch": []}
+    for _ in range(max(3, blocks // 2)):
+        runs["hop"].append(_threads_alone(threads))
+        runs["adds"].append(_threads_adding(url, threads, 8_000))
+        runs["batch"].append(_sync_batch(url, 20_000))
+        redis.Redis.from_url(url).flushall()
+    hop, adds, batch = (statistics.median(runs[k]) for k in ("hop", "adds", "batch"))
+    return [
+        f"| {threads} threads | µs | per second |", "|---|---:|---:|",
+        f"| threads alone: a wake-up (a ring of {threads} threads, each waiting for its lock, "
+        f"then releasing the next one's) | {hop:.1f} | {1e6 / hop:,.0f} |",
+        f"| pyqcore: {threads} threads sharing one sync queue, adding in a loop (on Redis) | "
+        f"{adds:.1f} | {1e6 / adds:,.0f} |",
+        f"| sync add_batch, 1,000 a call (per job) | {batch:.1f} | {1e6 / batch:,.0f} |",
+        "",
+        f"Each add of a thread that waits (for its turn or its result) costs a wake-up: "
+        f"{hop:.1f} µs of the GIL and the scheduler alone, {hop / batch:.0f} times add_batch's "
+        f"cost per job.",
+    ]
 
 
 def _group_cpu(pgid: int) -> float:
@@ -373,30 +467,40 @@ def process_drains(url: str) -> list[str]:
     return rows
 
 
+# Each section: its title and how it is measured (url, alternating blocks) -> table lines.
+SECTIONS: dict[str, tuple[str, Callable[[str, int], list[str]]]] = {
+    "single": ("Single add", lambda url, blocks: single_add(redis.Redis.from_url(url), blocks)),
+    "cpu": ("Redis CPU per job life cycle", redis_cpu),
+    "drain": ("Drain with a batch handler (INCR per job, pipelined per batch)", batch_drain),
+    "gather": ("Concurrent adds (a gather of 1,000)", concurrent_adds),
+    "threads": ("Concurrent adds (threads sharing a sync queue)", threaded_adds),
+    "processes": ("Two worker processes on 2 cores", lambda url, blocks: process_drains(url)),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--url", help="measure on this Redis (it is FLUSHALLed!) instead of a new one")
     p.add_argument("--blocks", type=int, default=7, help="alternating blocks per variant")
+    p.add_argument("--only", help=f"comma-separated sections ({','.join(SECTIONS)}); printed, "
+                                  f"results/limits.md is written by a run of all of them")
     a = p.parse_args(argv)
+    names = a.only.split(",") if a.only else list(SECTIONS)
+    unknown = set(names) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; there are {', '.join(SECTIONS)}")
+    lines = ["# pyqcore: the limits under the targets", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')} · medians; `python bench/limits.py` to rerun.",
+             ""]
     with contextlib.ExitStack() as stack:
         url = a.url or stack.enter_context(LocalRedis()).url
-        r = redis.Redis.from_url(url)
-        r.flushall()
-        single = single_add(r, a.blocks)
-        cpu = redis_cpu(url, a.blocks)
-        drain = batch_drain(url, a.blocks)
-        gather = concurrent_adds(url, a.blocks)
-        processes = process_drains(url)
-    text = "\n".join([
-        "# pyqcore: the limits under the targets", "",
-        f"{time.strftime('%Y-%m-%d %H:%M')} · medians; `python bench/limits.py` to rerun.", "",
-        "## Single add", "", *single, "",
-        "## Redis CPU per job life cycle", "", *cpu, "",
-        "## Drain with a batch handler (INCR per job, pipelined per batch)", "", *drain, "",
-        "## Concurrent adds (a gather of 1,000)", "", *gather, "",
-        "## Two worker processes on 2 cores", "", *processes, "",
-    ])
-    RESULTS.write_text(text)
+        for name in names:
+            redis.Redis.from_url(url).flushall()
+            title, measure = SECTIONS[name]
+            lines += [f"## {title}", "", *measure(url, a.blocks), ""]
+    text = "\n".join(lines)
+    if not a.only:
+        RESULTS.write_text(text)
     print(text)
     return 0
 

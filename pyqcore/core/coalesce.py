@@ -96,7 +96,8 @@ class Coalescer(Generic[I, R]):
         in flight, else with the items that arrived meanwhile; its result. ``alone`` builds the
         item's own call, if it can go as a bare ``Call``: then a lone item is that call, whose
         ``done`` frees its place (no flow to drive: a lone add costs what a plain call does)."""
-        if alone is not None and self._take():
+        # (An unlocked look first: a caller that will wait takes the lock once, in _flow.)
+        if alone is not None and self._sending < self._most and self._take():
             try:
                 call = alone(item)
             except BaseException:

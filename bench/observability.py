@@ -16,19 +16,14 @@ Writes the table to bench/results/observability.md.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from rounds import ROOT, measured_rounds, write
+
 RESULTS = ROOT / "bench" / "results" / "observability.md"
 WARM_UP = 2_000
 VARIANTS = {
@@ -83,16 +78,6 @@ def install_tracer_provider() -> None:
     trace.set_tracer_provider(provider)
 
 
-def child(variant: str, url: str, jobs: int, checkout: Path) -> dict[str, float]:
-    """``measure`` in a new process, importing pyqcore from ``checkout``."""
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    out = subprocess.run([sys.executable, __file__, "--child", variant, "--url", url,
-                          "--jobs", str(jobs)], env=env, capture_output=True, text=True,
-                         check=True, cwd=checkout)
-    result: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
-    return result
-
-
 def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
     """Medians (and the range of wall times) per variant, against "off"."""
     off = statistics.median(r["cpu_us"] for r in results["off"])
@@ -107,35 +92,18 @@ def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--url", help="measure on this Redis (it is FLUSHALLed!) instead of a new one")
-    p.add_argument("--rounds", type=int, default=7, help="alternating rounds of every variant")
-    p.add_argument("--jobs", type=int, default=20_000, help="jobs timed per measurement")
-    p.add_argument("--before", type=Path, help="a checkout to measure 'both off' on too")
-    p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
-    if a.child:
-        print(json.dumps(measure(a.child, a.url, a.jobs)))
+    run = measured_rounds(__file__, __doc__, VARIANTS, measure, argv, rounds=7,
+                          jobs_help="jobs timed per measurement",
+                          before_help="a checkout to measure 'both off' on too")
+    if run is None:
         return 0
-    sys.path.insert(0, str(ROOT))  # run from a checkout
-    from tests.support import LocalRedis  # noqa: PLC0415
-
-    variants = [v for v in VARIANTS if v != "before" or a.before]
-    results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
-    with contextlib.ExitStack() as stack:
-        url = a.url or stack.enter_context(LocalRedis()).url
-        for round_ in range(a.rounds):
-            for variant in variants[round_ % len(variants):] + variants[:round_ % len(variants)]:
-                checkout = a.before if variant == "before" else ROOT
-                results[variant].append(child(variant, url, a.jobs, checkout))
+    a, results = run
     text = "\n".join([
         "# pyqcore: what worker metrics and tracing cost per job", "",
         f"{time.strftime('%Y-%m-%d %H:%M')} · an empty handler, `process(concurrency=1, "
         f"burst=True)`, {a.jobs:,} jobs per run, {a.rounds} alternating runs per variant; "
         "`python bench/observability.py` to rerun.", "", *table(results), ""])
-    RESULTS.write_text(text)
-    print(text)
-    return 0
+    return write(RESULTS, text)
 
 
 if __name__ == "__main__":

@@ -822,6 +822,9 @@ def worker_logging(level: str) -> Iterator[None]:
               help="Run N worker processes under a supervisor that restarts any that dies "
                    "(default: this one process).")
 @click.option("--burst", is_flag=True, help="Stop when nothing is ready.")
+@click.option("--schedules", is_flag=True,
+              help="Also add the due runs of the queues' schedules (any number of workers "
+                   "and schedulers may: each run is added once).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT",
@@ -831,8 +834,8 @@ def worker_logging(level: str) -> Iterator[None]:
               help="Address the worker metrics listen on.")
 @click.option("--parent-pid", type=int, hidden=True)  # set by the supervisor for its children
 def worker(app: str, queues: tuple[str, ...], concurrency: int | None,  # noqa: PLR0917
-           processes: int | None, burst: bool, log_level: str, metrics_port: int | None,
-           metrics_host: str, parent_pid: int | None) -> int:
+           processes: int | None, burst: bool, schedules: bool, log_level: str,
+           metrics_port: int | None, metrics_host: str, parent_pid: int | None) -> int:
     """Run the queues of APP until SIGTERM/SIGINT.
 
     APP is a QueueManager as module:attribute (e.g. myapp.jobs:manager). On SIGTERM/SIGINT
@@ -842,12 +845,12 @@ def worker(app: str, queues: tuple[str, ...], concurrency: int | None,  # noqa: 
     with worker_logging(log_level):
         if processes is not None:
             return run_processes(app, processes, queues=queues, concurrency=concurrency,
-                                 burst=burst, metrics_port=metrics_port,
+                                 burst=burst, schedules=schedules, metrics_port=metrics_port,
                                  metrics_host=metrics_host)
         manager = load_manager(app)
-        reports = serve(manager, queues, concurrency=concurrency, burst=burst, app=app,
-                        parent_pid=parent_pid, metrics_port=metrics_port,
-                        metrics_host=metrics_host)
+        reports = serve(manager, queues, concurrency=concurrency, burst=burst,
+                        schedules=schedules, app=app, parent_pid=parent_pid,
+                        metrics_port=metrics_port, metrics_host=metrics_host)
     for name, report in reports.items():
         click.echo(f"{name}: {report}")
     return 0

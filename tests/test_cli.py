@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from pyqcore.sync import supervisor
 from pyqcore.sync.driver import Client
 from pyqcore.sync.worker import Worker
 from tests.support import LocalRedis, LocalRedisCluster, free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -419,6 +421,31 @@ def test_worker_concurrency_defaults_to_one_slot_per_core(client: Client,
     assert result.exit_code == 0, result.output
     assert slots == [os.cpu_count() or 1]
     assert supervisor.default_concurrency(processes=2) == max(1, (os.cpu_count() or 1) // 2)
+
+
+@pytest.mark.parametrize("processes", [[], ["--processes", "1"]])  # one, or a supervisor's
+def test_worker_schedules_adds_the_due_runs_of_its_queues_schedules(
+        redis_server: LocalRedis, client: Client, processes: list[str]) -> None:
+    manager = QueueManager(client)
+    manager.schedule("mail-tick", "mail", "tick", every=1)
+    manager.schedule("idle-tick", "idle", "tick", every=1)  # a queue this worker does not run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYQCORE_CLI_TEST_URL": redis_server.url}
+    worker = subprocess.Popen([sys.executable, "-m", "pyqcore", "worker", "tests.test_cli:app",
+                               "--queue", "mail", "--schedules", "-c", "1", *processes],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    mail = BaseQueue(client, name="mail")
+    try:
+        wait_for(lambda: mail.stats().get("completed", 0) >= 2, 30)  # two due times, run
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "mail: WorkerReport(delivered=" in out
+    due = {s.name: s.next_due for s in manager.schedules()}
+    mail_due, idle_due = due["mail-tick"], due["idle-tick"]
+    assert mail_due and idle_due and mail_due > idle_due  # claimed again and again; idle's never
+    assert BaseQueue(client, name="idle").counts()["ready"] == 0
 
 
 def test_workers_lists_the_running_workers(redis_server: LocalRedis, client: Client) -> None:

@@ -143,18 +143,20 @@ def default_concurrency(processes: int = 1) -> int:
 
 
 def serve(manager: QueueManager, queues: Sequence[str] = (), *,
-          concurrency: int | None = None, burst: bool = False, app: str = "the app",
-          parent_pid: int | None = None, install_signal_handlers: bool = True,
-          stop: threading.Event | None = None, metrics_port: int | None = None,
-          metrics_host: str = "127.0.0.1") -> dict[str, WorkerReport]:
+          concurrency: int | None = None, burst: bool = False, schedules: bool = False,
+          app: str = "the app", parent_pid: int | None = None,
+          install_signal_handlers: bool = True, stop: threading.Event | None = None,
+          metrics_port: int | None = None, metrics_host: str = "127.0.0.1"
+          ) -> dict[str, WorkerReport]:
     """Run a worker for each of ``queues`` (default: every registered queue with a handler),
-    each in its own thread, until SIGTERM/SIGINT, ``stop``, or (``burst``) until drained.
+    each in its own thread, until SIGTERM/SIGINT, ``stop``, or (``burst``) until drained;
+    with ``schedules``, each also adds the due runs of its queue's schedules.
     With ``parent_pid``, also stop (gracefully) when that process is no longer the parent.
     With ``metrics_port``, their worker metrics are served there (``pyqcore.worker_metrics``)."""
     names = select_queues(manager, queues, app)
     stop = stop or threading.Event()
     options: dict[str, Any] = {"concurrency": concurrency or default_concurrency(),
-                               "burst": burst}
+                               "burst": burst, "schedules": schedules}
     if metrics_port is not None:
         options.update(metrics_port=metrics_port, metrics_host=metrics_host)
     workers = {name: Worker(manager.get_queue(name), stop=stop, **options) for name in names}
@@ -180,8 +182,9 @@ def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
 
 def run_processes(app: str, processes: int, *, queues: Sequence[str] = (),
                   concurrency: int | None = None, burst: bool = False,
-                  restart_delay: float = 0.5, max_restart_delay: float = 30.0,
-                  stable_after: float = 10.0, install_signal_handlers: bool = True,
+                  schedules: bool = False, restart_delay: float = 0.5,
+                  max_restart_delay: float = 30.0, stable_after: float = 10.0,
+                  install_signal_handlers: bool = True,
                   metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     """Run ``processes`` worker processes of ``app`` (``module:attribute`` of a QueueManager)
     until SIGTERM/SIGINT (or, with ``burst``, until each has drained its queues), restarting
@@ -189,7 +192,8 @@ def run_processes(app: str, processes: int, *, queues: Sequence[str] = (),
     ``concurrency`` and ``burst`` are each child's ``pyqcore worker`` options; concurrency
     defaults to the cores divided among the processes. With ``metrics_port`` P, child i
     (from 1) serves its worker metrics on port P + i - 1. The app is imported here first, so
-    a wrong name fails at once rather than in a restart loop."""
+    a wrong name fails at once rather than in a restart loop. ``schedules``: each child
+    also adds the due runs of its queues' schedules (each run is added once)."""
     if isinstance(processes, bool) or not isinstance(processes, int) or not processes >= 1:
         raise ConfigurationError(f"processes must be an int >= 1, got {processes!r}")
     if concurrency is not None and (isinstance(concurrency, bool) or
@@ -201,6 +205,8 @@ def run_processes(app: str, processes: int, *, queues: Sequence[str] = (),
                "--parent-pid", str(os.getpid())]
     if burst:
         command.append("--burst")
+    if schedules:
+        command.append("--schedules")
     for name in queues:
         command += ["--queue", name]
     if metrics_port is not None:

@@ -5,6 +5,8 @@ slot thread, and in a thread of the asyncio worker's loop), one server and a clu
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import subprocess
 import sys
@@ -212,14 +214,28 @@ def test_delayed_job_wakes_a_sleeping_worker_when_due(api: Api, backend: Backend
     patient.close()
 
 
-def start_worker(backend: Backend, visibility_timeout: float, driver: str
-                 ) -> subprocess.Popen[str]:
+def start_worker(backend: Backend, visibility_timeout: float, driver: str,
+                 stderr: int | None = None) -> subprocess.Popen[str]:
     """A worker process of ``driver`` (see tests/worker_process.py): a signal goes to a
     process, so these tests run their worker there and watch Redis from here."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.worker_process", backend.server.url,
          str(visibility_timeout), backend.name, driver],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
+def wait_logged(worker: subprocess.Popen[str], text: str, timeout: float = 20.0) -> None:
+    """Read the worker process's stderr (a pipe) until it holds ``text``."""
+    assert worker.stderr is not None
+    fd, seen = worker.stderr.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"the worker did not log {text!r} in {timeout} s: {seen!r}"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 4096)
+            assert chunk, f"the worker exited without logging {text!r}: {seen!r}"
+            seen += chunk
 
 
 def wait_started(client: Client, count: int) -> list[str]:
@@ -236,9 +252,10 @@ def test_sigterm_finishes_in_flight_jobs_and_returns_unstarted_ones(
 ) -> None:
     queue = BaseQueue(client, name="signals")  # the test's view; the worker is the process's
     queue.add_batch(range(5))
-    worker = start_worker(backend, visibility_timeout=30, driver=api.name)
+    worker = start_worker(backend, visibility_timeout=30, driver=api.name, stderr=subprocess.PIPE)
     in_flight = wait_started(client, 2)
     worker.send_signal(signal.SIGTERM)
+    wait_logged(worker, "SIGTERM received")  # handled: from now on no job starts
     for job_id in in_flight:
         client.rpush(f"test:release:{job_id}", 1)
     out, _ = worker.communicate(timeout=30)

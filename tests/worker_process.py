@@ -2,7 +2,10 @@
 ``python -m tests.worker_process URL VISIBILITY_TIMEOUT single|cluster sync|asyncio``.
 
 Its handler pushes the job id to ``started`` and then waits for a ``release:<id>`` key that the
-test never sets (SIGKILL case) or sets after SIGTERM (graceful case), then counts ``done``. On
+test never sets (SIGKILL case) or sets after SIGTERM (graceful case), then counts ``done``.
+pyqcore's log goes to stderr (INFO), where the graceful case reads that the stop request was
+taken (only then may it release the jobs: a job released sooner could let its slot start
+another before the signal is handled). On
 the sync driver the handler is a plain function and the worker installs its signal handlers
 with ``signal.signal``; on asyncio it is an ``async def`` on a ``redis.asyncio`` client and the
 worker installs them on the running loop (``loop.add_signal_handler``).
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 
 import redis
@@ -63,4 +67,6 @@ def main(url: str, visibility_timeout: float, backend: str, driver: str) -> None
 
 
 if __name__ == "__main__":
+    logging.getLogger("pyqcore").addHandler(logging.StreamHandler(sys.stderr))
+    logging.getLogger("pyqcore").setLevel(logging.INFO)
     main(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4])

@@ -115,8 +115,8 @@ def stop_on_signals(stop: asyncio.Event, install: bool = True) -> Iterator[None]
     sigs = (signal.SIGTERM, signal.SIGINT)
 
     def on_signal(sig: signal.Signals) -> None:
+        stop.set()  # before the log line, which then says no job starts any more
         log.info("%s received: finishing in-flight jobs", sig.name)
-        stop.set()
         for s in sigs:
             loop.remove_signal_handler(s)
 

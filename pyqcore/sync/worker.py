@@ -178,8 +178,8 @@ def stop_on_signals(stop: threading.Event, install: bool = True) -> Iterator[Non
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()  # before the log line, which then says no job starts any more
         log.info("%s received: finishing in-flight jobs", signal.Signals(signum).name)
-        stop.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

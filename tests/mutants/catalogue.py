@@ -1633,10 +1633,8 @@ COALESCE = [
         "concurrent adds each take a connection: a gather of 1,000 runs out of them",
         "tests/core/test_coalesce.py", COALESCED),
     _py("coalesce", "coalesce-lone-call-never-waits",
-        "        lone = self._sending < self._most\n        if lone:\n"
-        "            self._sending += 1\n        lock.release()\n",
-        "        lone = True\n        if lone:\n"
-        "            self._sending += 1\n        lock.release()\n",
+        "        if alone is not None and self._sending < self._most and self._take():\n",
+        "        if alone is not None:\n",
         "every add is sent alone as a bare call: a gather of 1,000 runs out of connections",
         "tests/core/test_coalesce.py", COALESCED),
     _py("coalesce", "coalesce-lone-call-keeps-its-place",

@@ -14,6 +14,18 @@ policy) and claims them with ``schedule_claim.lua``, which moves the due time on
 the runs only if the due time it read is still the schedule's: of several schedulers that read
 the same due time, one enqueues, the others change nothing. Each run's id is the schedule's
 name and its due time, so a run is one job even if a schedule were claimed twice.
+
+Crash-safe writes: the name index and a queue's keys are in different slots on a Cluster, so
+no one call writes both. Declaring writes the index first, then the definition, then the due
+time; removing goes the other way (due time, definition, index last); a move removes the old
+queue's keys before the index names the new one. Each step is its own round trip (the two
+per-queue writes go in order on one connection), so a writer that dies half-way leaves a
+prefix of them: an index entry with nothing behind it (listing skips it, ``unschedule``
+removes it), a definition with no due time (never claimed: declaring it again gives it one),
+or a new definition with the old due time (claimed once at the old time, then on the new
+definition's). A scheduler claims only the schedules that the index names for their queue,
+so per-queue keys the index does not name (left by an older writer) enqueue nothing. What
+such a crash costs is at worst a schedule missing until the application declares it again.
 """
 
 from __future__ import annotations
@@ -76,15 +88,16 @@ class ScheduleFlows:
         old_queue = yield Command(("HGET", self.index, name), lambda raw: raw and text(raw))
         now, [stored] = yield home.read_schedules([name])
         if old_queue and old_queue != queue:
-            yield from self._remove(name, old_queue)
+            yield from self._remove_keys(name, old_queue)  # the index still names it: stale
         definition = wanted.to_json()
         if stored.definition is not None and text(stored.definition) == definition \
                 and stored.due_ms >= 0:
             due = stored.due_ms
         else:
             due = wanted.due_after(now)
-        yield [Command(("HSET", self.index, name, queue)),
-               Command(("HSET", home.keys.key("schedules"), name, definition)),
+        if old_queue != queue:  # the index first (see the module docstring)
+            yield Command(("HSET", self.index, name, queue))
+        yield [Command(("HSET", home.keys.key("schedules"), name, definition)),
                Command(("ZADD", home.keys.key("schedule_due"), due, name))]
         return Schedule.from_json(name, queue, definition, due)
 
@@ -99,10 +112,15 @@ class ScheduleFlows:
         return True
 
     def _remove(self, name: str, queue: str) -> Flow[None]:
+        yield from self._remove_keys(name, queue)
+        yield Command(("HDEL", self.index, name))  # last (see the module docstring)
+
+    def _remove_keys(self, name: str, queue: str) -> Flow[None]:
+        """Remove a schedule's keys in its queue: the due time (no claim from now on), then
+        the definition."""
         home = yield from self._home(queue)
-        yield [Command(("HDEL", home.keys.key("schedules"), name)),
-               Command(("ZREM", home.keys.key("schedule_due"), name)),
-               Command(("HDEL", self.index, name))]
+        yield [Command(("ZREM", home.keys.key("schedule_due"), name)),
+               Command(("HDEL", home.keys.key("schedules"), name))]
 
     def schedules(self) -> Flow[list[Schedule]]:
         """Every schedule under the prefix, by name, with its next due time."""
@@ -137,9 +155,10 @@ class ScheduleFlows:
         for queue in sorted(by_queue):
             home = yield from self._home(queue)
             now, stored = yield home.read_schedules([], READ_LIMIT)
+            named = set(by_queue[queue])
             for entry in stored:
-                if entry.definition is None:  # being removed, or a crash half-way
-                    continue
+                if entry.definition is None or entry.name not in named:
+                    continue  # being removed, or a writer's crash half-way
                 if entry.due_ms > now:
                     wait = (entry.due_ms - now) / 1000
                     soonest = wait if soonest is None else min(soonest, wait)

@@ -31,6 +31,7 @@ SERVER_CLOCK = "tests/test_server_clock.py"
 RETRY_RULES = "tests/test_retry_rules.py"
 TIMEOUTS = "tests/test_job_timeouts.py"
 SCHEDULES = "tests/test_schedules.py"
+SCHEDULE_CRASHES = "tests/test_schedule_crashes.py"
 AT = "tests/test_at.py"
 MEMORY = "tests/reliability/test_memory_pressure.py"
 CANCEL = "tests/test_cancel.py"
@@ -1478,6 +1479,29 @@ QUEUE_FLOWS = [
         "            due = wanted.due_after(now)\n",
         "an application declaring its schedules at each start pushes their runs back",
         SCHEDULES),
+    _py("schedules", "scheduler-claims-what-the-index-does-not-name",
+        "                if entry.definition is None or entry.name not in named:\n",
+        "                if entry.definition is None:\n",
+        "a schedule whose index entry is gone (a writer's crash) runs, unlisted and unremovable",
+        SCHEDULE_CRASHES),
+    _py("schedules", "unschedule-drops-the-index-first",
+        "        yield from self._remove_keys(name, queue)\n"
+        "        yield Command((\"HDEL\", self.index, name))  # last (see the module docstring)\n",
+        "        yield Command((\"HDEL\", self.index, name))\n"
+        "        yield from self._remove_keys(name, queue)\n",
+        "a remover that dies half-way leaves a schedule's keys that nothing can remove",
+        SCHEDULE_CRASHES),
+    _py("schedules", "schedule-writes-the-index-last",
+        "        if old_queue != queue:  # the index first (see the module docstring)\n"
+        "            yield Command((\"HSET\", self.index, name, queue))\n"
+        "        yield [Command((\"HSET\", home.keys.key(\"schedules\"), name, definition)),\n"
+        "               Command((\"ZADD\", home.keys.key(\"schedule_due\"), due, name))]\n",
+        "        yield [Command((\"HSET\", home.keys.key(\"schedules\"), name, definition)),\n"
+        "               Command((\"ZADD\", home.keys.key(\"schedule_due\"), due, name))]\n"
+        "        if old_queue != queue:\n"
+        "            yield Command((\"HSET\", self.index, name, queue))\n",
+        "a declarer that dies before its last write leaves a schedule's keys that nothing "
+        "lists, claims or removes", SCHEDULE_CRASHES),
     _py("schedules", "scheduler-skips-the-claim",
         "                enqueued += yield from self._claim(home, queue, entry, now)\n",
         "                continue\n",

@@ -22,9 +22,10 @@ limits behind the targets that run.py reports as missed.
   add_batch's, and the target's budget per caller is set against asyncio's own cost;
 - concurrent adds from threads: what a thread's wake-up costs (threads in a ring of locks),
   8 threads sharing a sync queue (run.py's workload) and the sync add_batch, alternating;
-- two worker processes: the drain of run.py's p2 and best settings, with the CPU its worker
-  processes, Redis and everything else on the machine used meanwhile (/proc): what a second
-  process can find on 2 cores.
+- two worker processes: drains at one process (run.py's best setting, 1 and 2 slots) and two
+  (``--processes 2`` with 1, 2 and 4 slots each), with the CPU the worker processes, Redis and
+  everything else on the machine used meanwhile (/proc, INFO cpu), and per job: the worker's
+  and Redis's CPU µs, whose sum bounds what 2 cores can drain.
 
 Writes the tables to bench/results/limits.md.
 """
@@ -437,33 +438,62 @@ def _machine_busy() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def process_drains(url: str) -> list[str]:
-    """run.py's drain at the best setting and with two processes, and the cores the worker
-    processes, Redis and the rest of the machine used meanwhile."""
-    rows = ["| drain (INCR), pyqcore | jobs/s | worker processes' cores | Redis's cores | "
-            "the rest of the machine's cores |", "|---|---:|---:|---:|---:|"]
+# Drains of process_drains: (setting, slots) -> one process at run.py's best setting
+# (``concurrency`` slots), or ``pyqcore worker --processes 2 --concurrency slots``.
+PROCESS_SETTINGS = [("best", 1), ("best", 2), ("p2", 1), ("p2", 2), ("p2", 4)]
+
+
+def _drain_cpu(url: str, setting: str, slots: int) -> tuple[float, float, float, float]:
+    """One drain of DRAIN_JOBS (INCR body): seconds, and the CPU seconds its worker processes,
+    Redis and the rest of the machine used meanwhile."""
     r = redis.Redis.from_url(url)
-    for setting in ("best", "p2"):
-        r.flushall()
-        opts = s.Options(url=url, workload="drain", jobs=DRAIN_JOBS, concurrency=2,
-                         setting=setting, rate=0.0, seconds=0.0, role="bench")
-        pyqcore_bench.enqueue_bulk(opts, DRAIN_JOBS)
+    r.flushall()
+    opts = s.Options(url=url, workload="drain", jobs=DRAIN_JOBS, concurrency=slots,
+                     setting=setting, rate=0.0, seconds=0.0, role="bench")
+    pyqcore_bench.enqueue_bulk(opts, DRAIN_JOBS)
+    default_slots, pyqcore_bench.P2_SLOTS = pyqcore_bench.P2_SLOTS, slots
+    try:
         workers = s.start_workers(pyqcore_bench.ADAPTER, opts, DRAIN_JOBS, "incr")
-        try:
-            while not r.exists(s.FIRST):
-                workers.check()
-                time.sleep(0.001)
-            began, busy, redis_cpu = time.time(), _machine_busy(), s.cpu_seconds(r)
-            group = sum(_group_cpu(p.pid) for p in workers.procs)
-            r.blpop([s.DONE], 60)
-            wall = time.time() - began
-            group = sum(_group_cpu(p.pid) for p in workers.procs) - group
-            busy, redis_cpu = _machine_busy() - busy, s.cpu_seconds(r) - redis_cpu
-        finally:
-            workers.stop()
-        rows.append(f"| {pyqcore_bench.settings(opts)} | {DRAIN_JOBS / wall:,.0f} | "
-                    f"{group / wall:.2f} | {redis_cpu / wall:.2f} | "
-                    f"{max(0.0, busy - group - redis_cpu) / wall:.2f} |")
+    finally:
+        pyqcore_bench.P2_SLOTS = default_slots
+    try:
+        while not r.exists(s.FIRST):
+            workers.check()
+            time.sleep(0.001)
+        began, busy, redis_cpu = time.time(), _machine_busy(), s.cpu_seconds(r)
+        group = sum(_group_cpu(p.pid) for p in workers.procs)
+        r.blpop([s.DONE], 60)
+        wall = time.time() - began
+        group = sum(_group_cpu(p.pid) for p in workers.procs) - group
+        busy, redis_cpu = _machine_busy() - busy, s.cpu_seconds(r) - redis_cpu
+    finally:
+        workers.stop()
+    return wall, group, redis_cpu, max(0.0, busy - group - redis_cpu)
+
+
+def process_drains(url: str, blocks: int = 3) -> list[str]:
+    """Drains at one process and two (PROCESS_SETTINGS), runs alternating, medians: jobs/s,
+    the cores the worker processes, Redis and the rest of the machine used, and each side's
+    CPU per job, which bounds the drain: 2 cores / (worker's + Redis's µs per job)."""
+    runs: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {
+        key: [] for key in PROCESS_SETTINGS}
+    for _ in range(max(1, blocks // 2)):
+        for setting, slots in PROCESS_SETTINGS:
+            runs[setting, slots].append(_drain_cpu(url, setting, slots))
+    rows = ["| drain (INCR), pyqcore | jobs/s | worker processes' cores | Redis's cores | "
+            "the rest's cores | worker µs/job | Redis µs/job | ceiling on 2 cores, jobs/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (setting, slots), measured in runs.items():
+        wall, group, redis_cpu, rest = (statistics.median(m[i] for m in measured)
+                                        for i in range(4))
+        worker_us, redis_us = group / DRAIN_JOBS * 1e6, redis_cpu / DRAIN_JOBS * 1e6
+        opts = s.Options(url=url, workload="drain", jobs=DRAIN_JOBS, concurrency=slots,
+                         setting=setting, rate=0.0, seconds=0.0, role="bench")
+        name = (f"pyqcore worker --processes {s.PROCESSES} --concurrency {slots}"
+                if setting == "p2" else pyqcore_bench.settings(opts))
+        rows.append(f"| {name} | {DRAIN_JOBS / wall:,.0f} | {group / wall:.2f} | "
+                    f"{redis_cpu / wall:.2f} | {rest / wall:.2f} | {worker_us:.1f} | "
+                    f"{redis_us:.1f} | {2e6 / (worker_us + redis_us):,.0f} |")
     return rows
 
 
@@ -474,7 +504,7 @@ SECTIONS: dict[str, tuple[str, Callable[[str, int], list[str]]]] = {
     "drain": ("Drain with a batch handler (INCR per job, pipelined per batch)", batch_drain),
     "gather": ("Concurrent adds (a gather of 1,000)", concurrent_adds),
     "threads": ("Concurrent adds (threads sharing a sync queue)", threaded_adds),
-    "processes": ("Two worker processes on 2 cores", lambda url, blocks: process_drains(url)),
+    "processes": ("Two worker processes on 2 cores", process_drains),
 }
 
 

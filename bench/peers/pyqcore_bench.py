@@ -38,7 +38,12 @@ from pyqcore import BaseQueue, Job
 
 QUEUE = "bench"
 BATCH_SLOTS, BATCH_PREFETCH = 2, 1000  # the batch handler's setting
-P2_SLOTS = 1  # slots per process with two processes: one per core (README, "The worker")
+# Slots per process with two processes. The INCR body waits on a round trip per job, and with
+# a process per core each process's slots overlap those waits: 4 a process drained faster
+# than 1 or 2 in every alternating run of bench/limits.py --only processes (30 Nov, 3 runs:
+# +5% to +32% over 1 slot; 8 slots alike to 4). The CLI's default stays one slot per core
+# (the right one for a CPU-bound handler, what --processes is for).
+P2_SLOTS = 4
 THREADS = 8  # threads sharing one sync queue in the concurrent-add workload
 BARE_BLOCK = 2000  # adds per timed block of single-vs-bare
 # The least a numbered, idempotent, counted add can run: HINCRBY + HSETNX + RPUSH, with the

@@ -144,6 +144,33 @@ local function call_chunked(cmd, key, items)
   return last
 end
 -- @end call_chunked
+-- @include fresh
+-- generated from lua/includes/fresh.lua by `make lua`: edit that file, not this block
+-- What an add does with the jobs it stored (enqueue.lua; schedule_claim.lua with a schedule's
+-- runs): their own delivery limit, if they have one, and their place at the back of the ready
+-- list.
+
+-- Gives the jobs `ids` their own delivery limit (max_retries + 1: limit_arg, as ARGV text) in the
+-- meta hash as meta.lua's meta_put writes it, "0:0:limit": fail and reserve's reclaim read it
+-- instead of the queue's.
+local function put_limits(meta_key, ids, limit_arg)
+  local limits, limit = {}, '0:0:' .. limit_arg
+  for i, id in ipairs(ids) do
+    limits[2 * i - 1] = id
+    limits[2 * i] = limit
+  end
+  call_chunked('HSET', meta_key, limits)
+end
+
+-- Appends ids to the ready list, waking a blocked worker if the list was empty: only an empty
+-- list can have workers blocked on it (a longer one was non-empty at their last reserve, which
+-- passes the wake-up on while work remains).
+local function push_ready(ready_key, wake_key, ids)
+  if call_chunked('RPUSH', ready_key, ids) == #ids then
+    wake(wake_key)
+  end
+end
+-- @end fresh
 -- @include gather_chunked
 -- generated from lua/includes/gather_chunked.lua by `make lua`: edit that file, not this block
 -- For a command that answers per item (HMGET, ZMSCORE): calls it over items in slices of 1000,
@@ -459,14 +486,9 @@ reply[2] = table.concat(numbered, ',')
 
 if #fresh > 0 then
   if max_attempts > 0 then -- the jobs' own limit, for fail and reserve's reclaim (meta.lua)
-    local limits, limit = {}, '0:0:' .. ARGV[4] -- as written by meta.lua's meta_put
-    for i, id in ipairs(fresh) do
-      limits[2 * i - 1] = id
-      limits[2 * i] = limit
-    end
-    call_chunked('HSET', meta, limits)
+    put_limits(meta, fresh, ARGV[4])
   end
-  local should_wake, values
+  local values
   if ranked_add then -- a ranked job's attrs entry says where it waits while ready (place.lua)
     local value, fields = string.format('%d ', priority) .. group, {}
     values = {}
@@ -480,11 +502,9 @@ if #fresh > 0 then
   if not due and ranked_add then
     place({ready = ready, ranked = KEYS[8], flow = KEYS[9], groups = KEYS[10], gwait = KEYS[11]},
       fresh, values, false)
-    should_wake = true
+    wake(wake_key)
   elseif not due then
-    -- Only a ready list that was empty can have workers blocked on it; a longer one was
-    -- non-empty at their last reserve, which passes the wake-up on while work remains.
-    should_wake = call_chunked('RPUSH', ready, fresh) == #fresh
+    push_ready(ready, wake_key, fresh)
   else
     -- Formatted once: Redis would printf a Lua number argument for every job.
     local score, scored = string.format('%d', due), {}
@@ -493,10 +513,7 @@ if #fresh > 0 then
       scored[2 * i] = id
     end
     call_chunked('ZADD', delayed, scored)
-    should_wake = true -- a sleeping worker must learn of a due time sooner than it planned for
-  end
-  if should_wake then
-    wake(wake_key)
+    wake(wake_key) -- a sleeping worker must learn of a due time sooner than it planned for
   end
 end
 if customs > 0 then

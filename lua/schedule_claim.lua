@@ -92,6 +92,33 @@ local function wake(wake_key)
   end
 end
 -- @end wake
+-- @include fresh
+-- generated from lua/includes/fresh.lua by `make lua`: edit that file, not this block
+-- What an add does with the jobs it stored (enqueue.lua; schedule_claim.lua with a schedule's
+-- runs): their own delivery limit, if they have one, and their place at the back of the ready
+-- list.
+
+-- Gives the jobs `ids` their own delivery limit (max_retries + 1: limit_arg, as ARGV text) in the
+-- meta hash as meta.lua's meta_put writes it, "0:0:limit": fail and reserve's reclaim read it
+-- instead of the queue's.
+local function put_limits(meta_key, ids, limit_arg)
+  local limits, limit = {}, '0:0:' .. limit_arg
+  for i, id in ipairs(ids) do
+    limits[2 * i - 1] = id
+    limits[2 * i] = limit
+  end
+  call_chunked('HSET', meta_key, limits)
+end
+
+-- Appends ids to the ready list, waking a blocked worker if the list was empty: only an empty
+-- list can have workers blocked on it (a longer one was non-empty at their last reserve, which
+-- passes the wake-up on while work remains).
+local function push_ready(ready_key, wake_key, ids)
+  if call_chunked('RPUSH', ready_key, ids) == #ids then
+    wake(wake_key)
+  end
+end
+-- @end fresh
 
 local due_key, ready, jobs, stats, wake_key, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local name = ARGV[1] or ''
@@ -118,20 +145,17 @@ if current ~= expected or expected > now_ms() then
 end
 redis.call('ZADD', due_key, ARGV[3], name)
 
-local fresh, limits = {}, {}
+local fresh = {}
 for i = 5, #ARGV, 2 do
   if redis.call('HSETNX', jobs, ARGV[i], ARGV[i + 1]) == 1 then
     fresh[#fresh + 1] = ARGV[i]
-    limits[#limits + 1] = ARGV[i]
-    limits[#limits + 1] = '0:0:' .. ARGV[4] -- as meta.lua's meta_put writes it
   end
 end
-if #fresh > 0 then
+if #fresh > 0 then -- as an add of these ids does (enqueue.lua)
   if max_attempts > 0 then
-    call_chunked('HSET', meta, limits)
+    put_limits(meta, fresh, ARGV[4])
   end
-  call_chunked('RPUSH', ready, fresh)
+  push_ready(ready, wake_key, fresh)
   redis.call('HINCRBY', stats, 'added', string.format('%d', #fresh))
-  wake(wake_key)
 end
 return {OK, #fresh}

@@ -614,30 +614,40 @@ local function take_in_turn(n)
   if ungrouped > 0 then -- the jobs with no group take their turns too
     redis.call('ZADD', fk.groups, 'NX', string.format('%d', next_turn(fk.groups)), '')
   end
-  local heads = redis.call('ZRANGE', fk.groups, '0', string.format('%d', n - 1))
-  local fields = {}
-  for i, g in ipairs(heads) do
-    fields[2 * i - 1] = 'ready ' .. g
-    fields[2 * i] = 'active ' .. g
-  end
-  local held = gather_chunked('HMGET', fk.flow, fields)
-  local allow, ready_n, active_n, free_at = {}, {}, {}, {}
-  for i, g in ipairs(heads) do
-    if g == '' then
-      ready_n[i], active_n[i], allow[i] = ungrouped, 0, ungrouped
-    else
-      ready_n[i], active_n[i] = tonumber(held[2 * i - 1]) or 0, tonumber(held[2 * i]) or 0
-      allow[i] = ready_n[i]
-      if group_cap > 0 then
-        allow[i] = math.min(allow[i], group_cap - active_n[i])
-      end
-      if group_starts > 0 then
-        local room
-        room, free_at[i] = window_room(limiter, g, now, group_window, group_starts)
-        allow[i] = math.min(allow[i], room)
-      end
+  -- The groups at the head of the round robin, n at a time, until they allow n jobs or none is
+  -- left: a group armed by an add after it reached a limit with nothing ready (its rate limit)
+  -- may lease nothing, takes no turn, and leaves the round robin below.
+  local heads, allow, ready_n, active_n, free_at = {}, {}, {}, {}, {}
+  local allowed, from = 0, 0
+  repeat
+    local more = redis.call('ZRANGE', fk.groups, string.format('%d', from), string.format('%d', from + n - 1))
+    local fields = {}
+    for j, g in ipairs(more) do
+      fields[2 * j - 1] = 'ready ' .. g
+      fields[2 * j] = 'active ' .. g
     end
-  end
+    local held = gather_chunked('HMGET', fk.flow, fields)
+    for j, g in ipairs(more) do
+      local i = #heads + 1
+      heads[i] = g
+      if g == '' then
+        ready_n[i], active_n[i], allow[i] = ungrouped, 0, ungrouped
+      else
+        ready_n[i], active_n[i] = tonumber(held[2 * j - 1]) or 0, tonumber(held[2 * j]) or 0
+        allow[i] = ready_n[i]
+        if group_cap > 0 then
+          allow[i] = math.min(allow[i], group_cap - active_n[i])
+        end
+        if group_starts > 0 then
+          local room
+          room, free_at[i] = window_room(limiter, g, now, group_window, group_starts)
+          allow[i] = math.min(allow[i], room)
+        end
+      end
+      allowed = allowed + math.max(allow[i], 0)
+    end
+    from = from + n
+  until allowed >= n or #more < n
   -- One job per group per turn, until n or every group's allowance is spent.
   local turns, take, left, more = {}, {}, n, true
   for i = 1, #heads do

@@ -99,6 +99,20 @@ def test_an_add_to_a_group_at_its_concurrency_does_not_spend_another_groups_turn
     assert payloads(queue) == ["g2"]
 
 
+def test_a_group_at_its_rate_limit_does_not_spend_another_groups_turn(
+    api: Api, client: Client, clock: FakeClock,
+) -> None:
+    queue = make(api, client, clock, group_rate_limit=(1, 10.0))
+    queue.add("g1", group="g")
+    assert payloads(queue) == ["g1"]  # g's last job, and its window's one start
+    queue.add("g2", group="g")  # an add arms g: reserve finds it at its limit
+    queue.add("h1", group="h")
+    assert payloads(queue, 1) == ["h1"]  # so g takes no turn: the next group does
+    assert payloads(queue) == []
+    clock.advance(10.001)
+    assert payloads(queue) == ["g2"]
+
+
 @pytest.mark.parametrize("g2_added", ["before", "after"])  # g1's lease took g's last job
 def test_a_worker_waits_for_a_group_under_its_limit_and_an_ack_wakes_it(
     api: Api, client: Client, patient_client: Client, clock: FakeClock, g2_added: str,

@@ -12,7 +12,7 @@ import pytest
 from pyqcore import Backoff, BaseQueue, ConfigurationError, Job
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock, all_keys, primaries
-from tests.support.drivers import Api, in_thread
+from tests.support.drivers import Api, in_thread, stop_waiting_worker
 from tests.support.waiting import wait_for
 from tests.support.windows import most_in_window
 
@@ -83,9 +83,7 @@ def test_an_ack_wakes_a_worker_waiting_for_a_place(api: Api, client: Client,
     wait_for(lambda: client.exists(queue.keys.key("starved")) == 1, 20)  # it found no place
     queue.ack(held)  # the ack wakes it: no 30 s wait
     assert done.wait(10)
-    worker.stop.set()
-    client.rpush(queue.keys.key("wake"), "stop")  # it blocks on the wake list: wake it to stop
-    assert run.result(40).acked == 1
+    assert stop_waiting_worker(worker, run, client, queue).acked == 1
 
 
 # -- rate_limit --------------------------------------------------------------------------------

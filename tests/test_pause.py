@@ -9,7 +9,7 @@ import threading
 from pyqcore import BaseQueue, WorkerReport
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
-from tests.support.drivers import Api, in_thread
+from tests.support.drivers import Api, in_thread, stop_waiting_worker
 from tests.support.waiting import wait_for
 from tests.test_worker import blocked_on_blpop
 
@@ -65,9 +65,7 @@ def test_a_resume_wakes_a_waiting_worker(api: Api, client: Client, patient_clien
     assert not done.is_set()
     queue.resume()  # the resume pushes a wake-up: no 30 s wait
     assert done.wait(10)
-    worker.stop.set()
-    client.rpush(queue.keys.key("wake"), "stop")  # it blocks on the wake list: wake it to stop
-    assert run.result(40).acked == 1
+    assert stop_waiting_worker(worker, run, client, queue).acked == 1
 
 
 def test_a_partitioned_queue_pauses_every_partition(api: Api, client: Client,

@@ -403,6 +403,15 @@ def in_thread(function: Callable[..., T], *args: Any,
     return future
 
 
+def stop_waiting_worker(worker: Any, run: concurrent.futures.Future[T], client: Any,
+                        queue: Any, timeout: float = 40.0) -> T:
+    """Stop a worker that may be blocked on its queue's wake list (a long idle_wait: it would
+    see its stop flag only after that wait, so a marker wakes it); its report."""
+    worker.stop.set()
+    client.rpush(queue.keys.key("wake"), "stop")
+    return run.result(timeout)
+
+
 def at_once(obj: Any, method: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
             ) -> list[Any]:
     """``getattr(obj, method)(*args, **kwargs)`` for every (args, kwargs) of ``calls``, all

@@ -97,7 +97,15 @@ class Coalescer(Generic[I, R]):
         item's own call, if it can go as a bare ``Call``: then a lone item is that call, whose
         ``done`` frees its place (no flow to drive: a lone add costs what a plain call does)."""
         # (An unlocked look first: a caller that will wait takes the lock once, in _flow.)
-        if alone is not None and self._sending < self._most and self._take():
+        if alone is not None and self._sending < self._most:
+            lock = self._lock
+            lock.acquire()  # not ``with``: every add's path, where ``with`` costs twice as much
+            lone = self._sending < self._most
+            if lone:
+                self._sending += 1
+            lock.release()
+            if not lone:
+                return self._flow(item)
             try:
                 call = alone(item)
             except BaseException:
@@ -106,16 +114,6 @@ class Coalescer(Generic[I, R]):
             call.done = self._pass_on
             return call
         return self._flow(item)
-
-    def _take(self) -> bool:
-        """Count one more call in flight, if fewer than ``in_flight`` are."""
-        lock = self._lock
-        lock.acquire()  # not ``with``: this is every add's path, and ``with`` costs twice as much
-        lone = self._sending < self._most
-        if lone:
-            self._sending += 1
-        lock.release()
-        return lone
 
     def _flow(self, item: I) -> Flow[R]:
         """The flow of one caller's item: sent alone if fewer than ``in_flight`` calls are in

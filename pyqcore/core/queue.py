@@ -82,6 +82,8 @@ class QueueCore:
         self._adds: Coalescer[NewJob, str] = Coalescer(
             self._enqueue, new_waiter, limit=settings.batch_size, key=partition_and_shared,
             in_flight=ADDS_IN_FLIGHT)
+        parts = self.partitions.parts  # a lone add's call, built a call sooner on one partition
+        self._alone = parts[0].enqueue_one if len(parts) == 1 else self._alone_routed
         self.keys = QueueKeys(settings.prefix, settings.name)  # the logical queue's own keys
         self.announced = False
         self.check_eviction = False  # with the announcement (set for a client's first queue)
@@ -168,7 +170,7 @@ class QueueCore:
                                       timeout=timeout_ms(timeout))
         return self._add_ranked(self.partitions.parts[job[0]], job, rank)
 
-    def _alone(self, job: NewJob) -> Call[str]:
+    def _alone_routed(self, job: NewJob) -> Call[str]:
         """A lone plain add's call: its job alone, to its partition."""
         return self.partitions.parts[job[0]].enqueue_one(job)
 

@@ -1662,13 +1662,15 @@ DEAD_LETTER_FLOWS = [
 COALESCED = "tests/test_coalesced_adds.py"
 COALESCE = [
     _py("coalesce", "coalesce-never-waits",
-        "            lone = self._sending < self._most\n",
-        "            lone = True\n",
+        "            lone = self._sending < self._most\n            if lone:\n"
+        "                self._sending += 1\n            else:\n",
+        "            lone = True\n            if lone:\n"
+        "                self._sending += 1\n            else:\n",
         "concurrent adds each take a connection: a gather of 1,000 runs out of them",
         "tests/core/test_coalesce.py", COALESCED),
     _py("coalesce", "coalesce-lone-call-never-waits",
-        "        if alone is not None and self._sending < self._most and self._take():\n",
-        "        if alone is not None:\n",
+        "        if alone is not None and self._sending < self._most:\n",
+        "        if alone is not None:\n            self._sending = 0\n",
         "every add is sent alone as a bare call: a gather of 1,000 runs out of connections",
         "tests/core/test_coalesce.py", COALESCED),
     _py("coalesce", "coalesce-lone-call-keeps-its-place",

@@ -102,37 +102,43 @@ def evalsha_usec(r: redis.Redis) -> float:
 
 
 def single_add(r: redis.Redis, blocks: int) -> list[str]:
-    """Median µs per call of each variant over alternating blocks, and its Redis time."""
+    """Median µs per call of each variant over rounds of short alternating blocks, the median
+    of each round's ratios to LPUSH and to the bare script (a load swing hits a round's blocks
+    alike), and the Redis time per EVALSHA."""
     one_line, three = r.script_load(ONE_LINE), r.script_load(pyqcore_bench.THREE_COMMANDS)
     queue = BaseQueue(r, name="limits")
     variants: dict[str, Callable[[int], object]] = {
-        "redis-py LPUSH (JSON payload)": lambda i: r.lpush("limits:list", json.dumps(s.payload(i))),
+        LPUSH: lambda i: r.lpush("limits:list", json.dumps(s.payload(i))),
         "EVALSHA, one-line LPUSH script": lambda i: r.evalsha(
             one_line, 1, "limits:list", json.dumps(s.payload(i))),
-        "EVALSHA, HINCRBY + HSETNX + RPUSH, no checks": lambda i: r.evalsha(
-            three, 5, *BARE_KEYS, json.dumps(s.payload(i))),
+        BARE: lambda i: r.evalsha(three, 5, *BARE_KEYS, json.dumps(s.payload(i))),
         "pyqcore add": lambda i: queue.add(s.payload(i)),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     server: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(blocks):
+    for _ in range(blocks * SINGLE_ROUNDS):
         for name, call in variants.items():
             r.config_resetstat()
             start = time.perf_counter()
-            for i in range(BLOCK):
+            for i in range(SINGLE_BLOCK):
                 call(i)
-            times[name].append((time.perf_counter() - start) / BLOCK * 1e6)
+            times[name].append((time.perf_counter() - start) / SINGLE_BLOCK * 1e6)
             server[name].append(evalsha_usec(r))
-        r.flushall()
-    floor = statistics.median(times["redis-py LPUSH (JSON payload)"])
-    rows = ["| one add, one round trip | µs/add | LPUSH ÷ this | Redis µs per EVALSHA |",
-            "|---|---:|---:|---:|"]
+    r.flushall()
+    rows = ["| one add, one round trip | µs/add | LPUSH ÷ this | bare script ÷ this | "
+            "Redis µs per EVALSHA |", "|---|---:|---:|---:|---:|"]
     for name in variants:
-        us = statistics.median(times[name])
+        to_lpush = statistics.median(f / t for f, t in zip(times[LPUSH], times[name], strict=True))
+        to_bare = statistics.median(b / t for b, t in zip(times[BARE], times[name], strict=True))
         redis_us = statistics.median(server[name])
-        rows.append(f"| {name} | {us:.1f} | {floor / us:.0%} | "
-                    f"{f'{redis_us:.1f}' if redis_us else '—'} |")
+        rows.append(f"| {name} | {statistics.median(times[name]):.1f} | {to_lpush:.0%} | "
+                    f"{to_bare:.0%} | {f'{redis_us:.1f}' if redis_us else '—'} |")
     return rows
+
+
+LPUSH = "redis-py LPUSH (JSON payload)"
+BARE = "EVALSHA, HINCRBY + HSETNX + RPUSH, no checks"
+SINGLE_BLOCK, SINGLE_ROUNDS = 250, 8  # calls per timed block; rounds per --blocks
 
 
 def bare_lua_life_cycle(opts: s.Options) -> float:

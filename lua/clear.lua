@@ -16,8 +16,12 @@ KEYS
   9   flow     HASH  per-group counts and flags (arm.lua): "ready G"
   10  groups   ZSET  group -> turn: the round robin of groups that may lease now
   11  gwait    ZSET  group -> ms: groups waiting out their group rate limit
+  12  events   STREAM  (optional) events (events.lua): cancelled (each job deleted)
 ARGV
   1  limit  integer  most jobs deleted by this call, 1..10000
+  -2  events_level   integer  with the events key only, second to last: 1 = the terminal
+                               transitions only, 2 = every one (events.lua)
+  -1  events_maxlen  integer  with the events key only, last: the stream's bound (MAXLEN ~)
 REPLY
   {0, deleted, remaining}  remaining = waiting jobs left (ready, ranked + delayed)
 ERRORS
@@ -69,6 +73,84 @@ local function call_chunked(cmd, key, items)
   return last
 end
 -- @end call_chunked
+-- @include gather_chunked
+-- generated from lua/includes/gather_chunked.lua by `make lua`: edit that file, not this block
+-- For a command that answers per item (HMGET, ZMSCORE): calls it over items in slices of 1000,
+-- under Lua's unpack limit (about 8000 values in Redis's Lua 5.1), and joins the replies.
+local function gather_chunked(cmd, key, items)
+  if #items <= 1000 then
+    return #items > 0 and redis.call(cmd, key, unpack(items)) or {}
+  end
+  local all, n = {}, 0
+  for i = 1, #items, 1000 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+    for j = 1, #part do
+      all[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return all
+end
+-- @end gather_chunked
+-- @include events
+-- generated from lua/includes/events.lua by `make lua`: edit that file, not this block
+-- Events (opt-in, per queue): one entry per job and transition in the partition's events STREAM,
+-- fields event (added, started, completed, retried, dead, cancelled, redriven, purged), id and
+-- attempt; the entry id is the server's time. A call that wants them sends the stream as its
+-- LAST KEYS entry (one more key than a call without events) and the level and the stream's
+-- bound as its last two ARGV entries: level 1 writes the terminal transitions only
+-- (completed, dead, cancelled: what queue.result() waits for), level 2 every one. A call
+-- without events sends neither, and the script does nothing more than the checks below.
+local events_key, events_level, events_maxlen = false, 0, '0'
+local EVENTS_TERMINAL = {completed = true, dead = true, cancelled = true}
+
+-- If the call sent the stream (keys_without + 1 KEYS), reads the level and the bound and takes
+-- them off ARGV, so the rest of the script reads what a call without events sends. Returns an
+-- error message for bad ones (the script refuses the call before any write), else nil.
+local function events_args(keys_without)
+  if #KEYS ~= keys_without + 1 then
+    return nil
+  end
+  local n = #ARGV
+  local level, maxlen = ARGV[n - 1], ARGV[n]
+  if level ~= '1' and level ~= '2' then
+    return string.format('ARGV[%d] events_level must be 1 or 2, got %q', n - 1, tostring(level))
+  end
+  if not (maxlen and #maxlen <= 15 and string.match(maxlen, '^[1-9]%d*$')) then
+    return string.format('ARGV[%d] events_maxlen must be an integer >= 1, got %q', n, tostring(maxlen))
+  end
+  events_key, events_level, events_maxlen = KEYS[#KEYS], tonumber(level), maxlen
+  ARGV[n], ARGV[n - 1] = nil, nil
+  return nil
+end
+
+-- Whether a transition of this kind is written at the call's level.
+local function events_want(kind)
+  return events_level == 2 or events_level == 1 and EVENTS_TERMINAL[kind] == true
+end
+
+-- Appends one entry (attempt: a number or its text), the stream trimmed to about its bound.
+local function emit(kind, id, attempt)
+  if events_want(kind) then
+    redis.call('XADD', events_key, 'MAXLEN', '~', events_maxlen, '*', 'event', kind, 'id', id,
+      'attempt', type(attempt) == 'number' and string.format('%d', attempt) or attempt)
+  end
+end
+-- @end events
+-- @include attempts_of
+-- generated from lua/includes/attempts_of.lua by `make lua`: edit that file, not this block
+-- The deliveries counted in a meta value ("attempts:redrives[...]", meta.lua), 0 for none: an
+-- event's attempt, read without the rest of meta.lua.
+local function attempts_of(value)
+  return value and tonumber(string.match(value, '^(%d+)')) or 0
+end
+-- @end attempts_of
+
+-- The events arguments, if sent (taken off ARGV: what follows reads a call without events).
+local events_bad = events_args(11)
+if events_bad then
+  return {BAD_ARGUMENT, events_bad}
+end
 
 local ready, delayed, jobs, meta, errors, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local limit = arg_int(1, 'limit', 1, 10000)
@@ -109,6 +191,12 @@ if #ids < limit then
   end
 end
 if #ids > 0 then
+  if events_key then
+    local states = gather_chunked('HMGET', meta, ids)
+    for i, id in ipairs(ids) do
+      emit('cancelled', id, attempts_of(states[i]))
+    end
+  end
   call_chunked('HDEL', jobs, ids)
   call_chunked('HDEL', meta, ids)
   call_chunked('HDEL', errors, ids)

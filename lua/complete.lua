@@ -22,6 +22,7 @@ KEYS
   12  groups     ZSET  group -> turn: the round robin of groups that may lease now
   13  gwait      ZSET  group -> ms: groups waiting out their group rate limit
   14  wake       LIST  marker that blocked workers wait on
+  15  events     STREAM  (optional) events (events.lua): completed
 ARGV
   1     keep_ms     integer, ms  keep a completed job this long (0: no age bound)
   2     keep_count  integer      keep at most this many (0: no count bound; pyqcore always
@@ -29,6 +30,9 @@ ARGV
   3k    id          string       job id (k = 1..N)
   3k+1  token       16 hex       its lease token
   3k+2  result      bytes        its handler's return value, serialized; "" to keep none
+  -2  events_level   integer  with the events key only, second to last: 1 = the terminal
+                               transitions only, 2 = every one (events.lua)
+  -1  events_maxlen  integer  with the events key only, last: the stream's bound (MAXLEN ~)
 REPLY
   {0, acked, refused_id...}  as ack: acked = how many jobs completed; refused ids follow
 ERRORS
@@ -307,6 +311,57 @@ local function meta_put(attempts, redrives, limit)
   return limit and value .. ':' .. int_to_str[limit] or value
 end
 -- @end meta
+-- @include events
+-- generated from lua/includes/events.lua by `make lua`: edit that file, not this block
+-- Events (opt-in, per queue): one entry per job and transition in the partition's events STREAM,
+-- fields event (added, started, completed, retried, dead, cancelled, redriven, purged), id and
+-- attempt; the entry id is the server's time. A call that wants them sends the stream as its
+-- LAST KEYS entry (one more key than a call without events) and the level and the stream's
+-- bound as its last two ARGV entries: level 1 writes the terminal transitions only
+-- (completed, dead, cancelled: what queue.result() waits for), level 2 every one. A call
+-- without events sends neither, and the script does nothing more than the checks below.
+local events_key, events_level, events_maxlen = false, 0, '0'
+local EVENTS_TERMINAL = {completed = true, dead = true, cancelled = true}
+
+-- If the call sent the stream (keys_without + 1 KEYS), reads the level and the bound and takes
+-- them off ARGV, so the rest of the script reads what a call without events sends. Returns an
+-- error message for bad ones (the script refuses the call before any write), else nil.
+local function events_args(keys_without)
+  if #KEYS ~= keys_without + 1 then
+    return nil
+  end
+  local n = #ARGV
+  local level, maxlen = ARGV[n - 1], ARGV[n]
+  if level ~= '1' and level ~= '2' then
+    return string.format('ARGV[%d] events_level must be 1 or 2, got %q', n - 1, tostring(level))
+  end
+  if not (maxlen and #maxlen <= 15 and string.match(maxlen, '^[1-9]%d*$')) then
+    return string.format('ARGV[%d] events_maxlen must be an integer >= 1, got %q', n, tostring(maxlen))
+  end
+  events_key, events_level, events_maxlen = KEYS[#KEYS], tonumber(level), maxlen
+  ARGV[n], ARGV[n - 1] = nil, nil
+  return nil
+end
+
+-- Whether a transition of this kind is written at the call's level.
+local function events_want(kind)
+  return events_level == 2 or events_level == 1 and EVENTS_TERMINAL[kind] == true
+end
+
+-- Appends one entry (attempt: a number or its text), the stream trimmed to about its bound.
+local function emit(kind, id, attempt)
+  if events_want(kind) then
+    redis.call('XADD', events_key, 'MAXLEN', '~', events_maxlen, '*', 'event', kind, 'id', id,
+      'attempt', type(attempt) == 'number' and string.format('%d', attempt) or attempt)
+  end
+end
+-- @end events
+
+-- The events arguments, if sent (taken off ARGV: what follows reads a call without events).
+local events_bad = events_args(14)
+if events_bad then
+  return {BAD_ARGUMENT, events_bad}
+end
 
 local leased, jobs, meta, errors, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local completed, kept, results = KEYS[6], KEYS[7], KEYS[8]
@@ -349,6 +404,7 @@ if d > 0 then
     entries[2 * i - 1] = id
     local attempts, redrives = meta_get(states[i])
     entries[2 * i] = meta_put(attempts + 1, redrives) .. ':' .. (records[i] or '')
+    emit('completed', id, attempts + 1)
     if result_of[id] ~= '' then
       outputs[#outputs + 1] = id
       outputs[#outputs + 1] = result_of[id]

@@ -15,6 +15,7 @@ KEYS
   9   flow     HASH  (optional) seq counters and per-group counts and flags (arm.lua)
   10  groups   ZSET  (optional) group -> turn: the round robin of groups that may lease now
   11  gwait    ZSET  (optional) group -> ms: groups waiting out their group rate limit
+  12  events   STREAM  (optional) events (events.lua): the last key sent (a plain add's 7th)
 ARGV
   1        due           string       when the jobs are due, on the server's clock: "0" = ready
                                       now (no clock read); "<ms>" = that many ms from now
@@ -39,6 +40,10 @@ ARGV
                                       = no limit (so an add without a limit sends what it
                                       always did, and pays nothing for it). A plain add counts
                                       the plain ready list, a ranked add the ranked jobs too
+  -2       events_level  integer      with the events key only, second to last: 1 or 2 (an
+                                      add writes "added" at level 2 only; events.lua)
+  -1       events_maxlen integer      with the events key only, last: the stream's bound
+                                      (XADD MAXLEN ~), >= 1
 REPLY
   id                       for a plain add (n = 1, no id given, due 0, max_attempts 0): the id
                            it got,
@@ -52,7 +57,7 @@ REPLY
 ERRORS
   {1, message}  BAD_ARGUMENT: bad due, n, max_attempts or max_ready, or not n records and
                 then 0 or n ids (a ranked add: n ids, a priority and a group), and max_ready;
-                nothing written
+                bad events_level or events_maxlen; nothing written
   {4, message}  QUEUE_FULL: ready + delayed + n > max_ready (duplicates count: they are
                 found later); nothing written
   Redis's own OOM error when used_memory > maxmemory as the call starts: its first write is
@@ -85,6 +90,57 @@ local function wake(wake_key)
   end
 end
 -- @end wake
+-- @include events
+-- generated from lua/includes/events.lua by `make lua`: edit that file, not this block
+-- Events (opt-in, per queue): one entry per job and transition in the partition's events STREAM,
+-- fields event (added, started, completed, retried, dead, cancelled, redriven, purged), id and
+-- attempt; the entry id is the server's time. A call that wants them sends the stream as its
+-- LAST KEYS entry (one more key than a call without events) and the level and the stream's
+-- bound as its last two ARGV entries: level 1 writes the terminal transitions only
+-- (completed, dead, cancelled: what queue.result() waits for), level 2 every one. A call
+-- without events sends neither, and the script does nothing more than the checks below.
+local events_key, events_level, events_maxlen = false, 0, '0'
+local EVENTS_TERMINAL = {completed = true, dead = true, cancelled = true}
+
+-- If the call sent the stream (keys_without + 1 KEYS), reads the level and the bound and takes
+-- them off ARGV, so the rest of the script reads what a call without events sends. Returns an
+-- error message for bad ones (the script refuses the call before any write), else nil.
+local function events_args(keys_without)
+  if #KEYS ~= keys_without + 1 then
+    return nil
+  end
+  local n = #ARGV
+  local level, maxlen = ARGV[n - 1], ARGV[n]
+  if level ~= '1' and level ~= '2' then
+    return string.format('ARGV[%d] events_level must be 1 or 2, got %q', n - 1, tostring(level))
+  end
+  if not (maxlen and #maxlen <= 15 and string.match(maxlen, '^[1-9]%d*$')) then
+    return string.format('ARGV[%d] events_maxlen must be an integer >= 1, got %q', n, tostring(maxlen))
+  end
+  events_key, events_level, events_maxlen = KEYS[#KEYS], tonumber(level), maxlen
+  ARGV[n], ARGV[n - 1] = nil, nil
+  return nil
+end
+
+-- Whether a transition of this kind is written at the call's level.
+local function events_want(kind)
+  return events_level == 2 or events_level == 1 and EVENTS_TERMINAL[kind] == true
+end
+
+-- Appends one entry (attempt: a number or its text), the stream trimmed to about its bound.
+local function emit(kind, id, attempt)
+  if events_want(kind) then
+    redis.call('XADD', events_key, 'MAXLEN', '~', events_maxlen, '*', 'event', kind, 'id', id,
+      'attempt', type(attempt) == 'number' and string.format('%d', attempt) or attempt)
+  end
+end
+-- @end events
+
+-- The events arguments, if sent (taken off ARGV: what follows reads a call without events).
+local events_bad = events_args(#KEYS > 11 and 11 or 6)
+if events_bad then
+  return {BAD_ARGUMENT, events_bad}
+end
 
 -- A plain add (one job, an automatic id, ready now): the three commands a numbered add needs
 -- and nothing else, before the checks and helpers the other calls need are even set up, and
@@ -99,6 +155,9 @@ if #ARGV == 5 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' then
   end
   if redis.call('RPUSH', KEYS[1], id) == 1 then -- the list was empty: workers may be blocked
     wake(KEYS[5])
+  end
+  if events_key then
+    emit('added', id, '0')
   end
   return id
 end
@@ -343,7 +402,7 @@ local id_prefix = ARGV[2] or ''
 local n = arg_int(3, 'n', 1)
 local max_attempts = arg_int(4, 'max_attempts', 0)
 local after = #ARGV - 4 - n -- after the records: nothing, the n ids, or the ids and max_ready
-local ranked_add = #KEYS > 6 -- a priority or a group: the keys and ARGV that go with it
+local ranked_add = #KEYS >= 11 -- a priority or a group: the keys and ARGV that go with it
 local with_ids, max_ready, priority, group
 if ranked_add then -- the n ids, the priority and the group, then max_ready (optional)
   with_ids = after == n + 2 or after == n + 3
@@ -514,6 +573,11 @@ if #fresh > 0 then
     end
     call_chunked('ZADD', delayed, scored)
     wake(wake_key) -- a sleeping worker must learn of a due time sooner than it planned for
+  end
+  if events_key then
+    for _, id in ipairs(fresh) do
+      emit('added', id, '0')
+    end
   end
 end
 if customs > 0 then

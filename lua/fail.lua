@@ -19,6 +19,7 @@ KEYS
   13  flow     HASH  seq counters and per-group counts and flags (arm.lua)
   14  groups   ZSET  group -> turn: the round robin of groups that may lease now
   15  gwait    ZSET  group -> ms: groups waiting out their group rate limit
+  16  events   STREAM  (optional) events (events.lua): retried, dead, cancelled
 ARGV
   1  id            string       job id
   2  token         16 hex       the job's lease token
@@ -29,6 +30,9 @@ ARGV
   5  error         string       JSON {type, message, traceback}, stored as the job's last error
   6  retryable     0 or 1       0 = dead now whatever the attempts left (any other value is
                                 a BAD_ARGUMENT)
+  -2  events_level   integer  with the events key only, second to last: 1 = the terminal
+                               transitions only, 2 = every one (events.lua)
+  -1  events_maxlen  integer  with the events key only, last: the stream's bound (MAXLEN ~)
 REPLY
   {0, "retry", due_ms}  the job waits in delayed until due_ms (or is back at the end of ready,
                         of its kind, due now: place.lua)
@@ -357,6 +361,65 @@ local function bury(dead_key, errors_key, stats_key, id, now_arg, error_json)
   redis.call('HINCRBY', stats_key, 'dead', '1')
 end
 -- @end bury
+-- @include events
+-- generated from lua/includes/events.lua by `make lua`: edit that file, not this block
+-- Events (opt-in, per queue): one entry per job and transition in the partition's events STREAM,
+-- fields event (added, started, completed, retried, dead, cancelled, redriven, purged), id and
+-- attempt; the entry id is the server's time. A call that wants them sends the stream as its
+-- LAST KEYS entry (one more key than a call without events) and the level and the stream's
+-- bound as its last two ARGV entries: level 1 writes the terminal transitions only
+-- (completed, dead, cancelled: what queue.result() waits for), level 2 every one. A call
+-- without events sends neither, and the script does nothing more than the checks below.
+local events_key, events_level, events_maxlen = false, 0, '0'
+local EVENTS_TERMINAL = {completed = true, dead = true, cancelled = true}
+
+-- If the call sent the stream (keys_without + 1 KEYS), reads the level and the bound and takes
+-- them off ARGV, so the rest of the script reads what a call without events sends. Returns an
+-- error message for bad ones (the script refuses the call before any write), else nil.
+local function events_args(keys_without)
+  if #KEYS ~= keys_without + 1 then
+    return nil
+  end
+  local n = #ARGV
+  local level, maxlen = ARGV[n - 1], ARGV[n]
+  if level ~= '1' and level ~= '2' then
+    return string.format('ARGV[%d] events_level must be 1 or 2, got %q', n - 1, tostring(level))
+  end
+  if not (maxlen and #maxlen <= 15 and string.match(maxlen, '^[1-9]%d*$')) then
+    return string.format('ARGV[%d] events_maxlen must be an integer >= 1, got %q', n, tostring(maxlen))
+  end
+  events_key, events_level, events_maxlen = KEYS[#KEYS], tonumber(level), maxlen
+  ARGV[n], ARGV[n - 1] = nil, nil
+  return nil
+end
+
+-- Whether a transition of this kind is written at the call's level.
+local function events_want(kind)
+  return events_level == 2 or events_level == 1 and EVENTS_TERMINAL[kind] == true
+end
+
+-- Appends one entry (attempt: a number or its text), the stream trimmed to about its bound.
+local function emit(kind, id, attempt)
+  if events_want(kind) then
+    redis.call('XADD', events_key, 'MAXLEN', '~', events_maxlen, '*', 'event', kind, 'id', id,
+      'attempt', type(attempt) == 'number' and string.format('%d', attempt) or attempt)
+  end
+end
+-- @end events
+-- @include attempts_of
+-- generated from lua/includes/attempts_of.lua by `make lua`: edit that file, not this block
+-- The deliveries counted in a meta value ("attempts:redrives[...]", meta.lua), 0 for none: an
+-- event's attempt, read without the rest of meta.lua.
+local function attempts_of(value)
+  return value and tonumber(string.match(value, '^(%d+)')) or 0
+end
+-- @end attempts_of
+
+-- The events arguments, if sent (taken off ARGV: what follows reads a call without events).
+local events_bad = events_args(15)
+if events_bad then
+  return {BAD_ARGUMENT, events_bad}
+end
 
 local ready, delayed, leased, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local meta, errors, stats, wake_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -399,6 +462,7 @@ if meta_cancelled(history) then -- cancelled while leased: this delivery was its
     redis.call('HDEL', attrs, id)
   end
   redis.call('HINCRBY', stats, 'cancelled', '1')
+  emit('cancelled', id, attempts_of(history) + 1)
   return {OK, 'cancelled', now}
 end
 local attempts, redrives, limit = meta_get(history)
@@ -408,6 +472,7 @@ redis.call('HSET', meta, id, meta_put(attempts, redrives, limit))
 if retryable == 1 and attempts < (limit or max_attempts) then -- the job's own limit first
   redis.call('HSET', errors, id, error_json)
   redis.call('HINCRBY', stats, 'retried', '1')
+  emit('retried', id, attempts)
   wake(wake_key)
   if backoff == 0 then
     place(fk, {id}, {value}, false)
@@ -417,4 +482,5 @@ if retryable == 1 and attempts < (limit or max_attempts) then -- the job's own l
   return {OK, 'retry', now + backoff}
 end
 bury(dead, errors, stats, id, string.format('%d', now), error_json)
+emit('dead', id, attempts)
 return {OK, 'dead', now}

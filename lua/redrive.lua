@@ -17,6 +17,7 @@ KEYS
   9   flow    HASH  seq counters and per-group counts and flags (arm.lua)
   10  groups  ZSET  group -> turn: the round robin of groups that may lease now
   11  gwait   ZSET  group -> ms: groups waiting out their group rate limit
+  12  events  STREAM  (optional) events (events.lua): redriven
 ARGV
   1    max_redrives  integer      redrives allowed per job; -1 = no limit (an operator's requeue)
   2    max_age_ms    integer, ms  with no ids: consider jobs dead for at most this long (by
@@ -26,6 +27,9 @@ ARGV
                                   in pyqcore/settings.py: bounds one call; checked even with ids)
   5..  id            string       optional: exactly these jobs (then ARGV 2-4 are ignored);
                                   an id given twice counts once
+  -2  events_level   integer  with the events key only, second to last: 1 = the terminal
+                               transitions only, 2 = every one (events.lua)
+  -1  events_maxlen  integer  with the events key only, last: the stream's bound (MAXLEN ~)
 REPLY
   {0, redriven, kept_back, not_dead, examined}
   kept_back = at their redrive limit; not_dead = ids given that are not in the dead set;
@@ -301,6 +305,57 @@ local function meta_put(attempts, redrives, limit)
   return limit and value .. ':' .. int_to_str[limit] or value
 end
 -- @end meta
+-- @include events
+-- generated from lua/includes/events.lua by `make lua`: edit that file, not this block
+-- Events (opt-in, per queue): one entry per job and transition in the partition's events STREAM,
+-- fields event (added, started, completed, retried, dead, cancelled, redriven, purged), id and
+-- attempt; the entry id is the server's time. A call that wants them sends the stream as its
+-- LAST KEYS entry (one more key than a call without events) and the level and the stream's
+-- bound as its last two ARGV entries: level 1 writes the terminal transitions only
+-- (completed, dead, cancelled: what queue.result() waits for), level 2 every one. A call
+-- without events sends neither, and the script does nothing more than the checks below.
+local events_key, events_level, events_maxlen = false, 0, '0'
+local EVENTS_TERMINAL = {completed = true, dead = true, cancelled = true}
+
+-- If the call sent the stream (keys_without + 1 KEYS), reads the level and the bound and takes
+-- them off ARGV, so the rest of the script reads what a call without events sends. Returns an
+-- error message for bad ones (the script refuses the call before any write), else nil.
+local function events_args(keys_without)
+  if #KEYS ~= keys_without + 1 then
+    return nil
+  end
+  local n = #ARGV
+  local level, maxlen = ARGV[n - 1], ARGV[n]
+  if level ~= '1' and level ~= '2' then
+    return string.format('ARGV[%d] events_level must be 1 or 2, got %q', n - 1, tostring(level))
+  end
+  if not (maxlen and #maxlen <= 15 and string.match(maxlen, '^[1-9]%d*$')) then
+    return string.format('ARGV[%d] events_maxlen must be an integer >= 1, got %q', n, tostring(maxlen))
+  end
+  events_key, events_level, events_maxlen = KEYS[#KEYS], tonumber(level), maxlen
+  ARGV[n], ARGV[n - 1] = nil, nil
+  return nil
+end
+
+-- Whether a transition of this kind is written at the call's level.
+local function events_want(kind)
+  return events_level == 2 or events_level == 1 and EVENTS_TERMINAL[kind] == true
+end
+
+-- Appends one entry (attempt: a number or its text), the stream trimmed to about its bound.
+local function emit(kind, id, attempt)
+  if events_want(kind) then
+    redis.call('XADD', events_key, 'MAXLEN', '~', events_maxlen, '*', 'event', kind, 'id', id,
+      'attempt', type(attempt) == 'number' and string.format('%d', attempt) or attempt)
+  end
+end
+-- @end events
+
+-- The events arguments, if sent (taken off ARGV: what follows reads a call without events).
+local events_bad = events_args(11)
+if events_bad then
+  return {BAD_ARGUMENT, events_bad}
+end
 
 local ready, dead, meta, errors, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local max_redrives = arg_int(1, 'max_redrives', -1)
@@ -354,5 +409,8 @@ if m > 0 then
     false)
   redis.call('HINCRBY', stats, 'redriven', string.format('%d', m))
   wake(wake_key)
+  for _, id in ipairs(moved) do
+    emit('redriven', id, 0)
+  end
 end
 return {OK, m, kept, not_dead, #candidates}

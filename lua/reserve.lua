@@ -29,6 +29,7 @@ KEYS
   15  groups   ZSET    group -> turn: the round robin of groups that may lease now (arm.lua)
   16  gwait    ZSET    group -> ms: groups waiting out their group rate limit
   17  limiter  ZSET    sliding-window logs of starts (window.lua)
+  18  events   STREAM  (optional) events (events.lua): started, retried, dead, cancelled
 ARGV
   1   count                 integer      most jobs to lease (0 = housekeeping only)
   2   visibility_ms         integer, ms  lease length, > 0
@@ -48,6 +49,9 @@ ARGV
   9   group_concurrency     integer      most leases held at once per group; 0 = no limit
   10  group_rate_starts     integer      most starts per window per group; 0 = no limit
   11  group_rate_window_ms  integer, ms  its window, > 0 with group_rate_starts (else 0)
+  -2  events_level   integer  with the events key only, second to last: 1 = the terminal
+                               transitions only, 2 = every one (events.lua)
+  -1  events_maxlen  integer  with the events key only, last: the stream's bound (MAXLEN ~)
 REPLY
   {0, token, deadline_ms, wait_ms, throttle, id1, record1, attempt1, ...}
   token is the lease token of every job in this reply; deadline_ms is their lease deadline
@@ -443,6 +447,51 @@ local function window_add(key, owner, now, tag, k)
   call_chunked('ZADD', key, entries)
 end
 -- @end window
+-- @include events
+-- generated from lua/includes/events.lua by `make lua`: edit that file, not this block
+-- Events (opt-in, per queue): one entry per job and transition in the partition's events STREAM,
+-- fields event (added, started, completed, retried, dead, cancelled, redriven, purged), id and
+-- attempt; the entry id is the server's time. A call that wants them sends the stream as its
+-- LAST KEYS entry (one more key than a call without events) and the level and the stream's
+-- bound as its last two ARGV entries: level 1 writes the terminal transitions only
+-- (completed, dead, cancelled: what queue.result() waits for), level 2 every one. A call
+-- without events sends neither, and the script does nothing more than the checks below.
+local events_key, events_level, events_maxlen = false, 0, '0'
+local EVENTS_TERMINAL = {completed = true, dead = true, cancelled = true}
+
+-- If the call sent the stream (keys_without + 1 KEYS), reads the level and the bound and takes
+-- them off ARGV, so the rest of the script reads what a call without events sends. Returns an
+-- error message for bad ones (the script refuses the call before any write), else nil.
+local function events_args(keys_without)
+  if #KEYS ~= keys_without + 1 then
+    return nil
+  end
+  local n = #ARGV
+  local level, maxlen = ARGV[n - 1], ARGV[n]
+  if level ~= '1' and level ~= '2' then
+    return string.format('ARGV[%d] events_level must be 1 or 2, got %q', n - 1, tostring(level))
+  end
+  if not (maxlen and #maxlen <= 15 and string.match(maxlen, '^[1-9]%d*$')) then
+    return string.format('ARGV[%d] events_maxlen must be an integer >= 1, got %q', n, tostring(maxlen))
+  end
+  events_key, events_level, events_maxlen = KEYS[#KEYS], tonumber(level), maxlen
+  ARGV[n], ARGV[n - 1] = nil, nil
+  return nil
+end
+
+-- Whether a transition of this kind is written at the call's level.
+local function events_want(kind)
+  return events_level == 2 or events_level == 1 and EVENTS_TERMINAL[kind] == true
+end
+
+-- Appends one entry (attempt: a number or its text), the stream trimmed to about its bound.
+local function emit(kind, id, attempt)
+  if events_want(kind) then
+    redis.call('XADD', events_key, 'MAXLEN', '~', events_maxlen, '*', 'event', kind, 'id', id,
+      'attempt', type(attempt) == 'number' and string.format('%d', attempt) or attempt)
+  end
+end
+-- @end events
 
 -- The leased ZSET also holds PIN, scored +inf, which is never a lease. PIN is longer than
 -- zset-max-listpack-value (64 bytes by default), so the set is a skiplist + hash table from its
@@ -460,6 +509,12 @@ end
 
 -- Why nothing (more) was leased (the reply's throttle; pyqcore.codes.Throttle mirrors it).
 local NONE, RATE, FULL, GROUPS, PAUSED = 0, 1, 2, 3, 4
+
+-- The events arguments, if sent (taken off ARGV: what follows reads a call without events).
+local events_bad = events_args(17)
+if events_bad then
+  return {BAD_ARGUMENT, events_bad}
+end
 
 local ready, delayed, leased, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local jobs, meta, errors, stats, wake_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -522,15 +577,18 @@ if #expired > 0 then
     limit = limit or max_attempts -- the job's own limit first (meta.lua)
     if meta_cancelled(states[i]) then -- cancelled while leased (cancel.lua): not retried
       cancelled[#cancelled + 1] = id
+      emit('cancelled', id, attempts)
     elseif attempts >= limit then
       bury(dead, errors, stats, id, now_arg, cjson.encode({
         type = 'LeaseExpired',
         message = 'lease expired during delivery ' .. attempts .. ' of ' .. limit,
         traceback = '',
       }))
+      emit('dead', id, attempts)
     else
       back[#back + 1] = id
       back_values[#back] = values[i]
+      emit('retried', id, attempts)
     end
   end
   call_chunked('HSET', meta, history)
@@ -773,6 +831,11 @@ if ids and #ids > 0 then
     asked = short
   end
   call_chunked('ZADD', leased, lease) -- PIN is set again each time: one ZADD, no extra call
+  if events_level == 2 then -- each job leased: "started", with its delivery number
+    for i = 6, r, 3 do
+      emit('started', reply[i], reply[i + 2])
+    end
+  end
   if #orphans > 0 then -- ids whose record is gone: nothing to deliver, drop their history
     call_chunked('HDEL', meta, orphans)
     call_chunked('HDEL', errors, orphans)

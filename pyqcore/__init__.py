@@ -9,14 +9,19 @@ from pyqcore.core.slot import WorkerReport
 from pyqcore.errors import (
     ConfigurationError,
     DeserializationError,
+    JobCancelledError,
+    JobDeadError,
+    JobNotFoundError,
     LeaseLostError,
     NonRetryableError,
     PyqcoreError,
     QueueFullError,
     RedisAuthenticationError,
     RedisUnavailableError,
+    ResultTimeoutError,
     SerializationError,
 )
+from pyqcore.events import Event
 from pyqcore.health import EvictionPolicyWarning
 from pyqcore.job import DeadLetterItem, ErrorInfo, Job, JobInfo, JobState
 from pyqcore.limits import GroupCounts
@@ -36,10 +41,14 @@ __all__ = [
     "DeadLetterReport",
     "DeserializationError",
     "ErrorInfo",
+    "Event",
     "EvictionPolicyWarning",
     "GroupCounts",
     "Job",
+    "JobCancelledError",
+    "JobDeadError",
     "JobInfo",
+    "JobNotFoundError",
     "JobState",
     "LeaseLostError",
     "NonRetryableError",
@@ -49,6 +58,7 @@ __all__ = [
     "QueueManager",
     "RedisAuthenticationError",
     "RedisUnavailableError",
+    "ResultTimeoutError",
     "Schedule",
     "SerializationError",
     "Worker",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.exceptions import AuthenticationError as RedisAuthFailure
 from redis.exceptions import ConnectionError as RedisConnectionFailure
 
@@ -82,3 +84,29 @@ class RedisUnavailableError(PyqcoreError, RedisConnectionFailure):
 class RedisAuthenticationError(PyqcoreError, RedisAuthFailure):
     """Redis refused the credentials (a wrong password or user, or none where one is needed).
     ``__cause__`` is redis-py's error; it is also a ``redis.AuthenticationError``."""
+
+
+class JobNotFoundError(PyqcoreError, LookupError):
+    """``queue.result(job_id)``: no job has that id (never added, or already gone: cancelled,
+    purged, or its kept completed entry trimmed by ``keep_completed``)."""
+
+
+class JobDeadError(PyqcoreError):
+    """``queue.result(job_id)``: the job failed for good and is in the dead-letter queue;
+    ``error`` is its last error (a ``pyqcore.ErrorInfo``, or None if none was recorded; typed
+    Any here, since pyqcore.job imports this module)."""
+
+    def __init__(self, message: str, job_id: str = "", error: Any = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.error = error
+
+
+class JobCancelledError(PyqcoreError):
+    """``queue.result(job_id)``: the job was cancelled (``cancel``, ``clear``), so it has no
+    result."""
+
+
+class ResultTimeoutError(PyqcoreError, TimeoutError):
+    """``queue.result(job_id, timeout=...)``: the job had not finished when the timeout
+    passed (it may still finish later)."""

@@ -69,3 +69,10 @@ def schedules_key(prefix: str) -> str:
     """The HASH of schedule name -> its queue, every schedule under a prefix (each is stored
     with its queue: ``pyqcore.core.schedules``)."""
     return f"{prefix}:schedules"
+
+
+def event_queues_key(prefix: str) -> str:
+    """The HASH of queue name -> events_maxlen, for the queues made with ``events=True`` (as
+    their last announcement said): the DLQ's redrive and purge and ``pyqcore events`` read it
+    for a queue they know by name only."""
+    return f"{prefix}:event_queues"

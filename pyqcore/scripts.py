@@ -35,12 +35,16 @@ _HEADER = re.compile(r"\A(?:#!lua(?: flags=(?P<flags>[\w,-]*))?\n)?--\[\[\n(?P<b
                      re.S)
 # A KEYS entry: its index, part name and type; "(optional)" after the type marks a key that
 # only some calls send (all optional keys come last: enqueue's ranked-add keys).
-_KEY_LINE = re.compile(r"^\s+(\d+)\s+(\w+)\s+(LIST|ZSET|HASH|STRING|SET)\b\s*(\(optional\))?")
+_KEY_LINE = re.compile(
+    r"^\s+(\d+)\s+(\w+)\s+(LIST|ZSET|HASH|STRING|SET|STREAM)\b\s*(\(optional\))?")
 # An ARGV entry: two spaces, its position, its name. A fixed entry's position is its index
 # (1, 2, ...); one after a variable part is a pattern ("3..", "2k-1", "3+n+k", or "4+2n": one
 # optional entry after the n-long ones). Deeper lines continue the description above them.
 _ARGV_LINE = re.compile(r"^  (?P<pos>[^\s(]\S*)\s+(?P<name>\w+)\s")
 _FIXED = re.compile(r"\d+")
+# The events arguments (lua/includes/events.lua): "-2" and "-1", the last two entries, sent
+# only with the optional events key.
+_TRAILING = re.compile(r"-[12]")
 _VARIADIC = re.compile(r"\d+\.\.|[\dkn+\-]*[kn][\dkn+\-]*")
 _INCLUDE = re.compile(r"^-- @include (\w+)\n.*?^-- @end \1\n", re.S | re.M)
 _CLOCK = re.compile(r"^-- @include clock\n.*?^-- @end clock\n", re.S | re.M)
@@ -53,8 +57,9 @@ class Script:
     entry names in order (a variadic entry's name ends with ``...``: ``("offset", "limit",
     "id...")``), whether it reads the clock (carries the ``clock`` include), the flags of
     its shebang line (``("allow-oom",)``: it runs when Redis is out of memory; none for a
-    script without one), and how many of its keys every call sends (the rest are optional:
-    ``(optional)`` in the header)."""
+    script without one), how many of its keys every call sends (the rest are optional:
+    ``(optional)`` in the header), and the names of the entries that end ARGV only with the
+    optional events key (``("events_level", "events_maxlen")``, positions -2 and -1)."""
 
     name: str
     source: str
@@ -65,6 +70,7 @@ class Script:
     reads_clock: bool = False
     flags: tuple[str, ...] = ()
     required_keys: int = 0
+    trailing: tuple[str, ...] = ()
 
     @property
     def required_parts(self) -> tuple[str, ...]:
@@ -86,6 +92,7 @@ class Script:
         header = match.group("body")
         parts: list[str] = []
         argv: list[str] = []
+        trailing: list[str] = []
         required = 0
         section = ""
         for line in header.splitlines():
@@ -101,11 +108,14 @@ class Script:
                         raise ValueError(f"lua/{name}.lua: a required key follows an optional one")
                     required = len(parts)
             elif section == "ARGV" and (arg := _ARGV_LINE.match(line)):
-                argv.append(_argv_entry(name, arg.group("pos"), arg.group("name"), argv))
+                if _TRAILING.fullmatch(arg.group("pos")):
+                    trailing.append(arg.group("name"))
+                else:
+                    argv.append(_argv_entry(name, arg.group("pos"), arg.group("name"), argv))
         sha = hashlib.sha1(source.encode()).hexdigest()
         flags = tuple(f for f in (match.group("flags") or "").split(",") if f)
         return cls(name, source, sha, header, tuple(parts), tuple(argv),
-                   _CLOCK.search(source) is not None, flags, required)
+                   _CLOCK.search(source) is not None, flags, required, tuple(trailing))
 
 
 def _argv_entry(script: str, position: str, name: str, before: list[str]) -> str:

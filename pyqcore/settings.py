@@ -23,6 +23,7 @@ MAX_KEEP_COUNT = 100_000_000
 MAX_BATCH = 10_000  # jobs per script call: keeps every call far below Redis's busy threshold
 MAX_PARTITIONS = 1024
 MAX_READY_LIMIT = 2**53 - 1  # the largest integer the enqueue script reads exactly
+MAX_EVENTS_MAXLEN = 10**9  # the events stream's largest bound
 
 
 def _number(what: str, value: object, low: float, high: float, *, integer: bool) -> None:
@@ -97,6 +98,8 @@ class QueueSettings:
     keep_completed: float = 0.0  # seconds a completed job is kept (0: no age bound)
     keep_completed_count: int = 0  # most completed jobs kept (0: no count bound)
     store_results: bool = False  # keep each completed job's handler return value
+    events: bool = False  # one stream entry per transition (lua/includes/events.lua)
+    events_maxlen: int = 10_000  # the stream's bound per partition (XADD MAXLEN ~)
     # Flow control (pyqcore.limits), decided inside reserve for the whole fleet; None: none.
     rate_limit: RateLimit | None = None  # given as (starts, seconds)
     max_active: int | None = None
@@ -136,6 +139,9 @@ class QueueSettings:
         if not isinstance(self.store_results, bool):
             raise ConfigurationError(f"store_results must be True or False, got "
                                      f"{self.store_results!r}")
+        if not isinstance(self.events, bool):
+            raise ConfigurationError(f"events must be True or False, got {self.events!r}")
+        _number("events_maxlen", self.events_maxlen, 1, MAX_EVENTS_MAXLEN, integer=True)
         if self.store_results and not self.keeps_completed:
             raise ConfigurationError("store_results=True keeps results with completed jobs: "
                                      "give keep_completed (seconds) or keep_completed_count")
@@ -149,6 +155,13 @@ class QueueSettings:
     def keeps_completed(self) -> bool:
         """Whether completed jobs are kept (acks go through complete.lua instead of ack.lua)."""
         return self.keep_completed > 0 or self.keep_completed_count > 0
+
+    @property
+    def events_level(self) -> int:
+        """What the scripts write to the events stream: 2 every transition (``events=True``),
+        1 the terminal ones only (``store_results``: ``queue.result()`` waits on them), 0
+        nothing (the scripts are sent no stream at all)."""
+        return 2 if self.events else 1 if self.store_results else 0
 
     def retries(self, error: BaseException) -> bool:
         """Whether a delivery that failed with ``error`` may be retried (attempts allowing):

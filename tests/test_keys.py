@@ -8,7 +8,13 @@ import pytest
 
 from pyqcore import ConfigurationError
 from pyqcore.core.presence import worker_key, workers_key
-from pyqcore.keys import QueueKeys, partitions_key, registry_key, schedules_key
+from pyqcore.keys import (
+    QueueKeys,
+    event_queues_key,
+    partitions_key,
+    registry_key,
+    schedules_key,
+)
 from pyqcore.scripts import load_scripts
 
 
@@ -42,7 +48,7 @@ def test_the_readme_lists_every_key_with_its_type() -> None:
     scripts, and nothing else."""
     expected = {registry_key("pyqcore"): "SET", partitions_key("pyqcore"): "HASH",
                 workers_key("pyqcore"): "ZSET", worker_key("pyqcore", "<id>"): "HASH",
-                schedules_key("pyqcore"): "HASH"}
+                schedules_key("pyqcore"): "HASH", event_queues_key("pyqcore"): "HASH"}
     queue = QueueKeys("pyqcore", "Q")
     for script in load_scripts().values():
         for line in script.header.split("KEYS\n", 1)[1].split("ARGV\n", 1)[0].splitlines():

@@ -213,7 +213,7 @@ def test_script_runs_as_is_with_redis_cli_eval(redis_server: LocalRedis,
     assert out == ["1"]  # a plain add replies its id alone
     assert client.lrange(k.key("ready"), 0, -1) == [b"1"]
     assert client.hget(k.key("jobs"), "1") == b"record-bytes"
-    ack = k.keys(SCRIPTS["ack"].key_parts)  # a script with a shebang line (flags) runs too
+    ack = k.keys(SCRIPTS["ack"].required_parts)  # a script with a shebang line (flags) runs too
     out = subprocess.run(
         ["redis-cli", "-p", str(redis_server.port), "--eval", str(LUA / "ack.lua"), *ack, ",",
          "1", TOKEN], check=True, capture_output=True, text=True).stdout.split()
@@ -320,6 +320,7 @@ HEADER_ARGV = {
     "extend": ("visibility_ms", "id...", "token..."),
     "fail": ("id", "token", "max_attempts", "backoff_ms", "error", "retryable"),
     "job_info": ("id",),
+    "result": ("id",),
     "lock": ("token", "ttl_ms"),
     "pause": ("pause", "group"),
     "peek_dead": ("offset", "limit", "id..."),
@@ -346,6 +347,7 @@ VALID_ARGV = {
     "extend": ["30000", "1", TOKEN],
     "fail": ["1", TOKEN, "4", "0", "{}", "1"],
     "job_info": ["1"],
+    "result": ["1"],
     "lock": ["holder", "1000"],
     "pause": ["1", ""],
     "peek_dead": ["0", "10"],
@@ -392,7 +394,11 @@ def test_keys_python_sends_are_the_header_keys_and_the_ones_the_script_reads() -
     for script in SCRIPTS.values():
         count = header_key_count(script)
         assert len(script.key_parts) == count, script.name
-        read = {int(i) for i in re.findall(r"KEYS\[(\d+)\]", code_only(script.source))}
+        code = code_only(script.source)
+        read = {int(i) for i in re.findall(r"KEYS\[(\d+)\]", code)}
+        if script.trailing:  # the events stream: the last key sent (lua/includes/events.lua)
+            assert "KEYS[#KEYS]" in code and script.key_parts[-1] == "events", script.name
+            read.add(count)
         assert read == set(range(1, count + 1)), script.name
 
 
@@ -425,6 +431,7 @@ def every_python_call() -> list[Call[Any]]:
         calls.claim_schedule(Schedule("s", "arity", every=60), 60_000, 120_000, []),
         calls.claim_schedule(Schedule("s", "arity", every=60), 60_000, 180_000, [60_000, 120_000]),
         calls.job_info("1"),
+        calls.job_result("1"),
         calls.cancel(["1", "2"]),
         calls.clear(),
         QueueCalls(QueueSettings(name="arity", keep_completed_count=10)).finish(
@@ -440,14 +447,66 @@ def test_python_sends_the_header_arity() -> None:
     for call in built:
         script = call.script
         assert len(script.key_parts) == header_key_count(script), script.name
-        # Every key, or (a plain add) the ones before the optional keys.
-        assert len(call.keys) in {len(script.key_parts), script.required_keys}, script.name
+        # Every key (but the events stream: the queue has no events), or (a plain add) the
+        # ones before the optional keys.
+        assert call.keys[-1] != QueueKeys("pyqcore", "arity").key("events") or \
+            not script.trailing, script.name
+        assert len(call.keys) in {len(script.key_parts) - bool(script.trailing),
+                                  script.required_keys}, script.name
         if script.argc == len(script.argv):  # fixed ARGV only: exactly that many
             assert len(call.args) == script.argc, script.name
         else:
             assert len(call.args) >= script.argc, script.name
     plain, _, ranked = (c for c in built if c.script.name == "enqueue")
     assert (len(plain.keys), len(ranked.keys)) == (6, 11)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_python_sends_the_events_stream_last_and_its_arguments_last(level: int) -> None:
+    """A queue with events (level 2) or store_results alone (level 1) sends the events
+    stream as the last key, and the level and the bound as the last two ARGV entries, to
+    each script that writes at that level (level 1: the terminal transitions'); the rest of
+    each call is what a queue without events sends."""
+    options: dict[str, Any] = ({"events": True, "events_maxlen": 77} if level == 2 else
+                               {"keep_completed_count": 10, "store_results": True})
+    with_events = QueueCalls(QueueSettings(name="arity", **options))
+    stream = QueueKeys("pyqcore", "arity").key("events")
+    done = [Job("1", "arity", None, None, 1, 0.0, TOKEN, 0.0)]
+    pairs = [
+        (with_events.enqueue([""], [b"record"]), calls_of("enqueue", 0)),
+        (with_events.enqueue(["", "b"], [b"r1", b"r2"], rank=Rank(5, "g")), calls_of("enqueue", 2)),
+        (with_events.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000,
+                             token=TOKEN), calls_of("reserve", 0)),
+        (with_events.ack([("1", TOKEN)]), calls_of("ack", 0)),
+        (with_events.fail("1", TOKEN, max_attempts=4, backoff_ms=0, error_json="{}",
+                          retryable=True), calls_of("fail", 0)),
+        (with_events.release([("1", TOKEN)]), calls_of("release", 0)),
+        (with_events.redrive(3), calls_of("redrive", 0)),
+        (with_events.purge(), calls_of("purge", 0)),
+        (with_events.cancel(["1", "2"]), calls_of("cancel", 0)),
+        (with_events.clear(), calls_of("clear", 0)),
+        (with_events.extend(1000, [("1", TOKEN)]), calls_of("extend", 0)),
+    ]
+    writers = {"reserve", "fail", "release", "cancel", "clear"} if level == 1 else \
+        {"enqueue", "reserve", "ack", "fail", "release", "redrive", "purge", "cancel", "clear"}
+    for call, without in pairs:
+        name = call.script.name
+        if name in writers:
+            assert (call.keys[-1], list(call.args[-2:])) == (stream, [level, options.get(
+                "events_maxlen", 10_000)]), name
+            assert (list(call.keys[:-1]), list(call.args[:-2])) == (
+                list(without.keys), list(without.args)), name
+        else:
+            assert (list(call.keys), len(call.args)) == (list(without.keys),
+                                                         len(without.args)), name
+    kept = QueueCalls(QueueSettings(name="arity", events=level == 2, keep_completed_count=10,
+                                    store_results=True)).finish(done)
+    assert (kept.keys[-1], list(kept.args[-2:])) == (stream, [level, 10_000])
+
+
+def calls_of(name: str, index: int) -> Call[Any]:
+    """The index-th call of script ``name`` in ``every_python_call`` (a queue without events)."""
+    return [c for c in every_python_call() if c.script.name == name][index]
 
 
 def snapshot(client: redis.Redis) -> dict[bytes | str, bytes | None]:

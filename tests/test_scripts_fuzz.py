@@ -152,6 +152,7 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
     ("peek_dead", "limit"): Int(1),
     ("clear", "limit"): Int(1, MAX_BATCH),
     ("job_info", "id"): Text(nonempty=True),
+    ("result", "id"): Text(nonempty=True),
     ("purge", "limit"): Int(1, MAX_BATCH),
     ("redrive", "limit"): Int(1, MAX_BATCH),
     ("reserve", "token"): Token(),

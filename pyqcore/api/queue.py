@@ -64,15 +64,18 @@ class QueueOptions(TypedDict, total=False):
     keep_completed: float | None
     keep_completed_count: int | None
     store_results: bool | None
+    events: bool | None
+    events_maxlen: int | None
     rate_limit: tuple[int, float] | None
     max_active: int | None
     group_concurrency: int | None
     group_rate_limit: tuple[int, float] | None
 
 
-# The options whose default is a class attribute of the queue (prefix, clock and rng are not).
+# The options whose default is a class attribute of the queue (prefix, clock and rng are not;
+# events shares its name with the events() method: see events_setting).
 _CLASS_DEFAULTS = tuple(key for key in QueueOptions.__annotations__
-                        if key not in ("prefix", "clock", "rng"))
+                        if key not in ("prefix", "clock", "rng", "events"))
 
 
 def _as_option(value: Any) -> Any:
@@ -102,6 +105,10 @@ class QueueApi:
     keep_completed: float = 0.0  # seconds
     keep_completed_count: int = 0
     store_results: bool = False  # the handler's return value, kept with the completed job
+    # Events (the option events=True, or "events = True" on a subclass): a bounded stream per
+    # partition, one entry per transition, read by queue.events(); store_results alone writes
+    # the terminal ones, which queue.result() waits for.
+    events_maxlen: int = 10_000  # entries kept per partition, about (XADD MAXLEN ~)
     max_ready: int | None = None  # adds refused (QueueFullError) past this many jobs waiting
     # Flow control, decided inside reserve for the whole fleet (README "Flow control"):
     rate_limit: tuple[int, float] | None = None  # (n, s): at most n starts in any s seconds
@@ -132,7 +139,8 @@ class QueueApi:
         given: dict[str, Any] = {
             key: getattr(self, key) if options.get(key) is None else options.get(key)
             for key in _CLASS_DEFAULTS}
-        s = QueueSettings(**given, prefix=options.get("prefix", DEFAULT_PREFIX),
+        s = QueueSettings(**given, events=events_setting(self, options.get("events")),
+                          prefix=options.get("prefix", DEFAULT_PREFIX),
                           clock=options.get("clock"), rng=options.get("rng") or random.Random())
         self.settings = s
         for key in _CLASS_DEFAULTS:  # the attributes show the checked settings
@@ -198,6 +206,7 @@ class QueueApi:
     release = operation(QueueCore.release)
     counts = operation(QueueCore.counts)
     get_job = operation(QueueCore.get_job)
+    result = operation(QueueCore.result)
     cancel = operation(QueueCore.cancel)
     cancel_many = operation(QueueCore.cancel_many)
     clear = operation(QueueCore.clear)
@@ -208,6 +217,21 @@ class QueueApi:
     pause_group = operation(QueueCore.pause_group)
     resume_group = operation(QueueCore.resume_group)
     stats = operation(QueueCore.stats)
+
+
+def events_setting(queue: QueueApi, option: bool | None) -> Any:
+    """The queue's ``events`` setting: the option given, else a subclass's ``events = True``
+    (which hides the ``events()`` method under that name: the method is put back on the
+    instance), else False."""
+    declared = getattr(type(queue), "events", None)
+    if callable(declared):  # the method itself: no class attribute declared
+        return False if option is None else option
+    for klass in type(queue).__mro__:
+        method = vars(klass).get("events")
+        if callable(method):
+            queue.__dict__["events"] = method.__get__(queue, type(queue))
+            break
+    return declared if option is None else option
 
 
 def is_coroutine_function(function: Any) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.api.operation import Awaiting
@@ -13,6 +14,7 @@ from pyqcore.api.queue import QueueApi, QueueOptions, default_handler
 from pyqcore.asyncio.driver import AsyncClient, AsyncDriver
 from pyqcore.asyncio.worker import Worker, awaitable
 from pyqcore.core.slot import WorkerOptions, WorkerReport
+from pyqcore.events import Event
 from pyqcore.job import Job
 
 if TYPE_CHECKING:
@@ -64,6 +66,14 @@ class BaseQueue(QueueApi, Awaiting):
         """The worker loop (see ``pyqcore.BaseQueue.process``), with ``concurrency`` tasks."""
         worker = Worker(self, concurrency=concurrency, **options)
         return await worker.run(install_signal_handlers=install_signal_handlers)
+
+    async def events(self, since: str | int | datetime | None = None, *,
+                     block: bool | float = True) -> AsyncIterator[Event]:
+        """The queue's events (see ``pyqcore.BaseQueue.events``), iterated with ``async for``."""
+        reader = self.core.event_reader(since, block)
+        while (batch := await self.driver.run(reader.read())) is not None:
+            for event in batch:
+                yield event
 
     @asynccontextmanager
     async def lock(self, item: str, ttl: float = 30.0, wait: float = 10.0) -> AsyncIterator[str]:

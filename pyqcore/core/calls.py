@@ -48,6 +48,10 @@ Arg = str | bytes | int
 SWEEP_LIMIT = 1000  # most delayed promotions and expired leases one reserve call handles
 MAX_JOB_ID = 1024  # bytes
 CANCEL_BATCH = 100  # most ids per cancel call (each scans the ready list: lua/cancel.lua)
+# The scripts that write a terminal transition (completed, dead, cancelled), sent the events
+# stream at level 1 too (store_results: queue.result() waits on them); the others that take
+# it (enqueue, ack, redrive, purge) are sent it at level 2 only (events=True).
+TERMINAL_WRITERS = frozenset({"reserve", "fail", "complete", "cancel", "clear", "release"})
 
 
 def _ms(seconds: float) -> int:
@@ -243,6 +247,17 @@ class JobRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultRow:
+    """What ``result.lua`` read of one job: its state ("live", "dead", "completed", "none"),
+    its error (dead) or result (completed), still undecoded, and the partition's last events
+    entry id, from which a wait for the job's terminal event starts."""
+
+    state: str
+    value: bytes | None
+    last_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeadRow:
     """One dead job as ``peek_dead`` returns it, still undecoded."""
 
@@ -365,10 +380,24 @@ class QueueCalls:
         self._max_ready = settings.max_ready or 0  # 0: no limit, not sent
         self._scripts = load_scripts(manual_clock=self._clock is not None)
         self._keys = {name: self.keys.keys(s.key_parts) for name, s in self._scripts.items()}
-        self._plain_enqueue_keys = self._keys["enqueue"][: self._scripts["enqueue"].required_keys]
+        # The events ARGV of each script sent the stream at the queue's level (none: nothing
+        # sent, so a queue without events sends what it always did).
+        level = settings.events_level
+        self._events: dict[str, tuple[int, int]] = {}
+        for name, script in self._scripts.items():
+            if not script.trailing:  # takes no events stream
+                continue
+            if level == 2 or (level == 1 and name in TERMINAL_WRITERS):
+                self._events[name] = (level, settings.events_maxlen)
+            else:
+                self._keys[name] = self._keys[name][:-1]
+        enqueue = self._keys["enqueue"]  # a plain add's keys: the required ones (then events)
+        plain = enqueue[: self._scripts["enqueue"].required_keys]
+        self._plain_enqueue_keys = [*plain, enqueue[-1]] if "enqueue" in self._events else plain
         # A plain add's call, built without ``_call`` (every add's path) unless a test's clock
-        # adds its ARGV.
-        self._plain_enqueue = None if self._clock is not None else self._scripts["enqueue"]
+        # or the events stream adds to its ARGV.
+        self._plain_enqueue = (None if self._clock is not None or "enqueue" in self._events
+                               else self._scripts["enqueue"])
         self._limits = settings.limits_of(self.partition)  # reserve's flow-control ARGV
 
     # -- operations in the caller's terms (seconds, payloads, exceptions) ----------------------
@@ -475,6 +504,8 @@ class QueueCalls:
         script = self._scripts[name]
         if self._clock is not None and script.reads_clock:  # tests only: the variant's ARGV
             args = [self._clock.now_ms(), *args]
+        if self._events and name in self._events:  # last: the level and the stream's bound
+            args = [*args, *self._events[name]]
         return Call(script, self._keys[name] if keys is None else keys, args, parse, on_error)
 
     def enqueue(
@@ -678,6 +709,17 @@ class QueueCalls:
                            result=reply[6] if len(reply) > 6 else None)
 
         return self._call("job_info", [given_id(job_id)], parse)
+
+    def job_result(self, job_id: str) -> Call[ResultRow]:
+        """Whether job ``job_id`` is live, dead or completed in this partition (with its error
+        or result), and the partition's last events entry id (``pyqcore.core.events``)."""
+
+        def parse(reply: Any) -> ResultRow:
+            reply = checked(reply)
+            return ResultRow(text(reply[2]), reply[3] if len(reply) > 3 else None,
+                             text(reply[1]))
+
+        return self._call("result", [given_id(job_id)], parse)
 
     def cancel(self, job_ids: Sequence[str]) -> Call[list[int]]:
         """Cancel up to ``CANCEL_BATCH`` jobs: per id 1 deleted (it was waiting or delayed), 2

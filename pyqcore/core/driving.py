@@ -2,14 +2,15 @@
 call sends, reading a pipeline's replies, and which driver method performs which effect.
 
 A driver subclasses ``Driving`` and defines, blocking or ``async``, one method per effect:
-``call`` (a script), ``call_all`` (a round trip), ``command``, ``block``, ``pause`` and
-``turn`` (waiting on its own ``new_waiter``, for coalesced adds);
+``call`` (a script), ``call_all`` (a round trip), ``command``, ``block``, ``read``,
+``pause`` and ``turn`` (waiting on its own ``new_waiter``, for coalesced adds);
 ``perform`` picks the method for an effect (and returns its result, or its coroutine).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,11 +19,11 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from pyqcore.core.calls import Call
-from pyqcore.core.effects import Block, Command, Pause, Turn
+from pyqcore.core.effects import Block, Command, Pause, Read, Turn
 from pyqcore.errors import ConfigurationError
 
-_METHODS = {Call: "call", list: "call_all", Command: "command", Block: "block", Pause: "pause",
-            Turn: "turn"}
+_METHODS = {Call: "call", list: "call_all", Command: "command", Block: "block", Read: "read",
+            Pause: "pause", Turn: "turn"}
 
 
 class Driving:
@@ -59,6 +60,14 @@ class Driving:
         timeout = (kwargs["socket_timeout"] if "socket_timeout" in kwargs
                    else default_socket_timeout(self.client))
         return 0.8 * timeout if timeout else float("inf")
+
+    def block_ms(self, read: Read) -> int | None:
+        """The BLOCK of a ``Read``: None (do not block), else ms within ``longest_block``
+        (0, Redis's "no limit", only when neither the read nor the socket has one)."""
+        if read.timeout is None:
+            return None
+        seconds = min(read.timeout, self.longest_block())
+        return 0 if math.isinf(seconds) else max(1, round(seconds * 1000))
 
 
 def default_socket_timeout(client: Any) -> float | None:

@@ -13,6 +13,7 @@ yielded                performed as                                             
 ``Command``            one plain Redis command                                        parsed reply
 ``list`` of the two    one round trip: a pipeline, each call still atomic on its own  replies
 ``Block``              ``BLPOP`` on wake lists, at most ``timeout`` seconds           None
+``Read``               ``XREAD [BLOCK]`` of streams after the ids given               reply
 ``Pause``              sleep ``seconds``, or less if the ``until`` flag gets set      the flag
 ``Job``                run the queue's handler on that job                            its error
 ``Batch``              run the queue's batch handler on those jobs                    see Batch
@@ -59,6 +60,18 @@ class Block(NamedTuple):
 
     keys: list[str]
     timeout: float
+
+
+class Read(NamedTuple):
+    """``XREAD COUNT most [BLOCK ms] STREAMS key... id...``: the entries after each id, read
+    without polling. ``timeout`` None reads what is there; seconds (``math.inf``: no limit)
+    block until an entry comes, but never past the client's socket timeout (the driver waits
+    at most ``longest_block``, as for ``Block``, and then sends back an empty reply: the flow
+    decides whether to read again). Sends back redis-py's reply, as it came."""
+
+    streams: dict[str, str]
+    timeout: float | None
+    most: int = 100  # entries per stream
 
 
 class Flag(Protocol):

@@ -40,6 +40,7 @@ from pyqcore.core.calls import (
 from pyqcore.core.clock import time_command
 from pyqcore.core.coalesce import Coalescer, Flag
 from pyqcore.core.effects import Command, Flow, Pause, Waiter
+from pyqcore.core.events import EventReader, wait_for_result
 from pyqcore.core.partitions import Partitions, merge_settled
 from pyqcore.core.room import check_room
 from pyqcore.errors import (
@@ -50,7 +51,7 @@ from pyqcore.errors import (
 )
 from pyqcore.health import warn_if_evicting
 from pyqcore.job import ErrorInfo, Job, JobInfo, decode_record
-from pyqcore.keys import QueueKeys, partitions_key, registry_key
+from pyqcore.keys import QueueKeys, event_queues_key, partitions_key, registry_key
 from pyqcore.limits import GroupCounts, Rank, check_rank, group_counts
 from pyqcore.settings import QueueSettings
 
@@ -96,13 +97,17 @@ class QueueCore:
         count) so the DLQ, the CLI and other processes find it; refuse a partition count that
         differs from the recorded one (jobs would be stranded in partitions some processes
         never read); warn if Redis may evict keys; learn how far the server's clock is from
-        this process's (it dates the records this queue writes). Runs before the queue's first
+        this process's (it dates the records this queue writes); with ``events=True``, record
+        that (and the stream's bound) under the queue's name. Runs before the queue's first
         other call, once per queue object."""
         s = self.settings
         if self.check_eviction:
             self.check_eviction = False
             yield from warn_if_evicting(self.cluster)
         commands = [Command(("SADD", registry_key(s.prefix), s.name))]
+        if s.events:  # for those that know the queue by name only: the DLQ, the CLI
+            commands.append(Command(("HSET", event_queues_key(s.prefix), s.name,
+                                     s.events_maxlen)))
         if s.partitions > 1:
             commands.append(Command(("HSETNX", partitions_key(s.prefix), s.name, s.partitions)))
         commands.append(Command(("HGET", partitions_key(s.prefix), s.name),
@@ -407,6 +412,28 @@ class QueueCore:
             if row is not None:
                 return job_info(self.name, part, job_id, row)
         return None
+
+    def result(self, job_id: str, timeout: float | None = None) -> Flow[Any]:
+        """Wait for job ``job_id`` to finish and return what its handler returned (needs
+        ``store_results=True``): at once if it has finished, else without polling (a
+        blocking read of its partition's events stream) for at most ``timeout`` seconds (None:
+        no limit). Raises JobDeadError (with its last error) if it died, JobCancelledError if
+        it was cancelled, JobNotFoundError for an id no job has (never added, or gone), and
+        ResultTimeoutError (also a TimeoutError) past the timeout."""
+        if not self.settings.store_results:
+            raise ConfigurationError(f"queue {self.name!r}: result() waits for a kept result: "
+                                     "make the queue with store_results=True (and "
+                                     "keep_completed or keep_completed_count)")
+        return (yield from wait_for_result(self.partitions.parts, job_id, timeout))
+
+    def event_reader(self, since: object = None, block: object = True) -> EventReader:
+        """The reader behind ``queue.events(since, block)`` (each API iterates over its
+        ``read`` flows); ConfigurationError unless the queue writes events."""
+        if not self.settings.events_level:
+            raise ConfigurationError(f"queue {self.name!r} writes no events: make it with "
+                                     "events=True (store_results alone writes completed, "
+                                     "dead and cancelled)")
+        return EventReader(self.partitions.parts, self.cluster, since, block)
 
     def cancel(self, job_id: str) -> Flow[bool]:
         """Cancel one job; True if it was waiting or delayed and is now deleted, so no

@@ -9,7 +9,7 @@ from pyqcore.core.effects import Command, Flow
 from pyqcore.core.partitions import Partitions
 from pyqcore.core.queue import QueueCore
 from pyqcore.errors import ConfigurationError, UnknownQueueError
-from pyqcore.keys import partitions_key, registry_key, validate_name
+from pyqcore.keys import event_queues_key, partitions_key, registry_key, validate_name
 from pyqcore.settings import QueueSettings, check_clock
 from pyqcore.testing import ManualClock
 
@@ -47,12 +47,16 @@ class Registry:
 
     def parts_of(self, queue: str) -> Flow[list[QueueCalls]]:
         """The script calls of each partition of a queue: the registered queue's, or for a
-        name only, defaults with the partition count recorded when it was announced."""
+        name only, defaults with the partition count and the events setting recorded when it
+        was announced (so a redrive or a purge writes its events)."""
         registered = self.queues.get(queue)
         if registered is not None:
             return registered.partitions.parts
-        count = yield Command(("HGET", partitions_key(self.prefix), queue),
-                              lambda raw: int(raw or 1))
+        count, maxlen = yield [Command(("HGET", partitions_key(self.prefix), queue),
+                                       lambda raw: int(raw or 1)),
+                               Command(("HGET", event_queues_key(self.prefix), queue),
+                                       lambda raw: int(raw or 0))]
         settings = QueueSettings(name=queue, prefix=self.prefix, clock=self.clock,
-                                 partitions=count)
+                                 partitions=count, events=maxlen > 0,
+                                 events_maxlen=maxlen or 10_000)
         return Partitions(settings).parts

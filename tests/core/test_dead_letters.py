@@ -62,12 +62,21 @@ def test_processing_purges_old_and_redrives_young_with_the_redrive_bound() -> No
 
 def test_a_queue_known_only_by_name_uses_its_recorded_partition_count() -> None:
     flow = Dialog(dead_letters().count("other"))
-    assert flow.effect.args == ("HGET", "pyqcore:partitions", "other")
-    flow.answer(b"3")
+    assert [c.args for c in flow.effect] == [("HGET", "pyqcore:partitions", "other"),
+                                             ("HGET", "pyqcore:event_queues", "other")]
+    flow.answer([b"3", None])
     calls = flow.round()
     assert names(calls) == ["counts"] * 3
     flow.answer([[0, 0, 0, 0, 1], [0, 0, 0, 0, 2], [0, 0, 0, 0, 0]])
     assert flow.result == 3
+
+
+def test_a_queue_recorded_with_events_gets_its_redrives_written_as_events() -> None:
+    flow = Dialog(dead_letters().requeue("other"))
+    flow.answer([None, b"500"])  # one partition; events=True with events_maxlen=500
+    redrive = flow.script()
+    assert redrive.script.name == "redrive"
+    assert (redrive.keys[-1], list(redrive.args[-2:])) == ("pyqcore:{other}:events", [2, 500])
 
 
 def test_bad_arguments_raise_before_any_call() -> None:

@@ -1,9 +1,12 @@
-"""What a job's own options cost on the hot path: Redis's time per job in each script (INFO
-commandstats) and the worker's CPU per job, for plain jobs and for jobs added with ``at=``, with
-their own ``max_retries=``, and with a ``timeout=``; with ``--before DIR``, plain jobs on another
-checkout (the code before these options existed), to show that off costs nothing.
+"""What a job's own options and a queue's events cost on the hot path: Redis's time per job in
+each script (INFO commandstats) and the worker's CPU per job, for plain jobs and for jobs added
+with ``at=``, with their own ``max_retries=``, and with a ``timeout=``; on queues with
+``events=True``, with kept results (``store_results``, which writes the terminal events) and
+with both; with ``--before DIR``, plain jobs (and kept results) on another checkout (the code
+before these options or events existed), to show that off costs nothing.
 
     python bench/job_options.py [--url URL] [--rounds N] [--jobs N] [--before DIR]
+                                [--variants NAME,...] [--results FILE]
 
 Each measurement is a fresh process, in alternating rounds so drift hits every variant alike.
 In turn, each phase alone between two ``CONFIG RESETSTAT`` (so ``cmdstat_evalsha`` is that
@@ -30,8 +33,17 @@ VARIANTS = {
     "at": "add(at=a time that has passed)",
     "max_retries": "add(max_retries=3)",
     "timeout": "add(timeout=30.0)",
+    "events": "queue events=True",
+    "results_before": "queue store_results, before events (--before checkout)",
+    "results": "queue store_results (writes completed, dead, cancelled)",
+    "results_events": "queue store_results and events=True",
 }
-COLUMNS = ("add", "add_batch", "reserve", "ack", "worker_cpu")
+COLUMNS = ("add", "add_batch", "reserve", "ack", "life", "worker_cpu")
+# The queue options of the variants that are about the queue, not the add.
+KEEP = {"keep_completed_count": 10_000_000, "store_results": True}
+QUEUE_OPTIONS: dict[str, dict[str, Any]] = {
+    "events": {"events": True}, "results_before": KEEP, "results": KEEP,
+    "results_events": {**KEEP, "events": True}}
 
 
 def options_of(variant: str) -> dict[str, Any]:
@@ -54,7 +66,8 @@ def measure(variant: str, url: str, jobs: int) -> dict[str, float]:
 
     client = redis.Redis.from_url(url)
     client.flushall()
-    queue = BaseQueue(client, name="options", handler=lambda job: None)
+    queue = BaseQueue(client, name="options", handler=lambda job: None,
+                      **QUEUE_OPTIONS.get(variant, {}))
     options = options_of(variant)
 
     def redis_usec() -> float:
@@ -82,6 +95,7 @@ def measure(variant: str, url: str, jobs: int) -> dict[str, float]:
     for batch in leased:
         queue.ack(batch)
     result["ack"] = redis_usec() / jobs
+    result["life"] = result["add"] + result["reserve"] + result["ack"]
     for start in range(0, jobs, 1000):
         queue.add_batch(range(start, min(start + 1000, jobs)), **options)
     cpu = time.process_time()
@@ -92,9 +106,11 @@ def measure(variant: str, url: str, jobs: int) -> dict[str, float]:
 
 def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
     """Medians per variant and column, and each against plain."""
-    plain = {c: statistics.median(r[c] for r in results["plain"]) for c in COLUMNS}
-    lines = ["| variant | enqueue, single add | enqueue, add_batch | reserve | ack | "
-             "worker CPU (drain) |", "|---|---:|---:|---:|---:|---:|"]
+    base = results.get("plain") or next(iter(results.values()))
+    plain = {c: statistics.median(r[c] for r in base) for c in COLUMNS}
+    lines = ["| variant | enqueue, single add | enqueue, add_batch | reserve | ack (complete) | "
+             "life cycle: add + reserve + ack | worker CPU (drain) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for variant, runs in results.items():
         cells = []
         for c in COLUMNS:
@@ -112,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     a, results = run
     text = "\n".join([
-        "# pyqcore: what a job's own options cost on the hot path", "",
+        "# pyqcore: what a job's own options and a queue's events cost on the hot path", "",
         f"{time.strftime('%Y-%m-%d %H:%M')} · µs per job (difference with plain): Redis's "
         "time in each script (INFO commandstats), and the worker process's CPU draining an "
         f"empty handler with one slot; {a.jobs:,} jobs per phase ({SINGLE:,} single adds), "
         f"{a.rounds} alternating runs per variant; `python bench/job_options.py` to rerun.",
         "", *table(results), ""])
-    return write(RESULTS, text)
+    return write(a.results or RESULTS, text)
 
 
 if __name__ == "__main__":

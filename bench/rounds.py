@@ -33,6 +33,9 @@ def measured_rounds(script: str, doc: str | None, variants: dict[str, str],
     p.add_argument("--rounds", type=int, default=rounds, help="alternating rounds of every variant")
     p.add_argument("--jobs", type=int, default=20_000, help=jobs_help)
     p.add_argument("--before", type=Path, help=before_help)
+    p.add_argument("--variants", help="comma-separated variants to run (default: all; those "
+                   "named *before only with --before)")
+    p.add_argument("--results", type=Path, help="where the table goes (default: the script's)")
     p.add_argument("--child", choices=variants, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -41,13 +44,14 @@ def measured_rounds(script: str, doc: str | None, variants: dict[str, str],
     sys.path.insert(0, str(ROOT))  # run from a checkout
     from tests.support import LocalRedis  # noqa: PLC0415
 
-    names = [v for v in variants if v != "before" or a.before]
+    wanted = a.variants.split(",") if a.variants else list(variants)
+    names = [v for v in variants if v in wanted and (not v.endswith("before") or a.before)]
     results: Results = {v: [] for v in names}
     with contextlib.ExitStack() as stack:
         url = a.url or stack.enter_context(LocalRedis()).url
         for round_ in range(a.rounds):
             for variant in names[round_ % len(names):] + names[:round_ % len(names)]:
-                checkout = a.before if variant == "before" else ROOT
+                checkout = a.before if variant.endswith("before") else ROOT
                 results[variant].append(child(script, variant, url, a.jobs, checkout))
     return a, results
 

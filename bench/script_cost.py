@@ -77,7 +77,7 @@ class Variant:
 
     def call(self, name: str, keys: QueueKeys, values: dict[str, Any], tail: list[Any]) -> Any:
         script = self.scripts[name]
-        key_names = keys.keys(script.key_parts)
+        key_names = keys.keys(script.required_parts)  # a plain call: no optional key
         return self.client.evalsha(script.sha, len(key_names), *key_names,
                                    *argv(script, values, tail))
 

@@ -90,6 +90,32 @@ local function wake(wake_key)
   end
 end
 -- @end wake
+
+-- A plain add (one job, an automatic id, ready now, no events): the three commands a numbered add needs
+-- and nothing else, before the checks and helpers the other calls need are even set up, and
+-- the id alone as the reply (a table reply costs Redis more than the three commands' own
+-- work; bench/README.md). It does exactly what the general path below does for these ARGV.
+-- With the events stream (level 2 and a bound of up to 15 digits: what pyqcore sends; other
+-- events arguments take the general path, which checks them) it also writes the entry.
+if #ARGV == 5 and #KEYS == 6 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' or
+    #KEYS == 7 and #ARGV == 7 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' and
+    ARGV[6] == '2' and #ARGV[7] <= 15 and string.match(ARGV[7], '^[1-9]%d*$') then
+  local base = ARGV[2] .. string.format('%d', redis.call('HINCRBY', KEYS[4], 'added', '1'))
+  local id, retry = base, 0
+  while redis.call('HSETNX', KEYS[3], id, ARGV[5]) == 0 do -- a custom id took this number
+    retry = retry + 1
+    id = base .. '~' .. retry
+  end
+  if redis.call('RPUSH', KEYS[1], id) == 1 then -- the list was empty: workers may be blocked
+    wake(KEYS[5])
+  end
+  if #KEYS == 7 then -- as events.lua's emit writes it
+    redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[7], '*', 'event', 'added', 'id', id,
+      'attempt', '0')
+  end
+  return id
+end
+
 -- @include events
 -- generated from lua/includes/events.lua by `make lua`: edit that file, not this block
 -- Events (opt-in, per queue): one entry per job and transition in the partition's events STREAM,
@@ -100,7 +126,6 @@ end
 -- (completed, dead, cancelled: what queue.result() waits for), level 2 every one. A call
 -- without events sends neither, and the script does nothing more than the checks below.
 local events_key, events_level, events_maxlen = false, 0, '0'
-local EVENTS_TERMINAL = {completed = true, dead = true, cancelled = true}
 
 -- If the call sent the stream (keys_without + 1 KEYS), reads the level and the bound and takes
 -- them off ARGV, so the rest of the script reads what a call without events sends. Returns an
@@ -114,7 +139,7 @@ local function events_args(keys_without)
   if level ~= '1' and level ~= '2' then
     return string.format('ARGV[%d] events_level must be 1 or 2, got %q', n - 1, tostring(level))
   end
-  if not (maxlen and #maxlen <= 15 and string.match(maxlen, '^[1-9]%d*$')) then
+  if not (maxlen and string.match(maxlen, '^[1-9]%d*$') and tonumber(maxlen) <= 9007199254740991) then
     return string.format('ARGV[%d] events_maxlen must be an integer >= 1, got %q', n, tostring(maxlen))
   end
   events_key, events_level, events_maxlen = KEYS[#KEYS], tonumber(level), maxlen
@@ -124,7 +149,8 @@ end
 
 -- Whether a transition of this kind is written at the call's level.
 local function events_want(kind)
-  return events_level == 2 or events_level == 1 and EVENTS_TERMINAL[kind] == true
+  return events_level == 2 or events_level == 1 and
+    (kind == 'completed' or kind == 'dead' or kind == 'cancelled')
 end
 
 -- Appends one entry (attempt: a number or its text), the stream trimmed to about its bound.
@@ -135,31 +161,10 @@ local function emit(kind, id, attempt)
   end
 end
 -- @end events
-
 -- The events arguments, if sent (taken off ARGV: what follows reads a call without events).
 local events_bad = events_args(#KEYS > 11 and 11 or 6)
 if events_bad then
   return {BAD_ARGUMENT, events_bad}
-end
-
--- A plain add (one job, an automatic id, ready now): the three commands a numbered add needs
--- and nothing else, before the checks and helpers the other calls need are even set up, and
--- the id alone as the reply (a table reply costs Redis more than the three commands' own
--- work; bench/README.md). It does exactly what the general path below does for these ARGV.
-if #ARGV == 5 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' then
-  local base = ARGV[2] .. string.format('%d', redis.call('HINCRBY', KEYS[4], 'added', '1'))
-  local id, retry = base, 0
-  while redis.call('HSETNX', KEYS[3], id, ARGV[5]) == 0 do -- a custom id took this number
-    retry = retry + 1
-    id = base .. '~' .. retry
-  end
-  if redis.call('RPUSH', KEYS[1], id) == 1 then -- the list was empty: workers may be blocked
-    wake(KEYS[5])
-  end
-  if events_key then
-    emit('added', id, '0')
-  end
-  return id
 end
 
 -- @include args

@@ -334,7 +334,6 @@ end
 -- (completed, dead, cancelled: what queue.result() waits for), level 2 every one. A call
 -- without events sends neither, and the script does nothing more than the checks below.
 local events_key, events_level, events_maxlen = false, 0, '0'
-local EVENTS_TERMINAL = {completed = true, dead = true, cancelled = true}
 
 -- If the call sent the stream (keys_without + 1 KEYS), reads the level and the bound and takes
 -- them off ARGV, so the rest of the script reads what a call without events sends. Returns an
@@ -348,7 +347,7 @@ local function events_args(keys_without)
   if level ~= '1' and level ~= '2' then
     return string.format('ARGV[%d] events_level must be 1 or 2, got %q', n - 1, tostring(level))
   end
-  if not (maxlen and #maxlen <= 15 and string.match(maxlen, '^[1-9]%d*$')) then
+  if not (maxlen and string.match(maxlen, '^[1-9]%d*$') and tonumber(maxlen) <= 9007199254740991) then
     return string.format('ARGV[%d] events_maxlen must be an integer >= 1, got %q', n, tostring(maxlen))
   end
   events_key, events_level, events_maxlen = KEYS[#KEYS], tonumber(level), maxlen
@@ -358,7 +357,8 @@ end
 
 -- Whether a transition of this kind is written at the call's level.
 local function events_want(kind)
-  return events_level == 2 or events_level == 1 and EVENTS_TERMINAL[kind] == true
+  return events_level == 2 or events_level == 1 and
+    (kind == 'completed' or kind == 'dead' or kind == 'cancelled')
 end
 
 -- Appends one entry (attempt: a number or its text), the stream trimmed to about its bound.

@@ -10,6 +10,7 @@ KEYS
   4  stats         HASH  counters; field "added"
   5  wake          LIST  marker that blocked workers wait on
   6  meta          HASH  id -> "attempts:redrives:limit": written only with max_attempts > 0
+  7  events        STREAM  (optional) events (events.lua): added (each run enqueued)
 ARGV
   1      name          string       the schedule
   2      expected_ms   integer, ms  its due time as the caller read it; it must have come
@@ -18,12 +19,15 @@ ARGV
   3+2k   id            string       run k's job id (the schedule's name and due time: an id
                                     that exists is skipped, as by an idempotent add)
   4+2k   record        bytes        run k's record (k = 1..n, n >= 0)
+  -2     events_level  integer      with the events key only, second to last: 1 or 2 (a run
+                                    writes "added" at level 2 only; events.lua)
+  -1     events_maxlen integer      with the events key only, last: the stream's bound
 REPLY
   {0, enqueued}  enqueued = jobs added (0 when another caller claimed these runs first, the
                  schedule changed or is gone, or expected_ms is still to come)
 ERRORS
   {1, message}  BAD_ARGUMENT: bad name, times or max_attempts, or an odd id/record list;
-                nothing written
+                bad events_level or events_maxlen; nothing written
 ]]
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
@@ -119,6 +123,57 @@ local function push_ready(ready_key, wake_key, ids)
   end
 end
 -- @end fresh
+-- @include events
+-- generated from lua/includes/events.lua by `make lua`: edit that file, not this block
+-- Events (opt-in, per queue): one entry per job and transition in the partition's events STREAM,
+-- fields event (added, started, completed, retried, dead, cancelled, redriven, purged), id and
+-- attempt; the entry id is the server's time. A call that wants them sends the stream as its
+-- LAST KEYS entry (one more key than a call without events) and the level and the stream's
+-- bound as its last two ARGV entries: level 1 writes the terminal transitions only
+-- (completed, dead, cancelled: what queue.result() waits for), level 2 every one. A call
+-- without events sends neither, and the script does nothing more than the checks below.
+local events_key, events_level, events_maxlen = false, 0, '0'
+
+-- If the call sent the stream (keys_without + 1 KEYS), reads the level and the bound and takes
+-- them off ARGV, so the rest of the script reads what a call without events sends. Returns an
+-- error message for bad ones (the script refuses the call before any write), else nil.
+local function events_args(keys_without)
+  if #KEYS ~= keys_without + 1 then
+    return nil
+  end
+  local n = #ARGV
+  local level, maxlen = ARGV[n - 1], ARGV[n]
+  if level ~= '1' and level ~= '2' then
+    return string.format('ARGV[%d] events_level must be 1 or 2, got %q', n - 1, tostring(level))
+  end
+  if not (maxlen and string.match(maxlen, '^[1-9]%d*$') and tonumber(maxlen) <= 9007199254740991) then
+    return string.format('ARGV[%d] events_maxlen must be an integer >= 1, got %q', n, tostring(maxlen))
+  end
+  events_key, events_level, events_maxlen = KEYS[#KEYS], tonumber(level), maxlen
+  ARGV[n], ARGV[n - 1] = nil, nil
+  return nil
+end
+
+-- Whether a transition of this kind is written at the call's level.
+local function events_want(kind)
+  return events_level == 2 or events_level == 1 and
+    (kind == 'completed' or kind == 'dead' or kind == 'cancelled')
+end
+
+-- Appends one entry (attempt: a number or its text), the stream trimmed to about its bound.
+local function emit(kind, id, attempt)
+  if events_want(kind) then
+    redis.call('XADD', events_key, 'MAXLEN', '~', events_maxlen, '*', 'event', kind, 'id', id,
+      'attempt', type(attempt) == 'number' and string.format('%d', attempt) or attempt)
+  end
+end
+-- @end events
+
+-- The events arguments, if sent (taken off ARGV: what follows reads a call without events).
+local events_bad = events_args(6)
+if events_bad then
+  return {BAD_ARGUMENT, events_bad}
+end
 
 local due_key, ready, jobs, stats, wake_key, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local name = ARGV[1] or ''
@@ -157,5 +212,8 @@ if #fresh > 0 then -- as an add of these ids does (enqueue.lua)
   end
   push_ready(ready, wake_key, fresh)
   redis.call('HINCRBY', stats, 'added', string.format('%d', #fresh))
+  for _, id in ipairs(fresh) do
+    emit('added', id, 0)
+  end
 end
 return {OK, #fresh}

@@ -40,6 +40,7 @@ from rich.text import Text
 
 from pyqcore.core.calls import QueueCalls
 from pyqcore.core.dead_letters import CHUNK
+from pyqcore.core.events import EventReader
 from pyqcore.core.queue import clear_parts, read_group_counts, set_paused
 from pyqcore.errors import (
     DeserializationError,
@@ -57,6 +58,7 @@ from pyqcore.sentinel import is_sentinel_url, sentinel_client
 from pyqcore.serializer import MSGPACK
 from pyqcore.sync.driver import Client
 from pyqcore.sync.manager import QueueManager
+from pyqcore.sync.queue import read_events
 from pyqcore.sync.supervisor import load_manager, run_processes, serve
 from pyqcore.sync.worker import stop_on_signals
 
@@ -672,6 +674,42 @@ def clear(state: State, queue: str, yes: bool) -> None:
         confirm(f"Delete {plural(total, 'waiting job')} of queue {queue!r}?", "deleted",
                 "deletes")
     click.echo(f"deleted {plural(run(clear_parts(parts)), 'job')}")
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("queue")
+@click.option("--follow", "-f", is_flag=True,
+              help="Then wait for new events and print each as it happens (until Ctrl-C).")
+@click.option("--count", "-n", type=click.IntRange(min=1), metavar="N",
+              help="Stop after N events.")
+@pass_state
+def events(state: State, queue: str, follow: bool, count: int | None) -> None:
+    """Print the events of QUEUE (made with events=True), oldest first: every one its stream
+    keeps, then with --follow the new ones as they happen.
+
+    One line each: the server's time, the partition (a partitioned queue), the event, the
+    job id and the attempt. Order holds within a partition."""
+    state.check_queue(queue)
+    parts = state.parts_of(queue)
+    if not parts[0].settings.events:
+        raise CliError(f"queue {queue!r} writes no events under prefix {state.prefix!r} (no "
+                       "queue object made with events=True has announced it)")
+    manager = state.manager()
+    reader = EventReader(parts, manager.driver.cluster, since=0, block=follow)
+    partitioned = len(parts) > 1
+    try:
+        for n, event in enumerate(read_events(manager.driver, reader), 1):
+            when = datetime.fromtimestamp(event.time).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+            where = f"  #{event.partition}" if partitioned else ""
+            click.echo(f"{when}{where}  {event.kind:<9}  {event.job_id}  "
+                       f"attempt {event.attempt}")
+            if n == count:
+                break
+    except KeyboardInterrupt:  # the way to stop --follow
+        pass
 
 
 # -- pause and resume -----------------------------------------------------------------------

@@ -4,10 +4,14 @@ the partition's events stream (``lua/includes/events.lua``), never with payloads
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 EventKind = Literal["added", "started", "completed", "retried", "dead", "cancelled", "redriven",
                     "purged"]
+# What ``queue.events(since=...)`` takes: None (from now), 0 (every event kept), an entry id
+# (after it), an aware datetime (from then).
+Since = str | int | datetime | None
 TERMINAL = frozenset({"completed", "dead", "cancelled"})  # what queue.result() waits for
 
 

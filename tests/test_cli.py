@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,44 @@ def test_pause_resume_and_groups(redis_server: LocalRedis, client: Client) -> No
         "resumed group 'acme' of queue 'mail'\n"
     assert len(queue.reserve(count=5)) == 2
     assert invoke(redis_server, "pause", "nope").exit_code == 1  # unknown queue
+
+
+def test_events_prints_what_the_stream_keeps_and_follows_new_ones(
+    redis_server: LocalRedis, client: Client
+) -> None:
+    queue = BaseQueue(client, name="watched", events=True, partitions=2)
+    first, second = queue.add_batch(["a", "b"], job_ids=["order-1", "order-2"])
+    part = {i: f"#{(queue.get_job(i) or pytest.fail(i)).partition}" for i in (first, second)}
+    [job] = queue.reserve()
+    queue.ack(job)
+    lines = ok(redis_server, "events", "watched").splitlines()
+    fields = [line.split()[2:] for line in lines]  # after the date and time
+    assert sorted(fields) == sorted([[part[first], "added", first, "attempt", "0"],
+                                     [part[second], "added", second, "attempt", "0"],
+                                     [f"#{job.partition}", "started", job.id, "attempt", "1"],
+                                     [f"#{job.partition}", "completed", job.id, "attempt", "1"]])
+    assert len(ok(redis_server, "events", "watched", "--count", "2").splitlines()) == 2
+    # --follow waits for new events; --count ends it once they came
+    def add_once_followed() -> None:
+        wait_for(lambda: any(c.get("cmd") == "xread" for c in client.client_list()),
+                 what="pyqcore events --follow blocking in XREAD")
+        queue.add("c", job_id="order-3")
+
+    added = threading.Thread(target=add_once_followed)
+    added.start()
+    followed = ok(redis_server, "events", "watched", "--follow", "--count", "5")
+    added.join()
+    assert followed.splitlines()[-1].split()[3:] == ["added", "order-3", "attempt", "0"]
+
+
+def test_events_of_an_unknown_queue_or_one_without_events_is_a_clear_error(
+    redis_server: LocalRedis, client: Client
+) -> None:
+    BaseQueue(client, name="silent").add("x")
+    for name, says in (("nope", "unknown queue 'nope'"), ("silent", "writes no events")):
+        result = invoke(redis_server, "events", name)
+        assert result.exit_code == 1
+        assert says in one_error_line(result.stderr)
 
 
 def test_dlq_list_shows_payloads_as_text_not_markup(redis_server: LocalRedis,

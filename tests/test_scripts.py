@@ -472,7 +472,7 @@ def test_python_sends_the_events_stream_last_and_its_arguments_last(level: int) 
     with_events = QueueCalls(QueueSettings(name="arity", **options))
     stream = QueueKeys("pyqcore", "arity").key("events")
     done = [Job("1", "arity", None, None, 1, 0.0, TOKEN, 0.0)]
-    pairs = [
+    pairs: list[tuple[Call[Any], Call[Any]]] = [
         (with_events.enqueue([""], [b"record"]), calls_of("enqueue", 0)),
         (with_events.enqueue(["", "b"], [b"r1", b"r2"], rank=Rank(5, "g")), calls_of("enqueue", 2)),
         (with_events.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000,
@@ -486,9 +486,12 @@ def test_python_sends_the_events_stream_last_and_its_arguments_last(level: int) 
         (with_events.cancel(["1", "2"]), calls_of("cancel", 0)),
         (with_events.clear(), calls_of("clear", 0)),
         (with_events.extend(1000, [("1", TOKEN)]), calls_of("extend", 0)),
+        (with_events.claim_schedule(Schedule("s", "arity", every=60), 60_000, 120_000, []),
+         calls_of("schedule_claim", 0)),
     ]
     writers = {"reserve", "fail", "release", "cancel", "clear"} if level == 1 else \
-        {"enqueue", "reserve", "ack", "fail", "release", "redrive", "purge", "cancel", "clear"}
+        {"enqueue", "reserve", "ack", "fail", "release", "redrive", "purge", "cancel", "clear",
+         "schedule_claim"}
     for call, without in pairs:
         name = call.script.name
         if name in writers:

@@ -168,6 +168,8 @@ DOMAINS: dict[tuple[str, str] | str, Domain] = {
     ("fail", "id"): Text(nonempty=True),
     ("lock", "token"): Text(nonempty=True),
     ("unlock", "token"): Text(nonempty=True),
+    "events_level": Int(1, 2),  # the trailing pair sent with the events key (events.lua)
+    "events_maxlen": Int(1),
 }
 # The variadic tails, by their entries' names.
 # (enqueue: n records, then 0 or n ids, then max_ready, optional, after the ids; its priority
@@ -427,7 +429,7 @@ WITH_ARGV = [n for n in NAMES if SCRIPTS[n].argv]
 
 def test_every_argv_entry_has_a_domain() -> None:
     """A script that grows an ARGV entry must say here what it accepts."""
-    missing = [(s.name, e) for s in SCRIPTS.values() for e in fixed(s)
+    missing = [(s.name, e) for s in SCRIPTS.values() for e in (*fixed(s), *s.trailing)
                if e not in COUNTED.values() and (s.name, e) not in DOMAINS and e not in DOMAINS]
     assert missing == []
     assert {tail(s) for s in SCRIPTS.values()} <= {PAIRS, TRIPLES, RECORDS, IDS, RUNS, NAMED, ()}
@@ -540,3 +542,60 @@ def test_a_token_that_holds_no_lease_settles_nothing(client: redis.Redis, name: 
         before.unchanged(client, (name, pairs))
 
     settles_nothing()
+
+
+# -- the events stream: the last key, with the level and the bound as the last two ARGV ---------
+
+WITH_EVENTS = [n for n in NAMES if SCRIPTS[n].trailing]
+
+
+def call_with_events(client: redis.Redis, script: Script, args: Sequence[str | bytes]) -> Any:
+    """A call that sends the events stream: the required keys, then the stream."""
+    keys = [*keys_of(script), KEYS.key("events")]
+    return client.eval(script.source, len(keys), *keys, *args)
+
+
+@pytest.mark.parametrize("name", WITH_EVENTS)
+def test_the_events_arguments_are_checked_before_any_write(client: redis.Redis,
+                                                           name: str) -> None:
+    """Sent the stream, a script takes the last two ARGV as the level and the bound: a value
+    outside either's domain (or none at all) is refused naming it, and writes nothing; valid
+    ones leave the rest of the call as a call without events reads it."""
+    script = SCRIPTS[name]
+    valid = typical_argv(script)
+    seed(client)
+    before = Before.take(client)
+    n = len(valid) + 2
+    calls = [([*valid, wrong, "100"], f"ARGV[{n - 1}]") for wrong in Int(1, 2).invalid()]
+    calls += [([*valid, "2", wrong], f"ARGV[{n}]") for wrong in Int(1).invalid()]
+    for args, what in calls:
+        reply = call_with_events(client, script, args)
+        assert reply[0] == Code.BAD_ARGUMENT, (args, reply)
+        assert reply[1].startswith(what.encode()), (what, reply)
+    before.unchanged(client, f"{len(calls)} refused calls of {name} with events")
+    reply = call_with_events(client, script, [*valid, "2", "100"])
+    assert isinstance(reply, bytes) or reply[0] != Code.BAD_ARGUMENT, (valid, reply)
+
+
+@pytest.mark.parametrize("name", WITH_EVENTS)
+def test_any_argv_with_the_events_stream_gets_a_reply_code(client: redis.Redis,
+                                                           name: str) -> None:
+    script = SCRIPTS[name]
+
+    @FUZZ
+    @given(args=any_argv(script), level=st.sampled_from(["1", "2", "0", "", "x"]),
+           maxlen=st.one_of(Int(1).valid(), st.sampled_from(Int(1).invalid())))
+    def answered(args: list[str | bytes], level: str, maxlen: str) -> None:
+        seed(client)
+        before = Before.take(client)
+        try:
+            reply = call_with_events(client, script, [*args, level, maxlen])
+        except redis.exceptions.ResponseError as exc:
+            pytest.fail(f"{name} {args!r}: a Lua runtime error: {exc}")
+        if isinstance(reply, bytes):  # enqueue's plain add
+            return
+        assert isinstance(reply, list) and reply and reply[0] in set(Code), reply
+        if reply[0] in (Code.BAD_ARGUMENT, Code.QUEUE_FULL):
+            before.unchanged(client, (name, args))
+
+    answered()

@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from pyqcore.core.calls import Call
 from pyqcore.core.driving import Driving, command_of, eval_args, parse_replies
-from pyqcore.core.effects import Block, Command, Flow, Pause, Read, Turn
+from pyqcore.core.effects import Block, Command, Flow, Pause, Turn
 from pyqcore.core.failures import raise_typed
 
 T = TypeVar("T")
@@ -110,10 +110,6 @@ class AsyncDriver(Driving):
         """BLPOP on the wake lists."""
         return await self.client.blpop(block.keys, block.timeout)
 
-    async def read(self, read: Read) -> Any:
-        """XREAD of streams, blocking at most ``block_ms``."""
-        return await self.client.xread(read.streams, count=read.most,  # type: ignore[arg-type]
-                                      block=self.block_ms(read))
 
     @staticmethod
     def turn(turn: Turn) -> FutureWaiter:

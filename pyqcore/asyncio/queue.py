@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.api.operation import Awaiting
 from pyqcore.api.queue import QueueApi, QueueOptions, default_handler
 from pyqcore.asyncio.driver import AsyncClient, AsyncDriver
 from pyqcore.asyncio.worker import Worker, awaitable
+from pyqcore.core.events import EventReader
 from pyqcore.core.slot import WorkerOptions, WorkerReport
-from pyqcore.events import Event
+from pyqcore.events import Event, Since
 from pyqcore.job import Job
 
 if TYPE_CHECKING:
@@ -25,6 +25,13 @@ AsyncHandler = Callable[[Job], Awaitable[object] | object]
 # Handles a leased batch at once; returns None, or the failed jobs' ids -> what they raised.
 AsyncBatchHandler = Callable[
     [list[Job]], Awaitable[Mapping[str, BaseException] | None] | Mapping[str, BaseException] | None]
+
+
+async def read_events(driver: AsyncDriver, reader: EventReader) -> AsyncIterator[Event]:
+    """The events ``reader`` reads, one awaited read after another, until it stops."""
+    while (batch := await driver.run(reader.read())) is not None:
+        for event in batch:
+            yield event
 
 
 class BaseQueue(QueueApi, Awaiting):
@@ -67,13 +74,10 @@ class BaseQueue(QueueApi, Awaiting):
         worker = Worker(self, concurrency=concurrency, **options)
         return await worker.run(install_signal_handlers=install_signal_handlers)
 
-    async def events(self, since: str | int | datetime | None = None, *,
-                     block: bool | float = True) -> AsyncIterator[Event]:
+    def events(self, since: Since = None, *, block: bool | float = True) -> AsyncIterator[Event]:
         """The queue's events (see ``pyqcore.BaseQueue.events``), iterated with ``async for``."""
-        reader = self.core.event_reader(since, block)
-        while (batch := await self.driver.run(reader.read())) is not None:
-            for event in batch:
-                yield event
+        reader = self.core.event_reader(since, block)  # its arguments checked now, not later
+        return read_events(self.driver, reader)
 
     @asynccontextmanager
     async def lock(self, item: str, ttl: float = 30.0, wait: float = 10.0) -> AsyncIterator[str]:

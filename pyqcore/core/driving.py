@@ -61,6 +61,11 @@ class Driving:
                    else default_socket_timeout(self.client))
         return 0.8 * timeout if timeout else float("inf")
 
+    def read(self, read: Read) -> Any:
+        """XREAD of streams, blocking at most ``block_ms``. (On the asyncio client, the
+        coroutine of the read, which its driver awaits as it awaits every effect.)"""
+        return self.client.xread(read.streams, count=read.most, block=self.block_ms(read))
+
     def block_ms(self, read: Read) -> int | None:
         """The BLOCK of a ``Read``: None (do not block), else ms within ``longest_block``
         (0, Redis's "no limit", only when neither the read nor the socket has one)."""

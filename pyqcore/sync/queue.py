@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pyqcore.api.operation import Blocking
 from pyqcore.api.queue import QueueApi, QueueOptions, default_handler
+from pyqcore.core.events import EventReader
 from pyqcore.core.slot import WorkerOptions, WorkerReport
-from pyqcore.events import Event
+from pyqcore.events import Event, Since
 from pyqcore.job import Job
 from pyqcore.sync.driver import Client, SyncDriver
 from pyqcore.sync.worker import Worker
@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 Handler = Callable[[Job], object]
 # Handles a leased batch at once; returns None, or the failed jobs' ids -> what they raised.
 BatchHandler = Callable[[list[Job]], Mapping[str, BaseException] | None]
+
+
+def read_events(driver: SyncDriver, reader: EventReader) -> Iterator[Event]:
+    """The events ``reader`` reads, one blocking read after another, until it stops."""
+    while (batch := driver.run(reader.read())) is not None:
+        yield from batch
 
 
 class BaseQueue(QueueApi, Blocking):
@@ -71,7 +77,7 @@ class BaseQueue(QueueApi, Blocking):
         worker = Worker(self, concurrency=concurrency, **options)
         return worker.run(install_signal_handlers=install_signal_handlers)
 
-    def events(self, since: str | int | datetime | None = None, *,
+    def events(self, since: Since = None, *,
                block: bool | float = True) -> Iterator[Event]:
         """The queue's events, oldest first per partition (needs ``events=True``; with
         ``store_results`` alone, the terminal ones). ``since``: None (from now on), 0 (every
@@ -79,9 +85,7 @@ class BaseQueue(QueueApi, Blocking):
         datetime. ``block``: True waits for the next event forever, False stops when none is
         left, a number of seconds stops after that long without one. Blocking reads, no
         polling (a partitioned queue on a Redis Cluster: see the README)."""
-        reader = self.core.event_reader(since, block)
-        while (batch := self.driver.run(reader.read())) is not None:
-            yield from batch
+        return read_events(self.driver, self.core.event_reader(since, block))  # checked now
 
     @contextmanager
     def lock(self, item: str, ttl: float = 30.0, wait: float = 10.0) -> Iterator[str]:

@@ -37,6 +37,7 @@ MEMORY = "tests/reliability/test_memory_pressure.py"
 CANCEL = "tests/test_cancel.py"
 STATUS = "tests/test_job_status.py"
 RESULTS = "tests/test_results.py"
+EVENTS = "tests/test_events.py"
 
 
 class CatalogueError(Exception):
@@ -403,16 +404,20 @@ ENQUEUE = [
          "a partition's plain adds lose its prefix and collide with another partition's",
          CONTRACTS, PARTITIONS),
     _lua("enqueue", "enqueue-plain-add-takes-delayed-ones",
-         "if #ARGV == 5 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' then",
-         "if #ARGV == 5 and ARGV[3] == '1' and ARGV[4] == '0' then",
+         "if #ARGV == 5 and #KEYS == 6 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' "
+         "or\n",
+         "if #ARGV == 5 and #KEYS == 6 and ARGV[3] == '1' and ARGV[4] == '0' or\n",
          "a single delayed add is ready at once", QUEUE),
     _lua("enqueue", "enqueue-plain-add-takes-custom-ids",
-         "if #ARGV == 5 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' then",
-         "if #ARGV <= 6 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' then",
+         "if #ARGV == 5 and #KEYS == 6 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' "
+         "or\n",
+         "if #ARGV <= 6 and #KEYS == 6 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' "
+         "or\n",
          "a single add with its own id is numbered instead (and not idempotent)", QUEUE),
     _lua("enqueue", "enqueue-plain-add-takes-own-limits",
-         "if #ARGV == 5 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' then",
-         "if #ARGV == 5 and ARGV[1] == '0' and ARGV[3] == '1' then",
+         "if #ARGV == 5 and #KEYS == 6 and ARGV[1] == '0' and ARGV[3] == '1' and ARGV[4] == '0' "
+         "or\n",
+         "if #ARGV == 5 and #KEYS == 6 and ARGV[1] == '0' and ARGV[3] == '1' or\n",
          "a single add with its own max_retries loses it (the plain path writes no meta)",
          RETRY_RULES),
     _lua("enqueue", "enqueue-delayed-add-wake-removed",
@@ -983,6 +988,109 @@ STATUS_AND_CANCEL = [
 ]
 
 # Flow control (README "Flow control: decided inside reserve"): priorities, groups, limits, pause.
+EVENT_WRITES = [
+    _inc("events", "events-terminal-level-writes-every-transition",
+         "  return events_level == 2 or events_level == 1 and\n",
+         "  return events_level > 0 or events_level == 1 and\n",
+         "store_results alone writes every transition (added, started, ...)", EVENTS),
+    _inc("events", "events-stream-never-trimmed",
+         "redis.call('XADD', events_key, 'MAXLEN', '~', events_maxlen, '*',",
+         "redis.call('XADD', events_key, '*',",
+         "the events stream grows without bound", EVENTS),
+    _inc("events", "events-arguments-left-on-argv",
+         "  ARGV[n], ARGV[n - 1] = nil, nil\n",
+         "",
+         "a call with events reads its level and bound as job arguments", EVENTS),
+    _inc("events", "events-level-unchecked",
+         "  if level ~= '1' and level ~= '2' then\n",
+         "  if false then\n",
+         "a bad events level is accepted (and written as nothing)", FUZZ),
+    _inc("attempts_of", "attempts-of-always-zero",
+         "  return value and tonumber(string.match(value, '^(%d+)')) or 0\n",
+         "  return 0\n",
+         "cancelled and purged events say no delivery was made", EVENTS),
+    _lua("enqueue", "enqueue-events-fast-path-unchecked",
+         "    ARGV[6] == '2' and #ARGV[7] <= 15 and string.match(ARGV[7], '^[1-9]%d*$') then\n",
+         "    true then\n",
+         "a plain add sent the stream with a bad level or bound is added, unchecked", FUZZ),
+    _lua("enqueue", "enqueue-events-fast-path-writes-no-added",
+         "  if #KEYS == 7 then -- as events.lua's emit writes it\n",
+         "  if false then\n",
+         "a plain add on a queue with events writes no event", EVENTS),
+    _lua("enqueue", "enqueue-batch-writes-no-added",
+         "    for _, id in ipairs(fresh) do\n      emit('added', id, '0')\n",
+         "    for _, id in ipairs({}) do\n      emit('added', id, '0')\n",
+         "an add with ids, a delay or a batch writes no event", EVENTS),
+    _lua("reserve", "reserve-writes-no-started",
+         "      emit('started', reply[i], reply[i + 2])\n",
+         "",
+         "a lease writes no started event", EVENTS),
+    _lua("reserve", "reserve-reclaim-writes-no-dead",
+         "      emit('dead', id, attempts)\n",
+         "",
+         "a job dead of an expired lease writes no event: result() waits on", EVENTS),
+    _lua("reserve", "reserve-reclaim-writes-no-retried",
+         "      emit('retried', id, attempts)\n",
+         "",
+         "an expired lease put back writes no event", EVENTS),
+    _lua("reserve", "reserve-reclaim-writes-no-cancelled",
+         "      emit('cancelled', id, attempts)\n",
+         "",
+         "a cancelled job whose lease expired writes no event", EVENTS),
+    _lua("ack", "ack-writes-no-completed",
+         "      emit('completed', id, attempts_of(states[i]) + 1)\n",
+         "",
+         "an ack writes no completed event", EVENTS),
+    _lua("complete", "complete-writes-no-completed",
+         "    emit('completed', id, attempts + 1)\n",
+         "",
+         "a kept completion writes no event: result() waits until its timeout", EVENTS),
+    _lua("fail", "fail-writes-no-dead",
+         "emit('dead', id, attempts)\n",
+         "",
+         "a job that died writes no event: result() waits until its timeout", EVENTS),
+    _lua("fail", "fail-writes-no-retried",
+         "  emit('retried', id, attempts)\n",
+         "",
+         "a retry writes no event", EVENTS),
+    _lua("fail", "fail-writes-no-cancelled",
+         "  emit('cancelled', id, attempts_of(history) + 1)\n",
+         "",
+         "a cancelled job that failed writes no event", EVENTS),
+    _lua("cancel", "cancel-writes-no-cancelled",
+         "        emit('cancelled', id, attempts_of(redis.call('HGET', meta, id)))\n",
+         "",
+         "a cancel writes no event: result() waits until its timeout", EVENTS),
+    _lua("clear", "clear-writes-no-cancelled",
+         "      emit('cancelled', id, attempts_of(states[i]))\n",
+         "",
+         "a clear writes no event", EVENTS),
+    _lua("release", "release-writes-no-cancelled",
+         "      emit('cancelled', id, attempts_of(states[i]))\n",
+         "",
+         "a cancelled job given back writes no event", EVENTS),
+    _lua("redrive", "redrive-writes-no-redriven",
+         "    emit('redriven', id, 0)\n",
+         "",
+         "a redrive writes no event", EVENTS),
+    _lua("purge", "purge-writes-no-purged",
+         "      emit('purged', id, attempts_of(states[i]))\n",
+         "",
+         "a purge writes no event", EVENTS),
+    _lua("schedule_claim", "schedule-claim-writes-no-added",
+         "    emit('added', id, 0)\n",
+         "",
+         "a schedule's run writes no event", EVENTS),
+    _lua("result", "result-dead-read-as-live",
+         "  if redis.call('ZSCORE', dead, id) then\n",
+         "  if false then\n",
+         "result() of a dead job waits for an event that came already", EVENTS),
+    _lua("result", "result-never-finds-kept-jobs",
+         "if redis.call('ZSCORE', completed, id) then\n",
+         "if false then\n",
+         "result() of a completed job says it does not exist", EVENTS),
+]
+
 FLOW_INCLUDES = [
     _inc("attrs", "attrs-split-drops-the-group",
          "  return tonumber(p) or 0, g or ''\n",
@@ -1231,9 +1339,9 @@ FLOW_SCRIPTS = [
          "counts()['ready'] misses the jobs with a priority or a group", PRIORITY),
 ]
 
-LUA = [*LUA_INCLUDES, *ACK, *RESERVE, *ENQUEUE, *EXTEND, *FAIL, *RELEASE, *REDRIVE, *PURGE,
-       *PEEK_DEAD, *COUNTS, *LOCKS, *MEMORY_PRESSURE, *STATUS_AND_CANCEL, *FLOW_INCLUDES,
-       *PAUSE_SCRIPT, *FLOW_SCRIPTS]
+LUA = [*EVENT_WRITES, *LUA_INCLUDES, *ACK, *RESERVE, *ENQUEUE, *EXTEND, *FAIL, *RELEASE,
+       *REDRIVE, *PURGE, *PEEK_DEAD, *COUNTS, *LOCKS, *MEMORY_PRESSURE, *STATUS_AND_CANCEL,
+       *FLOW_INCLUDES, *PAUSE_SCRIPT, *FLOW_SCRIPTS]
 
 SLOT = [
     _py("slot", "run-hook-hides-the-error",
@@ -1649,9 +1757,13 @@ DEAD_LETTER_FLOWS = [
         "the dead count of a partitioned queue misses all but one partition", PARTITIONS,
         FLOWS),
     _py("registry", "registry-ignores-the-recorded-partitions",
-        "                              lambda raw: int(raw or 1))\n        settings",
-        "                              lambda raw: 1)\n        settings",
+        "                                       lambda raw: int(raw or 1)),\n",
+        "                                       lambda raw: 1),\n",
         "the DLQ of a queue known by name reads only its first partition", "tests/core"),
+    _py("registry", "registry-ignores-the-recorded-events",
+        "                                 partitions=count, events=maxlen > 0,\n",
+        "                                 partitions=count, events=False,\n",
+        "the DLQ's redrives of a queue known by name write no events", "tests/core"),
     _py("manager", "monitor-skips-dead-letter-processing",
         "        if process_dead_letters:\n",
         "        if False:\n",
@@ -1966,6 +2078,26 @@ STATUS_FLOWS = [
         "an active job's attempts miss the delivery under way", STATUS),
 ]
 
+EVENT_FLOWS = [
+    _py("events", "result-cancelled-read-as-gone",
+        '        if kind == "cancelled":\n',
+        "        if False:\n",
+        "result() of a job cancelled while waited for raises JobNotFoundError", EVENTS),
+    _py("events", "result-of-a-finished-job-waits",
+        '    while row.state == "live":\n',
+        '    while row.state != "none":\n',
+        "result() of a finished job waits for a new event", EVENTS),
+    _py("events", "events-since-now-reads-from-the-start",
+        "    if since is None:\n        return None\n",
+        '    if since is None:\n        return "0-0"\n',
+        "events() from now also hands out the events kept from before", EVENTS),
+    _py("calls", "calls-events-sent-to-every-script-at-level-one",
+        "            if level == 2 or (level == 1 and name in TERMINAL_WRITERS):\n",
+        "            if level:\n",
+        "store_results alone sends the stream to scripts that write nothing at its level",
+        SCRIPTS),
+]
+
 FLOW_CORE = [
     Mutant("limits-share-drops-the-remainder", "pyqcore/limits.py",
            "    return total // partitions + (1 if partition < total % partitions else 0)\n",
@@ -1985,6 +2117,6 @@ FLOW_CORE = [
 ]
 
 CORE = [*SLOT, *QUEUE_FLOWS, *DEAD_LETTER_FLOWS, *COALESCE, *PRESENCE, *WORKER_FLOWS, *MANAGER,
-        *MEMORY_FLOWS, *STATUS_FLOWS, *FLOW_CORE]
+        *MEMORY_FLOWS, *STATUS_FLOWS, *EVENT_FLOWS, *FLOW_CORE]
 
 ALL = [*LUA, *CORE]

@@ -31,14 +31,15 @@ ACL_PASSWORD = "test-only-secret"
 # What pyqcore itself sends, outside scripts (the registry, the wake lists, the worker
 # registry's beats: HSET, PEXPIRE, ZADD, ZREMRANGEBYSCORE, and DEL + ZREM on leaving).
 CLIENT_COMMANDS = ("evalsha", "eval", "sadd", "smembers", "hget", "hsetnx", "hgetall", "blpop",
-                   "hset", "pexpire", "zadd", "zremrangebyscore", "del", "zrem", "exists")
+                   "hset", "pexpire", "zadd", "zremrangebyscore", "del", "zrem", "exists",
+                   "xread", "xrevrange")  # (events: on a cluster's partitioned queue, xrange)
 # What pyqcore's Lua scripts call (Redis checks each redis.call against the caller's ACL).
 # (INFO: room.lua reads the server's memory before a batch of several script calls.)
 SCRIPT_COMMANDS = ("del", "get", "set", "hdel", "hexists", "hget", "hincrby", "hlen", "hmget",
                    "hset", "hsetnx", "info", "llen", "lpop", "lpush", "rpush", "pexpire", "pttl",
                    "time", "zadd", "zcard", "zcount", "zmscore", "zrange", "zrangebyscore",
                    "zrem", "zscore", "exists", "zrangebylex", "zrevrangebylex", "zlexcount",
-                   "zremrangebylex")
+                   "zremrangebylex", "xadd", "xrevrange")
 PYQCORE_COMMANDS = tuple(sorted(set(CLIENT_COMMANDS) | set(SCRIPT_COMMANDS)))
 
 # The exact line documented in the README (with a real password in place of this one).
@@ -167,6 +168,16 @@ def run_everything(client: redis.Redis, admin: redis.Redis) -> None:
     assert flows.reserve(count=10) == []  # the rate limit's window is full
     assert flows.group_counts()["a"] == GroupCounts(ready=1, active=1)
     assert flows.ack(got) == 2
+
+    # events and a result waited for: XADD in the scripts, XREVRANGE and XREAD to read them
+    watched = manager.register("watched", events=True, keep_completed=60, store_results=True,
+                               handler=lambda job: job.payload * 2)
+    job_id = watched.add(21)
+    watched.process(burst=True, install_signal_handlers=False)
+    assert watched.result(job_id, timeout=5) == 42
+    assert [e.kind for e in watched.events(since=0, block=False)] == [
+        "added", "started", "completed"]
+    assert list(watched.events(block=0.01)) == []  # from now: none came
 
     admin.script_flush()  # the next EVALSHA gets NOSCRIPT: EVAL with the source, as this user
     thumbs.add_batch(range(4))  # round robin over both partitions

@@ -96,7 +96,9 @@ class LoopThread:
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
             return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        except concurrent.futures.TimeoutError:  # TimeoutError itself from 3.11 on:
+            if future.done():  # the call raised one (ResultTimeoutError)
+                raise
             future.cancel()
             raise TimeoutError(f"a call on the test's event loop took over {timeout} s") from None
 
@@ -207,9 +209,30 @@ class Harness:
             return known[1]
         if type(value) is dict and any(isinstance(v, PROXIED) for v in value.values()):
             return {key: self.wrap(v) for key, v in value.items()}
+        if inspect.isasyncgen(value):  # queue.events(): iterated step by step on the loop
+            return self._iterate(value)
         if _is_pending(value):
             raise TypeError(f"{value!r} escaped the harness unawaited")
         return value
+
+    def _iterate(self, values: Any) -> Iterator[Any]:
+        """An async generator as a sync iterator: each step awaited on the loop; closed on the
+        loop when the test stops iterating."""
+
+        async def step() -> tuple[bool, Any]:
+            try:
+                return True, await values.__anext__()
+            except StopAsyncIteration:
+                return False, None
+
+        try:
+            while True:
+                more, value = self.loop.run(step())
+                if not more:
+                    return
+                yield value
+        finally:
+            self.loop.run(values.aclose())
 
     def unwrap(self, value: Any) -> Any:
         """What the library gets for ``value``: the object behind a proxy; an async twin for

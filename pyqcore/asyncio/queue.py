@@ -29,7 +29,10 @@ AsyncBatchHandler = Callable[
 
 async def read_events(driver: AsyncDriver, reader: EventReader) -> AsyncIterator[Event]:
     """The events ``reader`` reads, one awaited read after another, until it stops."""
-    while (batch := await driver.run(reader.read())) is not None:
+    while True:
+        batch = await driver.run(reader.read())
+        if batch is None:  # block= says to stop
+            return
         for event in batch:
             yield event
 

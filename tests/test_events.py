@@ -192,16 +192,25 @@ def test_a_queue_without_events_writes_no_stream(api: Api, client: Client,
         queue.events()
 
 
-def test_store_results_alone_writes_the_terminal_transitions(api: Api, client: Client) -> None:
-    queue = api.BaseQueue(client, name="terminal", max_retries=0, **KEEP)
+def test_store_results_alone_writes_the_terminal_transitions(api: Api, client: Client,
+                                                           clock: FakeClock) -> None:
+    queue = api.BaseQueue(client, name="terminal", max_retries=0, visibility_timeout=10,
+                          clock=clock, **KEEP)
+    retried = queue.add("d", max_retries=2)
     done, dead, cancelled = queue.add_batch(["a", "b", "c"])
-    first, second = queue.reserve(count=2)
+    again, first, second = queue.reserve(count=3)
     first.result = 1
     queue.ack(first)
     queue.fail(second, RuntimeError("x"))
     queue.cancel(cancelled)
+    queue.fail(again, RuntimeError("once"))  # retried: not written at this level
+    clock.advance(3600)
+    queue.reserve()
+    clock.advance(11)
+    queue.reserve(count=0)  # its lease expired: retried again, not written either
     assert lives(kept_events(queue)) == {done: [("completed", 1)], dead: [("dead", 1)],
                                          cancelled: [("cancelled", 0)]}
+    assert (queue.get_job(retried) or pytest.fail("gone")).attempts == 2
 
 
 def test_result_waited_from_another_process(api: Api, backend: Backend, client: Client) -> None:

@@ -178,6 +178,19 @@ def test_the_stream_stays_bounded(api: Api, client: Client) -> None:
     assert 100 <= length <= 200
 
 
+def test_events_declared_on_a_subclass_keep_the_events_method(api: Api,
+                                                               client: Client) -> None:
+    class Orders(api.BaseQueue):  # type: ignore[name-defined,misc]
+        name = "orders"
+        events = True  # the setting hides the method under its name: it is put back
+
+    queue = Orders(client)
+    job_id = queue.add("x")
+    assert queue.settings.events is True
+    events = queue.events(since=0, block=False)  # type: ignore[operator]  # (see the README)
+    assert [(e.kind, e.job_id) for e in events] == [("added", job_id)]
+
+
 def test_a_queue_without_events_writes_no_stream(api: Api, client: Client,
                                                   clock: FakeClock) -> None:
     queue = api.BaseQueue(client, name="quiet", max_retries=0, clock=clock)

@@ -91,7 +91,7 @@ local function wake(wake_key)
 end
 -- @end wake
 
--- A plain add (one job, an automatic id, ready now, no events): the three commands a numbered add needs
+-- A plain add (one job, an automatic id, ready now): the three commands a numbered add needs
 -- and nothing else, before the checks and helpers the other calls need are even set up, and
 -- the id alone as the reply (a table reply costs Redis more than the three commands' own
 -- work; bench/README.md). It does exactly what the general path below does for these ARGV.

@@ -42,6 +42,7 @@ def cluster(redis_cluster: LocalRedisCluster) -> Iterator[RedisCluster]:
 def every_call(queue: str) -> list[Call[Any]]:
     """One call of every script of ``queue``, built the way the queue builds them."""
     calls = QueueCalls(QueueSettings(name=queue))
+    events = QueueCalls(QueueSettings(name=queue, events=True))
     lock_key = QueueKeys("pyqcore", queue).lock("user:7")
     token = "0123456789abcdef"
     built: list[Call[Any]] = [
@@ -59,11 +60,16 @@ def every_call(queue: str) -> list[Call[Any]]:
         calls.read_schedules(["s"], 10),
         calls.claim_schedule(Schedule("s", queue, every=60), 60_000, 120_000, [60_000]),
         calls.job_info("1"),
+        calls.job_result("1"),
         calls.cancel(["1", "2"]),
         calls.clear(),
         QueueCalls(QueueSettings(name=queue, keep_completed_count=10)).finish(
             [Job("1", queue, None, None, 1, 0.0, "ab" * 8, 0.0)]),
         calls.pause(True, "tenant-7"),
+        # with events: the stream, as the last key, is in the queue's slot too
+        events.enqueue([""], [b"record"]),
+        events.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=token),
+        events.ack([("1", token)]),
         lock_call(lock_key, "token", 1000),
         unlock_call(lock_key, "token"),
     ]
@@ -138,7 +144,7 @@ def test_a_call_with_keys_of_two_queues_fails_with_crossslot_and_writes_nothing(
         queue.add("later", delay=60)
         leased = queue.reserve(count=2)
         queue.fail(leased[0], RuntimeError("x"), retry=False)
-    [good] = [c for c in every_call(first) if c.script.name == script]
+    good = next(c for c in every_call(first) if c.script.name == script)  # (without events)
     theirs = QueueKeys("pyqcore", second).keys(good.script.key_parts)
     mixed = [*good.keys[:-1], theirs[-1]]  # the last KEYS entry belongs to the other queue
     holder = cluster.get_redis_connection(node)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -159,14 +160,30 @@ def test_events_carry_time_partition_and_an_entry_id_to_resume_after(
     assert [e.job_id for e in rest] == [second]
 
 
-def test_events_block_until_the_next_transitions(api: Api, client: Client) -> None:
-    queue = api.BaseQueue(client, name="follow", events=True)
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_events_block_until_the_next_transitions(api: Api, client: Client,
+                                                 partitions: int) -> None:
+    queue = api.BaseQueue(client, name="follow", events=True, partitions=partitions)
     queue.add("before")  # not read: since=None starts from now
     reader = queue.events(block=30)
     got = in_thread(lambda: [next(reader), next(reader)])
     wait_for(lambda: blocked_readers(client) > 0, what="events() blocking in XREAD")
-    ids = [queue.add("one"), queue.add("two")]
-    assert [(e.kind, e.job_id) for e in got.result(30)] == [("added", i) for i in ids]
+    ids = [queue.add("one"), queue.add("two")]  # round robin: two partitions of three
+    assert sorted((e.kind, e.job_id) for e in got.result(30)) == sorted(
+        ("added", i) for i in ids)
+
+
+def test_events_since_a_time(api: Api, client: Client) -> None:
+    queue = api.BaseQueue(client, name="since", events=True)
+    queue.add("old")
+    [first] = kept_events(queue)
+    wait_for(lambda: primaries(client)[0].time()[0] * 1000 > first.time * 1000 + 2,
+             what="the server's clock to pass the first event's millisecond")
+    new = queue.add("new")
+    after = datetime.fromtimestamp(first.time + 0.001, timezone.utc)
+    assert [e.job_id for e in queue.events(since=after, block=False)] == [new]
+    with pytest.raises(ConfigurationError, match="since="):
+        queue.events(since=datetime(2027, 1, 1))  # naive: which zone?
 
 
 def test_the_stream_stays_bounded(api: Api, client: Client) -> None:
@@ -243,6 +260,18 @@ def test_result_waited_from_another_process(api: Api, backend: Backend, client: 
         waiter.kill()
         waiter.wait()
     assert json.loads(out) == {"result": {"double": 42}}
+
+
+def test_result_waited_in_a_partition_of_a_partitioned_queue(api: Api, client: Client) -> None:
+    queue = api.BaseQueue(client, name="parts", partitions=3, **KEEP)
+    job_id = queue.add(5, job_id="not-in-partition-0")  # routed by its id
+    assert (queue.get_job(job_id) or pytest.fail("gone")).partition != 0
+    waited = in_thread(queue.result, job_id, timeout=60)
+    wait_for(lambda: blocked_readers(client) > 0, what="result() blocking in XREAD")
+    [job] = queue.reserve()
+    job.result = job.payload * 2
+    queue.ack(job)
+    assert waited.result(30) == 10
 
 
 def test_result_of_a_finished_job_returns_at_once(api: Api, client: Client) -> None:

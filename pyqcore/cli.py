@@ -775,11 +775,13 @@ def groups(state: State, queue: str) -> None:
               help="The queue named in the example keys.")
 @pass_state
 def scripts(state: State, queue: str) -> None:
-    """Print each Lua script's SHA, contract and a redis-cli line."""
+    """Print each Lua script's SHA, contract and a redis-cli line (with the keys every call
+    sends: the optional ones, as the ranked add's or the events stream, as its header says)."""
     keys = QueueKeys(state.prefix, queue)
     folder = lua_dir()
     for name, script in sorted(load_scripts().items()):
-        parts = [keys.lock("ITEM") if p == "lock" else keys.key(p) for p in script.key_parts]
+        parts = [keys.lock("ITEM") if p == "lock" else keys.key(p)
+                 for p in script.required_parts]
         flags = f"  flags {','.join(script.flags)}" if script.flags else ""
         click.echo(f"== {name}  sha1 {script.sha}{flags}")
         click.echo(script.header)

@@ -421,6 +421,9 @@ def test_scripts_prints_contracts_and_redis_cli_lines(redis_server: LocalRedis) 
     assert "redis-cli --eval" in out and "pyqcore:{mail}:ready" in out
     assert re.search(r"^== ack  sha1 [0-9a-f]{40}  flags allow-oom$", out, re.M)
     assert re.search(r"^== enqueue  sha1 [0-9a-f]{40}$", out, re.M)
+    # the line sends the keys every call sends: not the optional events stream
+    [ack_line] = [line for line in out.splitlines() if "ack.lua " in line]
+    assert "pyqcore:{mail}:wake , ARGV" in ack_line and ":events" not in ack_line
 
 
 def test_worker_burst_runs_the_named_queues(client: Client,

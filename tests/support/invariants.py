@@ -38,6 +38,9 @@ KEPT = ("completed", "kept", "results")  # completed jobs kept (keep_completed):
 QUEUE_KEY = re.compile(rb"^(?P<base>.+:\{[^{}]+\}):(?P<part>" + "|".join((*PARTS, *KEPT)).encode()
                        + rb")$")
 COUNTS = load_scripts()["counts"]
+EVENTS_KEY = re.compile(rb"^.+:\{[^{}]+\}:events$")  # a partition's events stream
+EVENTS = {b"added", b"started", b"completed", b"retried", b"dead", b"cancelled", b"redriven",
+          b"purged"}
 
 
 @dataclass
@@ -231,9 +234,24 @@ def database_problems(client: Client) -> list[str]:
             match = QUEUE_KEY.match(key if isinstance(key, bytes) else key.encode())
             if match:
                 bases.add(match.group("base").decode(errors="replace"))
+            elif EVENTS_KEY.match(key):
+                found += events_problems(node, key)
         for base in sorted(bases):
             found += read_partition(node, base).check()
     return found
+
+
+def events_problems(node: Any, key: bytes) -> list[str]:
+    """A queue's events stream (lua/includes/events.lua): a STREAM whose entries (its last
+    1,000) each have a known event, an id and an attempt >= 0, and nothing else: never a
+    payload, an error or a result."""
+    name = key.decode(errors="replace")
+    if node.type(key) != b"stream":
+        return [f"{name}: not a stream"]
+    bad = [(entry_id, fields) for entry_id, fields in node.xrevrange(key, count=1000)
+           if set(fields) != {b"event", b"id", b"attempt"} or fields[b"event"] not in EVENTS
+           or not fields[b"id"] or not fields[b"attempt"].isdigit()]
+    return [f"{name}: {len(bad)} malformed entries: {bad[:5]}"] if bad else []
 
 
 def partitions_of(client: Client, queue: BaseQueue) -> list[Partition]:

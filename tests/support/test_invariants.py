@@ -109,3 +109,18 @@ def test_a_clobbered_key(client: redis.Redis, queue: BaseQueue) -> None:
     client.delete(leased)
     client.set(leased, "clobbered")
     assert "its keys cannot be read" in only(client) and "WRONGTYPE" in only(client)
+
+
+def test_an_events_entry_carrying_a_payload_or_an_unknown_event(client: redis.Redis,
+                                                                clock: FakeClock) -> None:
+    watched = BaseQueue(client, name="watched", clock=clock, events=True)
+    watched.add("x")
+    assert database_problems(client) == []
+    stream = "pyqcore:{watched}:events"
+    client.xadd(stream, {"event": "added", "id": "2", "attempt": "0", "payload": "secret"})
+    client.xadd(stream, {"event": "teleported", "id": "3", "attempt": "0"})
+    [problem] = database_problems(client)
+    assert problem.startswith(f"{stream}: 2 malformed entries")
+    client.delete(stream)
+    client.set(stream, "clobbered")
+    assert database_problems(client) == [f"{stream}: not a stream"]

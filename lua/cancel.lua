@@ -4,7 +4,11 @@ cancel: stop jobs by id. A waiting or delayed job is deleted (it will never be d
 leased (active) job is marked in meta ("attempts:redrives[:limit]:c"): its handler sees it as
 job.cancelled after the next heartbeat, extend no longer renews its lease, and a failed
 delivery or an expired lease deletes it instead of retrying (an ack still completes it). Dead
-jobs and unknown ids are left alone. Each id costs a scan of the ready list (LREM), or for a
+jobs and unknown ids are left alone. Sent the kept keys (a queue that keeps finished jobs:
+keep_cancelled.lua), it also keeps each job it deletes or marks as cancelled now, with its
+record and attempts (a marked job's running delivery counted), trimmed as complete.lua trims;
+the live job wins over that entry while it exists (job_info.lua, result.lua), and an ack of a
+marked job overwrites it as completed. Each id costs a scan of the ready list (LREM), or for a
 ranked job (a priority or a group: ranked.lua) of its group and priority's range of the ranked
 jobs: at most 100 ids per call.
 
@@ -21,9 +25,18 @@ KEYS
   10  flow     HASH  per-group counts and flags (arm.lua): "ready G"
   11  groups   ZSET  group -> turn: the round robin of groups that may lease now
   12  gwait    ZSET  group -> ms: groups waiting out their group rate limit
-  13  events   STREAM  (optional) events (events.lua): cancelled (a job deleted)
+  13  completed  ZSET  (optional) id -> when it finished (ms): kept jobs (13-15 go together)
+  14  kept       HASH  (optional) id -> "c:attempts:redrives:" and the record of a cancelled
+                       job (keep_cancelled.lua); "attempts:redrives:" and it for a completed one
+  15  results    HASH  (optional) id -> a completed job's result: a cancelled job's is deleted
+  16  events   STREAM  (optional) events (events.lua): cancelled (a job deleted)
 ARGV
   k  id  string  job id (k = 1..N, N <= 100)
+  -4  keep_ms     integer, ms  with the kept keys only, before the events arguments (second to
+                               last without them): keep a finished job this long (0: no age
+                               bound)
+  -3  keep_count  integer      with the kept keys only, right after keep_ms: keep at most this
+                               many (0: no count bound)
   -2  events_level   integer  with the events key only, second to last: 1 = the terminal
                                transitions only, 2 = every one (events.lua)
   -1  events_maxlen  integer  with the events key only, last: the stream's bound (MAXLEN ~)
@@ -31,13 +44,72 @@ REPLY
   {0, outcome...}  one per id, in order: 1 deleted (it was waiting or delayed), 2 marked (it is
                    active), 0 nothing done (unknown, dead, or already marked)
 ERRORS
-  {1, message}  BAD_ARGUMENT: no id, more than 100, or an empty one; nothing written
+  {1, message}  BAD_ARGUMENT: no id, more than 100, or an empty one, a bad bound, or a wrong
+                number of KEYS; nothing written
 ]]
 -- @include codes
 -- generated from lua/includes/codes.lua by `make lua`: edit that file, not this block
 -- Reply codes (mirrored by pyqcore.codes.Code; a test keeps the two equal).
 local OK, BAD_ARGUMENT, LEASE_LOST, LOCKED, QUEUE_FULL = 0, 1, 2, 3, 4
 -- @end codes
+-- @include clock
+-- generated from lua/includes/clock.lua by `make lua`: edit that file, not this block
+-- The queue's one clock is the Redis server's: now_ms() reads TIME, in milliseconds since the
+-- epoch. No script takes the time from its caller, so a client whose clock is off changes
+-- nothing. Redis >= 7 replicates a script's effects (the writes it made), never the script
+-- itself, so replicas and the AOF get the values computed here: reading the clock inside a
+-- script is deterministic for them. Read it only where time matters (a plain add never does).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- @end clock
+-- @include call_chunked
+-- generated from lua/includes/call_chunked.lua by `make lua`: edit that file, not this block
+-- Calls a variadic command over items in slices of 1000, so any count stays under Lua's unpack
+-- limit (about 8000 values in Redis's Lua 5.1); returns the last slice's reply (no call at all,
+-- and nil, for no items).
+local function call_chunked(cmd, key, items)
+  local last
+  for i = 1, #items, 1000 do
+    last = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+  return last
+end
+-- @end call_chunked
+-- @include keep_trim
+-- generated from lua/includes/keep_trim.lua by `make lua`: edit that file, not this block
+-- Kept finished jobs (keep_completed, keep_completed_count): the completed ZSET (id -> when it
+-- finished, ms), the kept HASH (id -> "attempts:redrives:" and its record, "c:" before them
+-- for a cancelled job: keep_cancelled.lua) and results (id -> its handler's return value).
+-- Trims them, oldest first: by age (finished more than keep_ms before now), then by count (more
+-- than keep_count kept); 0 is no bound. At most budget entries go per call, so a call's work
+-- stays bounded and (with a budget above what the call keeps) the kept set shrinks faster
+-- than it grows.
+local function keep_trim(completed, kept, results, now, keep_ms, keep_count, budget)
+  local old = {}
+  if keep_ms > 0 then
+    old = redis.call('ZRANGEBYSCORE', completed, '-inf', string.format('(%d', now - keep_ms),
+                     'LIMIT', '0', string.format('%d', budget))
+  end
+  if keep_count > 0 and #old < budget then
+    local excess = redis.call('ZCARD', completed) - #old - keep_count
+    if excess > 0 then
+      local first = #old
+      local more = redis.call('ZRANGE', completed, string.format('%d', first),
+                              string.format('%d', first + math.min(excess, budget - #old) - 1))
+      for _, id in ipairs(more) do
+        old[#old + 1] = id
+      end
+    end
+  end
+  if #old > 0 then
+    call_chunked('ZREM', completed, old)
+    call_chunked('HDEL', kept, old)
+    call_chunked('HDEL', results, old)
+  end
+end
+-- @end keep_trim
 -- @include meta
 -- generated from lua/includes/meta.lua by `make lua`: edit that file, not this block
 -- Per-job delivery history in the meta hash: "attempts:redrives", only for a job that has some,
@@ -168,9 +240,74 @@ local function attempts_of(value)
   return value and tonumber(string.match(value, '^(%d+)')) or 0
 end
 -- @end attempts_of
+-- @include keep_cancelled
+-- generated from lua/includes/keep_cancelled.lua by `make lua`: edit that file, not this block
+-- Cancelled jobs kept (a queue with keep_completed or keep_completed_count): a call that wants
+-- them sends the kept keys (completed, kept, results: keep_trim.lua) after its own KEYS, before
+-- the events stream if any, and the bounds keep_ms and keep_count as its last two ARGV entries
+-- before the events arguments. A cancelled job is kept as a completed one is (its time in
+-- completed, trimmed by the same bounds), its kept value marked "c:" in front (a completed
+-- job's starts with a digit) and no result. A call without the kept keys keeps nothing.
+local keeping, keep_ms, keep_count = false, 0, 0
+local KEPT_CANCELLED = 'c:'
+
+-- If the call sent the kept keys (keys_without + 3 KEYS, not counting the events stream: call
+-- events_args first), reads the bounds and takes them off ARGV, so the rest of the script reads
+-- what a call without them sends. Returns an error message for bad ones or a wrong number of
+-- KEYS (the script refuses the call before any write), else nil.
+local function keep_args(keys_without)
+  local sent = #KEYS - (events_key and 1 or 0)
+  if sent == keys_without then
+    return nil
+  end
+  if sent ~= keys_without + 3 then
+    return string.format('KEYS must be %d, or %d with the kept keys (one more with events), got %d',
+      keys_without, keys_without + 3, #KEYS)
+  end
+  local n = #ARGV
+  local bounds = {}
+  for i = n - 1, n do
+    local s = ARGV[i]
+    local v = s and (s == '0' or string.match(s, '^[1-9]%d*$')) and tonumber(s)
+    if not v or v > 9007199254740991 then
+      return string.format('ARGV[%d] %s must be an integer >= 0, got %q', i,
+        i == n and 'keep_count' or 'keep_ms', tostring(s))
+    end
+    bounds[#bounds + 1] = v
+  end
+  keeping, keep_ms, keep_count = true, bounds[1], bounds[2]
+  ARGV[n], ARGV[n - 1] = nil, nil
+  return nil
+end
+
+-- The kept value of a cancelled job: the mark, its history ("attempts:redrives" of its meta
+-- value, with running deliveries more counted: 1 for a job cancelled while it runs) and record.
+local function kept_cancelled(history, running, record)
+  local a, r = string.match(history or '', '^(%d+):(%d+)')
+  return string.format('%s%d:%s:', KEPT_CANCELLED, (tonumber(a) or 0) + running, r or '0') ..
+    (record or '')
+end
+
+-- Keeps cancelled jobs (ids, and their kept values from kept_cancelled) as finished at now (ms)
+-- in the kept keys ks = {completed, kept, results}, dropping any earlier result of their ids,
+-- then trims as complete.lua does: at most #ids + 100 entries.
+local function keep_cancelled(ks, ids, values, now)
+  local finished, entries = {}, {}
+  local at = string.format('%d', now)
+  for i, id in ipairs(ids) do
+    finished[2 * i - 1], finished[2 * i] = at, id
+    entries[2 * i - 1], entries[2 * i] = id, values[i]
+  end
+  call_chunked('ZADD', ks.completed, finished)
+  call_chunked('HSET', ks.kept, entries)
+  call_chunked('HDEL', ks.results, ids)
+  keep_trim(ks.completed, ks.kept, ks.results, now, keep_ms, keep_count, #ids + 100)
+end
+-- @end keep_cancelled
 
 -- The events arguments, if sent (taken off ARGV: what follows reads a call without events).
-local events_bad = events_args(12)
+-- The kept keys, if sent, come before the stream: then the bounds before the events arguments.
+local events_bad = events_args(#KEYS > 13 and 15 or 12) or keep_args(12)
 if events_bad then
   return {BAD_ARGUMENT, events_bad}
 end
@@ -214,6 +351,7 @@ local function unrank(value, id)
 end
 
 local reply, deleted = {OK}, 0
+local gone, values = {}, {} -- with the kept keys: the jobs cancelled, and their kept values
 for i, id in ipairs(ARGV) do
   local outcome = 0
   if redis.call('HEXISTS', jobs, id) == 1 and not redis.call('ZSCORE', dead, id) then
@@ -222,6 +360,11 @@ for i, id in ipairs(ARGV) do
         (value and unrank(value, id) or not value and redis.call('LREM', ready, '1', id) == 1) then
       if events_key then
         emit('cancelled', id, attempts_of(redis.call('HGET', meta, id)))
+      end
+      if keeping then
+        gone[#gone + 1] = id
+        values[#gone] = kept_cancelled(redis.call('HGET', meta, id), 0,
+          redis.call('HGET', jobs, id))
       end
       redis.call('HDEL', jobs, id)
       redis.call('HDEL', meta, id)
@@ -236,6 +379,10 @@ for i, id in ipairs(ARGV) do
       if not meta_cancelled(value) then
         local attempts, redrives, limit = meta_get(value)
         redis.call('HSET', meta, id, meta_put(attempts, redrives, limit) .. CANCEL_MARK)
+        if keeping then -- its running delivery counted, as it will be when the run ends
+          gone[#gone + 1] = id
+          values[#gone] = kept_cancelled(value, 1, redis.call('HGET', jobs, id))
+        end
         outcome = 2
       end
     end
@@ -244,5 +391,9 @@ for i, id in ipairs(ARGV) do
 end
 if deleted > 0 then
   redis.call('HINCRBY', stats, 'cancelled', string.format('%d', deleted))
+end
+if #gone > 0 then
+  keep_cancelled({completed = KEYS[13], kept = KEYS[14], results = KEYS[15]}, gone, values,
+    now_ms())
 end
 return reply

@@ -2,7 +2,9 @@
 job_info: where one job is and what is known about it, in one consistent read (read-only).
 A job with a record is dead, delayed, leased (active) or else ready (waiting): the leased set is
 searched by the id's members (it holds only the jobs in flight); the ready list is not searched.
-A job with none may be a kept completed one (keep_completed: complete.lua).
+A job with none may be a kept finished one (keep_completed): completed (complete.lua) or
+cancelled (cancel.lua, clear.lua: its kept value starts "c:", keep_cancelled.lua); a live job
+(one re-added, or running with a cancel requested) wins over its kept entry.
 
 KEYS
   1  delayed  ZSET  id -> due time (ms)
@@ -12,7 +14,7 @@ KEYS
   5  meta     HASH  id -> "attempts:redrives" (jobs with a history only)
   6  errors     HASH  id -> last error (JSON)
   7  completed  ZSET  id -> time it completed (ms): kept completed jobs
-  8  kept       HASH  id -> "attempts:redrives:" and the job's record
+  8  kept       HASH  id -> "attempts:redrives:" and the job's record ("c:" first: cancelled)
   9  results    HASH  id -> the handler's return value, serialized
 ARGV
   1  id  string  job id
@@ -24,6 +26,8 @@ REPLY
                                                     (active), the time it died (dead), else -1
   {0, "completed", kept, nil, nil, at_ms, result}   a kept completed job: kept as stored, at_ms
                                                     when it completed, result may be nil
+  {0, "cancelled", kept, nil, nil, at_ms}           a kept cancelled job: kept without its "c:"
+                                                    mark, at_ms when it was cancelled
 ERRORS
   {1, message}  BAD_ARGUMENT: empty id
 ]]
@@ -59,8 +63,11 @@ if not record then
   if not done_at then
     return {OK}
   end
-  return {OK, 'completed', redis.call('HGET', kept, id), false, false, done_at,
-          redis.call('HGET', results, id)}
+  local value = redis.call('HGET', kept, id)
+  if value and string.sub(value, 1, 2) == 'c:' then -- cancelled (keep_cancelled.lua): no result
+    return {OK, 'cancelled', string.sub(value, 3), false, false, done_at}
+  end
+  return {OK, 'completed', value, false, false, done_at, redis.call('HGET', results, id)}
 end
 local state, at = 'waiting', -1
 local died = redis.call('ZSCORE', dead, id)

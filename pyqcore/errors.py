@@ -87,8 +87,8 @@ class RedisAuthenticationError(PyqcoreError, RedisAuthFailure):
 
 
 class JobNotFoundError(PyqcoreError, LookupError):
-    """``queue.result(job_id)``: no job has that id (never added, or already gone: cancelled,
-    purged, or its kept completed entry trimmed by ``keep_completed``)."""
+    """``queue.result(job_id)``: no job has that id (never added, or already gone: purged, or
+    its kept entry, completed or cancelled, trimmed by ``keep_completed``)."""
 
 
 class JobDeadError(PyqcoreError):

@@ -59,7 +59,7 @@ class JobInfo:
     added_at: float | None  # when the producer added it (None: record undecodable)
     due_at: float | None = None  # delayed: when it becomes ready
     lease_deadline: float | None = None  # active: when its lease ends unless extended
-    finished_at: float | None = None  # dead: when it died; completed: when it completed
+    finished_at: float | None = None  # dead, completed, cancelled (kept): when it ended so
     error: ErrorInfo | None = None  # the last failed delivery's error
     cancel_requested: bool = False  # active, and queue.cancel asked it to stop
     result: Any = None  # completed, with store_results: what the handler returned

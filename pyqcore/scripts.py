@@ -45,6 +45,9 @@ _FIXED = re.compile(r"\d+")
 # The events arguments (lua/includes/events.lua): "-2" and "-1", the last two entries, sent
 # only with the optional events key.
 _TRAILING = re.compile(r"-[12]")
+# The kept bounds (lua/includes/keep_cancelled.lua): "-4" and "-3", right before the events
+# arguments (the last two entries without them), sent only with the optional kept keys.
+_KEPT = re.compile(r"-[34]")
 _VARIADIC = re.compile(r"\d+\.\.|[\dkn+\-]*[kn][\dkn+\-]*")
 _INCLUDE = re.compile(r"^-- @include (\w+)\n.*?^-- @end \1\n", re.S | re.M)
 _CLOCK = re.compile(r"^-- @include clock\n.*?^-- @end clock\n", re.S | re.M)
@@ -59,7 +62,9 @@ class Script:
     its shebang line (``("allow-oom",)``: it runs when Redis is out of memory; none for a
     script without one), how many of its keys every call sends (the rest are optional:
     ``(optional)`` in the header), and the names of the entries that end ARGV only with the
-    optional events key (``("events_level", "events_maxlen")``, positions -2 and -1)."""
+    optional events key (``("events_level", "events_maxlen")``, positions -2 and -1), and
+    those sent before them only with the optional kept keys (``("keep_ms", "keep_count")``,
+    positions -4 and -3: a script that keeps cancelled jobs)."""
 
     name: str
     source: str
@@ -71,6 +76,7 @@ class Script:
     flags: tuple[str, ...] = ()
     required_keys: int = 0
     trailing: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
 
     @property
     def required_parts(self) -> tuple[str, ...]:
@@ -93,6 +99,7 @@ class Script:
         parts: list[str] = []
         argv: list[str] = []
         trailing: list[str] = []
+        kept: list[str] = []
         required = 0
         section = ""
         for line in header.splitlines():
@@ -110,12 +117,15 @@ class Script:
             elif section == "ARGV" and (arg := _ARGV_LINE.match(line)):
                 if _TRAILING.fullmatch(arg.group("pos")):
                     trailing.append(arg.group("name"))
+                elif _KEPT.fullmatch(arg.group("pos")):
+                    kept.append(arg.group("name"))
                 else:
                     argv.append(_argv_entry(name, arg.group("pos"), arg.group("name"), argv))
         sha = hashlib.sha1(source.encode()).hexdigest()
         flags = tuple(f for f in (match.group("flags") or "").split(",") if f)
         return cls(name, source, sha, header, tuple(parts), tuple(argv),
-                   _CLOCK.search(source) is not None, flags, required, tuple(trailing))
+                   _CLOCK.search(source) is not None, flags, required, tuple(trailing),
+                   tuple(kept))
 
 
 def _argv_entry(script: str, position: str, name: str, before: list[str]) -> str:

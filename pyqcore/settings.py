@@ -95,8 +95,8 @@ class QueueSettings:
     timeout: float | None = None  # seconds a handler run may take (None: no limit)
     retry_on: tuple[type[BaseException], ...] | None = None  # None: every exception retries
     dead_on: tuple[type[BaseException], ...] = ()  # these bury the job at once
-    keep_completed: float = 0.0  # seconds a completed job is kept (0: no age bound)
-    keep_completed_count: int = 0  # most completed jobs kept (0: no count bound)
+    keep_completed: float = 0.0  # seconds a completed (or cancelled) job is kept (0: no bound)
+    keep_completed_count: int = 0  # most completed and cancelled jobs kept (0: no bound)
     store_results: bool = False  # keep each completed job's handler return value
     events: bool = False  # one stream entry per transition (lua/includes/events.lua)
     events_maxlen: int = 10_000  # the stream's bound per partition (XADD MAXLEN ~)

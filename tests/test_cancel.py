@@ -1,8 +1,9 @@
 """Cancelling jobs: a waiting or delayed job is deleted at once (``cancel`` answers True and
 no handler ever starts it); an active one is marked, its heartbeat reports it (``job.cancelled``)
 and no longer renews its lease, and a failure or an expired lease deletes it; ``cancel_many``
-and ``clear``. A cancel racing a reserve never both answers True and delivers the job. On both
-drivers, one server and a cluster."""
+and ``clear``. A cancel racing a reserve never both answers True and delivers the job. On a
+queue that keeps finished jobs a cancelled job is kept as cancelled (``get_job``, ``result``),
+trimmed with the completed ones. On both drivers, one server and a cluster."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from typing import Any
 
 import pytest
 
-from pyqcore import Backoff, BaseQueue, ConfigurationError, Job, Outcome
+from pyqcore import (
+    Backoff,
+    BaseQueue,
+    ConfigurationError,
+    Job,
+    JobCancelledError,
+    JobInfo,
+    Outcome,
+)
 from pyqcore.sync.driver import Client
-from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock
+from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock, all_keys
 from tests.support import wait_until
 from tests.support.drivers import Api, in_thread
 
@@ -183,3 +192,134 @@ def test_a_cancelled_active_job_given_back_unstarted_is_deleted(
     assert queue.release(jobs) == 2
     assert [j.id for j in queue.reserve(10)] == [other]
     assert queue.get_job(job_id) is None and stat(queue, "cancelled") == 1
+
+
+# -- kept as cancelled: a queue with keep_completed / keep_completed_count ---------------------
+
+KEEP: dict[str, Any] = {"keep_completed_count": 10, "store_results": True}
+
+
+def cancelled(queue: BaseQueue, job_id: str) -> JobInfo:
+    """``get_job`` of a job kept as cancelled (asserted), whose ``result()`` raises at once."""
+    info = queue.get_job(job_id)
+    assert info is not None and info.state == "cancelled", info
+    if queue.settings.store_results:
+        with pytest.raises(JobCancelledError):
+            queue.result(job_id, timeout=0)
+    return info
+
+
+@pytest.mark.parametrize("keep", [KEEP, {"keep_completed": 60}], ids=["results", "age"])
+def test_a_cancelled_waiting_or_delayed_job_is_kept_as_cancelled(
+    api: Api, client: Client, clock: FakeClock, keep: dict[str, Any]
+) -> None:
+    queue = make(api, client, clock, **keep)
+    retried = queue.add({"n": 1}, context={"c": 2})
+    [job] = queue.reserve()
+    queue.fail(job, RuntimeError("once"))  # back to ready with one attempt
+    later = queue.add("later", delay=60)
+    clock.advance(5)
+    assert queue.cancel_many([retried, later]) == [True, True]
+    for job_id, payload, attempts in ((retried, {"n": 1}, 1), (later, "later", 0)):
+        info = cancelled(queue, job_id)
+        assert (info.payload, info.attempts, info.finished_at, info.result, info.error) == (
+            payload, attempts, clock.now, None, None)
+    assert queue.get_job(retried) is not None and queue.cancel(retried) is False
+    assert queue.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
+
+
+def test_a_job_cancelled_while_running_is_kept_as_cancelled_when_its_run_ends(
+    api: Api, client: Client, clock: FakeClock
+) -> None:
+    queue = make(api, client, clock, max_retries=5, **KEEP)
+    failed, expired, released = queue.add("f"), queue.add("e"), queue.add("r")
+    jobs = queue.reserve(3, visibility_timeout=5)
+    clock.advance(1)
+    cancelled_at = clock.now
+    assert queue.cancel_many([failed, expired, released]) == [False] * 3
+    for job_id in (failed, expired, released):  # the live job wins while it runs
+        info = queue.get_job(job_id)
+        assert info is not None and (info.state, info.cancel_requested) == ("active", True)
+    by_id = {job.id: job for job in jobs}
+    assert queue.fail(by_id[failed], RuntimeError("stopped")) is Outcome.CANCELLED
+    assert queue.release([by_id[released]]) == 1
+    clock.advance(5)
+    assert queue.reserve(10) == []  # the expired lease is reclaimed: deleted, not redelivered
+    for job_id in (failed, expired, released):
+        info = cancelled(queue, job_id)
+        assert (info.attempts, info.finished_at, info.cancel_requested) == (1, cancelled_at,
+                                                                            False)
+
+
+def test_a_cancelled_running_job_that_returns_is_kept_as_completed(
+    api: Api, client: Client, clock: FakeClock
+) -> None:
+    queue = make(api, client, clock, **KEEP)
+    job_id = queue.add("x")
+    [job] = queue.reserve()
+    queue.cancel(job_id)
+    job.result = "done anyway"
+    assert queue.ack(job) == 1
+    info = queue.get_job(job_id)
+    assert info is not None and (info.state, info.result) == ("completed", "done anyway")
+    assert queue.result(job_id, timeout=0) == "done anyway"
+
+
+def test_clear_keeps_the_jobs_it_deletes_as_cancelled(
+    api: Api, client: Client, clock: FakeClock
+) -> None:
+    queue = make(api, client, clock, partitions=2, keep_completed_count=100, store_results=True)
+    ids = queue.add_batch(range(4)) + queue.add_batch(range(4, 6), delay=60)
+    clock.advance(2)
+    assert queue.clear() == 6
+    assert [cancelled(queue, i).payload for i in ids] == list(range(6))
+    assert {cancelled(queue, i).finished_at for i in ids} == {clock.now}
+
+
+def test_kept_cancelled_jobs_are_trimmed_with_the_completed_ones_by_count(
+    api: Api, client: Client, clock: FakeClock
+) -> None:
+    queue = make(api, client, clock, keep_completed_count=3, store_results=True)
+    ids = queue.add_batch(range(4))
+    for job_id in ids:
+        clock.advance(1)
+        queue.cancel(job_id)
+    assert [queue.get_job(i) is not None for i in ids] == [False, True, True, True]
+    done = queue.add("completed")
+    clock.advance(1)
+    [job] = queue.reserve()
+    assert queue.ack(job) == 1  # a completion trims the oldest cancelled one
+    assert [queue.get_job(i) is not None for i in [*ids, done]] == [False] * 2 + [True] * 3
+    queue.add("cancelled")
+    queue.clear()  # and a clear's trims the oldest
+    assert queue.get_job(ids[2]) is None and queue.get_job(done) is not None
+
+
+def test_a_cancelled_id_can_be_added_again(api: Api, client: Client, clock: FakeClock) -> None:
+    queue = make(api, client, clock, **KEEP)
+    queue.add("first", job_id="order-42")
+    assert queue.cancel("order-42") is True
+    assert queue.add("second", job_id="order-42") == "order-42"  # the live job wins
+    info = queue.get_job("order-42")
+    assert info is not None and (info.state, info.payload) == ("waiting", "second")
+    [job] = queue.reserve()
+    job.result = "second result"
+    queue.ack(job)
+    assert queue.result("order-42", timeout=0) == "second result"
+    queue.add("third", job_id="order-42")
+    queue.cancel("order-42")  # the completed entry is replaced, its result with it
+    assert cancelled(queue, "order-42").payload == "third"
+
+
+def test_a_queue_that_keeps_nothing_keeps_no_cancelled_job(
+    api: Api, client: Client, clock: FakeClock
+) -> None:
+    queue = make(api, client, clock)
+    running, waiting = queue.add("r"), queue.add("w")
+    [job] = queue.reserve()
+    cleared = queue.add("cleared")
+    assert queue.cancel_many([waiting, running]) == [True, False]
+    assert queue.fail(job, RuntimeError("x")) is Outcome.CANCELLED
+    assert queue.clear() == 1
+    assert [queue.get_job(i) for i in (running, waiting, cleared)] == [None] * 3
+    assert not {k for k in all_keys(client) if str(k).endswith(("completed", "kept", "results"))}

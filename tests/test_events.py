@@ -120,8 +120,9 @@ def test_a_job_cancelled_while_running_is_written_as_cancelled_when_its_run_ends
         failed: [("cancelled", 1)], released: [("cancelled", 0)], expired: [("cancelled", 1)],
         completed: [("completed", 1)]}
     assert queue.result(completed, timeout=0) == "finished anyway"
-    with pytest.raises(JobNotFoundError):  # a cancelled job is deleted: nothing to wait for
-        queue.result(failed, timeout=0)
+    for job_id in (failed, released, expired):  # kept as cancelled (keep_completed): at once
+        with pytest.raises(JobCancelledError):
+            queue.result(job_id, timeout=0)
 
 
 def test_a_schedules_run_is_written_as_added(api: Api, client: Client, clock: FakeClock) -> None:

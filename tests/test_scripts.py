@@ -402,6 +402,10 @@ def test_keys_python_sends_are_the_header_keys_and_the_ones_the_script_reads() -
         assert read == set(range(1, count + 1)), script.name
 
 
+KEEPING = QueueCalls(QueueSettings(name="arity", keep_completed=1.5, keep_completed_count=10))
+KEPT_KEYS = QueueKeys("pyqcore", "arity").keys(("completed", "kept", "results"))
+
+
 def every_python_call() -> list[Call[Any]]:
     """One call of every script, built by the core as the queues build them."""
     calls = QueueCalls(QueueSettings(name="arity"))
@@ -434,6 +438,8 @@ def every_python_call() -> list[Call[Any]]:
         calls.job_result("1"),
         calls.cancel(["1", "2"]),
         calls.clear(),
+        KEEPING.cancel(["1"]),  # the kept keys and bounds (keep_cancelled.lua)
+        KEEPING.clear(),
         QueueCalls(QueueSettings(name="arity", keep_completed_count=10)).finish(
             [Job("1", "arity", None, None, 1, 0.0, TOKEN, 0.0)]),
         lock_call(lock_key, "holder", 1000),
@@ -453,10 +459,11 @@ def test_python_sends_the_header_arity() -> None:
             not script.trailing, script.name
         assert len(call.keys) in {len(script.key_parts) - bool(script.trailing),
                                   script.required_keys}, script.name
+        kept = len(script.kept) if KEPT_KEYS[0] in call.keys else 0  # the kept bounds
         if script.argc == len(script.argv):  # fixed ARGV only: exactly that many
-            assert len(call.args) == script.argc, script.name
+            assert len(call.args) - kept == script.argc, script.name
         else:
-            assert len(call.args) >= script.argc, script.name
+            assert len(call.args) - kept >= script.argc, script.name
     plain, _, ranked = (c for c in built if c.script.name == "enqueue")
     assert (len(plain.keys), len(ranked.keys)) == (6, 11)
 
@@ -494,17 +501,41 @@ def test_python_sends_the_events_stream_last_and_its_arguments_last(level: int) 
          "schedule_claim"}
     for call, without in pairs:
         name = call.script.name
+        # (store_results keeps finished jobs: cancel and clear send the kept keys and bounds)
+        kept = (KEPT_KEYS, [0, 10]) if level == 1 and call.script.kept else ([], [])
         if name in writers:
             assert (call.keys[-1], list(call.args[-2:])) == (stream, [level, options.get(
                 "events_maxlen", 10_000)]), name
             assert (list(call.keys[:-1]), list(call.args[:-2])) == (
-                list(without.keys), list(without.args)), name
+                [*without.keys, *kept[0]], [*without.args, *kept[1]]), name
         else:
             assert (list(call.keys), len(call.args)) == (list(without.keys),
                                                          len(without.args)), name
     kept = QueueCalls(QueueSettings(name="arity", events=level == 2, keep_completed_count=10,
                                     store_results=True)).finish(done)
     assert (kept.keys[-1], list(kept.args[-2:])) == (stream, [level, 10_000])
+
+
+def test_only_a_queue_that_keeps_finished_jobs_sends_cancel_and_clear_the_kept_keys() -> None:
+    """A queue that keeps nothing sends cancel and clear what it always sent (their required
+    keys; the ids, the limit); one that keeps finished jobs adds the kept keys and the bounds
+    (keep_ms, keep_count), before the events stream and its arguments if any."""
+    plain = QueueCalls(QueueSettings(name="arity"))
+    for name, call, args in (("cancel", plain.cancel(["1", "2"]), ["1", "2"]),
+                             ("clear", plain.clear(7), [7])):
+        script = SCRIPTS[name]
+        assert script.kept == ("keep_ms", "keep_count"), name
+        assert (list(call.keys), list(call.args)) == (
+            QueueKeys("pyqcore", "arity").keys(script.required_parts), args), name
+        kept = KEEPING.cancel(["1", "2"]) if name == "cancel" else KEEPING.clear(7)
+        assert (list(kept.keys), list(kept.args)) == (
+            [*call.keys, *KEPT_KEYS], [*args, 1500, 10]), name
+        events = QueueCalls(QueueSettings(name="arity", keep_completed=1.5, events=True))
+        with_events = events.cancel(["1", "2"]) if name == "cancel" else events.clear(7)
+        assert (list(with_events.keys), list(with_events.args)) == (
+            [*call.keys, *KEPT_KEYS, QueueKeys("pyqcore", "arity").key("events")],
+            [*args, 1500, 0, 2, 10_000]), name
+    assert {s.name for s in SCRIPTS.values() if s.kept} == {"cancel", "clear"}
 
 
 def calls_of(name: str, index: int) -> Call[Any]:

@@ -429,7 +429,7 @@ WITH_ARGV = [n for n in NAMES if SCRIPTS[n].argv]
 
 def test_every_argv_entry_has_a_domain() -> None:
     """A script that grows an ARGV entry must say here what it accepts."""
-    missing = [(s.name, e) for s in SCRIPTS.values() for e in (*fixed(s), *s.trailing)
+    missing = [(s.name, e) for s in SCRIPTS.values() for e in (*fixed(s), *s.trailing, *s.kept)
                if e not in COUNTED.values() and (s.name, e) not in DOMAINS and e not in DOMAINS]
     assert missing == []
     assert {tail(s) for s in SCRIPTS.values()} <= {PAIRS, TRIPLES, RECORDS, IDS, RUNS, NAMED, ()}
@@ -605,3 +605,43 @@ def test_any_argv_with_the_events_stream_gets_a_reply_code(client: redis.Redis,
             before.unchanged(client, (name, args))
 
     answered()
+
+
+# -- the kept keys (keep_cancelled.lua): three keys before the stream, two bounds before its ARGV -
+
+WITH_KEPT = [n for n in NAMES if SCRIPTS[n].kept]
+
+
+@pytest.mark.parametrize("events", [False, True], ids=["alone", "with-events"])
+@pytest.mark.parametrize("name", WITH_KEPT)
+def test_the_kept_arguments_are_checked_before_any_write(client: redis.Redis, name: str,
+                                                         events: bool) -> None:
+    """Sent the kept keys, a script takes the two ARGV entries before the events arguments (the
+    last two without them) as keep_ms and keep_count: a value outside their domain, or a wrong
+    number of KEYS, is refused and writes nothing; valid ones keep what the call cancels."""
+    script = SCRIPTS[name]
+    valid = typical_argv(script)
+    stream = [KEYS.key("events")] if events else []
+    level = ["2", "100"] if events else []
+    keys = [*keys_of(script), *KEYS.keys(("completed", "kept", "results")), *stream]
+    seed(client)
+    before = Before.take(client)
+    n = len(valid) + 2
+    calls = [(keys, [*valid, wrong, "10", *level], f"ARGV[{n - 1}] keep_ms")
+             for wrong in Int(0).invalid()]
+    calls += [(keys, [*valid, "0", wrong, *level], f"ARGV[{n}] keep_count")
+              for wrong in Int(0).invalid()]
+    # (two of the three kept keys: no count of KEYS a call may send)
+    calls += [([*keys_of(script), *KEYS.keys(("completed", "kept"))],
+               [*valid, "0", "10", *level], "KEYS must be")]
+    for sent, args, what in calls:
+        reply: Any = client.eval(script.source, len(sent), *sent, *args)
+        assert reply[0] == Code.BAD_ARGUMENT, (args, reply)
+        assert reply[1].startswith(what.encode()), (what, reply)
+    before.unchanged(client, f"{len(calls)} refused calls of {name} with the kept keys")
+    args = ["r1", "l2"] if name == "cancel" else ["1000"]
+    reply = client.eval(script.source, len(keys), *keys, *args, "0", "10", *level)
+    assert reply[0] == Code.OK, reply
+    kept = cast(dict[bytes, bytes], client.hgetall(KEYS.key("kept")))
+    assert kept and all(value.startswith(b"c:") for value in kept.values()), kept
+    assert set(kept) == set(cast(list[bytes], client.zrange(KEYS.key("completed"), 0, -1)))

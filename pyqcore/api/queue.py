@@ -100,8 +100,9 @@ class QueueApi:
     # retry_on) goes to the dead-letter queue at once, attempts left or not.
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None
     dead_on: type[BaseException] | tuple[type[BaseException], ...] = ()
-    # Completed jobs kept for get_job (and their results with store_results), trimmed by age
-    # and count; off by default (0, 0): an ack then deletes the job, as before.
+    # Completed and cancelled jobs kept for get_job (and completed ones' results with
+    # store_results), trimmed by age and count; off by default (0, 0): an ack or a cancel then
+    # deletes the job, as before.
     keep_completed: float = 0.0  # seconds
     keep_completed_count: int = 0
     store_results: bool = False  # the handler's return value, kept with the completed job

@@ -52,6 +52,9 @@ CANCEL_BATCH = 100  # most ids per cancel call (each scans the ready list: lua/c
 # stream at level 1 too (store_results: queue.result() waits on them); the others that take
 # it (enqueue, ack, redrive, purge) are sent it at level 2 only (events=True).
 TERMINAL_WRITERS = frozenset({"reserve", "fail", "complete", "cancel", "clear", "release"})
+# The kept keys' parts (lua/includes/keep_trim.lua): optional in the scripts that keep the jobs
+# they cancel (cancel, clear), sent only by a queue that keeps finished jobs.
+KEPT_PARTS = frozenset({"completed", "kept", "results"})
 
 
 def _ms(seconds: float) -> int:
@@ -248,9 +251,9 @@ class JobRow:
 
 @dataclass(frozen=True, slots=True)
 class ResultRow:
-    """What ``result.lua`` read of one job: its state ("live", "dead", "completed", "none"),
-    its error (dead) or result (completed), still undecoded, and the partition's last events
-    entry id, from which a wait for the job's terminal event starts."""
+    """What ``result.lua`` read of one job: its state ("live", "dead", "completed",
+    "cancelled", "none"), its error (dead) or result (completed), still undecoded, and the
+    partition's last events entry id, from which a wait for the job's terminal event starts."""
 
     state: str
     value: bytes | None
@@ -391,6 +394,21 @@ class QueueCalls:
                 self._events[name] = (level, settings.events_maxlen)
             else:
                 self._keys[name] = self._keys[name][:-1]
+        # The kept keys and bounds of the scripts that keep the jobs they cancel
+        # (lua/includes/keep_cancelled.lua), on a queue that keeps finished jobs; a queue that
+        # keeps none sends neither, so its calls are what they always were.
+        self._kept: dict[str, tuple[int, int]] = {}
+        for name, script in self._scripts.items():
+            if not script.kept:
+                continue
+            if settings.keeps_completed:
+                self._kept[name] = (round(settings.keep_completed * 1000),
+                                    settings.keep_completed_count)
+            else:
+                # (strict=False: the events stream, last, may be dropped already)
+                self._keys[name] = [key for part, key in zip(script.key_parts, self._keys[name],
+                                                             strict=False)
+                                    if part not in KEPT_PARTS]
         enqueue = self._keys["enqueue"]  # a plain add's keys: the required ones (then events)
         plain = enqueue[: self._scripts["enqueue"].required_keys]
         self._plain_enqueue_keys = [*plain, enqueue[-1]] if "enqueue" in self._events else plain
@@ -504,6 +522,8 @@ class QueueCalls:
         script = self._scripts[name]
         if self._clock is not None and script.reads_clock:  # tests only: the variant's ARGV
             args = [self._clock.now_ms(), *args]
+        if self._kept and name in self._kept:  # then the kept bounds (keep_cancelled.lua)
+            args = [*args, *self._kept[name]]
         if self._events and name in self._events:  # last: the level and the stream's bound
             args = [*args, *self._events[name]]
         return Call(script, self._keys[name] if keys is None else keys, args, parse, on_error)
@@ -701,9 +721,10 @@ class QueueCalls:
             if len(reply) == 1:
                 return None
             row = JobRow(text(reply[1]), reply[2], reply[3], reply[4], int(float(reply[5])))
-            if row.state != "completed":
+            if row.state not in ("completed", "cancelled"):
                 return row
-            # kept: b"attempts:redrives:" + record; its history stands where meta's would
+            # kept (a cancelled job's without its mark): b"attempts:redrives:" + record; its
+            # history stands where meta's would
             attempts, redrives, record = (reply[2] or b"0:0:").split(b":", 2)
             return replace(row, record=record, meta=attempts + b":" + redrives,
                            result=reply[6] if len(reply) > 6 else None)
@@ -711,8 +732,9 @@ class QueueCalls:
         return self._call("job_info", [given_id(job_id)], parse)
 
     def job_result(self, job_id: str) -> Call[ResultRow]:
-        """Whether job ``job_id`` is live, dead or completed in this partition (with its error
-        or result), and the partition's last events entry id (``pyqcore.core.events``)."""
+        """Whether job ``job_id`` is live, dead, completed or cancelled in this partition (with
+        its error or result), and the partition's last events entry id
+        (``pyqcore.core.events``)."""
 
         def parse(reply: Any) -> ResultRow:
             reply = checked(reply)

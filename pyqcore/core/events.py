@@ -70,14 +70,16 @@ def wait_for_result(parts: Sequence[QueueCalls], job_id: str, timeout: float | N
     found = [(part, row) for part, row in zip(parts, rows, strict=True) if row.state != "none"]
     if not found:
         raise JobNotFoundError(f"no job {job_id!r} in queue {parts[0].queue!r} (never added, "
-                               "or gone: cancelled, purged, or its kept result trimmed)")
+                               "or gone: purged, or trimmed from the jobs the queue keeps)")
     part, row = found[0]
     cursor = row.last_id
     while row.state == "live":
         kind, cursor = yield from _terminal_event(part, job_id, cursor, deadline)
-        if kind == "cancelled":
-            raise JobCancelledError(f"job {job_id!r} was cancelled: it has no result")
-        row = yield part.job_result(job_id)  # completed (with its result) or dead (its error)
+        # completed (with its result) or dead (its error) read again; cancelled: as it said
+        row = ResultRow(kind, None, cursor) if kind == "cancelled" else \
+            (yield part.job_result(job_id))
+    if row.state == "cancelled":  # now, or kept since (lua/includes/keep_cancelled.lua)
+        raise JobCancelledError(f"job {job_id!r} was cancelled: it has no result")
     if row.state == "dead":
         error = ErrorInfo.from_json(row.value)
         raise JobDeadError(f"job {job_id!r} is dead: {error.type if error else '?'}: "

@@ -401,9 +401,10 @@ class QueueCore:
         return sum_counts((yield commands))
 
     def get_job(self, job_id: str) -> Flow[JobInfo | None]:
-        """What is known of job ``job_id``: its state (waiting, delayed, active, dead),
-        payload, attempts, times and last error; None once it is gone (acked, cancelled,
-        purged) or if it never existed. One read per partition, in one round trip (an id
+        """What is known of job ``job_id``: its state (waiting, delayed, active, dead, and on
+        a queue that keeps finished jobs completed or cancelled), payload, attempts, times and
+        last error; None once it is gone (acked, purged, trimmed, or cancelled on a queue that
+        keeps nothing) or if it never existed. One read per partition, in one round trip (an id
         added with a ``partition_key`` can live in any partition)."""
         job_id = given_id(job_id)
         parts = self.partitions.parts
@@ -562,7 +563,7 @@ def job_info(queue: str, part: QueueCalls, job_id: str, row: JobRow) -> JobInfo:
         payload=payload, context=context, attempts=attempts + active, redrives=redrives,
         added_at=added_at, due_at=at if row.state == "delayed" else None,
         lease_deadline=at if active else None,
-        finished_at=at if row.state in ("dead", "completed") else None,
+        finished_at=at if row.state in ("dead", "completed", "cancelled") else None,
         error=ErrorInfo.from_json(row.error), cancel_requested=history.endswith(":c"),
         result=None if row.result is None else part.serializer.loads(row.result),
         record=raw, partition=part.partition)

@@ -70,6 +70,9 @@ def every_call(queue: str) -> list[Call[Any]]:
         events.enqueue([""], [b"record"]),
         events.reserve(1, visibility_ms=1000, max_attempts=4, sweep_limit=1000, token=token),
         events.ack([("1", token)]),
+        # keeping finished jobs: cancel and clear send the kept keys (before the stream)
+        QueueCalls(QueueSettings(name=queue, keep_completed=60, events=True)).cancel(["1"]),
+        QueueCalls(QueueSettings(name=queue, keep_completed_count=10)).clear(),
         lock_call(lock_key, "token", 1000),
         unlock_call(lock_key, "token"),
     ]

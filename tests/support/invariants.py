@@ -33,7 +33,10 @@ STATES = ("ready", "delayed", "leased", "dead")
 FLOW = ("attrs", "ranked", "flow", "groups", "gwait")
 PARTS = (*STATES, "jobs", "meta", "errors", "wake", *FLOW)
 RANKED = re.compile(r"^([^ ]*) (\d{4}) (\d{16}) (.*)$", re.S)  # "<group> <band> <seq> <id>"
-KEPT = ("completed", "kept", "results")  # completed jobs kept (keep_completed): no state
+KEPT = ("completed", "kept", "results")  # finished jobs kept (keep_completed): no state
+# A kept value: "attempts:redrives:" and the record, "c:" in front for a cancelled job
+# (lua/includes/keep_cancelled.lua).
+KEPT_VALUE = re.compile(rb"^(c:)?\d+:\d+:", re.S)
 # A queue's key: "<prefix>:{<queue or queue#i>}:<part>"; locks, stats and registry keys aside.
 QUEUE_KEY = re.compile(rb"^(?P<base>.+:\{[^{}]+\}):(?P<part>" + "|".join((*PARTS, *KEPT)).encode()
                        + rb")$")
@@ -54,6 +57,7 @@ class Partition:
     errors: set[str] = field(default_factory=set)
     counted: dict[str, int] = field(default_factory=dict)  # counts.lua's answer
     kept: dict[str, set[str]] = field(default_factory=dict)  # completed, kept, results ids
+    cancelled: set[str] = field(default_factory=set)  # the kept ids marked cancelled
     problems: list[str] = field(default_factory=list)
     attrs: dict[str, str] = field(default_factory=dict)  # ranked jobs: "<priority> <group>"
 
@@ -84,6 +88,9 @@ class Partition:
         if stray := sorted(self.kept.get("results", set()) - self.kept.get("completed", set())):
             found.append(f"{self.name}:results: results of {len(stray)} jobs not kept: "
                          f"{stray[:20]}")
+        if stray := sorted(self.kept.get("results", set()) & self.cancelled):
+            found.append(f"{self.name}:results: results of {len(stray)} jobs kept as "
+                         f"cancelled: {stray[:20]}")
         if stray := sorted(set(self.attrs) - self.records):
             found.append(f"{self.name}:attrs: attrs of {len(stray)} jobs that are gone: "
                          f"{stray[:20]}")
@@ -105,7 +112,7 @@ def read_partition(node: Any, base: str) -> Partition:
         pipe.hkeys(key[name])
     pipe.llen(key["wake"])
     pipe.zrange(f"{base}:completed", 0, -1)
-    pipe.hkeys(f"{base}:kept")
+    pipe.hgetall(f"{base}:kept")
     pipe.hkeys(f"{base}:results")
     pipe.hgetall(key["attrs"])
     pipe.zrange(key["ranked"], 0, -1)
@@ -157,6 +164,9 @@ def read_partition(node: Any, base: str) -> Partition:
     found.counted = dict(zip(STATES, counted[1:5], strict=True))
     found.kept = {name: {text(i) for i in ids} for name, ids in
                   (("completed", completed), ("kept", kept), ("results", results))}
+    found.cancelled = {text(i) for i, value in kept.items() if value.startswith(b"c:")}
+    if bad := sorted(text(i) for i, value in kept.items() if not KEPT_VALUE.match(value)):
+        found.problems.append(f"{base}:kept: entries of the wrong shape: {bad[:20]}")
     return found
 
 

@@ -124,3 +124,18 @@ def test_an_events_entry_carrying_a_payload_or_an_unknown_event(client: redis.Re
     client.delete(stream)
     client.set(stream, "clobbered")
     assert database_problems(client) == [f"{stream}: not a stream"]
+
+
+def test_a_kept_entry_of_the_wrong_shape_and_a_result_of_a_cancelled_job(
+    client: redis.Redis, clock: FakeClock
+) -> None:
+    queue = BaseQueue(client, name="kept", clock=clock, keep_completed_count=10,
+                      store_results=True)
+    queue.cancel(queue.add("x", job_id="gone"))
+    assert database_problems(client) == []
+    client.hset(queue.keys.key("results"), "gone", "a result")
+    assert "results of 1 jobs kept as cancelled: ['gone']" in only(client)
+    client.hdel(queue.keys.key("results"), "gone")
+    client.hset(queue.keys.key("kept"), "gone", "x:record")
+    assert "kept: entries of the wrong shape: ['gone']" in only(client)
+    client.delete(queue.keys.key("kept"), queue.keys.key("completed"))

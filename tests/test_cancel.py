@@ -12,15 +12,7 @@ from typing import Any
 
 import pytest
 
-from pyqcore import (
-    Backoff,
-    BaseQueue,
-    ConfigurationError,
-    Job,
-    JobCancelledError,
-    JobInfo,
-    Outcome,
-)
+from pyqcore import Backoff, BaseQueue, ConfigurationError, Job, JobCancelledError, JobInfo, Outcome
 from pyqcore.sync.driver import Client
 from tests.conftest import BOTH_DRIVERS_AND_BACKENDS, FakeClock, all_keys
 from tests.support import wait_until

@@ -116,6 +116,30 @@ def test_extend_does_not_renew_a_job_cancelled_while_leased(q: Queue) -> None:
     assert q.client.zscore(q.key("leased"), f"{T1}:a") == deadline
 
 
+def test_cancel_and_clear_sent_the_kept_keys_keep_what_they_cancel(q: Queue) -> None:
+    """Sent the kept keys and bounds (keep_cancelled.lua), cancel and clear keep each job they
+    delete or mark: "c:attempts:redrives:" and its record (a running one's delivery counted),
+    at the call's time, no result; then trim oldest first by keep_count."""
+    kept_keys = [q.key(part) for part in ("completed", "kept", "results")]
+
+    def kept_call(script: str, *args: str | int, now: int) -> Any:
+        keys = [*q.keys.keys(SCRIPTS[script].required_parts), *kept_keys]
+        return q.client.eval(SCRIPTS[script].source, len(keys), *keys, now, *args)
+
+    q.add("run", "wait", "gone1", "gone2")
+    q.reserve(1, T1)  # "run" is leased
+    q.client.hset(q.key("results"), "wait", "an earlier run's result")
+    assert kept_call("cancel", "run", "wait", 0, 0, now=NOW + 5) == [Code.OK, 2, 1]
+    assert q.client.hgetall(q.key("kept")) == {b"run": b"c:1:0:record run",
+                                               b"wait": b"c:0:0:record wait"}
+    assert q.client.zrange(q.key("completed"), 0, -1, withscores=True) == [
+        (b"run", NOW + 5), (b"wait", NOW + 5)]
+    assert not q.client.exists(q.key("results"))
+    assert kept_call("clear", 1000, 0, 1, now=NOW + 6) == [Code.OK, 2, 0]
+    assert q.client.zrange(q.key("completed"), 0, -1, withscores=True) == [(b"gone2", NOW + 6)]
+    assert q.client.hkeys(q.key("kept")) == [b"gone2"]
+
+
 # -- reserve: order, bounds, housekeeping -------------------------------------------------------
 
 def test_due_jobs_go_to_the_back_of_ready(q: Queue) -> None:

@@ -82,18 +82,18 @@ end
 -- Kept finished jobs (keep_completed, keep_completed_count): the completed ZSET (id -> when it
 -- finished, ms), the kept HASH (id -> "attempts:redrives:" and its record, "c:" before them
 -- for a cancelled job: keep_cancelled.lua) and results (id -> its handler's return value).
--- Trims them, oldest first: by age (finished more than keep_ms before now), then by count (more
--- than keep_count kept); 0 is no bound. At most budget entries go per call, so a call's work
+-- Trims them, oldest first: by age (finished more than max_age_ms before now), then by count
+-- (more than max_count kept); 0 is no bound. At most budget entries go per call, so a call's work
 -- stays bounded and (with a budget above what the call keeps) the kept set shrinks faster
 -- than it grows.
-local function keep_trim(completed, kept, results, now, keep_ms, keep_count, budget)
+local function keep_trim(completed, kept, results, now, max_age_ms, max_count, budget)
   local old = {}
-  if keep_ms > 0 then
-    old = redis.call('ZRANGEBYSCORE', completed, '-inf', string.format('(%d', now - keep_ms),
+  if max_age_ms > 0 then
+    old = redis.call('ZRANGEBYSCORE', completed, '-inf', string.format('(%d', now - max_age_ms),
                      'LIMIT', '0', string.format('%d', budget))
   end
-  if keep_count > 0 and #old < budget then
-    local excess = redis.call('ZCARD', completed) - #old - keep_count
+  if max_count > 0 and #old < budget then
+    local excess = redis.call('ZCARD', completed) - #old - max_count
     if excess > 0 then
       local first = #old
       local more = redis.call('ZRANGE', completed, string.format('%d', first),
@@ -248,7 +248,7 @@ end
 -- before the events arguments. A cancelled job is kept as a completed one is (its time in
 -- completed, trimmed by the same bounds), its kept value marked "c:" in front (a completed
 -- job's starts with a digit) and no result. A call without the kept keys keeps nothing.
-local keeping, keep_ms, keep_count = false, 0, 0
+local keeping, kept_max_ms, kept_max_count = false, 0, 0
 local KEPT_CANCELLED = 'c:'
 
 -- If the call sent the kept keys (keys_without + 3 KEYS, not counting the events stream: call
@@ -275,7 +275,7 @@ local function keep_args(keys_without)
     end
     bounds[#bounds + 1] = v
   end
-  keeping, keep_ms, keep_count = true, bounds[1], bounds[2]
+  keeping, kept_max_ms, kept_max_count = true, bounds[1], bounds[2]
   ARGV[n], ARGV[n - 1] = nil, nil
   return nil
 end
@@ -301,7 +301,7 @@ local function keep_cancelled(ks, ids, values, now)
   call_chunked('ZADD', ks.completed, finished)
   call_chunked('HSET', ks.kept, entries)
   call_chunked('HDEL', ks.results, ids)
-  keep_trim(ks.completed, ks.kept, ks.results, now, keep_ms, keep_count, #ids + 100)
+  keep_trim(ks.completed, ks.kept, ks.results, now, kept_max_ms, kept_max_count, #ids + 100)
 end
 -- @end keep_cancelled
 

@@ -502,12 +502,12 @@ def test_python_sends_the_events_stream_last_and_its_arguments_last(level: int) 
     for call, without in pairs:
         name = call.script.name
         # (store_results keeps finished jobs: cancel and clear send the kept keys and bounds)
-        kept = (KEPT_KEYS, [0, 10]) if level == 1 and call.script.kept else ([], [])
+        bounds = (KEPT_KEYS, [0, 10]) if level == 1 and call.script.kept else ([], [])
         if name in writers:
             assert (call.keys[-1], list(call.args[-2:])) == (stream, [level, options.get(
                 "events_maxlen", 10_000)]), name
             assert (list(call.keys[:-1]), list(call.args[:-2])) == (
-                [*without.keys, *kept[0]], [*without.args, *kept[1]]), name
+                [*without.keys, *bounds[0]], [*without.args, *bounds[1]]), name
         else:
             assert (list(call.keys), len(call.args)) == (list(without.keys),
                                                          len(without.args)), name

@@ -4,7 +4,7 @@
 -- before the events arguments. A cancelled job is kept as a completed one is (its time in
 -- completed, trimmed by the same bounds), its kept value marked "c:" in front (a completed
 -- job's starts with a digit) and no result. A call without the kept keys keeps nothing.
-local keeping, keep_ms, keep_count = false, 0, 0
+local keeping, kept_max_ms, kept_max_count = false, 0, 0
 local KEPT_CANCELLED = 'c:'
 
 -- If the call sent the kept keys (keys_without + 3 KEYS, not counting the events stream: call
@@ -31,7 +31,7 @@ local function keep_args(keys_without)
     end
     bounds[#bounds + 1] = v
   end
-  keeping, keep_ms, keep_count = true, bounds[1], bounds[2]
+  keeping, kept_max_ms, kept_max_count = true, bounds[1], bounds[2]
   ARGV[n], ARGV[n - 1] = nil, nil
   return nil
 end
@@ -57,5 +57,5 @@ local function keep_cancelled(ks, ids, values, now)
   call_chunked('ZADD', ks.completed, finished)
   call_chunked('HSET', ks.kept, entries)
   call_chunked('HDEL', ks.results, ids)
-  keep_trim(ks.completed, ks.kept, ks.results, now, keep_ms, keep_count, #ids + 100)
+  keep_trim(ks.completed, ks.kept, ks.results, now, kept_max_ms, kept_max_count, #ids + 100)
 end

@@ -26,8 +26,7 @@ KEYS
   11  groups   ZSET  group -> turn: the round robin of groups that may lease now
   12  gwait    ZSET  group -> ms: groups waiting out their group rate limit
   13  completed  ZSET  (optional) id -> when it finished (ms): kept jobs (13-15 go together)
-  14  kept       HASH  (optional) id -> "c:attempts:redrives:" and the record of a cancelled
-                       job (keep_cancelled.lua); "attempts:redrives:" and it for a completed one
+  14  kept       HASH  (optional) id -> "c:attempts:redrives:" + record: cancelled (keep_cancelled)
   15  results    HASH  (optional) id -> a completed job's result: a cancelled job's is deleted
   16  events   STREAM  (optional) events (events.lua): cancelled (a job deleted)
 ARGV

@@ -19,8 +19,7 @@ KEYS
   10  groups   ZSET  group -> turn: the round robin of groups that may lease now
   11  gwait    ZSET  group -> ms: groups waiting out their group rate limit
   12  completed  ZSET  (optional) id -> when it finished (ms): kept jobs (12-14 go together)
-  13  kept       HASH  (optional) id -> "c:attempts:redrives:" and the record of a cancelled
-                       job (keep_cancelled.lua); "attempts:redrives:" and it for a completed one
+  13  kept       HASH  (optional) id -> "c:attempts:redrives:" + record: cancelled (keep_cancelled)
   14  results    HASH  (optional) id -> a completed job's result: a cancelled job's is deleted
   15  events   STREAM  (optional) events (events.lua): cancelled (each job deleted)
 ARGV

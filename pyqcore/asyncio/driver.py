@@ -110,7 +110,6 @@ class AsyncDriver(Driving):
         """BLPOP on the wake lists."""
         return await self.client.blpop(block.keys, block.timeout)
 
-
     @staticmethod
     def turn(turn: Turn) -> FutureWaiter:
         """What to await until another task wakes the waiter (a coalesced add's turn): the

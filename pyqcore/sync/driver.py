@@ -116,7 +116,6 @@ class SyncDriver(Driving):
         """BLPOP on the wake lists."""
         return self.client.blpop(block.keys, block.timeout)
 
-
     @staticmethod
     def turn(turn: Turn) -> None:
         """Block until another thread wakes the waiter (a coalesced add's turn)."""
